@@ -1,0 +1,107 @@
+/**
+ * The contract between inboxq and the workers that process tasks: one task message per accepted
+ * mail on the `tasks` queue, one reply message per answer on the `replies` queue.
+ *
+ * Versioned JSON (`type` + `version`), validated here at every boundary with zod. JSON Schemas for
+ * workers in other languages are generated from these (docs/contract.md, schemas/). Queue
+ * messages are base64 of the UTF-8 JSON, which is what the Functions queue trigger reads by default.
+ */
+import { z } from 'zod';
+
+export const TASKS_QUEUE = 'tasks';
+export const REPLIES_QUEUE = 'replies';
+/** Where raw mail, bodies too big for a queue message, and attachments are stored. */
+export const MAIL_CONTAINER = 'inboxq-mail';
+
+/** Azure Storage queue messages are at most 64 KiB of (base64) text. */
+export const MAX_QUEUE_MESSAGE_CHARS = 64 * 1024;
+
+const isoDate = z.string().refine((v) => !Number.isNaN(Date.parse(v)), 'must be an ISO 8601 date');
+const email = z.string().regex(/^[^\s@]+@[^\s@]+$/, 'must be an e-mail address');
+export const taskIdSchema = z.string().regex(/^[0-9a-f]{32}$/, 'must be 32 lower-case hex digits (a task id from a task message)');
+
+export const blobRefSchema = z.object({
+  container: z.string().min(3),
+  name: z.string().min(1).max(1024),
+  size: z.number().int().nonnegative(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export type BlobRef = z.infer<typeof blobRefSchema>;
+
+export const attachmentRefSchema = z.object({
+  filename: z.string(),
+  contentType: z.string(),
+  size: z.number().int().nonnegative(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  blob: blobRefSchema,
+});
+export type AttachmentRef = z.infer<typeof attachmentRefSchema>;
+
+export const taskMessageSchema = z.object({
+  type: z.literal('inboxq.task'),
+  version: z.literal(1),
+  taskId: taskIdSchema,
+  mailbox: email,
+  receivedAt: isoDate,
+  queuedAt: isoDate,
+  from: z.object({ address: email, name: z.string() }),
+  to: z.array(z.string()),
+  cc: z.array(z.string()),
+  subject: z.string(),
+  messageId: z.string().nullable(),
+  inReplyTo: z.string().nullable(),
+  references: z.array(z.string()),
+  body: z.object({
+    /** The plain-text body, inline when it fits; null when only `textBlob` has it. */
+    text: z.string().nullable(),
+    textBlob: blobRefSchema.nullable(),
+    htmlBlob: blobRefSchema.nullable(),
+  }),
+  /** Inline when the list fits the queue message; otherwise in `attachmentsBlob` as a JSON array. */
+  attachments: z.array(attachmentRefSchema),
+  attachmentsBlob: blobRefSchema.nullable(),
+  /** The whole message as received (RFC 5322), for workers that want everything. */
+  raw: blobRefSchema,
+});
+export type TaskMessage = z.infer<typeof taskMessageSchema>;
+
+export const replyAttachmentSchema = z.object({
+  filename: z.string().min(1).max(255),
+  contentType: z.string().min(1).default('application/octet-stream'),
+  /** A blob in the inboxq-mail container, written by the worker. */
+  blob: z.object({ container: z.literal(MAIL_CONTAINER), name: z.string().min(1).max(1024) }),
+});
+
+export const replyMessageSchema = z.object({
+  type: z.literal('inboxq.reply'),
+  version: z.literal(1),
+  taskId: taskIdSchema,
+  mailbox: email,
+  /** Tells several replies to one task apart; the same replyId is sent once, however often it is queued. */
+  replyId: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 letters, digits, dots, dashes or underscores')
+    .default('reply'),
+  text: z.string().min(1, 'must not be empty'),
+  html: z.string().optional(),
+  attachments: z.array(replyAttachmentSchema).max(100).default([]),
+});
+export type ReplyMessage = z.infer<typeof replyMessageSchema>;
+export type ReplyMessageInput = z.input<typeof replyMessageSchema>;
+
+/** Human-readable problems of a failed validation, each naming the field. */
+export function describeIssues(error: z.ZodError): string[] {
+  return error.issues.map((i) => `${i.path.length ? i.path.join('.') : 'message'}: ${i.message}`);
+}
+
+/** base64 of the UTF-8 JSON, as the Functions queue trigger expects by default. */
+export function encodeQueueMessage(message: unknown): string {
+  return Buffer.from(JSON.stringify(message), 'utf8').toString('base64');
+}
+
+/** Decodes a queue message's text: base64 JSON, or plain JSON for senders that don't encode. */
+export function decodeQueueMessage(text: string): unknown {
+  const trimmed = text.trim();
+  if (trimmed.startsWith('{')) return JSON.parse(trimmed);
+  return JSON.parse(Buffer.from(trimmed, 'base64').toString('utf8'));
+}

@@ -1,0 +1,304 @@
+/**
+ * One drain run of one mailbox: every mail in INBOX, oldest first, becomes a queued task or a
+ * recorded rejection, and only then leaves the inbox.
+ *
+ * The order of steps is the guarantee (docs/delivery-guarantees.md):
+ *   fetch (BODY.PEEK, nothing marked read) -> claim in the ledger -> parse + sender verdict
+ *   -> blobs -> task on the queue -> ledger: queued/rejected -> remove from INBOX -> ledger: removed
+ * A crash anywhere leaves the mail in INBOX with a ledger row telling the next run where to resume;
+ * the task id is derived from the Message-ID, so a resumed mail keeps its identity.
+ *
+ * Failures of the mailbox, of Storage or of the token end the run (the mail stays for the next one).
+ * A mail that can't be parsed is recorded, moved to the quarantine folder, and the run goes on.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import type { InboxqConfig } from '../config/settings';
+import {
+  MAIL_CONTAINER,
+  MAX_QUEUE_MESSAGE_CHARS,
+  TASKS_QUEUE,
+  taskMessageSchema,
+  type AttachmentRef,
+  type BlobRef,
+  type TaskMessage,
+} from '../contract/messages';
+import type { TokenSource } from '../credentials/token';
+import { describeError, InboxqError } from '../errors';
+import { deriveTaskId, partitionKey, type Ledger, type MessageRecord } from '../ledger/ledger';
+import { parseMail, type ParsedMail } from '../mail/parse';
+import { MailboxSession } from '../mailbox/imap';
+import { evaluateSender } from '../sender/policy';
+import { BlobStore, sanitizeFilename } from '../storage/blobs';
+import type { StorageClients } from '../storage/clients';
+import { encodedSize, sendQueueMessage } from '../storage/queues';
+import type { Logger } from '../telemetry/log';
+
+/** Step boundaries, named so tests can stop a run at each one. */
+export type DrainStep = 'fetched' | 'claimed' | 'blobs-written' | 'queued' | 'recorded' | 'removed';
+
+export interface DrainDeps {
+  config: InboxqConfig;
+  tokens: TokenSource;
+  ledger: Ledger;
+  storage: StorageClients;
+  log: Logger;
+  /** Called at each step boundary of each mail (crash and fault injection in tests). */
+  onStep?: (step: DrainStep, info: { uid: number; taskId?: string }) => void | Promise<void>;
+  now?: () => number;
+}
+
+export type MailOutcome = 'queued' | 'rejected' | 'quarantined' | 'duplicate' | 'gone';
+
+export interface DrainSummary {
+  runId: string;
+  mailbox: string;
+  startedAt: string;
+  durationMs: number;
+  /** Why the run ended: the inbox was empty, the time budget or message limit was reached, or an error. */
+  stoppedBecause: 'empty' | 'budget' | 'limit' | 'error';
+  counts: Record<MailOutcome, number> & { seen: number; resumed: number };
+  /** Mails left in the inbox for the next run. */
+  remaining: number;
+  outcomes: { uid: number; taskId: string | null; outcome: MailOutcome; reasons: string[] }[];
+  error: string | null;
+}
+
+/** Inline text bodies up to this size; larger ones go to Blob Storage. */
+export const INLINE_TEXT_LIMIT = 16 * 1024;
+
+export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
+  const { config, log, ledger } = deps;
+  const now = deps.now ?? Date.now;
+  const started = now();
+  const runId = randomUUID();
+  const summary: DrainSummary = {
+    runId,
+    mailbox: config.mailbox,
+    startedAt: new Date(started).toISOString(),
+    durationMs: 0,
+    stoppedBecause: 'empty',
+    counts: { seen: 0, queued: 0, rejected: 0, quarantined: 0, duplicate: 0, gone: 0, resumed: 0 },
+    remaining: 0,
+    outcomes: [],
+    error: null,
+  };
+
+  let session: MailboxSession | undefined;
+  let failure: unknown;
+  try {
+    session = await MailboxSession.open({ config, tokens: deps.tokens, log });
+    const uids = await session.listUids();
+    let index = 0;
+    for (; index < uids.length; index++) {
+      if (index >= config.drain.maxMessagesPerRun) {
+        summary.stoppedBecause = 'limit';
+        break;
+      }
+      if (now() - started > config.drain.runBudgetMs) {
+        summary.stoppedBecause = 'budget';
+        break;
+      }
+      const uid = uids[index]!;
+      const result = await drainOne(deps, session, uid);
+      summary.counts.seen++;
+      summary.counts[result.outcome]++;
+      if (result.resumed) summary.counts.resumed++;
+      summary.outcomes.push({ uid, taskId: result.taskId, outcome: result.outcome, reasons: result.reasons });
+    }
+    summary.remaining = uids.length - index;
+  } catch (err) {
+    failure = err;
+    summary.stoppedBecause = 'error';
+    summary.error = describeError(err);
+  } finally {
+    await session?.close();
+  }
+
+  summary.durationMs = now() - started;
+  const outcome = failure ? 'failed' : summary.remaining > 0 ? 'partial' : 'ok';
+  try {
+    const { seen, queued, rejected, quarantined, duplicate, resumed } = summary.counts;
+    await ledger.recordRun(config.mailbox, {
+      runId,
+      startedAt: summary.startedAt,
+      finishedAt: new Date(now()).toISOString(),
+      outcome,
+      counts: { seen, queued, rejected, quarantined, duplicate, resumed, failedRuns: failure ? 1 : 0 },
+      error: summary.error,
+    });
+  } catch (err) {
+    log.warn('Could not record the run in the ledger', { mailbox: config.mailbox, runId, error: describeError(err) });
+  }
+
+  const props = {
+    mailbox: config.mailbox,
+    runId,
+    outcome,
+    durationMs: summary.durationMs,
+    seen: summary.counts.seen,
+    queued: summary.counts.queued,
+    rejected: summary.counts.rejected,
+    quarantined: summary.counts.quarantined,
+    duplicates: summary.counts.duplicate,
+    remaining: summary.remaining,
+    stoppedBecause: summary.stoppedBecause,
+  };
+  if (failure) {
+    log.error(`Drain run failed: ${summary.error}`, props);
+    throw failure;
+  }
+  log.info('Drain run finished', props);
+  return summary;
+}
+
+interface OneResult {
+  taskId: string | null;
+  outcome: MailOutcome;
+  reasons: string[];
+  resumed: boolean;
+}
+
+async function drainOne(deps: DrainDeps, session: MailboxSession, uid: number): Promise<OneResult> {
+  const { config, ledger, log } = deps;
+  const step = async (s: DrainStep, taskId?: string) => deps.onStep?.(s, { uid, taskId });
+  const mailbox = config.mailbox;
+
+  const fetched = await session.fetchSource(uid);
+  if (!fetched) return { taskId: null, outcome: 'gone', reasons: ['the mail left the inbox before it was read'], resumed: false };
+  await step('fetched');
+  const { source } = fetched;
+  const contentSha256 = createHash('sha256').update(source).digest('hex');
+
+  let parsed: ParsedMail | undefined;
+  let parseError: string | undefined;
+  try {
+    parsed = await parseMail(source);
+  } catch (err) {
+    parseError = err instanceof Error ? err.message.slice(0, 200) : 'unparseable';
+  }
+
+  const identity = parsed?.messageId ? `mid:${parsed.messageId}` : `sha256:${contentSha256}`;
+  const taskId = deriveTaskId(mailbox, identity);
+  const nowIso = new Date().toISOString();
+  const claim = await ledger.claimMessage({
+    mailbox,
+    taskId,
+    state: 'claimed',
+    removed: false,
+    identity,
+    messageId: parsed?.messageId ?? null,
+    contentSha256,
+    uid,
+    uidValidity: session.uidValidity.toString(),
+    sender: null,
+    subject: parsed?.subject ?? '',
+    inReplyTo: parsed?.inReplyTo ?? null,
+    references: parsed?.references ?? [],
+    reasons: [],
+    receivedAt: (fetched.internalDate ?? new Date()).toISOString(),
+    claimedAt: nowIso,
+    updatedAt: nowIso,
+  });
+  let record = claim.record;
+  const resumed = !claim.created;
+  await step('claimed', taskId);
+  const logProps = { mailbox, taskId, uid, messageId: parsed?.messageId ?? null };
+
+  if (resumed && record.contentSha256 !== contentSha256 && record.state !== 'claimed') {
+    // Same Message-ID, different bytes: not the mail we processed. Never drop it, never run it twice.
+    const reasons = [`another mail with Message-ID ${parsed?.messageId} was already processed as task ${taskId}; this copy differs and was set aside`];
+    log.warn('Mail reuses a processed Message-ID with different content; moved to quarantine', logProps);
+    await session.remove(uid, 'move', config.drain.quarantineFolder);
+    return { taskId, outcome: 'duplicate', reasons, resumed };
+  }
+
+  if (record.state === 'claimed') {
+    if (!parsed) {
+      const reasons = [`the mail can't be parsed (${parseError}); it was moved to ${config.drain.quarantineFolder}`];
+      record = await ledger.updateMessage(record, { state: 'quarantined', reasons });
+      await step('recorded', taskId);
+      log.warn('Mail could not be parsed; moving it to quarantine', { ...logProps, reason: reasons[0] });
+    } else {
+      const verdict = evaluateSender(parsed.headerLines, config.senderPolicy);
+      if (verdict.verdict === 'accept') {
+        const task = await buildTask(deps, taskId, record, parsed, source, verdict.sender ?? '');
+        await step('blobs-written', taskId);
+        await sendQueueMessage(deps.storage, TASKS_QUEUE, task, { mailbox });
+        await step('queued', taskId);
+        record = await ledger.updateMessage(record, { state: 'queued', sender: verdict.sender, reasons: verdict.reasons });
+        log.info('Mail queued as a task', { ...logProps, sender: verdict.sender });
+      } else {
+        record = await ledger.updateMessage(record, { state: 'rejected', sender: verdict.sender, reasons: verdict.reasons });
+        log.warn(`Mail rejected: ${verdict.reasons.join('; ')}`, { ...logProps, sender: verdict.sender });
+      }
+      await step('recorded', taskId);
+    }
+  }
+
+  // A row already marked removed means this is another copy of a processed mail (Exchange can
+  // re-upload old mail under new UIDs): it goes the same way, and nothing else happens.
+  const alreadyRemoved = record.removed;
+  const quarantined = record.state === 'quarantined';
+  await session.remove(uid, quarantined ? 'move' : config.drain.processedAction, quarantined ? config.drain.quarantineFolder : config.drain.processedFolder);
+  if (alreadyRemoved) {
+    log.info('Mail was already processed; removed the copy left in the inbox', logProps);
+    return { taskId, outcome: 'duplicate', reasons: record.reasons, resumed };
+  }
+  await ledger.updateMessage(record, { removed: true });
+  await step('removed', taskId);
+  return { taskId, outcome: record.state === 'queued' ? 'queued' : record.state === 'rejected' ? 'rejected' : 'quarantined', reasons: record.reasons, resumed };
+}
+
+async function buildTask(deps: DrainDeps, taskId: string, record: MessageRecord, mail: ParsedMail, source: Buffer, sender: string): Promise<TaskMessage> {
+  const { config, storage } = deps;
+  const blobs = new BlobStore(storage, MAIL_CONTAINER, config.mailbox);
+  const prefix = `${partitionKey(config.mailbox)}/${taskId}`;
+  const raw = await blobs.put(`${prefix}/message.eml`, source, 'message/rfc822');
+
+  const attachments: AttachmentRef[] = [];
+  for (const [i, a] of mail.attachments.entries()) {
+    const filename = sanitizeFilename(a.filename, `attachment-${i + 1}`);
+    const blob = await blobs.put(`${prefix}/attachments/${String(i + 1).padStart(4, '0')}-${filename}`, a.content, a.contentType);
+    attachments.push({ filename, contentType: a.contentType, size: blob.size, sha256: blob.sha256, blob });
+  }
+
+  const textBytes = Buffer.byteLength(mail.text, 'utf8');
+  const textBlob: BlobRef | null = textBytes > INLINE_TEXT_LIMIT ? await blobs.put(`${prefix}/body.txt`, mail.text, 'text/plain; charset=utf-8') : null;
+  const htmlBlob: BlobRef | null = mail.html ? await blobs.put(`${prefix}/body.html`, mail.html, 'text/html; charset=utf-8') : null;
+
+  const task: TaskMessage = {
+    type: 'inboxq.task',
+    version: 1,
+    taskId,
+    mailbox: config.mailbox,
+    receivedAt: record.receivedAt,
+    queuedAt: new Date().toISOString(),
+    from: { address: sender, name: mail.fromName },
+    to: mail.to,
+    cc: mail.cc,
+    subject: mail.subject,
+    messageId: mail.messageId,
+    inReplyTo: mail.inReplyTo,
+    references: mail.references,
+    body: { text: textBlob ? null : mail.text, textBlob, htmlBlob },
+    attachments,
+    attachmentsBlob: null,
+    raw,
+  };
+  // A long attachment list (or many recipients) could push the message past 64 KiB: move the list out.
+  if (encodedSize(task) > MAX_QUEUE_MESSAGE_CHARS - 1024) {
+    task.attachmentsBlob = await blobs.put(`${prefix}/attachments.json`, JSON.stringify(attachments), 'application/json');
+    task.attachments = [];
+    task.to = task.to.slice(0, 50);
+    task.cc = task.cc.slice(0, 50);
+    task.references = task.references.slice(-20);
+  }
+  const checked = taskMessageSchema.safeParse(task);
+  if (!checked.success) {
+    throw new InboxqError(`Task ${taskId} does not match the task contract: ${checked.error.issues.map((i) => i.path.join('.')).join(', ')}`, {
+      mailbox: config.mailbox,
+      hint: 'this is a bug in inboxq; the mail stays in the inbox',
+    });
+  }
+  return checked.data;
+}

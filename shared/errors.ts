@@ -1,0 +1,126 @@
+/**
+ * Named errors. Callers branch on the class (or `code`), never on message text.
+ *
+ * Every message says what failed, for which mailbox, and what to do about it. None of them may
+ * carry a token, a secret or a mail body: constructors take only identifiers and server replies
+ * that have been passed through `redact`.
+ */
+
+export interface InboxqErrorOptions {
+  mailbox?: string | undefined;
+  /** What the operator should do. Printed after the message. */
+  hint?: string | undefined;
+  cause?: unknown;
+  /** True when trying again later can succeed (network, throttling, 4xx). */
+  retryable?: boolean;
+}
+
+export class InboxqError extends Error {
+  readonly code: string = 'INBOXQ';
+  readonly mailbox: string | undefined;
+  readonly hint: string | undefined;
+  readonly retryable: boolean;
+
+  constructor(message: string, options: InboxqErrorOptions = {}) {
+    const where = options.mailbox ? ` [mailbox ${options.mailbox}]` : '';
+    const hint = options.hint ? ` What to do: ${options.hint}` : '';
+    super(`${message}${where}.${hint}`, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.mailbox = options.mailbox;
+    this.hint = options.hint;
+    this.retryable = options.retryable ?? false;
+  }
+}
+
+/** A setting is missing or malformed. Never retryable: the configuration must change. */
+export class ConfigError extends InboxqError {
+  override readonly code = 'CONFIG';
+  constructor(
+    readonly problems: readonly string[],
+    options: InboxqErrorOptions = {},
+  ) {
+    super(`Invalid settings: ${problems.join('; ')}`, {
+      hint: 'fix the named app settings (local.settings.json locally, the Function App configuration in Azure)',
+      ...options,
+    });
+  }
+}
+
+/** The client secret or certificate could not be read from Key Vault. */
+export class KeyVaultError extends InboxqError {
+  override readonly code = 'KEYVAULT';
+}
+
+/** Entra ID refused to issue a token (or could not be reached). */
+export class TokenError extends InboxqError {
+  override readonly code = 'TOKEN';
+  constructor(
+    message: string,
+    readonly aadsts: string | undefined,
+    options: InboxqErrorOptions = {},
+  ) {
+    super(message, options);
+  }
+}
+
+export type ImapFailure = 'auth' | 'unreachable' | 'throttled' | 'not-connected' | 'protocol';
+
+/** The IMAP server refused us, could not be reached, or broke the conversation. */
+export class ImapError extends InboxqError {
+  override readonly code = 'IMAP';
+  constructor(
+    message: string,
+    readonly failure: ImapFailure,
+    options: InboxqErrorOptions = {},
+  ) {
+    super(message, options);
+  }
+}
+
+export type SmtpFailure = 'auth' | 'auth-disabled' | 'send-as-denied' | 'unreachable' | 'transient' | 'rejected';
+
+/** SMTP submission failed. `transient` and `unreachable` are retryable. */
+export class SmtpError extends InboxqError {
+  override readonly code = 'SMTP';
+  constructor(
+    message: string,
+    readonly failure: SmtpFailure,
+    readonly responseCode: number | undefined,
+    options: InboxqErrorOptions = {},
+  ) {
+    super(message, options);
+  }
+}
+
+/** Azure Storage (tables, queues, blobs) failed. Retryable: nothing is removed from the inbox. */
+export class StorageError extends InboxqError {
+  override readonly code = 'STORAGE';
+}
+
+/** A queue message does not follow the contract. Not retryable: it ends in the poison queue. */
+export class InvalidMessageError extends InboxqError {
+  override readonly code = 'INVALID_MESSAGE';
+  constructor(
+    message: string,
+    readonly issues: readonly string[],
+    options: InboxqErrorOptions = {},
+  ) {
+    super(`${message}: ${issues.join('; ')}`, options);
+  }
+}
+
+/** A reply names a task the ledger does not know. */
+export class UnknownTaskError extends InboxqError {
+  override readonly code = 'UNKNOWN_TASK';
+}
+
+/** Another delivery of the same reply is sending it right now; try again later. */
+export class ReplyInProgressError extends InboxqError {
+  override readonly code = 'REPLY_IN_PROGRESS';
+}
+
+/** Short description of any thrown value, safe to log: class name and message, no stack. */
+export function describeError(err: unknown): string {
+  if (err instanceof Error) return `${err.name}: ${err.message}`;
+  return String(err);
+}

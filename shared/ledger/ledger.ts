@@ -1,0 +1,303 @@
+/**
+ * The ledger: what inboxq knows about every mail and every reply, in Azure Table Storage.
+ *
+ * It is what makes each step resumable. A mail is claimed (insert-if-absent under its task id)
+ * before anything else happens, and every later step updates that row with its etag, so a re-drained
+ * mail or a redelivered queue message finds the row and carries on from its state instead of
+ * starting over:
+ *
+ *   message: claimed -> queued | rejected | quarantined, then removed = true
+ *   reply:   sending -> sent
+ *
+ * Tables: inboxqMessages and inboxqReplies (partition = mailbox), inboxqMailboxes (one row per
+ * mailbox: last run, counts, last error).
+ */
+import { createHash } from 'node:crypto';
+import type { TableClient, TableEntityResult } from '@azure/data-tables';
+import { storageError, tableErrorCode, type StorageClients } from '../storage/clients';
+
+export const MESSAGES_TABLE = 'inboxqMessages';
+export const REPLIES_TABLE = 'inboxqReplies';
+export const MAILBOXES_TABLE = 'inboxqMailboxes';
+
+export type MessageState = 'claimed' | 'queued' | 'rejected' | 'quarantined';
+
+export interface MessageRecord {
+  mailbox: string;
+  taskId: string;
+  state: MessageState;
+  removed: boolean;
+  /** `mid:<Message-ID>` or `sha256:<hash of the source>`: what the task id was derived from. */
+  identity: string;
+  messageId: string | null;
+  contentSha256: string;
+  uid: number;
+  uidValidity: string;
+  sender: string | null;
+  subject: string;
+  inReplyTo: string | null;
+  references: string[];
+  reasons: string[];
+  receivedAt: string;
+  claimedAt: string;
+  updatedAt: string;
+  etag?: string;
+}
+
+export type ReplyState = 'sending' | 'sent';
+
+export interface ReplyRecord {
+  mailbox: string;
+  taskId: string;
+  replyId: string;
+  state: ReplyState;
+  messageId: string;
+  attempts: number;
+  sendingSince: string;
+  sentAt: string | null;
+  etag?: string;
+}
+
+export interface RunRecord {
+  runId: string;
+  startedAt: string;
+  finishedAt: string;
+  outcome: 'ok' | 'partial' | 'failed';
+  counts: Record<string, number>;
+  error: string | null;
+}
+
+/** Table keys can't hold / \ # ? or control characters; addresses can. */
+export function partitionKey(mailbox: string): string {
+  return encodeURIComponent(mailbox.toLowerCase()).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+}
+
+/** Deterministic task id: the same mail (same Message-ID, or same bytes without one) always gets the same id. */
+export function deriveTaskId(mailbox: string, identity: string): string {
+  return createHash('sha256').update(`inboxq-task\0${mailbox.toLowerCase()}\0${identity}`).digest('hex').slice(0, 32);
+}
+
+const MAX_REFERENCES = 30;
+
+type Entity = Record<string, unknown> & { partitionKey: string; rowKey: string };
+
+function toMessageEntity(r: MessageRecord): Entity {
+  return {
+    partitionKey: partitionKey(r.mailbox),
+    rowKey: r.taskId,
+    mailbox: r.mailbox,
+    state: r.state,
+    removed: r.removed,
+    identity: r.identity.slice(0, 1000),
+    messageId: r.messageId ?? '',
+    contentSha256: r.contentSha256,
+    uid: r.uid,
+    uidValidity: r.uidValidity,
+    sender: r.sender ?? '',
+    subject: r.subject.slice(0, 1000),
+    inReplyTo: r.inReplyTo ?? '',
+    references: JSON.stringify(r.references.slice(-MAX_REFERENCES)),
+    reasons: JSON.stringify(r.reasons),
+    receivedAt: r.receivedAt,
+    claimedAt: r.claimedAt,
+    updatedAt: r.updatedAt,
+  };
+}
+
+function fromMessageEntity(e: TableEntityResult<Record<string, unknown>>): MessageRecord {
+  const s = (k: string) => (typeof e[k] === 'string' ? (e[k] as string) : '');
+  return {
+    mailbox: s('mailbox'),
+    taskId: e.rowKey ?? '',
+    state: s('state') as MessageState,
+    removed: e['removed'] === true,
+    identity: s('identity'),
+    messageId: s('messageId') || null,
+    contentSha256: s('contentSha256'),
+    uid: Number(e['uid'] ?? 0),
+    uidValidity: s('uidValidity'),
+    sender: s('sender') || null,
+    subject: s('subject'),
+    inReplyTo: s('inReplyTo') || null,
+    references: JSON.parse(s('references') || '[]') as string[],
+    reasons: JSON.parse(s('reasons') || '[]') as string[],
+    receivedAt: s('receivedAt'),
+    claimedAt: s('claimedAt'),
+    updatedAt: s('updatedAt'),
+    etag: e.etag,
+  };
+}
+
+function toReplyEntity(r: ReplyRecord): Entity {
+  return {
+    partitionKey: partitionKey(r.mailbox),
+    rowKey: `${r.taskId}.${r.replyId}`,
+    mailbox: r.mailbox,
+    taskId: r.taskId,
+    replyId: r.replyId,
+    state: r.state,
+    messageId: r.messageId,
+    attempts: r.attempts,
+    sendingSince: r.sendingSince,
+    sentAt: r.sentAt ?? '',
+  };
+}
+
+function fromReplyEntity(e: TableEntityResult<Record<string, unknown>>): ReplyRecord {
+  const s = (k: string) => (typeof e[k] === 'string' ? (e[k] as string) : '');
+  return {
+    mailbox: s('mailbox'),
+    taskId: s('taskId'),
+    replyId: s('replyId'),
+    state: s('state') as ReplyState,
+    messageId: s('messageId'),
+    attempts: Number(e['attempts'] ?? 0),
+    sendingSince: s('sendingSince'),
+    sentAt: s('sentAt') || null,
+    etag: e.etag,
+  };
+}
+
+export type ClaimResult<T> = { created: true; record: T } | { created: false; record: T };
+
+export class Ledger {
+  constructor(
+    private readonly storage: StorageClients,
+    private readonly mailboxForErrors?: string,
+  ) {}
+
+  private async table(name: string): Promise<TableClient> {
+    return this.storage.table(name);
+  }
+
+  private async op<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw storageError(`Ledger ${what} failed`, err, this.mailboxForErrors);
+    }
+  }
+
+  /** Inserts the record if no row has its task id; otherwise returns the row that is there. */
+  async claimMessage(record: MessageRecord): Promise<ClaimResult<MessageRecord>> {
+    const table = await this.table(MESSAGES_TABLE);
+    try {
+      const res = await table.createEntity(toMessageEntity(record));
+      return { created: true, record: { ...record, etag: res.etag } };
+    } catch (err) {
+      if (tableErrorCode(err) !== 'EntityAlreadyExists') throw storageError('Ledger claim of a mail failed', err, this.mailboxForErrors);
+    }
+    const existing = await this.getMessage(record.mailbox, record.taskId);
+    if (!existing) throw storageError('Ledger claim found a row that then vanished', new Error('EntityVanished'), this.mailboxForErrors);
+    return { created: false, record: existing };
+  }
+
+  async getMessage(mailbox: string, taskId: string): Promise<MessageRecord | undefined> {
+    const table = await this.table(MESSAGES_TABLE);
+    return this.op('read of a mail', async () => {
+      try {
+        return fromMessageEntity(await table.getEntity(partitionKey(mailbox), taskId));
+      } catch (err) {
+        if ((err as { statusCode?: number }).statusCode === 404) return undefined;
+        throw err;
+      }
+    });
+  }
+
+  /** Updates a claimed row; fails (UpdateConditionNotSatisfied) if someone else changed it since it was read. */
+  async updateMessage(record: MessageRecord, patch: Partial<MessageRecord>): Promise<MessageRecord> {
+    const table = await this.table(MESSAGES_TABLE);
+    const next: MessageRecord = { ...record, ...patch, updatedAt: new Date().toISOString() };
+    return this.op(`update of task ${record.taskId}`, async () => {
+      const res = await table.updateEntity(toMessageEntity(next), 'Replace', { etag: record.etag ?? '*' });
+      return { ...next, etag: res.etag };
+    });
+  }
+
+  async listMessages(mailbox: string): Promise<MessageRecord[]> {
+    const table = await this.table(MESSAGES_TABLE);
+    return this.op('listing of mails', async () => {
+      const out: MessageRecord[] = [];
+      const filter = `PartitionKey eq '${partitionKey(mailbox).replace(/'/g, "''")}'`;
+      for await (const e of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) out.push(fromMessageEntity(e));
+      return out;
+    });
+  }
+
+  async claimReply(record: ReplyRecord): Promise<ClaimResult<ReplyRecord>> {
+    const table = await this.table(REPLIES_TABLE);
+    try {
+      const res = await table.createEntity(toReplyEntity(record));
+      return { created: true, record: { ...record, etag: res.etag } };
+    } catch (err) {
+      if (tableErrorCode(err) !== 'EntityAlreadyExists') throw storageError('Ledger claim of a reply failed', err, this.mailboxForErrors);
+    }
+    const existing = await this.getReply(record.mailbox, record.taskId, record.replyId);
+    if (!existing) throw storageError('Ledger claim found a reply row that then vanished', new Error('EntityVanished'), this.mailboxForErrors);
+    return { created: false, record: existing };
+  }
+
+  async getReply(mailbox: string, taskId: string, replyId: string): Promise<ReplyRecord | undefined> {
+    const table = await this.table(REPLIES_TABLE);
+    return this.op('read of a reply', async () => {
+      try {
+        return fromReplyEntity(await table.getEntity(partitionKey(mailbox), `${taskId}.${replyId}`));
+      } catch (err) {
+        if ((err as { statusCode?: number }).statusCode === 404) return undefined;
+        throw err;
+      }
+    });
+  }
+
+  async updateReply(record: ReplyRecord, patch: Partial<ReplyRecord>): Promise<ReplyRecord> {
+    const table = await this.table(REPLIES_TABLE);
+    const next: ReplyRecord = { ...record, ...patch };
+    return this.op(`update of reply ${record.taskId}.${record.replyId}`, async () => {
+      const res = await table.updateEntity(toReplyEntity(next), 'Replace', { etag: record.etag ?? '*' });
+      return { ...next, etag: res.etag };
+    });
+  }
+
+  /** Records the last run of a mailbox and adds its counts to the mailbox's totals. */
+  async recordRun(mailbox: string, run: RunRecord): Promise<void> {
+    const table = await this.table(MAILBOXES_TABLE);
+    await this.op('record of the run', async () => {
+      let totals: Record<string, number> = {};
+      try {
+        const current = await table.getEntity<Record<string, unknown>>('mailbox', partitionKey(mailbox));
+        totals = JSON.parse(typeof current['totals'] === 'string' ? current['totals'] : '{}') as Record<string, number>;
+      } catch (err) {
+        if ((err as { statusCode?: number }).statusCode !== 404) throw err;
+      }
+      for (const [k, v] of Object.entries(run.counts)) totals[k] = (totals[k] ?? 0) + v;
+      await table.upsertEntity(
+        {
+          partitionKey: 'mailbox',
+          rowKey: partitionKey(mailbox),
+          mailbox,
+          lastRunId: run.runId,
+          lastRunStartedAt: run.startedAt,
+          lastRunFinishedAt: run.finishedAt,
+          lastRunOutcome: run.outcome,
+          lastRunCounts: JSON.stringify(run.counts),
+          lastError: run.error ?? '',
+          ...(run.outcome === 'ok' ? { lastSuccessAt: run.finishedAt } : {}),
+          totals: JSON.stringify(totals),
+        },
+        'Merge',
+      );
+    });
+  }
+
+  async getMailboxState(mailbox: string): Promise<Record<string, unknown> | undefined> {
+    const table = await this.table(MAILBOXES_TABLE);
+    return this.op('read of the mailbox state', async () => {
+      try {
+        return await table.getEntity<Record<string, unknown>>('mailbox', partitionKey(mailbox));
+      } catch (err) {
+        if ((err as { statusCode?: number }).statusCode === 404) return undefined;
+        throw err;
+      }
+    });
+  }
+}

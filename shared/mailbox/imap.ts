@@ -1,0 +1,210 @@
+/**
+ * The dedicated mailbox over IMAP with XOAUTH2 (imapflow).
+ *
+ * imapflow reads the access token once, at connect; a new session per run gets a fresh one. When
+ * the server refuses a token MSAL still thinks valid (revoked, clock skew, expired early), the
+ * session is opened once more with a token fetched past the cache.
+ *
+ * Nothing here marks mail as read: the source is fetched with BODY.PEEK, so a half-finished run
+ * leaves the inbox as it found it.
+ */
+import { ImapFlow, type ImapFlowOptions } from 'imapflow';
+import type { InboxqConfig } from '../config/settings';
+import type { TokenSource } from '../credentials/token';
+import { ImapError, type ImapFailure } from '../errors';
+import type { Logger } from '../telemetry/log';
+
+export interface MailboxSessionOptions {
+  config: Pick<InboxqConfig, 'mailbox' | 'imap' | 'tlsCa'>;
+  tokens: TokenSource;
+  log: Logger;
+  /** Connection timeout in ms (default 30 s). */
+  timeoutMs?: number;
+}
+
+export class MailboxSession {
+  private knownFolders: Set<string> | undefined;
+  uidValidity: bigint = 0n;
+
+  private constructor(
+    readonly client: ImapFlow,
+    readonly mailbox: string,
+  ) {}
+
+  /** Opens a session and selects INBOX. */
+  static async open(options: MailboxSessionOptions): Promise<MailboxSession> {
+    const { config } = options;
+    let token = await options.tokens.getToken();
+    for (let attempt = 1; ; attempt++) {
+      const client = createClient(options, token.token);
+      try {
+        await client.connect();
+        const session = new MailboxSession(client, config.mailbox);
+        await session.select('INBOX');
+        return session;
+      } catch (err) {
+        client.close();
+        const described = describeImapError(err, config);
+        if (described.failure === 'auth' && attempt === 1) {
+          options.log.warn('IMAP refused the cached token; retrying once with a new one', { mailbox: config.mailbox });
+          token = await options.tokens.getToken({ forceRefresh: true });
+          continue;
+        }
+        throw described;
+      }
+    }
+  }
+
+  async select(folder: string): Promise<void> {
+    try {
+      const opened = await this.client.mailboxOpen(folder);
+      this.uidValidity = BigInt(opened.uidValidity);
+    } catch (err) {
+      throw describeImapError(err, { mailbox: this.mailbox, imap: undefined }, `SELECT ${folder}`);
+    }
+  }
+
+  /** UIDs in the selected folder, oldest first. */
+  async listUids(): Promise<number[]> {
+    const uids = await this.run('UID SEARCH ALL', () => this.client.search({ all: true }, { uid: true }));
+    return (uids || []).sort((a, b) => a - b);
+  }
+
+  /** The whole message, without setting \Seen; null when it is gone (removed by someone else). */
+  async fetchSource(uid: number): Promise<{ source: Buffer; internalDate: Date | undefined } | null> {
+    const msg = await this.run(`UID FETCH ${uid}`, () => this.client.fetchOne(String(uid), { uid: true, source: true, internalDate: true }, { uid: true }));
+    if (!msg || !msg.source) return null;
+    const date = msg.internalDate ? new Date(msg.internalDate) : undefined;
+    return { source: msg.source, internalDate: date };
+  }
+
+  /** Deletes the message, or moves it to `folder` (created when missing). */
+  async remove(uid: number, action: 'move' | 'delete', folder: string): Promise<void> {
+    if (action === 'delete') {
+      await this.run(`UID EXPUNGE ${uid}`, () => this.client.messageDelete(String(uid), { uid: true }));
+      return;
+    }
+    await this.ensureFolder(folder);
+    await this.run(`UID MOVE ${uid} to ${folder}`, () => this.client.messageMove(String(uid), folder, { uid: true }));
+  }
+
+  async ensureFolder(folder: string): Promise<void> {
+    if (!this.knownFolders) {
+      const list = await this.run('LIST', () => this.client.list());
+      this.knownFolders = new Set(list.map((f) => f.path.toLowerCase()));
+    }
+    if (this.knownFolders.has(folder.toLowerCase())) return;
+    await this.run(`CREATE ${folder}`, () => this.client.mailboxCreate(folder));
+    this.knownFolders.add(folder.toLowerCase());
+  }
+
+  /** Path of the folder with the given special use (`\Sent`), if the server marks one. */
+  async specialFolder(use: '\\Sent' | '\\Trash' | '\\Junk'): Promise<string | undefined> {
+    const list = await this.run('LIST', () => this.client.list());
+    return list.find((f) => f.specialUse === use)?.path;
+  }
+
+  /** Does `folder` hold a message with this Message-ID? Used to tell whether a reply already went out. */
+  async hasMessageId(folder: string, messageId: string): Promise<boolean> {
+    const lock = await this.run(`SELECT ${folder}`, () => this.client.getMailboxLock(folder, { readOnly: true }));
+    try {
+      const found = await this.run('SEARCH HEADER Message-ID', () => this.client.search({ header: { 'message-id': messageId } }, { uid: true }));
+      return Array.isArray(found) && found.length > 0;
+    } finally {
+      lock.release();
+    }
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.client.logout();
+    } catch {
+      this.client.close();
+    }
+  }
+
+  private async run<T>(what: string, op: () => Promise<T>): Promise<T> {
+    try {
+      return await op();
+    } catch (err) {
+      throw describeImapError(err, { mailbox: this.mailbox, imap: undefined }, what);
+    }
+  }
+}
+
+function createClient(options: MailboxSessionOptions, accessToken: string): ImapFlow {
+  const { config } = options;
+  const imapOptions: ImapFlowOptions = {
+    host: config.imap.host,
+    port: config.imap.port,
+    secure: config.imap.secure,
+    auth: { user: config.mailbox, accessToken },
+    logger: false,
+    disableAutoIdle: true,
+    connectionTimeout: options.timeoutMs ?? 30_000,
+    greetingTimeout: options.timeoutMs ?? 30_000,
+    socketTimeout: 5 * 60_000,
+    ...(config.tlsCa ? { tls: { ca: config.tlsCa } } : {}),
+  };
+  const client = new ImapFlow(imapOptions);
+  // imapflow emits 'error' on socket failures; without a listener they would crash the process.
+  client.on('error', (err: Error) => options.log.warn('IMAP connection error', { mailbox: config.mailbox, error: err.message }));
+  return client;
+}
+
+interface ImapFlowErrorFacts {
+  code?: string;
+  authenticationFailed?: boolean;
+  serverResponseCode?: string;
+  responseText?: string;
+  responseStatus?: string;
+  message?: string;
+  throttleReset?: number;
+}
+
+/** Turns an imapflow failure into an ImapError that says what happened and what to do. */
+export function describeImapError(
+  err: unknown,
+  config: { mailbox: string; imap: InboxqConfig['imap'] | undefined },
+  during = 'login',
+): ImapError {
+  if (err instanceof ImapError) return err;
+  const e = (err ?? {}) as ImapFlowErrorFacts;
+  const server = config.imap ? `${config.imap.host}:${config.imap.port}` : 'the IMAP server';
+  const text = `${e.responseText ?? ''} ${e.message ?? ''}`;
+  let failure: ImapFailure;
+  let message: string;
+  let hint: string;
+  if (e.authenticationFailed || e.serverResponseCode === 'AUTHENTICATIONFAILED' || /AUTHENTICATE failed/i.test(text)) {
+    failure = 'auth';
+    message = `IMAP login to ${server} was refused (AUTHENTICATE XOAUTH2 failed)`;
+    hint =
+      'check that the service principal is registered in Exchange with the Enterprise application object id (New-ServicePrincipal -AppId <client id> -ObjectId <enterprise app object id>), that it has FullAccess on this mailbox (Add-MailboxPermission), and that the app has IMAP.AccessAsApp with admin consent; changes take up to 30 minutes. `inboxq doctor` checks each step';
+  } else if (/authenticated but not connected/i.test(text)) {
+    failure = 'not-connected';
+    message = `IMAP login to ${server} worked but the mailbox is not accessible ("User is authenticated but not connected")`;
+    hint = 'grant the service principal FullAccess on this mailbox: Add-MailboxPermission -Identity <mailbox> -User <service principal id> -AccessRights FullAccess';
+  } else if (e.code === 'ETHROTTLE' || /Request is throttled/i.test(text)) {
+    failure = 'throttled';
+    message = `Exchange throttled the IMAP session during ${during}`;
+    hint = 'the next run continues where this one stopped; lower the schedule frequency if this persists';
+  } else if (e.code && /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|ECONNRESET|EHOSTUNREACH|ENETUNREACH|EPIPE|ESOCKET|NoConnection|ETIMEOUT|CONNECT_TIMEOUT|GREETING_TIMEOUT)$/.test(e.code)) {
+    failure = 'unreachable';
+    message = `Can't reach the IMAP server ${server} during ${during} (${e.code})`;
+    hint = 'check INBOXQ_IMAP_HOST and INBOXQ_IMAP_PORT and outbound access to port 993; nothing was removed, the next run tries again';
+  } else if (/self[- ]signed|unable to verify|certificate/i.test(text)) {
+    failure = 'unreachable';
+    message = `TLS to the IMAP server ${server} failed: the certificate is not trusted`;
+    hint = 'check INBOXQ_IMAP_HOST; for a private CA set INBOXQ_TLS_CA_FILE';
+  } else {
+    failure = 'protocol';
+    message = `IMAP ${during} failed on ${server}: ${(e.responseText || e.message || 'unknown error').slice(0, 200)}`;
+    hint = 'nothing was removed; the next run tries again';
+  }
+  return new ImapError(message, failure, {
+    mailbox: config.mailbox,
+    hint,
+    cause: err,
+    retryable: failure !== 'auth' && failure !== 'not-connected',
+  });
+}

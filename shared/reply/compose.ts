@@ -1,0 +1,43 @@
+/** The reply as a mail: From the mailbox, To the task's verified sender, threaded on the original. */
+import type Mail from 'nodemailer/lib/mailer';
+import type { ReplyMessage } from '../contract/messages';
+import type { MessageRecord } from '../ledger/ledger';
+
+/** Deterministic, so a resent reply is recognisable (in Sent Items, by the recipient's client). */
+export function replyMessageId(mailbox: string, taskId: string, replyId: string): string {
+  const domain = mailbox.slice(mailbox.lastIndexOf('@') + 1);
+  return `<inboxq.${taskId}.${replyId}@${domain}>`;
+}
+
+export function replySubject(subject: string): string {
+  const s = subject.trim();
+  if (/^(re|aw|sv|antw)\s*:/i.test(s)) return s;
+  return s ? `Re: ${s}` : 'Re: your message';
+}
+
+export interface ComposedAttachment {
+  filename: string;
+  contentType: string;
+  content: Buffer;
+}
+
+export function composeReply(task: MessageRecord, reply: ReplyMessage, attachments: ComposedAttachment[]): Mail.Options {
+  const references = [...task.references, ...(task.messageId ? [task.messageId] : [])].slice(-30);
+  return {
+    from: task.mailbox,
+    to: task.sender ?? undefined,
+    subject: replySubject(task.subject),
+    messageId: replyMessageId(task.mailbox, task.taskId, reply.replyId),
+    ...(task.messageId ? { inReplyTo: task.messageId } : {}),
+    ...(references.length ? { references } : {}),
+    text: reply.text,
+    ...(reply.html ? { html: reply.html } : {}),
+    attachments: attachments.map((a) => ({ filename: a.filename, contentType: a.contentType, content: a.content })),
+    headers: {
+      // RFC 3834: a machine's answer. Keeps other autoresponders (and inboxq itself) from answering it.
+      'Auto-Submitted': 'auto-replied',
+      // Asks Exchange not to send out-of-office and similar replies to it.
+      'X-Auto-Response-Suppress': 'All',
+    },
+  };
+}

@@ -1,0 +1,100 @@
+/**
+ * Azure Storage clients from the same connection the Functions host uses (AzureWebJobsStorage):
+ * a connection string locally (Azurite), identity-based service URIs in Azure.
+ *
+ * Tables, queues and containers are created on first use and remembered per process, so a new
+ * deployment or a fresh Azurite needs no setup step.
+ */
+import { DefaultAzureCredential } from '@azure/identity';
+import { TableClient } from '@azure/data-tables';
+import { QueueClient, QueueServiceClient } from '@azure/storage-queue';
+import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
+import type { StorageConnection } from '../config/settings';
+import { StorageError } from '../errors';
+
+export interface StorageClients {
+  table(name: string): Promise<TableClient>;
+  queue(name: string): Promise<QueueClient>;
+  container(name: string): Promise<ContainerClient>;
+  /** A short name for messages: the account's endpoint without credentials. */
+  describe(): string;
+}
+
+function accountFromConnectionString(cs: string): string {
+  if (/UseDevelopmentStorage=true/i.test(cs)) return 'devstoreaccount1 (Azurite)';
+  return /AccountName=([^;]+)/i.exec(cs)?.[1] ?? 'storage account';
+}
+
+export function createStorageClients(connection: StorageConnection, mailbox?: string): StorageClients {
+  const ready = new Map<string, Promise<unknown>>();
+  const credential = connection.kind === 'identity' ? new DefaultAzureCredential({ managedIdentityClientId: connection.clientId }) : undefined;
+  const queueService =
+    connection.kind === 'connection-string'
+      ? QueueServiceClient.fromConnectionString(connection.connectionString)
+      : new QueueServiceClient(connection.queueServiceUri, credential);
+  const blobService =
+    connection.kind === 'connection-string'
+      ? BlobServiceClient.fromConnectionString(connection.connectionString)
+      : new BlobServiceClient(connection.blobServiceUri, credential);
+  const name = connection.kind === 'connection-string' ? accountFromConnectionString(connection.connectionString) : new URL(connection.queueServiceUri).host;
+
+  function once<T>(key: string, create: () => Promise<T>): Promise<T> {
+    let p = ready.get(key) as Promise<T> | undefined;
+    if (!p) {
+      p = create().catch((err) => {
+        ready.delete(key);
+        throw storageError(`Can't prepare ${key} in ${name}`, err, mailbox);
+      });
+      ready.set(key, p);
+    }
+    return p;
+  }
+
+  return {
+    describe: () => name,
+    table: (table) =>
+      once(`table ${table}`, async () => {
+        const client =
+          connection.kind === 'connection-string'
+            ? TableClient.fromConnectionString(connection.connectionString, table, { allowInsecureConnection: true })
+            : new TableClient(connection.tableServiceUri, table, credential!);
+        await client.createTable();
+        return client;
+      }),
+    queue: (queue) =>
+      once(`queue ${queue}`, async () => {
+        const client = queueService.getQueueClient(queue);
+        await client.createIfNotExists();
+        return client;
+      }),
+    container: (container) =>
+      once(`container ${container}`, async () => {
+        const client = blobService.getContainerClient(container);
+        await client.createIfNotExists();
+        return client;
+      }),
+  };
+}
+
+/** Wraps a Storage SDK error: names the operation, the HTTP status and code, never the request. */
+export function storageError(what: string, err: unknown, mailbox?: string): StorageError {
+  if (err instanceof StorageError) return err;
+  const e = err as { statusCode?: number; code?: string; details?: { odataError?: { code?: string }; errorCode?: string }; message?: string };
+  const code = e.details?.odataError?.code ?? e.details?.errorCode ?? e.code ?? (err as Error)?.name ?? 'error';
+  const status = e.statusCode ? ` (HTTP ${e.statusCode})` : '';
+  const denied = e.statusCode === 403;
+  return new StorageError(`${what}: ${code}${status}`, {
+    mailbox,
+    cause: err,
+    retryable: !denied,
+    hint: denied
+      ? "grant the Function App's identity Storage Queue/Table Data Contributor and Storage Blob Data Owner on the account"
+      : 'nothing was removed from the inbox; the next run tries again. Check that the storage account (AzureWebJobsStorage) is reachable',
+  });
+}
+
+/** The Table Storage error code (`EntityAlreadyExists`, `UpdateConditionNotSatisfied`, ...). */
+export function tableErrorCode(err: unknown): string | undefined {
+  const e = err as { statusCode?: number; code?: string; details?: { odataError?: { code?: string } } };
+  return e?.details?.odataError?.code ?? e?.code;
+}

@@ -1,0 +1,26 @@
+/** Sending contract messages to Storage queues, base64-encoded for the Functions queue trigger. */
+import { encodeQueueMessage, MAX_QUEUE_MESSAGE_CHARS } from '../contract/messages';
+import { storageError, type StorageClients } from './clients';
+
+export async function sendQueueMessage(
+  storage: StorageClients,
+  queue: string,
+  message: unknown,
+  options: { mailbox?: string; visibilityTimeoutSeconds?: number } = {},
+): Promise<string> {
+  const text = encodeQueueMessage(message);
+  if (text.length > MAX_QUEUE_MESSAGE_CHARS) {
+    throw storageError(`A message for queue ${queue} is ${text.length} characters encoded, over the 64 KiB limit`, new Error('MessageTooLarge'), options.mailbox);
+  }
+  const client = await storage.queue(queue);
+  try {
+    const res = await client.sendMessage(text, options.visibilityTimeoutSeconds ? { visibilityTimeout: options.visibilityTimeoutSeconds } : {});
+    return res.messageId;
+  } catch (err) {
+    throw storageError(`Can't send to queue ${queue}`, err, options.mailbox);
+  }
+}
+
+export function encodedSize(message: unknown): number {
+  return encodeQueueMessage(message).length;
+}
