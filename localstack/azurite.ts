@@ -1,0 +1,81 @@
+/** Azurite (queues, tables, blobs) in memory on free loopback ports, one instance per stack. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { freePort, waitForPort } from './net';
+
+/** Azurite's well-known development account (public, documented by Microsoft; not a secret). */
+const ACCOUNT = 'devstoreaccount1';
+const ACCOUNT_KEY = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
+
+export class LocalAzurite {
+  blobPort = 0;
+  queuePort = 0;
+  tablePort = 0;
+  private child: ChildProcess | undefined;
+  private output = '';
+
+  constructor(private readonly dir: string) {}
+
+  get connectionString(): string {
+    const host = 'http://127.0.0.1';
+    return [
+      'DefaultEndpointsProtocol=http',
+      `AccountName=${ACCOUNT}`,
+      `AccountKey=${ACCOUNT_KEY}`,
+      `BlobEndpoint=${host}:${this.blobPort}/${ACCOUNT}`,
+      `QueueEndpoint=${host}:${this.queuePort}/${ACCOUNT}`,
+      `TableEndpoint=${host}:${this.tablePort}/${ACCOUNT}`,
+    ].join(';');
+  }
+
+  async start(): Promise<void> {
+    mkdirSync(this.dir, { recursive: true });
+    [this.blobPort, this.queuePort, this.tablePort] = [await freePort(), await freePort(), await freePort()];
+    await this.spawn();
+  }
+
+  private async spawn(): Promise<void> {
+    const entry = require.resolve('azurite/dist/src/azurite.js');
+    const args = [
+      entry,
+      '--inMemoryPersistence',
+      '--disableTelemetry',
+      '--skipApiVersionCheck',
+      '--silent',
+      '--blobHost', '127.0.0.1', '--blobPort', String(this.blobPort),
+      '--queueHost', '127.0.0.1', '--queuePort', String(this.queuePort),
+      '--tableHost', '127.0.0.1', '--tablePort', String(this.tablePort),
+    ];
+    this.child = spawn(process.execPath, args, { cwd: this.dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const keep = (c: Buffer) => (this.output = (this.output + c.toString()).slice(-10_000));
+    this.child.stdout!.on('data', keep);
+    this.child.stderr!.on('data', keep);
+    const exited = new Promise<never>((_, reject) =>
+      this.child!.once('exit', (code) => reject(new Error(`Azurite exited at start (code ${code}):\n${this.output.slice(-2000)}`))),
+    );
+    await Promise.race([
+      Promise.all([
+        waitForPort(this.blobPort, 30_000, 'Azurite blob'),
+        waitForPort(this.queuePort, 30_000, 'Azurite queue'),
+        waitForPort(this.tablePort, 30_000, 'Azurite table'),
+      ]),
+      exited,
+    ]);
+  }
+
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null) return;
+    const done = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    await done;
+    clearTimeout(timer);
+    this.child = undefined;
+  }
+
+  get location(): string {
+    return path.resolve(this.dir);
+  }
+}

@@ -1,0 +1,175 @@
+/**
+ * Dovecot as the IMAP server, in the foreground with its own config, on 127.0.0.1:
+ * implicit TLS (like outlook.office365.com:993), AUTHENTICATE XOAUTH2 only, each token checked by
+ * the identity provider's introspection endpoint: signature, issuer, audience
+ * https://outlook.office365.com, expiry, IMAP.AccessAsApp. LMTP on a loopback port takes deliveries from the SMTP server; a `+Folder`
+ * detail delivers into that folder (the Sent copy).
+ *
+ * App-only tokens carry no mailbox name, so the passdb compares a constant on both sides
+ * (username_format = app-only): any mailbox, as an app with FullAccess on every mailbox would.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Certificates } from './certs';
+import type { IdentityProvider } from './idp';
+import { freePort, waitForPort } from './net';
+
+const DOVECOT_BINARIES = ['/usr/sbin/dovecot', '/usr/local/sbin/dovecot'];
+
+export function findDovecot(): string | undefined {
+  return DOVECOT_BINARIES.find((p) => existsSync(p));
+}
+
+export class LocalDovecot {
+  imapPort = 0;
+  lmtpPort = 0;
+  private child: ChildProcess | undefined;
+  private output = '';
+
+  constructor(private readonly dir: string) {}
+
+  async start(certs: Certificates, idp: IdentityProvider): Promise<void> {
+    const binary = findDovecot();
+    if (!binary) {
+      throw new Error('Dovecot is not installed. Run `bash scripts/setup.sh` (it runs apt-get install -y dovecot-imapd dovecot-lmtpd) and try again.');
+    }
+    const d = (...p: string[]) => path.join(this.dir, ...p);
+    rmSync(this.dir, { recursive: true, force: true });
+    for (const sub of ['run', 'state', 'home']) mkdirSync(d(sub), { recursive: true });
+    chmodSync(this.dir, 0o755);
+    chmodSync(d('home'), 0o777);
+    [this.imapPort, this.lmtpPort] = [await freePort(), await freePort()];
+
+    const { uid, gid, username } = os.userInfo();
+    const isRoot = uid === 0;
+    // As root, the packaged unprivileged users run the services; otherwise everything runs as us.
+    const internalUser = isRoot ? 'dovecot' : username;
+    const loginUser = isRoot ? 'dovenull' : username;
+    const mailUid = isRoot ? 'dovecot' : String(uid);
+    const mailGid = isRoot ? 'dovecot' : String(gid);
+
+    writeFileSync(
+      d('oauth2.conf'),
+      [
+        // Dovecot 2.3.19's local JWT validation crashes its auth process now and then (signal 11),
+        // so the identity provider decides, as Exchange does: signature, issuer, audience, expiry
+        // and the IMAP.AccessAsApp role (localstack/idp.ts, introspect).
+        'introspection_mode = post',
+        `introspection_url = ${idp.url}/${idp.tenantId}/introspect`,
+        `tls_ca_cert_file = ${certs.caFile}`,
+        'active_attribute = active',
+        'active_value = true',
+        'username_attribute = tid',
+        'username_format = app-only',
+        '',
+      ].join('\n'),
+    );
+    writeFileSync(
+      d('dovecot.conf'),
+      `
+base_dir = ${d('run')}
+state_dir = ${d('state')}
+log_path = /dev/stderr
+info_log_path = /dev/stderr
+protocols = imap lmtp
+listen = 127.0.0.1
+first_valid_uid = 1
+auth_failure_delay = 0
+auth_verbose = yes
+default_internal_user = ${internalUser}
+default_login_user = ${loginUser}
+ssl = required
+ssl_cert = <${certs.certFile}
+ssl_key = <${certs.keyFile}
+auth_mechanisms = xoauth2
+passdb {
+  driver = oauth2
+  mechanisms = xoauth2
+  args = ${d('oauth2.conf')}
+}
+userdb {
+  driver = static
+  args = uid=${mailUid} gid=${mailGid} home=${d('home')}/%Lu allow_all_users=yes
+}
+mail_location = maildir:~/Maildir
+lmtp_save_to_detail_mailbox = yes
+recipient_delimiter = +
+imap_max_line_length = 2M
+service imap-login {
+  ${isRoot ? '' : 'chroot ='}
+  inet_listener imap {
+    port = 0
+  }
+  inet_listener imaps {
+    address = 127.0.0.1
+    port = ${this.imapPort}
+    ssl = yes
+  }
+}
+service lmtp {
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = ${this.lmtpPort}
+  }
+}
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+${isRoot ? '' : 'service auth-worker {\n  user = $default_internal_user\n}\nservice auth {\n  user = $default_internal_user\n}'}
+namespace inbox {
+  inbox = yes
+  mailbox Sent {
+    special_use = \\Sent
+    auto = subscribe
+  }
+  mailbox Trash {
+    special_use = \\Trash
+    auto = subscribe
+  }
+}
+`,
+    );
+    await this.launch();
+  }
+
+  private async launch(): Promise<void> {
+    const child = spawn(findDovecot()!, ['-F', '-c', path.join(this.dir, 'dovecot.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    const keep = (c: Buffer) => {
+      this.output = (this.output + c.toString()).slice(-20_000);
+    };
+    child.stdout!.on('data', keep);
+    child.stderr!.on('data', keep);
+    const exited = new Promise<never>((_, reject) =>
+      child.once('exit', (code) => reject(new Error(`Dovecot exited at start (code ${code}):\n${this.output.slice(-2000)}`))),
+    );
+    exited.catch(() => {});
+    await Promise.race([Promise.all([waitForPort(this.imapPort, 10_000, 'Dovecot IMAP'), waitForPort(this.lmtpPort, 10_000, 'Dovecot LMTP')]), exited]);
+  }
+
+  /** Dovecot's log so far (authentication refusals and the like), for test failure messages. */
+  log(): string {
+    return this.output;
+  }
+
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null) return;
+    const done = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+    await done;
+    clearTimeout(timer);
+    this.child = undefined;
+  }
+
+  /** Stops and starts it again on the same ports with the same mail (fault injection). */
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.launch();
+  }
+}

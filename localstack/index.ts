@@ -1,0 +1,183 @@
+/**
+ * The embedded local stack: every peer inboxq talks to in production, running for real on
+ * 127.0.0.1, started in a few seconds and stopped afterwards. Used by the test suite and the demo.
+ *
+ *   identity provider (Entra-shaped, HTTPS)  <- MSAL (client credentials), @azure/identity
+ *   Key Vault secrets endpoint (HTTPS)       <- SecretClient (the client secret lives here)
+ *   Dovecot IMAP (implicit TLS, XOAUTH2)     <- imapflow (drain), tests reading mailboxes
+ *   SMTP submission (STARTTLS, XOAUTH2)      <- nodemailer (replies); delivers into Dovecot over LMTP
+ *   Azurite (queues, tables, blobs)          <- the Storage SDKs
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ImapFlow } from 'imapflow';
+import { LocalAzurite } from './azurite';
+import { makeCertificates, type Certificates } from './certs';
+import { LocalDovecot } from './dovecot';
+import { EXCHANGE_AUDIENCE, IdentityProvider } from './idp';
+import { LocalKeyVault } from './keyvault';
+import { LocalSmtpServer } from './smtp';
+
+export { EXCHANGE_AUDIENCE, IdentityProvider } from './idp';
+
+export const CLIENT_SECRET_NAME = 'inboxq-client-secret';
+export const EXCHANGE_ROLES = ['IMAP.AccessAsApp', 'SMTP.SendAsApp'];
+
+export interface StoredMail {
+  uid: number;
+  source: Buffer;
+  flags: Set<string>;
+}
+
+export interface LocalStackOptions {
+  /** Where the stack keeps its files; a new temporary folder by default, removed on stop. */
+  dir?: string;
+  /** Export AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET/AZURE_AUTHORITY_HOST for a vault-reader identity (as `az login` would provide). Default true. */
+  exportDeveloperIdentity?: boolean;
+}
+
+export class LocalStack {
+  readonly dir: string;
+  readonly certs: Certificates;
+  readonly idp = new IdentityProvider();
+  readonly vault: LocalKeyVault;
+  readonly dovecot: LocalDovecot;
+  readonly azurite: LocalAzurite;
+  smtp!: LocalSmtpServer;
+  /** The inboxq app registration: client id, and its secret (stored only in the vault and here). */
+  readonly clientId = randomUUID();
+  readonly clientSecret = `local~${randomBytes(24).toString('base64url')}`;
+  /** A developer identity allowed to read the vault. */
+  readonly developerClientId = randomUUID();
+  private readonly developerSecret = randomBytes(24).toString('base64url');
+  private readonly ownsDir: boolean;
+
+  private constructor(options: LocalStackOptions) {
+    this.ownsDir = !options.dir;
+    this.dir = options.dir ?? mkdtempSync(path.join(os.tmpdir(), 'inboxq-stack-'));
+    mkdirSync(this.dir, { recursive: true });
+    // Dovecot's unprivileged users must reach their keys and mail homes below this folder.
+    chmodSync(this.dir, 0o755);
+    this.certs = makeCertificates(this.dir);
+    this.vault = new LocalKeyVault(this.idp);
+    this.dovecot = new LocalDovecot(path.join(this.dir, 'dovecot'));
+    this.azurite = new LocalAzurite(path.join(this.dir, 'azurite'));
+  }
+
+  static async start(options: LocalStackOptions = {}): Promise<LocalStack> {
+    const stack = new LocalStack(options);
+    try {
+      await stack.idp.start(stack.certs);
+      stack.idp.registerApp({ clientId: stack.clientId, secret: stack.clientSecret, roles: EXCHANGE_ROLES });
+      stack.idp.registerApp({ clientId: stack.developerClientId, secret: stack.developerSecret, roles: [] });
+      await stack.vault.start(stack.certs);
+      stack.vault.setSecret(CLIENT_SECRET_NAME, stack.clientSecret);
+      await Promise.all([stack.dovecot.start(stack.certs, stack.idp), stack.azurite.start()]);
+      stack.smtp = new LocalSmtpServer(stack.idp, { lmtpPort: stack.dovecot.lmtpPort });
+      await stack.smtp.start(stack.certs);
+      if (options.exportDeveloperIdentity !== false) stack.exportDeveloperIdentity();
+    } catch (err) {
+      await stack.stop();
+      throw err;
+    }
+    return stack;
+  }
+
+  /** What `az login` gives a developer: DefaultAzureCredential finds these and reads the vault with them. */
+  exportDeveloperIdentity(): void {
+    process.env['AZURE_TENANT_ID'] = this.idp.tenantId;
+    process.env['AZURE_CLIENT_ID'] = this.developerClientId;
+    process.env['AZURE_CLIENT_SECRET'] = this.developerSecret;
+    process.env['AZURE_AUTHORITY_HOST'] = this.idp.url;
+  }
+
+  /** Every inboxq setting for `mailbox` on this stack. The client secret is read from the vault. */
+  settings(mailbox: string, overrides: Record<string, string | undefined> = {}): Record<string, string | undefined> {
+    return {
+      INBOXQ_MAILBOX: mailbox,
+      INBOXQ_TENANT_ID: this.idp.tenantId,
+      INBOXQ_CLIENT_ID: this.clientId,
+      INBOXQ_KEYVAULT_URL: this.vault.url,
+      INBOXQ_CLIENT_SECRET_NAME: CLIENT_SECRET_NAME,
+      INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE: 'false',
+      INBOXQ_AUTHORITY_HOST: this.idp.url,
+      INBOXQ_IMAP_HOST: '127.0.0.1',
+      INBOXQ_IMAP_PORT: String(this.dovecot.imapPort),
+      INBOXQ_IMAP_SECURE: 'true',
+      INBOXQ_SMTP_HOST: '127.0.0.1',
+      INBOXQ_SMTP_PORT: String(this.smtp.port),
+      INBOXQ_TLS_CA_FILE: this.certs.caFile,
+      INBOXQ_AUTHORIZED_SENDERS: '',
+      INBOXQ_TRUSTED_AUTHSERV_ID: '',
+      INBOXQ_MICROSOFT_INTERNAL_FALLBACK: 'true',
+      INBOXQ_DRAIN_SCHEDULE: '0 */1 * * * *',
+      AzureWebJobsStorage: this.azurite.connectionString,
+      ...overrides,
+    };
+  }
+
+  /** An IMAP session on any mailbox, with a token minted by the identity provider (test-side access). */
+  async imap(mailbox: string): Promise<ImapFlow> {
+    const accessToken = await this.idp.mint({ roles: EXCHANGE_ROLES, appid: 'inboxq-local-stack' }, { audience: EXCHANGE_AUDIENCE });
+    const client = new ImapFlow({
+      host: '127.0.0.1',
+      port: this.dovecot.imapPort,
+      secure: true,
+      tls: { ca: this.certs.ca },
+      auth: { user: mailbox, accessToken },
+      logger: false,
+    });
+    client.on('error', () => {});
+    await client.connect();
+    return client;
+  }
+
+  /** Puts a mail into a folder of a mailbox, as delivery would. */
+  async appendMail(mailbox: string, raw: string | Buffer, folder = 'INBOX'): Promise<void> {
+    const client = await this.imap(mailbox);
+    try {
+      await client.append(folder, typeof raw === 'string' ? Buffer.from(raw.replace(/\r?\n/g, '\r\n')) : raw);
+    } catch (err) {
+      throw imapFailure(`APPEND to ${mailbox}/${folder}`, err);
+    } finally {
+      await client.logout();
+    }
+  }
+
+  /** Every mail in a folder, with flags, without changing them. Missing folder: []. */
+  async readFolder(mailbox: string, folder = 'INBOX'): Promise<StoredMail[]> {
+    const client = await this.imap(mailbox);
+    try {
+      const list = await client.list();
+      if (!list.some((f) => f.path.toLowerCase() === folder.toLowerCase())) return [];
+      const lock = await client.getMailboxLock(folder, { readOnly: true });
+      try {
+        const out: StoredMail[] = [];
+        const uids = (await client.search({ all: true }, { uid: true })) || [];
+        if (uids.length === 0) return out;
+        for await (const m of client.fetch(uids.join(','), { uid: true, source: true, flags: true }, { uid: true })) {
+          out.push({ uid: m.uid, source: m.source!, flags: m.flags ?? new Set() });
+        }
+        return out;
+      } finally {
+        lock.release();
+      }
+    } catch (err) {
+      throw imapFailure(`reading ${mailbox}/${folder}`, err);
+    } finally {
+      await client.logout();
+    }
+  }
+
+  async stop(): Promise<void> {
+    await Promise.allSettled([this.smtp?.stop(), this.dovecot.stop(), this.azurite.stop(), this.vault.stop(), this.idp.stop()]);
+    if (this.ownsDir) rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function imapFailure(what: string, err: unknown): Error {
+  const e = err as { responseText?: string; message?: string };
+  return new Error(`Local stack IMAP ${what} failed: ${e.responseText ?? e.message ?? String(err)}`, { cause: err });
+}

@@ -1,0 +1,119 @@
+/**
+ * An SMTP submission server that behaves like Exchange Online's smtp.office365.com:587 for inboxq:
+ * STARTTLS required, AUTH XOAUTH2 only, each token verified (signature, issuer, audience, expiry,
+ * the SMTP.SendAsApp role), MAIL FROM must be the authenticated mailbox (554 5.2.252 SendAsDenied).
+ * Accepted mail is delivered into Dovecot over LMTP, to each recipient and, like Exchange's Sent
+ * Items copy of SMTP AUTH submissions, to the sender's Sent folder.
+ */
+import nodemailer, { type Transporter } from 'nodemailer';
+import { SMTPServer, type SMTPServerAuthentication, type SMTPServerSession } from 'smtp-server';
+import type { AddressInfo } from 'node:net';
+import type { Certificates } from './certs';
+import { EXCHANGE_AUDIENCE, type IdentityProvider } from './idp';
+
+export interface AcceptedMail {
+  from: string;
+  to: string[];
+  messageId: string | undefined;
+  raw: Buffer;
+}
+
+function smtpError(code: number, text: string): Error {
+  const err = new Error(text) as Error & { responseCode: number };
+  err.responseCode = code;
+  return err;
+}
+
+export class LocalSmtpServer {
+  port = 0;
+  readonly accepted: AcceptedMail[] = [];
+  readonly authFailures: string[] = [];
+  /** Mailboxes for which SMTP AUTH is disabled (535 5.7.139, as Set-CASMailbox would make it). */
+  readonly smtpAuthDisabled = new Set<string>();
+  /** Answers given to DATA before accepting, one per message, e.g. [{ code: 451, text: '4.3.0 try later' }]. */
+  readonly dataFaults: { code: number; text: string }[] = [];
+  private server: SMTPServer | undefined;
+  private lmtp: Transporter | undefined;
+
+  constructor(
+    private readonly idp: IdentityProvider,
+    private readonly delivery: { lmtpPort: number },
+  ) {}
+
+  async start(certs: Certificates): Promise<void> {
+    this.lmtp = nodemailer.createTransport({ lmtp: true, host: '127.0.0.1', port: this.delivery.lmtpPort, tls: { ca: certs.ca } } as never);
+    this.server = new SMTPServer({
+      secure: false,
+      key: certs.key,
+      cert: certs.cert,
+      name: 'smtp.local.inboxq',
+      banner: 'Microsoft ESMTP MAIL Service ready (inboxq local stack)',
+      authMethods: ['XOAUTH2'],
+      allowInsecureAuth: false,
+      size: 160 * 1024 * 1024,
+      logger: false,
+      onAuth: (auth, session, callback) => {
+        this.authenticate(auth, session).then(
+          (user) => callback(null, { user }),
+          (err: Error) => {
+            this.authFailures.push(err.message);
+            callback(err);
+          },
+        );
+      },
+      onMailFrom: (address, session, callback) => {
+        if (address.address.toLowerCase() !== String(session.user).toLowerCase()) {
+          return callback(smtpError(554, `5.2.252 SendAsDenied; ${session.user} not allowed to send as ${address.address}`));
+        }
+        callback();
+      },
+      onData: (stream, session, callback) => {
+        const chunks: Buffer[] = [];
+        stream.on('data', (c: Buffer) => chunks.push(c));
+        stream.on('end', () => {
+          const fault = this.dataFaults.shift();
+          if (fault) return callback(smtpError(fault.code, fault.text));
+          const raw = Buffer.concat(chunks);
+          this.deliver(session, raw).then(
+            () => callback(),
+            (err: Error) => callback(smtpError(451, `4.4.0 delivery to the mailbox store failed: ${err.message}`)),
+          );
+        });
+      },
+    });
+    this.server.on('error', () => {});
+    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
+    this.port = (this.server.server.address() as AddressInfo).port;
+  }
+
+  private async authenticate(auth: SMTPServerAuthentication, _session: SMTPServerSession): Promise<string> {
+    const user = (auth.username ?? '').toLowerCase();
+    if (this.smtpAuthDisabled.has(user)) {
+      throw smtpError(535, '5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox.');
+    }
+    let claims: Record<string, unknown>;
+    try {
+      claims = await this.idp.verify(auth.accessToken ?? '', EXCHANGE_AUDIENCE);
+    } catch {
+      throw smtpError(535, '5.7.3 Authentication unsuccessful');
+    }
+    const roles = Array.isArray(claims['roles']) ? (claims['roles'] as string[]) : [];
+    if (!roles.includes('SMTP.SendAsApp')) throw smtpError(535, '5.7.3 Authentication unsuccessful');
+    return user;
+  }
+
+  private async deliver(session: SMTPServerSession, raw: Buffer): Promise<void> {
+    const from = String(session.envelope.mailFrom ? session.envelope.mailFrom.address : '');
+    const to = session.envelope.rcptTo.map((r) => r.address);
+    const sentCopy = `${from.replace('@', '+Sent@')}`;
+    await this.lmtp!.sendMail({ envelope: { from, to: [...to, sentCopy] }, raw });
+    const messageId = /^message-id:\s*(<[^>]+>)/im.exec(raw.toString('utf8', 0, Math.min(raw.length, 64 * 1024)))?.[1];
+    this.accepted.push({ from, to, messageId, raw });
+  }
+
+  async stop(): Promise<void> {
+    if (this.server) await new Promise<void>((resolve) => this.server!.close(() => resolve()));
+    this.lmtp?.close();
+    this.server = undefined;
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * The end-to-end path on real local servers: a mail in Dovecot becomes a task on the Azurite queue,
+ * leaves the inbox, and a reply put on the replies queue lands threaded in the sender's mailbox.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { simpleParser } from 'mailparser';
+import { LocalStack } from '../../localstack';
+import { runQueueTrigger } from '../../localstack/queue-runner';
+import { encodeQueueMessage } from '../../shared/contract/messages';
+import { buildMail, eopFail } from '../helpers/mail';
+import { context, handlersFor, peekTasks, queue, REPLIES_QUEUE, table, timer } from '../helpers/stack';
+
+let stack: LocalStack;
+beforeAll(async () => {
+  stack = await LocalStack.start();
+});
+afterAll(async () => {
+  await stack?.stop();
+});
+
+describe('drain and reply, end to end', () => {
+  it('turns an authorized mail into a task and answers it threaded', async () => {
+    const mailbox = 'agent@company.test';
+    const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test' });
+    const handlers = handlersFor(env);
+    const raw = buildMail({
+      from: 'Alice <alice@partner.test>',
+      to: mailbox,
+      subject: 'Quarterly numbers',
+      body: 'Please check the attached figures.',
+      messageId: '<q3-numbers@partner.test>',
+      attachments: [{ filename: 'figures.csv', contentType: 'text/csv', content: Buffer.from('q,revenue\nQ3,42\n') }],
+    });
+    await stack.appendMail(mailbox, raw);
+
+    const logs: string[] = [];
+    const summary = await handlers.drain(timer(), context('drain', logs));
+    expect(summary?.counts.queued).toBe(1);
+
+    const tasks = await peekTasks(stack);
+    expect(tasks).toHaveLength(1);
+    const task = tasks[0]!;
+    expect(task.from.address).toBe('alice@partner.test');
+    expect(task.subject).toBe('Quarterly numbers');
+    expect(task.body.text?.trim()).toBe('Please check the attached figures.');
+    expect(task.messageId).toBe('<q3-numbers@partner.test>');
+    expect(task.attachments).toHaveLength(1);
+    expect(task.attachments[0]).toMatchObject({ filename: 'figures.csv', contentType: 'text/csv', size: 16 });
+    expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
+    expect(await stack.readFolder(mailbox, 'inboxq-processed')).toHaveLength(1);
+
+    await queue(stack, REPLIES_QUEUE).createIfNotExists();
+    await queue(stack, REPLIES_QUEUE).sendMessage(
+      encodeQueueMessage({ type: 'inboxq.reply', version: 1, taskId: task.taskId, mailbox, text: 'Revenue was 42 in Q3.', html: '<p>Revenue was <b>42</b> in Q3.</p>' }),
+    );
+    const run = await runQueueTrigger({
+      queue: queue(stack, REPLIES_QUEUE),
+      poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison`),
+      functionName: 'reply',
+      handler: (m, c) => handlers.reply(m, c),
+    });
+    expect(run).toMatchObject({ succeeded: 1, failed: 0 });
+
+    const received = await stack.readFolder('alice@partner.test', 'INBOX');
+    expect(received).toHaveLength(1);
+    const reply = await simpleParser(received[0]!.source);
+    expect(reply.subject).toBe('Re: Quarterly numbers');
+    expect(reply.inReplyTo).toBe('<q3-numbers@partner.test>');
+    expect(reply.references).toContain('<q3-numbers@partner.test>');
+    expect(reply.from?.value[0]?.address).toBe(mailbox);
+    expect(reply.text?.trim()).toBe('Revenue was 42 in Q3.');
+    expect(reply.html).toContain('<b>42</b>');
+    expect(reply.headers.get('auto-submitted')).toBe('auto-replied');
+  });
+
+  it('removes and records a forged sender, with no task and no reply', async () => {
+    const mailbox = 'forged@company.test';
+    const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: 'ceo@company.test' });
+    await stack.appendMail(mailbox, buildMail({ from: 'ceo@company.test', to: mailbox, authResults: eopFail('company.test'), messageId: '<forged-1@evil.test>' }));
+    const before = (await peekTasks(stack)).length;
+    const summary = await handlersFor(env).drain(timer(), context('drain', []));
+    expect(summary?.counts).toMatchObject({ rejected: 1, queued: 0 });
+    expect((await peekTasks(stack)).length).toBe(before);
+    expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
+    const rows = [];
+    for await (const e of table(stack, 'inboxqMessages').listEntities<{ state: string; reasons: string; mailbox: string }>()) if (e.mailbox === mailbox) rows.push(e);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]!.state).toBe('rejected');
+    expect(JSON.parse(rows[0]!.reasons).join(' ')).toContain('DMARC result for company.test is fail');
+  });
+});
