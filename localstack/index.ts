@@ -93,6 +93,19 @@ export class LocalStack {
     process.env['AZURE_AUTHORITY_HOST'] = this.idp.url;
   }
 
+  /**
+   * Registers another app (its own client id and secret, the secret in the vault under its own
+   * name) and returns the settings that point at it: a test gets a token provider of its own.
+   */
+  registerApp(roles: string[] = EXCHANGE_ROLES): { clientId: string; secretName: string; settings: Record<string, string> } {
+    const clientId = randomUUID();
+    const secretName = `app-${clientId.slice(0, 8)}-secret`;
+    const secret = `local~${randomBytes(24).toString('base64url')}`;
+    this.idp.registerApp({ clientId, secret, roles });
+    this.vault.setSecret(secretName, secret);
+    return { clientId, secretName, settings: { INBOXQ_CLIENT_ID: clientId, INBOXQ_CLIENT_SECRET_NAME: secretName } };
+  }
+
   /** Every inboxq setting for `mailbox` on this stack. The client secret is read from the vault. */
   settings(mailbox: string, overrides: Record<string, string | undefined> = {}): Record<string, string | undefined> {
     return {

@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { ConfidentialClientApplication, LogLevel, type Configuration } from '@azure/msal-node';
 import type { InboxqConfig } from '../config/settings';
-import { TokenError } from '../errors';
+import { InboxqError, TokenError } from '../errors';
 import { readVaultSecret } from './keyvault';
 import { CaTrustingNetworkClient } from './tls';
 
@@ -123,8 +123,9 @@ export class ExchangeTokenProvider implements TokenSource {
     return this.client;
   }
 
-  private describe(err: unknown): TokenError {
-    if (err instanceof TokenError) return err;
+  private describe(err: unknown): InboxqError {
+    // Already described (a Key Vault failure, say): it knows better than a generic token error.
+    if (err instanceof InboxqError) return err;
     const e = err as { errorCode?: string; errorMessage?: string; message?: string; subError?: string };
     const text = `${e.errorMessage ?? ''} ${e.message ?? ''}`;
     const aadsts = /AADSTS\d+/.exec(text)?.[0];

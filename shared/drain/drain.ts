@@ -25,7 +25,7 @@ import {
 import type { TokenSource } from '../credentials/token';
 import { describeError, InboxqError } from '../errors';
 import { deriveTaskId, partitionKey, type Ledger, type MessageRecord } from '../ledger/ledger';
-import { parseMail, type ParsedMail } from '../mail/parse';
+import { parseMail, structuralProblem, type ParsedMail } from '../mail/parse';
 import { MailboxSession } from '../mailbox/imap';
 import { evaluateSender } from '../sender/policy';
 import { BlobStore, sanitizeFilename } from '../storage/blobs';
@@ -170,11 +170,13 @@ async function drainOne(deps: DrainDeps, session: MailboxSession, uid: number): 
   const contentSha256 = createHash('sha256').update(source).digest('hex');
 
   let parsed: ParsedMail | undefined;
-  let parseError: string | undefined;
-  try {
-    parsed = await parseMail(source);
-  } catch (err) {
-    parseError = err instanceof Error ? err.message.slice(0, 200) : 'unparseable';
+  let parseError = structuralProblem(source);
+  if (!parseError) {
+    try {
+      parsed = await parseMail(source);
+    } catch (err) {
+      parseError = `the parser failed: ${err instanceof Error ? err.message.slice(0, 200) : 'unknown error'}`;
+    }
   }
 
   const identity = parsed?.messageId ? `mid:${parsed.messageId}` : `sha256:${contentSha256}`;
@@ -214,10 +216,10 @@ async function drainOne(deps: DrainDeps, session: MailboxSession, uid: number): 
 
   if (record.state === 'claimed') {
     if (!parsed) {
-      const reasons = [`the mail can't be parsed (${parseError}); it was moved to ${config.drain.quarantineFolder}`];
+      const reasons = [`the mail is malformed: ${parseError}; it was moved to ${config.drain.quarantineFolder}`];
       record = await ledger.updateMessage(record, { state: 'quarantined', reasons });
       await step('recorded', taskId);
-      log.warn('Mail could not be parsed; moving it to quarantine', { ...logProps, reason: reasons[0] });
+      log.warn('Mail is malformed; moving it to quarantine', { ...logProps, reason: reasons[0] });
     } else {
       const verdict = evaluateSender(parsed.headerLines, config.senderPolicy);
       if (verdict.verdict === 'accept') {

@@ -60,3 +60,16 @@ export async function parseMail(source: Buffer): Promise<ParsedMail> {
     })),
   };
 }
+
+/**
+ * Why a message is not a mail at all, or undefined when it is one. mailparser accepts anything
+ * (0 bytes, random binary) and returns empty fields; such input is set aside for a person instead
+ * of being judged as if it had a sender.
+ */
+export function structuralProblem(source: Buffer): string | undefined {
+  if (source.length === 0) return 'the message is empty (0 bytes)';
+  const head = source.subarray(0, Math.min(source.length, 1000)).toString('latin1');
+  // RFC 5322: a message starts with a header field, `name:` with printable ASCII except ':'.
+  if (!/^[\x21-\x39\x3b-\x7e]+[ \t]*:/.test(head)) return 'the message does not start with a header section';
+  return undefined;
+}

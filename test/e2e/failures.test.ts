@@ -1,0 +1,141 @@
+/**
+ * Bad input gets a clear error and loses nothing: each failure named in issue 2, arranged on the
+ * real local servers.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { LocalStack } from '../../localstack';
+import { freePort } from '../../localstack/net';
+import { hostQueueSettings, runQueueTrigger } from '../../localstack/queue-runner';
+import { encodeQueueMessage } from '../../shared/contract/messages';
+import { ImapError, TokenError } from '../../shared/errors';
+import { buildMail } from '../helpers/mail';
+import { context, handlersFor, peekTasks, queue, REPLIES_QUEUE, timer } from '../helpers/stack';
+
+let stack: LocalStack;
+beforeAll(async () => {
+  stack = await LocalStack.start();
+});
+afterAll(async () => {
+  await stack?.stop();
+});
+
+async function drainError(env: Record<string, string | undefined>, logs: string[] = []): Promise<Error> {
+  const err = await handlersFor(env)
+    .drain(timer(), context('drain', logs))
+    .then(
+      () => undefined,
+      (e: Error) => e,
+    );
+  expect(err, 'the drain should have failed').toBeInstanceOf(Error);
+  return err!;
+}
+
+describe('credentials', () => {
+  it('a wrong client secret in Key Vault names the secret and the AADSTS code, never the secret, and removes nothing', async () => {
+    const mailbox = 'wrong-secret@company.test';
+    const app = stack.registerApp();
+    const wrong = `wrong~${randomBytes(12).toString('hex')}`;
+    stack.vault.setSecret(app.secretName, wrong);
+    await stack.appendMail(mailbox, buildMail({ from: 'alice@partner.test', to: mailbox }));
+    const logs: string[] = [];
+    const err = await drainError(stack.settings(mailbox, { ...app.settings, INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test' }), logs);
+    expect(err).toBeInstanceOf(TokenError);
+    expect(err.message).toContain('AADSTS7000215');
+    expect(err.message).toContain(`Key Vault secret ${app.secretName}`);
+    expect(err.message).toContain(mailbox);
+    expect(err.message).not.toContain(wrong);
+    expect(logs.join('\n')).not.toContain(wrong);
+    expect(logs.join('\n')).toContain('AADSTS7000215');
+    expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(1);
+  });
+
+  it('a wrong INBOXQ_CLIENT_SECRET setting is named as the setting', async () => {
+    const wrong = `wrong~${randomBytes(12).toString('hex')}`;
+    const err = await drainError(stack.settings('setting-secret@company.test', { INBOXQ_KEYVAULT_URL: undefined, INBOXQ_CLIENT_SECRET: wrong }));
+    expect(err).toBeInstanceOf(TokenError);
+    expect((err as TokenError).aadsts).toBe('AADSTS7000215');
+    expect(err.message).toContain('the setting INBOXQ_CLIENT_SECRET');
+    expect(err.message).not.toContain(wrong);
+  });
+
+  it('a missing Key Vault secret says which one and how to create it', async () => {
+    const err = await drainError(stack.settings('no-secret@company.test', { INBOXQ_CLIENT_SECRET_NAME: 'does-not-exist' }));
+    expect(err.name).toBe('KeyVaultError');
+    expect(err.message).toMatch(/Key Vault secret does-not-exist in https:\/\/127\.0\.0\.1:\d+ does not exist/);
+    expect(err.message).toContain('az keyvault secret set');
+  });
+
+  it('an expired token refused by the IMAP server is renewed and the run retried once', async () => {
+    const mailbox = 'expired@company.test';
+    const app = stack.registerApp();
+    await stack.appendMail(mailbox, buildMail({ from: 'alice@partner.test', to: mailbox }));
+    stack.idp.expiredTokensToIssue = 1;
+    const issuedBefore = stack.idp.requests.filter((r) => r.clientId === app.clientId && r.outcome === 'issued').length;
+    const logs: string[] = [];
+    const summary = await handlersFor(stack.settings(mailbox, { ...app.settings, INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test' })).drain(
+      timer(),
+      context('drain', logs),
+    );
+    expect(summary?.counts.queued).toBe(1);
+    expect(stack.idp.expiredTokensToIssue).toBe(0);
+    const issued = stack.idp.requests.filter((r) => r.clientId === app.clientId && r.outcome === 'issued' && r.scope.includes('outlook')).length;
+    expect(issued - issuedBefore).toBe(2);
+    expect(logs.join('\n')).toContain('IMAP refused the cached token; retrying once with a new one');
+  });
+});
+
+describe('mailbox', () => {
+  it('an unreachable IMAP server fails the run with the host, port and a hint', async () => {
+    const port = await freePort();
+    const logs: string[] = [];
+    const err = await drainError(stack.settings('unreachable@company.test', { INBOXQ_IMAP_PORT: String(port) }), logs);
+    expect(err).toBeInstanceOf(ImapError);
+    expect((err as ImapError).failure).toBe('unreachable');
+    expect(err.message).toContain(`127.0.0.1:${port}`);
+    expect(err.message).toContain('ECONNREFUSED');
+    expect(err.message).toContain('unreachable@company.test');
+    expect(logs.join('\n')).toContain('Drain run failed');
+  });
+
+  it('a malformed mail is recorded and set aside, and the rest of the inbox is still drained', async () => {
+    const mailbox = 'malformed@company.test';
+    const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test' });
+    await stack.appendMail(mailbox, buildMail({ from: 'alice@partner.test', to: mailbox, subject: 'first' }));
+    await stack.appendMail(mailbox, Buffer.concat([Buffer.from('\u0000\u0001 not a mail\r\n\r\n'), randomBytes(2000)]));
+    await stack.appendMail(mailbox, buildMail({ from: 'alice@partner.test', to: mailbox, subject: 'third' }));
+    const logs: string[] = [];
+    const summary = await handlersFor(env).drain(timer(), context('drain', logs));
+    expect(summary?.counts).toMatchObject({ seen: 3, queued: 2, quarantined: 1 });
+    const quarantined = summary!.outcomes.find((o) => o.outcome === 'quarantined')!;
+    expect(quarantined.reasons[0]).toContain('does not start with a header section');
+    expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
+    expect(await stack.readFolder(mailbox, 'inboxq-quarantine')).toHaveLength(1);
+    expect(logs.join('\n')).toContain('Mail is malformed; moving it to quarantine');
+    const subjects = (await peekTasks(stack)).filter((t) => t.mailbox === mailbox).map((t) => t.subject);
+    expect(subjects.sort()).toEqual(['first', 'third']);
+  });
+});
+
+describe('queue messages', () => {
+  it('a malformed reply message goes to the poison queue after the configured dequeue count, saying why', async () => {
+    const env = stack.settings('poison@company.test');
+    const handlers = handlersFor(env);
+    const replies = queue(stack, REPLIES_QUEUE);
+    await replies.createIfNotExists();
+    await replies.sendMessage(encodeQueueMessage({ type: 'inboxq.reply', version: 1, mailbox: 'poison@company.test', text: '' }));
+    await replies.sendMessage(Buffer.from('this is not json').toString('base64'));
+    const { maxDequeueCount } = hostQueueSettings();
+    const run = await runQueueTrigger({ queue: replies, poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison`), functionName: 'reply', handler: (m, c) => handlers.reply(m, c) });
+    expect(run.poisoned).toBe(2);
+    expect(run.failed).toBe(2 * maxDequeueCount);
+    const poison = await queue(stack, `${REPLIES_QUEUE}-poison`).peekMessages({ numberOfMessages: 10 });
+    expect(poison.peekedMessageItems).toHaveLength(2);
+    const log = run.logs.join('\n');
+    expect(log).toContain('taskId: ');
+    expect(log).toContain('text: must not be empty');
+    expect(log).toContain('The reply message is not JSON');
+    expect(log).toContain(`delivery ${maxDequeueCount} of ${maxDequeueCount}`);
+    expect(log).toContain('moves it to the replies-poison queue');
+  });
+});
