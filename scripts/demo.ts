@@ -1,0 +1,154 @@
+/**
+ * The demo: inboxq's whole path on the embedded local stack, in about ten seconds.
+ *
+ *   1. start the stack (identity provider, Key Vault, Dovecot, SMTP, Azurite) on 127.0.0.1
+ *   2. seed the mailbox agent@contoso.test with a mail from an authorized sender and a forged one
+ *   3. run the drain function (as its timer would)
+ *   4. run the sample worker (examples/echo-worker.ts): it answers the task
+ *   5. run the reply function on the replies queue (as the Functions host would)
+ *   6. read the answer back from the sender's mailbox over IMAP
+ *
+ * Run with `npm run demo` (or `bash scripts/demo.sh` on a fresh machine).
+ */
+import { randomUUID } from 'node:crypto';
+import { InvocationContext, type Timer } from '@azure/functions';
+import { QueueClient } from '@azure/storage-queue';
+import { simpleParser } from 'mailparser';
+import { runOnce } from '../examples/echo-worker';
+import { LocalStack } from '../localstack';
+import { runQueueTrigger } from '../localstack/queue-runner';
+import { REPLIES_QUEUE } from '../shared/contract/messages';
+import { createHandlers } from '../shared/host/handlers';
+import { runtimeFor } from '../shared/host/runtime';
+import { TaskWorker } from '../shared/worker/worker';
+
+const MAILBOX = 'agent@contoso.test';
+const SENDER = 'alice@fabrikam.test';
+
+const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
+const dim = (s: string) => (process.stdout.isTTY ? `\x1b[2m${s}\x1b[0m` : s);
+const step = (n: number, text: string) => console.log(`\n${bold(`${n}. ${text}`)}`);
+
+function context(name: string): InvocationContext {
+  return new InvocationContext({
+    functionName: name,
+    invocationId: randomUUID(),
+    logHandler: (level, ...args) => console.log(dim(`   [${name} ${level}] ${args.join(' ')}`)),
+  });
+}
+
+function mail(opts: { from: string; authResults: string; subject: string; body: string; attachment?: { name: string; content: string } }): string {
+  const domain = /@([^>\s]+)/.exec(opts.from)![1];
+  const id = `<${randomUUID()}@${domain}>`;
+  const head = [
+    `Authentication-Results: ${opts.authResults}`,
+    `From: ${opts.from}`,
+    `To: ${MAILBOX}`,
+    `Subject: ${opts.subject}`,
+    `Date: ${new Date().toUTCString()}`,
+    `Message-ID: ${id}`,
+    'MIME-Version: 1.0',
+  ];
+  if (!opts.attachment) return [...head, 'Content-Type: text/plain; charset=utf-8', '', opts.body, ''].join('\r\n');
+  const b = 'demo-boundary';
+  return [
+    ...head,
+    `Content-Type: multipart/mixed; boundary="${b}"`,
+    '',
+    `--${b}`,
+    'Content-Type: text/plain; charset=utf-8',
+    '',
+    opts.body,
+    `--${b}`,
+    `Content-Type: text/csv; name="${opts.attachment.name}"`,
+    `Content-Disposition: attachment; filename="${opts.attachment.name}"`,
+    '',
+    opts.attachment.content,
+    `--${b}--`,
+    '',
+  ].join('\r\n');
+}
+
+async function main(): Promise<void> {
+  step(1, 'Starting the local stack on 127.0.0.1');
+  const started = Date.now();
+  const stack = await LocalStack.start();
+  try {
+    console.log(`   identity provider ${stack.idp.url}   Key Vault ${stack.vault.url}`);
+    console.log(`   IMAP 127.0.0.1:${stack.dovecot.imapPort} (Dovecot, XOAUTH2)   SMTP 127.0.0.1:${stack.smtp.port} (STARTTLS, XOAUTH2)`);
+    console.log(`   Azurite queues :${stack.azurite.queuePort} tables :${stack.azurite.tablePort} blobs :${stack.azurite.blobPort}   (${Date.now() - started} ms)`);
+
+    const settings = stack.settings(MAILBOX, { INBOXQ_AUTHORIZED_SENDERS: `${SENDER}, ceo@contoso.test` });
+    const handlers = createHandlers(() => runtimeFor(settings));
+
+    step(2, `Seeding ${MAILBOX}`);
+    await stack.appendMail(
+      MAILBOX,
+      mail({
+        from: `Alice Smith <${SENDER}>`,
+        authResults: 'spf=pass (sender IP is 203.0.113.5) smtp.mailfrom=fabrikam.test; dkim=pass (signature was verified) header.d=fabrikam.test;dmarc=pass action=none header.from=fabrikam.test;compauth=pass reason=100',
+        subject: 'Please check the Q3 figures',
+        body: 'Hi, could you check the attached figures and tell me the total?',
+        attachment: { name: 'q3.csv', content: 'month,revenue\r\nJul,14\r\nAug,12\r\nSep,16' },
+      }),
+    );
+    console.log(`   a mail from ${SENDER} (DMARC pass, authorized) with an attachment`);
+    await stack.appendMail(
+      MAILBOX,
+      mail({
+        from: 'ceo@contoso.test',
+        authResults: 'spf=fail (sender IP is 198.51.100.7) smtp.mailfrom=contoso.test; dkim=none (message not signed) header.d=none;dmarc=fail action=quarantine header.from=contoso.test;compauth=fail reason=000',
+        subject: 'Urgent: wire transfer',
+        body: 'Please pay the attached invoice today.',
+      }),
+    );
+    console.log('   a forged mail claiming to be ceo@contoso.test (DMARC fail)');
+
+    step(3, 'Running the drain function (timer trigger)');
+    const summary = await handlers.drain({ isPastDue: false } as Timer, context('drain'));
+    for (const o of summary?.outcomes ?? []) {
+      const what = o.outcome === 'queued' ? ` as task ${o.taskId}` : ` (ledger row ${o.taskId}) because ${o.reasons.join('; ')}`;
+      console.log(`   UID ${o.uid}: ${bold(o.outcome)}${what}`);
+    }
+    const inbox = await stack.readFolder(MAILBOX, 'INBOX');
+    console.log(`   INBOX now holds ${inbox.length} mail(s); processed mail is in inboxq-processed`);
+
+    step(4, 'Running the sample worker (examples/echo-worker.ts) on the tasks queue');
+    const answered = await runOnce(TaskWorker.fromConnectionString(stack.azurite.connectionString), (l) => console.log(`   ${l}`));
+    console.log(`   ${answered} task(s) answered on the replies queue`);
+
+    step(5, 'Running the reply function (queue trigger on "replies")');
+    const run = await runQueueTrigger({
+      queue: new QueueClient(stack.azurite.connectionString, REPLIES_QUEUE),
+      poisonQueue: new QueueClient(stack.azurite.connectionString, `${REPLIES_QUEUE}-poison`),
+      functionName: 'reply',
+      handler: (m, c) => handlers.reply(m, c),
+    });
+    console.log(`   ${run.succeeded} reply sent over SMTP with XOAUTH2, ${run.failed} failed`);
+
+    step(6, `Reading ${SENDER}'s mailbox over IMAP`);
+    const received = await stack.readFolder(SENDER, 'INBOX');
+    for (const m of received) {
+      const parsed = await simpleParser(m.source);
+      console.log(`   From:        ${parsed.from?.text}`);
+      console.log(`   Subject:     ${parsed.subject}`);
+      console.log(`   In-Reply-To: ${parsed.inReplyTo}`);
+      console.log(`   ${String(parsed.text).trim().split('\n').join('\n   ')}`);
+    }
+    const forged = await stack.readFolder('ceo@contoso.test', 'INBOX');
+    console.log(`\n${bold('Done.')} 1 mail became a task and was answered, threaded; the forged mail was recorded as rejected and got ${forged.length} replies.`);
+    if (received.length !== 1 || forged.length !== 0 || summary?.counts.queued !== 1 || summary.counts.rejected !== 1) {
+      throw new Error('the demo did not end as expected (see above)');
+    }
+  } finally {
+    await stack.stop();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: Error) => {
+    console.error(`\nThe demo failed: ${err.message}`);
+    process.exit(1);
+  },
+);
