@@ -80,3 +80,12 @@ describe('host.json', () => {
     expect(logs.join('\n')).toContain('this was the last delivery');
   });
 });
+
+describe('published JSON Schemas', () => {
+  it('match the zod schemas (run `npm run schemas` after changing the contract)', async () => {
+    const { contractJsonSchemas } = await import('../../shared/contract/json-schema');
+    for (const [name, schema] of Object.entries(contractJsonSchemas())) {
+      expect(JSON.parse(readFileSync(`schemas/${name}`, 'utf8')), name).toEqual(schema);
+    }
+  });
+});
