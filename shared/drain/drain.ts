@@ -25,9 +25,9 @@ import {
 import type { TokenSource } from '../credentials/token';
 import { describeError, InboxqError } from '../errors';
 import { deriveTaskId, partitionKey, type Ledger, type MessageRecord } from '../ledger/ledger';
-import { parseMail, structuralProblem, type ParsedMail } from '../mail/parse';
+import type { ParsedMail } from '../mail/parse';
 import { MailboxSession } from '../mailbox/imap';
-import { evaluateSender } from '../sender/policy';
+import { judgeMail } from '../sender/judge';
 import { BlobStore, sanitizeFilename } from '../storage/blobs';
 import type { StorageClients } from '../storage/clients';
 import { encodedSize, sendQueueMessage } from '../storage/queues';
@@ -169,15 +169,8 @@ async function drainOne(deps: DrainDeps, session: MailboxSession, uid: number): 
   const { source } = fetched;
   const contentSha256 = createHash('sha256').update(source).digest('hex');
 
-  let parsed: ParsedMail | undefined;
-  let parseError = structuralProblem(source);
-  if (!parseError) {
-    try {
-      parsed = await parseMail(source);
-    } catch (err) {
-      parseError = `the parser failed: ${err instanceof Error ? err.message.slice(0, 200) : 'unknown error'}`;
-    }
-  }
+  const judged = await judgeMail(source, config.senderPolicy);
+  const parsed = judged.kind === 'mail' ? judged.parsed : undefined;
 
   const identity = parsed?.messageId ? `mid:${parsed.messageId}` : `sha256:${contentSha256}`;
   const taskId = deriveTaskId(mailbox, identity);
@@ -215,15 +208,15 @@ async function drainOne(deps: DrainDeps, session: MailboxSession, uid: number): 
   }
 
   if (record.state === 'claimed') {
-    if (!parsed) {
-      const reasons = [`the mail is malformed: ${parseError}; it was moved to ${config.drain.quarantineFolder}`];
+    if (judged.kind === 'malformed') {
+      const reasons = [`the mail is malformed: ${judged.reason}; it was moved to ${config.drain.quarantineFolder}`];
       record = await ledger.updateMessage(record, { state: 'quarantined', reasons });
       await step('recorded', taskId);
       log.warn('Mail is malformed; moving it to quarantine', { ...logProps, reason: reasons[0] });
     } else {
-      const verdict = evaluateSender(parsed.headerLines, config.senderPolicy);
+      const { verdict, parsed: mail } = judged;
       if (verdict.verdict === 'accept') {
-        const task = await buildTask(deps, taskId, record, parsed, source, verdict.sender ?? '');
+        const task = await buildTask(deps, taskId, record, mail, source, verdict.sender ?? '');
         await step('blobs-written', taskId);
         await sendQueueMessage(deps.storage, TASKS_QUEUE, task, { mailbox });
         await step('queued', taskId);

@@ -7,6 +7,7 @@ import { sanitizeFilename } from '../../shared/storage/blobs';
 import { formatLine } from '../../shared/telemetry/log';
 import { hostQueueSettings } from '../../localstack/queue-runner';
 import { createHandlers } from '../../shared/host/handlers';
+import { contractJsonSchemas } from '../../shared/contract/json-schema';
 
 describe('the queue contract', () => {
   it('round-trips base64 JSON, and reads plain JSON from senders that do not encode', () => {
@@ -82,8 +83,7 @@ describe('host.json', () => {
 });
 
 describe('published JSON Schemas', () => {
-  it('match the zod schemas (run `npm run schemas` after changing the contract)', async () => {
-    const { contractJsonSchemas } = await import('../../shared/contract/json-schema');
+  it('match the zod schemas (run `npm run schemas` after changing the contract)', () => {
     for (const [name, schema] of Object.entries(contractJsonSchemas())) {
       expect(JSON.parse(readFileSync(`schemas/${name}`, 'utf8')), name).toEqual(schema);
     }

@@ -1,0 +1,139 @@
+#!/usr/bin/env node
+/**
+ * The inboxq command line.
+ *
+ *   inboxq check-sender (--policy policy.json | --mailbox ADDRESS) message.eml
+ *       Explains the verdict the drain would give a saved mail. Prints one JSON object
+ *       {"verdict","sender","reasons"}; exit 0 accept, 1 reject, 2 usage error or unreadable input.
+ *
+ * Settings for --mailbox come from the environment, or from local.settings.json's Values in the
+ * current folder (as `func start` reads them).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { loadConfig, type Env, type SenderPolicy } from '../shared/config/settings';
+import { describeError } from '../shared/errors';
+import { judgeMail } from '../shared/sender/judge';
+
+const USAGE = `usage:
+  inboxq check-sender --policy policy.json message.eml
+  inboxq check-sender --mailbox agent@example.com message.eml
+
+policy.json: {"authorizedSenders": ["alice@example.com", "*@partner.example"],
+              "trustedAuthservId": "", "microsoftInternalFallback": true}`;
+
+export class UsageError extends Error {}
+
+export const policyFileSchema = z
+  .object({
+    authorizedSenders: z.array(z.string()),
+    trustedAuthservId: z.string(),
+    microsoftInternalFallback: z.boolean(),
+  })
+  .strict();
+
+/** Settings as the Functions host would see them: the environment over local.settings.json. */
+export function settingsFromEnvironment(env: Env = process.env, cwd = process.cwd()): Env {
+  const file = `${cwd}/local.settings.json`;
+  let values: Env = {};
+  if (existsSync(file)) {
+    try {
+      values = (JSON.parse(readFileSync(file, 'utf8')) as { Values?: Env }).Values ?? {};
+    } catch (err) {
+      throw new UsageError(`local.settings.json can't be read as JSON: ${(err as Error).message}`);
+    }
+  }
+  return { ...values, ...env };
+}
+
+function readPolicy(path: string): SenderPolicy {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new UsageError(`policy file ${path} can't be read as JSON: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const parsed = policyFileSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new UsageError(`policy file ${path} is not a sender policy: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'policy'}: ${i.message}`).join('; ')}`);
+  }
+  return {
+    authorizedSenders: parsed.data.authorizedSenders.map((s) => s.trim().toLowerCase()),
+    trustedAuthservId: parsed.data.trustedAuthservId.trim().toLowerCase(),
+    microsoftInternalFallback: parsed.data.microsoftInternalFallback,
+  };
+}
+
+function mailboxPolicy(mailbox: string, env: Env): SenderPolicy {
+  let config;
+  try {
+    config = loadConfig(env);
+  } catch (err) {
+    throw new UsageError(`the settings can't be used: ${describeError(err)}`);
+  }
+  if (config.mailbox !== mailbox.trim().toLowerCase()) {
+    throw new UsageError(`mailbox ${mailbox} is not configured here (INBOXQ_MAILBOX is ${config.mailbox})`);
+  }
+  return config.senderPolicy;
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export async function checkSender(args: string[], env: Env = process.env): Promise<CliResult> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: { policy: { type: 'string' }, mailbox: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    allowPositionals: true,
+  });
+  if (values.help) return { code: 0, stdout: `${USAGE}\n`, stderr: '' };
+  if (positionals.length !== 1) throw new UsageError('name exactly one message file (.eml)');
+  if (!values.policy === !values.mailbox) throw new UsageError('give either --policy FILE or --mailbox ADDRESS');
+  const policy = values.policy ? readPolicy(values.policy) : mailboxPolicy(values.mailbox!, settingsFromEnvironment(env));
+  let source: Buffer;
+  try {
+    source = readFileSync(positionals[0]!);
+  } catch (err) {
+    throw new UsageError(`message file ${positionals[0]} can't be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+  const judged = await judgeMail(source, policy);
+  const out =
+    judged.kind === 'malformed'
+      ? { verdict: 'reject' as const, sender: null, reasons: [`the mail is malformed: ${judged.reason}`] }
+      : { verdict: judged.verdict.verdict, sender: judged.verdict.sender, reasons: judged.verdict.reasons };
+  return { code: out.verdict === 'accept' ? 0 : 1, stdout: `${JSON.stringify(out)}\n`, stderr: '' };
+}
+
+export async function main(argv: string[], env: Env = process.env): Promise<CliResult> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'check-sender':
+        return await checkSender(rest, env);
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        return { code: command === undefined ? 2 : 0, stdout: command === undefined ? '' : `${USAGE}\n`, stderr: command === undefined ? `${USAGE}\n` : '' };
+      default:
+        throw new UsageError(`unknown command "${command}"`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      return { code: 2, stdout: '', stderr: `inboxq: ${(err as Error).message}\n${USAGE}\n` };
+    }
+    return { code: 2, stdout: '', stderr: `inboxq: ${describeError(err)}\n` };
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((r) => {
+    process.stdout.write(r.stdout);
+    process.stderr.write(r.stderr);
+    process.exitCode = r.code;
+  });
+}
