@@ -7,6 +7,9 @@ import { simpleParser } from 'mailparser';
 import { LocalStack } from '../../localstack';
 import { runQueueTrigger } from '../../localstack/queue-runner';
 import { encodeQueueMessage } from '../../shared/contract/messages';
+import { createHash } from 'node:crypto';
+import { runtimeFor } from '../../shared/host/runtime';
+import { TaskWorker } from '../../shared/worker/worker';
 import { buildMail, eopFail } from '../helpers/mail';
 import { context, handlersFor, peekTasks, queue, REPLIES_QUEUE, table, timer } from '../helpers/stack';
 
@@ -46,6 +49,10 @@ describe('drain and reply, end to end', () => {
     expect(task.messageId).toBe('<q3-numbers@partner.test>');
     expect(task.attachments).toHaveLength(1);
     expect(task.attachments[0]).toMatchObject({ filename: 'figures.csv', contentType: 'text/csv', size: 16 });
+    const worker = TaskWorker.fromConnectionString(stack.azurite.connectionString);
+    expect((await worker.readBlob(task.attachments[0]!.blob)).toString()).toBe('q,revenue\nQ3,42\n');
+    expect((await worker.readBlob(task.raw)).toString()).toContain('Message-ID: <q3-numbers@partner.test>');
+    expect(task.raw.sha256).toBe(createHash('sha256').update(await worker.readBlob(task.raw)).digest('hex'));
     expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
     expect(await stack.readFolder(mailbox, 'inboxq-processed')).toHaveLength(1);
 
@@ -71,14 +78,22 @@ describe('drain and reply, end to end', () => {
     expect(reply.text?.trim()).toBe('Revenue was 42 in Q3.');
     expect(reply.html).toContain('<b>42</b>');
     expect(reply.headers.get('auto-submitted')).toBe('auto-replied');
+    expect(reply.headers.get('x-auto-response-suppress')).toBe('All');
   });
 
   it('removes and records a forged sender, with no task and no reply', async () => {
     const mailbox = 'forged@company.test';
     const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: 'ceo@company.test' });
-    await stack.appendMail(mailbox, buildMail({ from: 'ceo@company.test', to: mailbox, authResults: eopFail('company.test'), messageId: '<forged-1@evil.test>' }));
+    const body = 'Wire 50,000 EUR to the account below today.';
+    await stack.appendMail(mailbox, buildMail({ from: 'ceo@company.test', to: mailbox, authResults: eopFail('company.test'), messageId: '<forged-1@evil.test>', subject: 'Urgent payment', body }));
     const before = (await peekTasks(stack)).length;
-    const summary = await handlersFor(env).drain(timer(), context('drain', []));
+    const logs: string[] = [];
+    const summary = await handlersFor(env).drain(timer(), context('drain', logs));
+    const rejection = logs.find((l) => l.includes('Mail rejected'))!;
+    expect(rejection).toContain('<forged-1@evil.test>');
+    expect(rejection).toContain('DMARC result for company.test is fail');
+    expect(logs.join('\n')).not.toContain(body);
+    expect(logs.join('\n')).not.toContain('Urgent payment');
     expect(summary?.counts).toMatchObject({ rejected: 1, queued: 0 });
     expect((await peekTasks(stack)).length).toBe(before);
     expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
@@ -87,5 +102,37 @@ describe('drain and reply, end to end', () => {
     expect(rows).toHaveLength(1);
     expect(rows[0]!.state).toBe('rejected');
     expect(JSON.parse(rows[0]!.reasons).join(' ')).toContain('DMARC result for company.test is fail');
+  });
+
+  it('puts a body too big for a queue message in Blob Storage and references it', async () => {
+    const mailbox = 'big-body@company.test';
+    const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test' });
+    const body = 'Lorem ipsum dolor sit amet. '.repeat(4000);
+    await stack.appendMail(mailbox, buildMail({ from: 'alice@partner.test', to: mailbox, body }));
+    await handlersFor(env).drain(timer(), context('drain', []));
+    const task = (await peekTasks(stack)).find((t) => t.mailbox === mailbox)!;
+    expect(task.body.text).toBeNull();
+    expect(task.body.textBlob!.size).toBeGreaterThan(100_000);
+    const worker = TaskWorker.fromConnectionString(stack.azurite.connectionString);
+    expect((await worker.bodyText(task)).trim()).toBe(body.trim());
+  });
+
+  it('keeps a checkpoint per mailbox: last run, counts, last error', async () => {
+    const mailbox = 'checkpoint@company.test';
+    const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test' });
+    await stack.appendMail(mailbox, buildMail({ from: 'alice@partner.test', to: mailbox }));
+    await stack.appendMail(mailbox, buildMail({ from: 'eve@elsewhere.test', to: mailbox }));
+    await handlersFor(env).drain(timer(), context('drain', []));
+    const state = (await runtimeFor(env).ledger.getMailboxState(mailbox))!;
+    expect(state).toMatchObject({ mailbox, lastRunOutcome: 'ok', lastError: '' });
+    expect(JSON.parse(state['lastRunCounts'] as string)).toMatchObject({ seen: 2, queued: 1, rejected: 1 });
+
+    const broken = stack.settings(mailbox, { INBOXQ_IMAP_PORT: '1' });
+    await expect(handlersFor(broken).drain(timer(), context('drain', []))).rejects.toThrow();
+    const after = (await runtimeFor(env).ledger.getMailboxState(mailbox))!;
+    expect(after['lastRunOutcome']).toBe('failed');
+    expect(after['lastError']).toContain('127.0.0.1:1');
+    expect(after['lastSuccessAt']).toBe(state['lastSuccessAt']);
+    expect(JSON.parse(after['totals'] as string)).toMatchObject({ seen: 2, queued: 1, rejected: 1, failedRuns: 1 });
   });
 });
