@@ -63,6 +63,14 @@ export interface InboxqConfig {
     quarantineFolder: string;
     maxMessagesPerRun: number;
     runBudgetMs: number;
+    /** Stored mail (blobs) and ledger rows older than this are deleted; 0 keeps them. */
+    retentionDays: number;
+  };
+  reply: {
+    /** Replies sent per minute at most (Exchange Online: 30 per mailbox); 0 = no pacing. */
+    maxPerMinute: number;
+    /** Tell the sender when their answer can't be delivered (its reply ended in the poison queue). */
+    failureNotice: boolean;
   };
   storage: StorageConnection;
 }
@@ -164,6 +172,9 @@ const schema = z.object({
   INBOXQ_QUARANTINE_FOLDER: z.string().trim().min(1).default('inboxq-quarantine'),
   INBOXQ_MAX_MESSAGES_PER_RUN: intIn('INBOXQ_MAX_MESSAGES_PER_RUN', 1, 100000).default(500),
   INBOXQ_RUN_BUDGET_SECONDS: intIn('INBOXQ_RUN_BUDGET_SECONDS', 5, 3600).default(240),
+  INBOXQ_MAIL_RETENTION_DAYS: intIn('INBOXQ_MAIL_RETENTION_DAYS', 0, 3650).default(30),
+  INBOXQ_SMTP_MAX_PER_MINUTE: intIn('INBOXQ_SMTP_MAX_PER_MINUTE', 0, 10000).default(30),
+  INBOXQ_FAILURE_NOTICE: bool('INBOXQ_FAILURE_NOTICE').default(true),
   INBOXQ_DRAIN_SCHEDULE: z
     .string()
     .refine(isNcrontab, { message: 'INBOXQ_DRAIN_SCHEDULE must be an NCRONTAB expression with six fields, e.g. "0 */1 * * * *"' })
@@ -274,7 +285,9 @@ export function loadConfig(env: Env): InboxqConfig {
       quarantineFolder: s.INBOXQ_QUARANTINE_FOLDER,
       maxMessagesPerRun: s.INBOXQ_MAX_MESSAGES_PER_RUN,
       runBudgetMs: s.INBOXQ_RUN_BUDGET_SECONDS * 1000,
+      retentionDays: s.INBOXQ_MAIL_RETENTION_DAYS,
     },
+    reply: { maxPerMinute: s.INBOXQ_SMTP_MAX_PER_MINUTE, failureNotice: s.INBOXQ_FAILURE_NOTICE },
     storage,
   };
 }

@@ -7,7 +7,10 @@
  * starting over:
  *
  *   message: claimed -> queued | rejected | quarantined, then removed = true
- *   reply:   sending -> sent
+ *   reply:   sending -> sent, or sending -> unsent -> sending ... when the server refused an attempt
+ *
+ * Two more rows per mailbox in inboxqMailboxes: the run lease (one drain at a time) and the
+ * sending pace (Exchange allows 30 messages a minute per mailbox).
  *
  * Tables: inboxqMessages and inboxqReplies (partition = mailbox), inboxqMailboxes (one row per
  * mailbox: last run, counts, last error).
@@ -27,10 +30,10 @@ export interface MessageRecord {
   taskId: string;
   state: MessageState;
   removed: boolean;
-  /** `mid:<Message-ID>` or `sha256:<hash of the source>`: what the task id was derived from. */
+  /** `mid:<Message-ID>` or `sha256:<hash of the header section>`: what the task id was derived from. */
   identity: string;
   messageId: string | null;
-  contentSha256: string;
+  headerSha256: string;
   uid: number;
   uidValidity: string;
   sender: string | null;
@@ -44,7 +47,12 @@ export interface MessageRecord {
   etag?: string;
 }
 
-export type ReplyState = 'sending' | 'sent';
+/**
+ * sending: a delivery is sending it, or died doing so (then the Sent folder decides);
+ * unsent:  the last attempt was refused by the server (a 4xx/5xx answer), so nothing went out;
+ * sent:    done.
+ */
+export type ReplyState = 'sending' | 'unsent' | 'sent';
 
 export interface ReplyRecord {
   mailbox: string;
@@ -90,7 +98,7 @@ function toMessageEntity(r: MessageRecord): Entity {
     removed: r.removed,
     identity: r.identity.slice(0, 1000),
     messageId: r.messageId ?? '',
-    contentSha256: r.contentSha256,
+    headerSha256: r.headerSha256,
     uid: r.uid,
     uidValidity: r.uidValidity,
     sender: r.sender ?? '',
@@ -113,7 +121,7 @@ function fromMessageEntity(e: TableEntityResult<Record<string, unknown>>): Messa
     removed: e['removed'] === true,
     identity: s('identity'),
     messageId: s('messageId') || null,
-    contentSha256: s('contentSha256'),
+    headerSha256: s('headerSha256'),
     uid: Number(e['uid'] ?? 0),
     uidValidity: s('uidValidity'),
     sender: s('sender') || null,
@@ -224,6 +232,32 @@ export class Ledger {
     });
   }
 
+  /** Mails claimed before `cutoff` (ISO date) and finished, oldest first, at most `max`. */
+  async listMessagesClaimedBefore(mailbox: string, cutoff: string, max: number): Promise<MessageRecord[]> {
+    const table = await this.table(MESSAGES_TABLE);
+    return this.op('listing of expired mails', async () => {
+      const out: MessageRecord[] = [];
+      const pk = partitionKey(mailbox).replace(/'/g, "''");
+      const filter = `PartitionKey eq '${pk}' and claimedAt lt '${cutoff}' and removed eq true`;
+      for await (const e of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) {
+        out.push(fromMessageEntity(e));
+        if (out.length >= max) break;
+      }
+      return out;
+    });
+  }
+
+  async deleteMessage(record: MessageRecord): Promise<void> {
+    const table = await this.table(MESSAGES_TABLE);
+    await this.op(`deletion of task ${record.taskId}`, async () => {
+      try {
+        await table.deleteEntity(partitionKey(record.mailbox), record.taskId);
+      } catch (err) {
+        if ((err as { statusCode?: number }).statusCode !== 404) throw err;
+      }
+    });
+  }
+
   async claimReply(record: ReplyRecord): Promise<ClaimResult<ReplyRecord>> {
     const table = await this.table(REPLIES_TABLE);
     try {
@@ -300,4 +334,117 @@ export class Ledger {
       }
     });
   }
+}
+
+const LEASE_PARTITION = 'lease';
+const PACE_PARTITION = 'pace';
+
+export interface Lease {
+  owner: string;
+  expiresAt: number;
+  etag: string;
+}
+
+export class LeaseLostError extends Error {
+  override readonly name = 'LeaseLostError';
+}
+
+/**
+ * One drain of a mailbox at a time, across instances, apps and hosts: a row with an owner and an
+ * expiry, taken and renewed with etag-conditional writes. A run that dies holds it until it
+ * expires; a run that can't renew it stops before its next mail.
+ */
+export class MailboxLease {
+  private constructor(
+    private readonly table: TableClient,
+    private readonly key: string,
+    readonly owner: string,
+    private readonly durationMs: number,
+    private etag: string,
+    private readonly now: () => number,
+  ) {}
+
+  static async acquire(storage: StorageClients, mailbox: string, owner: string, durationMs: number, now: () => number = Date.now): Promise<MailboxLease | { heldBy: string; until: number }> {
+    const table = await storage.table(MAILBOXES_TABLE);
+    const key = partitionKey(mailbox);
+    const entity = { partitionKey: LEASE_PARTITION, rowKey: key, owner, expiresAt: now() + durationMs };
+    try {
+      const res = await table.createEntity(entity);
+      return new MailboxLease(table, key, owner, durationMs, res.etag ?? '*', now);
+    } catch (err) {
+      if (tableErrorCode(err) !== 'EntityAlreadyExists') throw storageError('Taking the run lease failed', err, mailbox);
+    }
+    let current;
+    try {
+      current = await table.getEntity<{ owner: string; expiresAt: number }>(LEASE_PARTITION, key);
+    } catch (err) {
+      throw storageError('Reading the run lease failed', err, mailbox);
+    }
+    if (Number(current.expiresAt) > now()) return { heldBy: String(current.owner), until: Number(current.expiresAt) };
+    try {
+      const res = await table.updateEntity(entity, 'Replace', { etag: current.etag });
+      return new MailboxLease(table, key, owner, durationMs, res.etag ?? '*', now);
+    } catch (err) {
+      if (tableErrorCode(err) === 'UpdateConditionNotSatisfied') return { heldBy: 'another run (taken just now)', until: now() + durationMs };
+      throw storageError('Taking over an expired run lease failed', err, mailbox);
+    }
+  }
+
+  /** Extends the lease; throws LeaseLostError when another run has taken it. */
+  async renew(): Promise<void> {
+    try {
+      const res = await this.table.updateEntity(
+        { partitionKey: LEASE_PARTITION, rowKey: this.key, owner: this.owner, expiresAt: this.now() + this.durationMs },
+        'Replace',
+        { etag: this.etag },
+      );
+      this.etag = res.etag ?? this.etag;
+    } catch (err) {
+      if (tableErrorCode(err) === 'UpdateConditionNotSatisfied') throw new LeaseLostError(`the run lease was taken over by another run`);
+      throw err;
+    }
+  }
+
+  async release(): Promise<void> {
+    try {
+      await this.table.deleteEntity(LEASE_PARTITION, this.key, { etag: this.etag });
+    } catch {
+      // Lost or already gone: it expires on its own.
+    }
+  }
+}
+
+/**
+ * Exchange Online accepts 30 messages a minute per mailbox over SMTP. A reply takes a slot in the
+ * current minute before it is sent; when the minute is full the caller defers the reply.
+ * Returns 0 when a slot was taken, otherwise the milliseconds until the next minute starts.
+ */
+export async function takeSendingSlot(storage: StorageClients, mailbox: string, perMinute: number, now: () => number = Date.now): Promise<number> {
+  if (perMinute <= 0) return 0;
+  const table = await storage.table(MAILBOXES_TABLE);
+  const key = partitionKey(mailbox);
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const t = now();
+    const minute = Math.floor(t / 60_000);
+    let row: { minute: number; count: number; etag?: string } | undefined;
+    try {
+      const e = await table.getEntity<{ minute: number; count: number }>(PACE_PARTITION, key);
+      row = { minute: Number(e.minute), count: Number(e.count), etag: e.etag };
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode !== 404) throw storageError('Reading the sending pace failed', err, mailbox);
+    }
+    const count = row && row.minute === minute ? row.count : 0;
+    if (count >= perMinute) return (minute + 1) * 60_000 - t;
+    const entity = { partitionKey: PACE_PARTITION, rowKey: key, minute, count: count + 1 };
+    try {
+      if (row) await table.updateEntity(entity, 'Replace', { etag: row.etag ?? '*' });
+      else await table.createEntity(entity);
+      return 0;
+    } catch (err) {
+      const code = tableErrorCode(err);
+      if (code === 'UpdateConditionNotSatisfied' || code === 'EntityAlreadyExists') continue;
+      throw storageError('Taking a sending slot failed', err, mailbox);
+    }
+  }
+  return 1000;
 }

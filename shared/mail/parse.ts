@@ -1,5 +1,6 @@
 /** Parses a raw message with mailparser into what the drain needs. */
-import { simpleParser, type AddressObject } from 'mailparser';
+import type { Readable } from 'node:stream';
+import { MailParser, simpleParser, type AddressObject, type AttachmentStream, type MessageText } from 'mailparser';
 import type { HeaderLine } from '../sender/policy';
 
 export interface ParsedAttachment {
@@ -66,10 +67,71 @@ export async function parseMail(source: Buffer): Promise<ParsedMail> {
  * (0 bytes, random binary) and returns empty fields; such input is set aside for a person instead
  * of being judged as if it had a sender.
  */
-export function structuralProblem(source: Buffer): string | undefined {
-  if (source.length === 0) return 'the message is empty (0 bytes)';
+export function structuralProblem(source: Buffer, totalSize = source.length): string | undefined {
+  if (totalSize === 0) return 'the message is empty (0 bytes)';
+  if (source.length === 0) return 'the message has no header section';
   const head = source.subarray(0, Math.min(source.length, 1000)).toString('latin1');
   // RFC 5322: a message starts with a header field, `name:` with printable ASCII except ':'.
   if (!/^[\x21-\x39\x3b-\x7e]+[ \t]*:/.test(head)) return 'the message does not start with a header section';
   return undefined;
+}
+
+export interface StreamedAttachment {
+  index: number;
+  filename: string | undefined;
+  contentType: string;
+  content: Readable;
+}
+
+export interface StreamedBody<A> {
+  text: string;
+  html: string | null;
+  attachments: A[];
+}
+
+/**
+ * Parses a whole message from a stream. Attachments are handed to `onAttachment` one at a time as
+ * streams, and the parser waits until each is consumed, so only the text parts stay in memory.
+ */
+export function parseStream<A>(source: Readable, onAttachment: (a: StreamedAttachment) => Promise<A>): Promise<StreamedBody<A>> {
+  return new Promise((resolve, reject) => {
+    const parser = new MailParser({ skipImageLinks: true, skipTextToHtml: true, skipTextLinks: true });
+    const attachments: A[] = [];
+    let text = '';
+    let html: string | null = null;
+    let index = 0;
+    let failed = false;
+    let pending: Promise<void> = Promise.resolve();
+    const fail = (err: unknown) => {
+      if (failed) return;
+      failed = true;
+      source.destroy();
+      parser.destroy();
+      reject(err);
+    };
+    parser.on('data', (data: AttachmentStream | MessageText) => {
+      if (data.type === 'attachment') {
+        const attachment = data;
+        const i = index++;
+        pending = pending
+          .then(() => onAttachment({ index: i, filename: attachment.filename, contentType: attachment.contentType || 'application/octet-stream', content: attachment.content as Readable }))
+          .then((ref) => {
+            attachments.push(ref);
+            attachment.release?.();
+          })
+          .catch(fail);
+      } else {
+        text = data.text ?? '';
+        html = typeof data.html === 'string' ? data.html : null;
+      }
+    });
+    parser.on('end', () => {
+      pending.then(() => {
+        if (!failed) resolve({ text, html, attachments });
+      }, fail);
+    });
+    parser.on('error', fail);
+    source.on('error', fail);
+    source.pipe(parser);
+  });
 }

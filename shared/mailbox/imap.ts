@@ -8,6 +8,7 @@
  * Nothing here marks mail as read: the source is fetched with BODY.PEEK, so a half-finished run
  * leaves the inbox as it found it.
  */
+import type { Readable } from 'node:stream';
 import { ImapFlow, type ImapFlowOptions } from 'imapflow';
 import type { InboxqConfig } from '../config/settings';
 import type { TokenSource } from '../credentials/token';
@@ -22,9 +23,14 @@ export interface MailboxSessionOptions {
   timeoutMs?: number;
 }
 
+/** A command throttled this many times ends the run; the next run continues. */
+const MAX_THROTTLED_ATTEMPTS = 2;
+
 export class MailboxSession {
   private knownFolders: Set<string> | undefined;
   uidValidity: bigint = 0n;
+  /** Commands Exchange throttled in this session (each one waited out). */
+  throttled = 0;
 
   private constructor(
     readonly client: ImapFlow,
@@ -68,6 +74,25 @@ export class MailboxSession {
   async listUids(): Promise<number[]> {
     const uids = await this.run('UID SEARCH ALL', () => this.client.search({ all: true }, { uid: true }));
     return (uids || []).sort((a, b) => a - b);
+  }
+
+  /** The header section (BODY.PEEK[HEADER]) and size; null when the mail is gone. Nothing is marked read. */
+  async fetchHead(uid: number): Promise<{ header: Buffer; size: number; internalDate: Date | undefined } | null> {
+    const msg = await this.run(`UID FETCH ${uid} (BODY.PEEK[HEADER] RFC822.SIZE)`, () =>
+      this.client.fetchOne(String(uid), { uid: true, headers: true, size: true, internalDate: true }, { uid: true }),
+    );
+    if (!msg) return null;
+    return { header: msg.headers ?? Buffer.alloc(0), size: msg.size ?? 0, internalDate: msg.internalDate ? new Date(msg.internalDate) : undefined };
+  }
+
+  /**
+   * The whole message as a stream, fetched in chunks (BODY.PEEK[]<partial>), so a 150 MB mail never
+   * sits in memory. The session can't run another command until the stream is consumed.
+   */
+  async download(uid: number): Promise<Readable> {
+    const { content } = await this.run(`UID FETCH ${uid} (BODY.PEEK[])`, () => this.client.download(String(uid), undefined, { uid: true, chunkSize: 1024 * 1024 }));
+    if (!content) throw describeImapError(new Error(`message UID ${uid} is gone`), { mailbox: this.mailbox, imap: undefined }, `UID FETCH ${uid}`);
+    return content;
   }
 
   /** The whole message, without setting \Seen; null when it is gone (removed by someone else). */
@@ -123,11 +148,23 @@ export class MailboxSession {
     }
   }
 
+  /**
+   * Runs one IMAP command. When Exchange throttles it ("Request is throttled. Suggested Backoff
+   * Time: N milliseconds"), imapflow has already waited out the hint (capped at half the socket
+   * timeout); the command is tried once more, and a second throttle ends the run.
+   */
   private async run<T>(what: string, op: () => Promise<T>): Promise<T> {
-    try {
-      return await op();
-    } catch (err) {
-      throw describeImapError(err, { mailbox: this.mailbox, imap: undefined }, what);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await op();
+      } catch (err) {
+        const described = describeImapError(err, { mailbox: this.mailbox, imap: undefined }, what);
+        if (described.failure === 'throttled' && attempt < MAX_THROTTLED_ATTEMPTS) {
+          this.throttled++;
+          continue;
+        }
+        throw described;
+      }
     }
   }
 }
@@ -143,7 +180,8 @@ function createClient(options: MailboxSessionOptions, accessToken: string): Imap
     disableAutoIdle: true,
     connectionTimeout: options.timeoutMs ?? 30_000,
     greetingTimeout: options.timeoutMs ?? 30_000,
-    socketTimeout: 5 * 60_000,
+    // Also bounds imapflow's wait on a throttling hint (half of it): 30 s at most.
+    socketTimeout: 60_000,
     ...(config.tlsCa ? { tls: { ca: config.tlsCa } } : {}),
   };
   const client = new ImapFlow(imapOptions);

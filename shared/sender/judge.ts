@@ -10,8 +10,12 @@ export type Judgement =
   | { kind: 'malformed'; reason: string }
   | { kind: 'mail'; parsed: ParsedMail; verdict: SenderVerdict };
 
-export async function judgeMail(source: Buffer, policy: SenderPolicy): Promise<Judgement> {
-  const problem = structuralProblem(source);
+/**
+ * `source` is the whole message, or only its header section (the drain reads the header first;
+ * `totalSize` is then the message's size): the verdict reads headers only, never the body.
+ */
+export async function judgeMail(source: Buffer, policy: SenderPolicy, totalSize = source.length): Promise<Judgement> {
+  const problem = structuralProblem(source, totalSize);
   if (problem) return { kind: 'malformed', reason: problem };
   let parsed: ParsedMail;
   try {
