@@ -9,7 +9,7 @@
  *   Azurite (queues, tables, blobs)          <- the Storage SDKs
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync as fsChown, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ImapFlow } from 'imapflow';
@@ -159,6 +159,20 @@ export class LocalStack {
     }
   }
 
+  /**
+   * Puts raw bytes straight into a mailbox's Maildir, as a broken delivery would: for input IMAP
+   * APPEND refuses (0 bytes, NUL bytes).
+   */
+  async dropIntoMaildir(mailbox: string, raw: Buffer): Promise<void> {
+    // A first login makes Dovecot create the Maildir, owned by its mail user.
+    await (await this.imap(mailbox)).logout();
+    const dir = path.join(this.dir, 'dovecot', 'home', mailbox.toLowerCase(), 'Maildir');
+    const name = `${Date.now()}.${randomBytes(6).toString('hex')}.localstack`;
+    writeFileSync(path.join(dir, 'tmp', name), raw);
+    renameSync(path.join(dir, 'tmp', name), path.join(dir, 'new', name));
+    chownSync(dir, path.join(dir, 'new', name));
+  }
+
   /** Every mail in a folder, with flags, without changing them. Missing folder: []. */
   async readFolder(mailbox: string, folder = 'INBOX'): Promise<StoredMail[]> {
     const client = await this.imap(mailbox);
@@ -193,4 +207,14 @@ export class LocalStack {
 function imapFailure(what: string, err: unknown): Error {
   const e = err as { responseText?: string; message?: string };
   return new Error(`Local stack IMAP ${what} failed: ${e.responseText ?? e.message ?? String(err)}`, { cause: err });
+}
+
+/** Gives a file the owner of the folder it sits in (Dovecot's mail user when we run as root). */
+function chownSync(dir: string, file: string): void {
+  const { uid, gid } = statSync(dir);
+  try {
+    fsChown(file, uid, gid);
+  } catch {
+    // Not root: the file is ours, as is the folder.
+  }
 }

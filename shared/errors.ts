@@ -86,9 +86,23 @@ export class SmtpError extends InboxqError {
     message: string,
     readonly failure: SmtpFailure,
     readonly responseCode: number | undefined,
-    options: InboxqErrorOptions = {},
+    options: InboxqErrorOptions & { command?: string | undefined } = {},
   ) {
     super(message, options);
+    this.command = options.command;
+  }
+
+  /** The SMTP command that failed (nodemailer's `command`: CONN, AUTH XOAUTH2, MAIL FROM, DATA, ...). */
+  readonly command: string | undefined;
+
+  /**
+   * True when the server may have accepted the message although we saw an error: the connection
+   * broke with no answer after the message data went out. Anything the server answered with a
+   * code, or that failed before DATA, certainly sent nothing.
+   */
+  get mayHaveBeenSent(): boolean {
+    if (this.responseCode !== undefined) return false;
+    return !this.command || !/^(CONN|EHLO|HELO|STARTTLS|AUTH|MAIL FROM|RCPT TO)/i.test(this.command);
   }
 }
 

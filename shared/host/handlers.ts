@@ -7,7 +7,7 @@
 import type { InvocationContext, Timer } from '@azure/functions';
 import { drainMailbox, type DrainSummary } from '../drain/drain';
 import { describeError, InboxqError, InvalidMessageError, UnknownTaskError } from '../errors';
-import { sendReply } from '../reply/reply';
+import { handlePoisonedReply, sendReply } from '../reply/reply';
 import { createLogger, type Logger } from '../telemetry/log';
 import { processRuntime, type Runtime } from './runtime';
 
@@ -22,6 +22,7 @@ export function contextLogger(context: InvocationContext): Logger {
 export interface Handlers {
   drain(timer: Timer, context: InvocationContext): Promise<DrainSummary | undefined>;
   reply(message: unknown, context: InvocationContext): Promise<void>;
+  replyPoison(message: unknown, context: InvocationContext): Promise<void>;
 }
 
 export function createHandlers(getRuntime: () => Runtime = processRuntime, options: { maxDequeueCount?: number } = {}): Handlers {
@@ -61,6 +62,12 @@ export function createHandlers(getRuntime: () => Runtime = processRuntime, optio
         });
         throw err;
       }
+    },
+
+    async replyPoison(message, context) {
+      const log = contextLogger(context);
+      const rt = getRuntime();
+      await handlePoisonedReply(message, { config: rt.config, tokens: rt.tokens, ledger: rt.ledger, storage: rt.storage, log });
     },
   };
 }

@@ -23,7 +23,8 @@ export const MESSAGES_TABLE = 'inboxqMessages';
 export const REPLIES_TABLE = 'inboxqReplies';
 export const MAILBOXES_TABLE = 'inboxqMailboxes';
 
-export type MessageState = 'claimed' | 'queued' | 'rejected' | 'quarantined';
+/** `failed`: the task was queued, but an answer to it ended in the poison queue. */
+export type MessageState = 'claimed' | 'queued' | 'rejected' | 'quarantined' | 'failed';
 
 export interface MessageRecord {
   mailbox: string;
@@ -50,9 +51,10 @@ export interface MessageRecord {
 /**
  * sending: a delivery is sending it, or died doing so (then the Sent folder decides);
  * unsent:  the last attempt was refused by the server (a 4xx/5xx answer), so nothing went out;
- * sent:    done.
+ * sent:    done;
+ * failed:  it ended in the poison queue.
  */
-export type ReplyState = 'sending' | 'unsent' | 'sent';
+export type ReplyState = 'sending' | 'unsent' | 'sent' | 'failed';
 
 export interface ReplyRecord {
   mailbox: string;

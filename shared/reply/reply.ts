@@ -2,28 +2,35 @@
  * Sends one reply from the replies queue, exactly once.
  *
  * The queue delivers at least once, so the ledger decides:
- *   no row         -> claim it as `sending`, send, mark `sent`
- *   `sent`         -> a redelivery: nothing is sent
- *   `sending`, new -> another delivery is sending it right now: retry later (ReplyInProgressError)
- *   `sending`, old -> a crash after SMTP may or may not have sent it: look for its Message-ID in the
- *                     mailbox's Sent folder (Exchange keeps a copy of mail submitted over SMTP AUTH)
- *                     and send only if it is not there.
- * Only a task that was accepted and queued can be answered: a rejected sender never gets mail.
+ *   no row           -> claim it as `sending`, send, mark `sent`
+ *   `sent`           -> a redelivery: nothing is sent
+ *   `unsent`         -> the last attempt was refused by the server, so nothing went out: send again
+ *   `sending`, fresh -> another delivery is sending it right now: retry later (ReplyInProgressError)
+ *   `sending`, old   -> a delivery died after the message data may have reached the server: look for
+ *                       its Message-ID in the mailbox's Sent folder (Exchange keeps a copy of mail
+ *                       submitted over SMTP AUTH) and send only if it is not there.
+ * Only an accepted task can be answered: a rejected sender never gets mail.
+ *
+ * Pacing: Exchange Online accepts 30 messages a minute per mailbox. When the minute is full, the
+ * reply is put back on the queue, invisible until the next minute, instead of failing.
  */
 import type { InboxqConfig } from '../config/settings';
-import { describeIssues, MAIL_CONTAINER, replyMessageSchema, type ReplyMessage } from '../contract/messages';
+import { describeIssues, MAIL_CONTAINER, REPLIES_QUEUE, replyMessageSchema, type ReplyMessage } from '../contract/messages';
 import type { TokenSource } from '../credentials/token';
-import { InvalidMessageError, ReplyInProgressError, UnknownTaskError } from '../errors';
-import type { Ledger, ReplyRecord } from '../ledger/ledger';
+import { InvalidMessageError, ReplyInProgressError, SmtpError, UnknownTaskError } from '../errors';
+import { takeSendingSlot, type Ledger, type MessageRecord, type ReplyRecord } from '../ledger/ledger';
 import { MailboxSession } from '../mailbox/imap';
 import { BlobStore } from '../storage/blobs';
 import type { StorageClients } from '../storage/clients';
+import { sendQueueMessage } from '../storage/queues';
 import type { Logger } from '../telemetry/log';
 import { composeReply, replyMessageId, type ComposedAttachment } from './compose';
 import { sendMail } from './smtp';
 
 /** How long a `sending` row is taken to mean "another delivery is on it" before the Sent folder is checked. */
 export const REPLY_LEASE_MS = 60_000;
+/** replyId of the notice a sender gets when the answer to their mail can't be delivered. */
+export const FAILURE_NOTICE_REPLY_ID = 'inboxq-failure-notice';
 
 export type ReplyStep = 'claimed' | 'smtp-accepted' | 'recorded';
 
@@ -37,7 +44,7 @@ export interface ReplyDeps {
   now?: () => number;
 }
 
-export type ReplyOutcome = 'sent' | 'already-sent' | 'found-in-sent-folder';
+export type ReplyOutcome = 'sent' | 'already-sent' | 'found-in-sent-folder' | 'deferred';
 
 export function parseReplyMessage(input: unknown, mailbox: string): ReplyMessage {
   let value = input;
@@ -53,27 +60,33 @@ export function parseReplyMessage(input: unknown, mailbox: string): ReplyMessage
   return parsed.data;
 }
 
-export async function sendReply(input: unknown, deps: ReplyDeps): Promise<{ outcome: ReplyOutcome; taskId: string; replyId: string; messageId: string }> {
-  const { config, ledger, log } = deps;
-  const now = deps.now ?? Date.now;
-  const reply = parseReplyMessage(input, config.mailbox);
+async function answerableTask(deps: ReplyDeps, reply: ReplyMessage): Promise<MessageRecord> {
+  const { config, ledger } = deps;
   if (reply.mailbox.toLowerCase() !== config.mailbox) {
     throw new InvalidMessageError('The reply names another mailbox', [`mailbox: ${reply.mailbox} is not served here (${config.mailbox})`], { mailbox: config.mailbox });
   }
-  const { taskId, replyId } = reply;
-  const ids = { mailbox: config.mailbox, taskId, replyId };
-  const task = await ledger.getMessage(config.mailbox, taskId);
+  const task = await ledger.getMessage(config.mailbox, reply.taskId);
   if (!task) {
-    throw new UnknownTaskError(`Reply ${replyId} names task ${taskId}, which this mailbox never queued`, {
+    throw new UnknownTaskError(`Reply ${reply.replyId} names task ${reply.taskId}, which this mailbox never queued (or whose mail has expired)`, {
       mailbox: config.mailbox,
       hint: 'a worker must answer with the taskId of a task message it received',
     });
   }
-  if (task.state !== 'queued' || !task.sender) {
-    throw new InvalidMessageError('The reply answers a mail that was not accepted', [`taskId: task ${taskId} is ${task.state}; only accepted mail is answered`], {
+  if ((task.state !== 'queued' && task.state !== 'failed') || !task.sender) {
+    throw new InvalidMessageError('The reply answers a mail that was not accepted', [`taskId: task ${reply.taskId} is ${task.state}; only accepted mail is answered`], {
       mailbox: config.mailbox,
     });
   }
+  return task;
+}
+
+export async function sendReply(input: unknown, deps: ReplyDeps): Promise<{ outcome: ReplyOutcome; taskId: string; replyId: string; messageId: string }> {
+  const { config, ledger, log } = deps;
+  const now = deps.now ?? Date.now;
+  const reply = parseReplyMessage(input, config.mailbox);
+  const task = await answerableTask(deps, reply);
+  const { taskId, replyId } = reply;
+  const ids = { mailbox: config.mailbox, taskId, replyId };
 
   const messageId = replyMessageId(config.mailbox, taskId, replyId);
   const claim = await ledger.claimReply({
@@ -93,36 +106,101 @@ export async function sendReply(input: unknown, deps: ReplyDeps): Promise<{ outc
       log.info('Reply was already sent; this delivery is a duplicate', ids);
       return { outcome: 'already-sent', taskId, replyId, messageId };
     }
-    const age = now() - Date.parse(record.sendingSince);
-    if (age < REPLY_LEASE_MS) {
-      throw new ReplyInProgressError(`Reply ${replyId} to task ${taskId} is being sent by another delivery (since ${Math.round(age / 1000)} s)`, {
-        mailbox: config.mailbox,
-        retryable: true,
-        hint: 'nothing to do: this delivery is retried after the queue visibility timeout',
-      });
+    if (record.state === 'sending') {
+      const age = now() - Date.parse(record.sendingSince);
+      if (age < REPLY_LEASE_MS) {
+        throw new ReplyInProgressError(`Reply ${replyId} to task ${taskId} is being sent by another delivery (since ${Math.round(age / 1000)} s)`, {
+          mailbox: config.mailbox,
+          retryable: true,
+          hint: 'nothing to do: this delivery is retried after the queue visibility timeout',
+        });
+      }
+      if (await foundInSentFolder(deps, messageId)) {
+        await ledger.updateReply(record, { state: 'sent', sentAt: new Date(now()).toISOString() });
+        log.info('Reply found in the Sent folder after an interrupted send; not sending it again', ids);
+        return { outcome: 'found-in-sent-folder', taskId, replyId, messageId };
+      }
     }
-    if (await foundInSentFolder(deps, messageId)) {
-      await ledger.updateReply(record, { state: 'sent', sentAt: new Date(now()).toISOString() });
-      log.info('Reply found in the Sent folder after an interrupted send; not sending it again', ids);
-      return { outcome: 'found-in-sent-folder', taskId, replyId, messageId };
-    }
-    // Claims the retry; a concurrent delivery doing the same loses on the etag.
+    // `unsent`, `failed` (a worker queued it again), or an interrupted send that did not go out:
+    // claim this attempt; a concurrent delivery doing the same loses on the etag.
     try {
-      record = await ledger.updateReply(record, { attempts: record.attempts + 1, sendingSince: new Date(now()).toISOString() });
+      record = await ledger.updateReply(record, { state: 'sending', attempts: record.attempts + 1, sendingSince: new Date(now()).toISOString() });
     } catch (err) {
       throw new ReplyInProgressError(`Reply ${replyId} to task ${taskId} was taken over by another delivery`, { mailbox: config.mailbox, retryable: true, cause: err });
     }
   }
   await deps.onStep?.('claimed', { taskId, replyId });
 
-  const attachments = await loadAttachments(deps, reply);
-  const mail = composeReply(task, reply, attachments);
-  const result = await sendMail(config, deps.tokens, mail, log);
+  try {
+    const wait = await takeSendingSlot(deps.storage, config.mailbox, config.reply.maxPerMinute, now);
+    if (wait > 0) {
+      const seconds = Math.ceil(wait / 1000) + Math.floor(Math.random() * 5);
+      await sendQueueMessage(deps.storage, REPLIES_QUEUE, reply, { mailbox: config.mailbox, visibilityTimeoutSeconds: seconds });
+      await ledger.updateReply(record, { state: 'unsent' });
+      log.info(`Sending pace reached (${config.reply.maxPerMinute} a minute); reply deferred by ${seconds} s`, ids);
+      return { outcome: 'deferred', taskId, replyId, messageId };
+    }
+    const attachments = await loadAttachments(deps, reply);
+    const mail = composeReply(task, reply, attachments);
+    await sendMail(config, deps.tokens, mail, log);
+  } catch (err) {
+    // Unless the message may have reached the server, this attempt certainly sent nothing: the
+    // next delivery sends at once instead of waiting for the lease and the Sent folder.
+    if (!(err instanceof SmtpError && err.mayHaveBeenSent)) await ledger.updateReply(record, { state: 'unsent' }).catch(() => undefined);
+    throw err;
+  }
   await deps.onStep?.('smtp-accepted', { taskId, replyId });
   await ledger.updateReply(record, { state: 'sent', sentAt: new Date(now()).toISOString() });
   await deps.onStep?.('recorded', { taskId, replyId });
   log.info('Reply sent', { ...ids, messageId, attempts: record.attempts });
-  return { outcome: 'sent', taskId, replyId, messageId: result.messageId || messageId };
+  return { outcome: 'sent', taskId, replyId, messageId };
+}
+
+/**
+ * A reply that ended in the poison queue: its task is marked failed, and (INBOXQ_FAILURE_NOTICE)
+ * the sender is told their answer could not be delivered. Malformed messages are only logged:
+ * there is no task to mark.
+ */
+export async function handlePoisonedReply(input: unknown, deps: ReplyDeps): Promise<'marked-failed' | 'notice-sent' | 'unreadable' | 'already-sent'> {
+  const { config, ledger, log } = deps;
+  let reply: ReplyMessage;
+  let task: MessageRecord;
+  try {
+    reply = parseReplyMessage(input, config.mailbox);
+    task = await answerableTask(deps, reply);
+  } catch (err) {
+    if (err instanceof InvalidMessageError || err instanceof UnknownTaskError) {
+      log.error(`A poisoned reply can't be tied to a task and is dropped: ${err.message}`, { mailbox: config.mailbox });
+      return 'unreadable';
+    }
+    throw err;
+  }
+  const ids = { mailbox: config.mailbox, taskId: reply.taskId, replyId: reply.replyId };
+  const record = await ledger.getReply(config.mailbox, reply.taskId, reply.replyId);
+  if (record?.state === 'sent') return 'already-sent';
+  if (record) await ledger.updateReply(record, { state: 'failed' });
+  if (task.state !== 'failed') await ledger.updateMessage(task, { state: 'failed', reasons: [...task.reasons, `the reply ${reply.replyId} could not be delivered`] });
+  log.error('A reply could not be delivered after its retries; the task is marked failed', ids);
+  if (!config.reply.failureNotice || reply.replyId === FAILURE_NOTICE_REPLY_ID) return 'marked-failed';
+  await sendReply(
+    {
+      type: 'inboxq.reply',
+      version: 1,
+      taskId: reply.taskId,
+      mailbox: config.mailbox,
+      replyId: FAILURE_NOTICE_REPLY_ID,
+      text: [
+        'Hello,',
+        '',
+        `your message "${task.subject || '(no subject)'}" was received as task ${reply.taskId}, but the answer to it could not be delivered.`,
+        'Please send your request again, or contact the owner of this mailbox.',
+        '',
+        '(This notice was sent automatically.)',
+      ].join('\n'),
+    },
+    deps,
+  );
+  return 'notice-sent';
 }
 
 async function loadAttachments(deps: ReplyDeps, reply: ReplyMessage): Promise<ComposedAttachment[]> {
@@ -144,3 +222,4 @@ async function foundInSentFolder(deps: ReplyDeps, messageId: string): Promise<bo
     await session.close();
   }
 }
+

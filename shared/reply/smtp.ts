@@ -97,5 +97,6 @@ export function describeSmtpError(err: unknown, config: SmtpConfig): SmtpError {
     hint,
     cause: err,
     retryable: failure === 'transient' || failure === 'unreachable',
+    command: e.command,
   });
 }

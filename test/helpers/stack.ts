@@ -43,3 +43,24 @@ export function table(stack: LocalStack, name: string): TableClient {
 }
 
 export { REPLIES_QUEUE, TASKS_QUEUE };
+
+/** Receives and deletes every task message on the queue (call `clearTasks` first for a clean slate). */
+export async function takeAllTasks(stack: LocalStack): Promise<TaskMessage[]> {
+  const q = queue(stack, TASKS_QUEUE);
+  await q.createIfNotExists();
+  const out: TaskMessage[] = [];
+  for (;;) {
+    const { receivedMessageItems } = await q.receiveMessages({ numberOfMessages: 32, visibilityTimeout: 60 });
+    if (receivedMessageItems.length === 0) return out;
+    for (const m of receivedMessageItems) {
+      out.push(decodeQueueMessage(m.messageText) as TaskMessage);
+      await q.deleteMessage(m.messageId, m.popReceipt);
+    }
+  }
+}
+
+export async function clearTasks(stack: LocalStack): Promise<void> {
+  const q = queue(stack, TASKS_QUEUE);
+  await q.createIfNotExists();
+  await q.clearMessages();
+}

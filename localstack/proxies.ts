@@ -1,0 +1,129 @@
+/**
+ * Fault injection between inboxq and the local servers, on loopback.
+ *
+ * TcpProxy: forwards bytes; `down()` refuses and cuts connections (Storage unavailable).
+ * ImapFaultProxy: terminates TLS with the stack's certificate, forwards to Dovecot over TLS, and
+ * reads the client's command lines so it can answer one the way Exchange does when it throttles
+ * (`tag BAD Request is throttled. Suggested Backoff Time: N milliseconds`) or cut the connection
+ * when a command comes.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Certificates } from './certs';
+
+export class TcpProxy {
+  port = 0;
+  private server: net.Server | undefined;
+  private readonly sockets = new Set<net.Socket>();
+  private isDown = false;
+
+  constructor(private readonly targetPort: number) {}
+
+  async start(): Promise<void> {
+    this.server = net.createServer((client) => {
+      if (this.isDown) return client.destroy();
+      const upstream = net.connect(this.targetPort, '127.0.0.1');
+      for (const s of [client, upstream]) {
+        this.sockets.add(s);
+        s.on('close', () => this.sockets.delete(s));
+        s.on('error', () => {
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
+    this.port = (this.server.address() as net.AddressInfo).port;
+  }
+
+  down(): void {
+    this.isDown = true;
+    for (const s of this.sockets) s.destroy();
+  }
+
+  up(): void {
+    this.isDown = false;
+  }
+
+  async stop(): Promise<void> {
+    this.down();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+}
+
+interface Rule {
+  pattern: RegExp;
+  action: { kind: 'throttle'; backoffMs: number } | { kind: 'drop' };
+  times: number;
+}
+
+export class ImapFaultProxy {
+  port = 0;
+  /** Commands answered with a throttling response, and connections cut, so far. */
+  readonly injected: string[] = [];
+  private server: tls.Server | undefined;
+  private readonly rules: Rule[] = [];
+  private readonly sockets = new Set<net.Socket>();
+
+  constructor(
+    private readonly targetPort: number,
+    private readonly certs: Certificates,
+  ) {}
+
+  /** The next `times` commands matching `pattern` are answered with Exchange's throttling response. */
+  throttle(pattern: RegExp, backoffMs: number, times = 1): void {
+    this.rules.push({ pattern, action: { kind: 'throttle', backoffMs }, times });
+  }
+
+  /** The next command matching `pattern` cuts the connection instead of reaching the server. */
+  dropOn(pattern: RegExp, times = 1): void {
+    this.rules.push({ pattern, action: { kind: 'drop' }, times });
+  }
+
+  async start(): Promise<void> {
+    this.server = tls.createServer({ key: this.certs.key, cert: this.certs.cert }, (client) => {
+      const upstream = tls.connect({ host: '127.0.0.1', port: this.targetPort, ca: this.certs.ca, servername: 'localhost' });
+      for (const s of [client, upstream]) {
+        this.sockets.add(s);
+        s.on('close', () => this.sockets.delete(s));
+        s.on('error', () => {
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      upstream.pipe(client);
+      let pending = Buffer.alloc(0);
+      client.on('data', (chunk: Buffer) => {
+        pending = Buffer.concat([pending, chunk]);
+        for (let end = pending.indexOf('\r\n'); end >= 0; end = pending.indexOf('\r\n')) {
+          const line = pending.subarray(0, end + 2);
+          pending = pending.subarray(end + 2);
+          const text = line.toString('latin1');
+          const rule = this.rules.find((r) => r.times > 0 && r.pattern.test(text));
+          if (!rule) {
+            upstream.write(line);
+            continue;
+          }
+          rule.times--;
+          const tag = text.split(' ')[0];
+          const command = text.trim().split(' ').slice(1, 4).join(' ');
+          this.injected.push(`${rule.action.kind} ${command}`);
+          if (rule.action.kind === 'drop') {
+            client.destroy();
+            upstream.destroy();
+            return;
+          }
+          client.write(`${tag} BAD Request is throttled. Suggested Backoff Time: ${rule.action.backoffMs} milliseconds\r\n`);
+        }
+      });
+    });
+    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
+    this.port = (this.server.address() as net.AddressInfo).port;
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+}
