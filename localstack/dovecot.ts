@@ -137,8 +137,13 @@ namespace inbox {
   }
 
   private async launch(): Promise<void> {
-    const child = spawn(findDovecot()!, ['-F', '-c', path.join(this.dir, 'dovecot.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Its own process group: stopping it stops the IMAP session processes too, as a server outage
+    // would (the master alone exiting leaves open sessions running).
+    const child = spawn(findDovecot()!, ['-F', '-c', path.join(this.dir, 'dovecot.conf')], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     this.child = child;
+    const killGroup = () => signalGroup(child.pid, 'SIGKILL');
+    process.once('exit', killGroup);
+    child.once('exit', () => process.removeListener('exit', killGroup));
     const keep = (c: Buffer) => {
       this.output = (this.output + c.toString()).slice(-20_000);
     };
@@ -156,14 +161,19 @@ namespace inbox {
     return this.output;
   }
 
+  /** Stops the server and every session it serves; open connections drop. */
   async stop(): Promise<void> {
     const child = this.child;
-    if (!child || child.exitCode !== null) return;
-    const done = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
-    await done;
-    clearTimeout(timer);
+    if (!child) return;
+    if (child.exitCode === null && child.signalCode === null) {
+      const done = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      signalGroup(child.pid, 'SIGTERM');
+      const timer = setTimeout(() => signalGroup(child.pid, 'SIGKILL'), 3000);
+      await done;
+      clearTimeout(timer);
+    }
+    // Session processes that outlived the master.
+    signalGroup(child.pid, 'SIGKILL');
     this.child = undefined;
   }
 
@@ -171,5 +181,14 @@ namespace inbox {
   async restart(): Promise<void> {
     await this.stop();
     await this.launch();
+  }
+}
+
+function signalGroup(pid: number | undefined, signal: NodeJS.Signals): void {
+  if (!pid) return;
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // The group is gone already.
   }
 }

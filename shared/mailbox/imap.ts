@@ -35,6 +35,7 @@ export class MailboxSession {
   private constructor(
     readonly client: ImapFlow,
     readonly mailbox: string,
+    private readonly commandErrors: { last: unknown },
   ) {}
 
   /** Opens a session and selects INBOX. */
@@ -42,10 +43,11 @@ export class MailboxSession {
     const { config } = options;
     let token = await options.tokens.getToken();
     for (let attempt = 1; ; attempt++) {
-      const client = createClient(options, token.token);
+      const commandErrors: { last: unknown } = { last: undefined };
+      const client = createClient(options, token.token, commandErrors);
       try {
         await client.connect();
-        const session = new MailboxSession(client, config.mailbox);
+        const session = new MailboxSession(client, config.mailbox, commandErrors);
         await session.select('INBOX');
         return session;
       } catch (err) {
@@ -103,14 +105,26 @@ export class MailboxSession {
     return { source: msg.source, internalDate: date };
   }
 
-  /** Deletes the message, or moves it to `folder` (created when missing). */
+  /** Deletes the message, or moves it to `folder` (created when missing). Throws when the server refuses. */
   async remove(uid: number, action: 'move' | 'delete', folder: string): Promise<void> {
     if (action === 'delete') {
-      await this.run(`UID EXPUNGE ${uid}`, () => this.client.messageDelete(String(uid), { uid: true }));
+      await this.run(`UID EXPUNGE ${uid}`, () => this.checked(this.client.messageDelete(String(uid), { uid: true })));
       return;
     }
     await this.ensureFolder(folder);
-    await this.run(`UID MOVE ${uid} to ${folder}`, () => this.client.messageMove(String(uid), folder, { uid: true }));
+    await this.run(`UID MOVE ${uid} to ${folder}`, () => this.checked(this.client.messageMove(String(uid), folder, { uid: true })));
+  }
+
+  /**
+   * imapflow's MOVE, EXPUNGE and STORE report a refused command by returning false, and log the
+   * server's answer instead of throwing it. Unchecked, a refused MOVE would leave the mail in INBOX
+   * while the ledger says it left: here it becomes the error the server gave.
+   */
+  private async checked<T>(result: Promise<T | false>): Promise<T> {
+    this.commandErrors.last = undefined;
+    const value = await result;
+    if (value === false) throw this.commandErrors.last ?? new Error('the server refused the command');
+    return value;
   }
 
   async ensureFolder(folder: string): Promise<void> {
@@ -169,14 +183,22 @@ export class MailboxSession {
   }
 }
 
-function createClient(options: MailboxSessionOptions, accessToken: string): ImapFlow {
+function createClient(options: MailboxSessionOptions, accessToken: string, commandErrors: { last: unknown }): ImapFlow {
   const { config } = options;
   const imapOptions: ImapFlowOptions = {
     host: config.imap.host,
     port: config.imap.port,
     secure: config.imap.secure,
     auth: { user: config.mailbox, accessToken },
-    logger: false,
+    // Only to keep the server's answer to a refused command (see `checked`); nothing is printed.
+    logger: {
+      debug: () => {},
+      info: () => {},
+      warn: (entry: { err?: unknown }) => {
+        if (entry?.err) commandErrors.last = entry.err;
+      },
+      error: () => {},
+    },
     disableAutoIdle: true,
     connectionTimeout: options.timeoutMs ?? 30_000,
     greetingTimeout: options.timeoutMs ?? 30_000,

@@ -25,17 +25,25 @@ function accountFromConnectionString(cs: string): string {
   return /AccountName=([^;]+)/i.exec(cs)?.[1] ?? 'storage account';
 }
 
+/**
+ * Bounded retries: a Storage outage fails the operation within about ten seconds, the run stops with
+ * nothing removed from the inbox, and the next run tries again. (The SDK defaults back off for
+ * minutes, longer than a run's budget.)
+ */
+const QUEUE_BLOB_RETRY = { maxTries: 4, retryDelayInMs: 500, maxRetryDelayInMs: 4000, tryTimeoutInMs: 120_000 };
+const TABLE_RETRY = { maxRetries: 3, retryDelayInMs: 500, maxRetryDelayInMs: 4000 };
+
 export function createStorageClients(connection: StorageConnection, mailbox?: string): StorageClients {
   const ready = new Map<string, Promise<unknown>>();
   const credential = connection.kind === 'identity' ? new DefaultAzureCredential({ managedIdentityClientId: connection.clientId }) : undefined;
   const queueService =
     connection.kind === 'connection-string'
-      ? QueueServiceClient.fromConnectionString(connection.connectionString)
-      : new QueueServiceClient(connection.queueServiceUri, credential);
+      ? QueueServiceClient.fromConnectionString(connection.connectionString, { retryOptions: QUEUE_BLOB_RETRY })
+      : new QueueServiceClient(connection.queueServiceUri, credential, { retryOptions: QUEUE_BLOB_RETRY });
   const blobService =
     connection.kind === 'connection-string'
-      ? BlobServiceClient.fromConnectionString(connection.connectionString)
-      : new BlobServiceClient(connection.blobServiceUri, credential);
+      ? BlobServiceClient.fromConnectionString(connection.connectionString, { retryOptions: QUEUE_BLOB_RETRY })
+      : new BlobServiceClient(connection.blobServiceUri, credential, { retryOptions: QUEUE_BLOB_RETRY });
   const name = connection.kind === 'connection-string' ? accountFromConnectionString(connection.connectionString) : new URL(connection.queueServiceUri).host;
 
   function once<T>(key: string, create: () => Promise<T>): Promise<T> {
@@ -56,8 +64,8 @@ export function createStorageClients(connection: StorageConnection, mailbox?: st
       once(`table ${table}`, async () => {
         const client =
           connection.kind === 'connection-string'
-            ? TableClient.fromConnectionString(connection.connectionString, table, { allowInsecureConnection: true })
-            : new TableClient(connection.tableServiceUri, table, credential!);
+            ? TableClient.fromConnectionString(connection.connectionString, table, { allowInsecureConnection: true, retryOptions: TABLE_RETRY })
+            : new TableClient(connection.tableServiceUri, table, credential!, { retryOptions: TABLE_RETRY });
         await client.createTable();
         return client;
       }),
