@@ -27,7 +27,7 @@ import {
 import type { TokenSource } from '../credentials/token';
 import { describeError, InboxqError } from '../errors';
 import { deriveTaskId, LeaseLostError, MailboxLease, partitionKey, type Ledger, type MessageRecord } from '../ledger/ledger';
-import { parseStream, type ParsedMail } from '../mail/parse';
+import { MailParseError, parseStream, type ParsedMail } from '../mail/parse';
 import { MailboxSession } from '../mailbox/imap';
 import { judgeMail } from '../sender/judge';
 import { BlobStore, sanitizeFilename } from '../storage/blobs';
@@ -243,12 +243,23 @@ async function drainOne(deps: DrainDeps, session: MailboxSession, uid: number): 
     } else {
       const { verdict, parsed: mail } = judged;
       if (verdict.verdict === 'accept') {
-        const task = await buildTask(deps, session, uid, head.size, taskId, record, mail, verdict.sender ?? '');
-        await step('blobs-written', taskId);
-        await sendQueueMessage(deps.storage, TASKS_QUEUE, task, { mailbox });
-        await step('queued', taskId);
-        record = await ledger.updateMessage(record, { state: 'queued', sender: verdict.sender, reasons: verdict.reasons });
-        log.info('Mail queued as a task', { ...logProps, sender: verdict.sender, attachments: task.attachments.length, bytes: task.raw.size });
+        let task: TaskMessage | undefined;
+        try {
+          task = await buildTask(deps, session, uid, head.size, taskId, record, mail, verdict.sender ?? '');
+        } catch (err) {
+          // Only this mail's body is at fault: set it aside and go on with the inbox.
+          if (!(err instanceof MailParseError)) throw err;
+          const reasons = [`the mail's body can't be parsed (${err.message}); it was moved to ${config.drain.quarantineFolder}`];
+          record = await ledger.updateMessage(record, { state: 'quarantined', sender: verdict.sender, reasons });
+          log.warn('Mail body is malformed; moving it to quarantine', { ...logProps, reason: reasons[0] });
+        }
+        if (task) {
+          await step('blobs-written', taskId);
+          await sendQueueMessage(deps.storage, TASKS_QUEUE, task, { mailbox });
+          await step('queued', taskId);
+          record = await ledger.updateMessage(record, { state: 'queued', sender: verdict.sender, reasons: verdict.reasons });
+          log.info('Mail queued as a task', { ...logProps, sender: verdict.sender, attachments: task.attachments.length, bytes: task.raw.size });
+        }
       } else {
         record = await ledger.updateMessage(record, { state: 'rejected', sender: verdict.sender, reasons: verdict.reasons });
         log.warn(`Mail rejected: ${verdict.reasons.join('; ')}`, { ...logProps, sender: verdict.sender });

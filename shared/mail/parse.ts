@@ -76,6 +76,14 @@ export function structuralProblem(source: Buffer, totalSize = source.length): st
   return undefined;
 }
 
+/** MIME parts a mail may have (mailsplit's default is 1,000; a mail with 1,000 attachments is legitimate). */
+export const MAX_MIME_PARTS = 5000;
+
+/** The body of a mail can't be parsed (too many parts, a structure the parser refuses). Only that mail is affected. */
+export class MailParseError extends Error {
+  override readonly name = 'MailParseError';
+}
+
 export interface StreamedAttachment {
   index: number;
   filename: string | undefined;
@@ -95,7 +103,7 @@ export interface StreamedBody<A> {
  */
 export function parseStream<A>(source: Readable, onAttachment: (a: StreamedAttachment) => Promise<A>): Promise<StreamedBody<A>> {
   return new Promise((resolve, reject) => {
-    const parser = new MailParser({ skipImageLinks: true, skipTextToHtml: true, skipTextLinks: true });
+    const parser = new MailParser({ skipImageLinks: true, skipTextToHtml: true, skipTextLinks: true, maxChildNodes: MAX_MIME_PARTS } as ConstructorParameters<typeof MailParser>[0]);
     const attachments: A[] = [];
     let text = '';
     let html: string | null = null;
@@ -130,7 +138,7 @@ export function parseStream<A>(source: Readable, onAttachment: (a: StreamedAttac
         if (!failed) resolve({ text, html, attachments });
       }, fail);
     });
-    parser.on('error', fail);
+    parser.on('error', (err: Error) => fail(new MailParseError(err.message)));
     source.on('error', fail);
     source.pipe(parser);
   });

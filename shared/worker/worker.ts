@@ -4,8 +4,11 @@
  * Workers in other languages do the same with their Storage SDK: docs/contract.md.
  *
  * Delivery is at least once: the same task id may arrive twice (a drain interrupted between
- * queuing and recording queues it again under the same id). A reply with the same taskId and
- * replyId is sent once however often it is posted, so the simplest worker is already safe.
+ * queuing and recording queues it again under the same id). Two things make that harmless:
+ * `complete()` records the task id as done (table inboxqWorkerDone), and `receive()` drops a
+ * repeated message whose task id is already done; and a reply with the same taskId and replyId is
+ * sent once however often it is posted, which covers two copies worked on at the same time.
+ * A task id is recorded only once its reply is posted, so a worker that dies mid-task loses nothing.
  */
 import { createStorageClients, type StorageClients } from '../storage/clients';
 import {
@@ -23,11 +26,25 @@ import {
 import { InvalidMessageError } from '../errors';
 import { BlobStore } from '../storage/blobs';
 import { sendQueueMessage } from '../storage/queues';
+import { partitionKey } from '../ledger/ledger';
+import type { TableClient } from '@azure/data-tables';
+
+async function isDone(table: TableClient, pk: string, rk: string): Promise<boolean> {
+  try {
+    await table.getEntity(pk, rk);
+    return true;
+  } catch (err) {
+    if ((err as { statusCode?: number }).statusCode === 404) return false;
+    throw err;
+  }
+}
+
+export const WORKER_DONE_TABLE = 'inboxqWorkerDone';
 
 export interface ReceivedTask {
   task: TaskMessage;
   dequeueCount: number;
-  /** Deletes the task message: call it once the reply is posted. */
+  /** Records the task id as done and deletes the task message: call it once the reply is posted. */
   complete(): Promise<void>;
 }
 
@@ -46,8 +63,11 @@ export class TaskWorker {
    * Up to `max` tasks, hidden from other workers for `visibilitySeconds`. A message that is not a
    * valid task is left alone and reported through `onInvalid`.
    */
-  async receive(options: { max?: number; visibilitySeconds?: number; onInvalid?: (err: InvalidMessageError) => void } = {}): Promise<ReceivedTask[]> {
+  async receive(
+    options: { max?: number; visibilitySeconds?: number; onInvalid?: (err: InvalidMessageError) => void; onDuplicate?: (taskId: string) => void } = {},
+  ): Promise<ReceivedTask[]> {
     const queue = await this.storage.queue(TASKS_QUEUE);
+    const done = await this.storage.table(WORKER_DONE_TABLE);
     const { receivedMessageItems } = await queue.receiveMessages({ numberOfMessages: options.max ?? 16, visibilityTimeout: options.visibilitySeconds ?? 300 });
     const out: ReceivedTask[] = [];
     for (const item of receivedMessageItems) {
@@ -62,10 +82,18 @@ export class TaskWorker {
         options.onInvalid?.(new InvalidMessageError('A task message does not follow the contract', describeIssues(parsed.error)));
         continue;
       }
+      const task = parsed.data;
+      const key = { pk: partitionKey(task.mailbox), rk: task.taskId };
+      if (await isDone(done, key.pk, key.rk)) {
+        options.onDuplicate?.(task.taskId);
+        await queue.deleteMessage(item.messageId, item.popReceipt);
+        continue;
+      }
       out.push({
-        task: parsed.data,
+        task,
         dequeueCount: item.dequeueCount,
         complete: async () => {
+          await done.upsertEntity({ partitionKey: key.pk, rowKey: key.rk, completedAt: new Date().toISOString() }, 'Replace');
           await queue.deleteMessage(item.messageId, item.popReceipt);
         },
       });

@@ -12,7 +12,8 @@ import { runtimeFor } from '../../shared/host/runtime';
 import { sendReply, type ReplyStep } from '../../shared/reply/reply';
 import { memoryLogger } from '../../shared/telemetry/log';
 import { buildMail } from '../helpers/mail';
-import { handlersFor, peekTasks, queue, REPLIES_QUEUE } from '../helpers/stack';
+import { clearTasks, handlersFor, peekTasks, queue, REPLIES_QUEUE } from '../helpers/stack';
+import { TaskWorker } from '../../shared/worker/worker';
 
 let stack: LocalStack;
 beforeAll(async () => {
@@ -139,5 +140,24 @@ describe('a reply is sent once', () => {
       /task .* is rejected; only accepted mail is answered/,
     );
     expect(await stack.readFolder('mallory@elsewhere.test', 'INBOX')).toHaveLength(0);
+  });
+});
+
+describe('the worker helper', () => {
+  it('drops a repeated task message whose task id is already done', async () => {
+    const mailbox = 'worker-dedupe@company.test';
+    await clearTasks(stack);
+    await stack.appendMail(mailbox, buildMail({ from: 'bob@partner.test', to: mailbox, messageId: '<dedupe@partner.test>' }));
+    // Interrupted between the queue send and the ledger write: the task is queued twice, same id.
+    await expect(drain(mailbox, interruptAt('queued'))).rejects.toThrow(Interrupted);
+    await drain(mailbox);
+    const worker = TaskWorker.fromConnectionString(stack.azurite.connectionString);
+    const duplicates: string[] = [];
+    const [first] = await worker.receive({ max: 1 });
+    expect(first?.task.mailbox).toBe(mailbox);
+    await worker.reply({ taskId: first!.task.taskId, mailbox, text: 'done' });
+    await first!.complete();
+    expect(await worker.receive({ onDuplicate: (id) => duplicates.push(id) })).toEqual([]);
+    expect(duplicates).toEqual([first!.task.taskId]);
   });
 });
