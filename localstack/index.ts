@@ -163,14 +163,18 @@ export class LocalStack {
    * Puts raw bytes straight into a mailbox's Maildir, as a broken delivery would: for input IMAP
    * APPEND refuses (0 bytes, NUL bytes).
    */
-  async dropIntoMaildir(mailbox: string, raw: Buffer): Promise<void> {
-    // A first login makes Dovecot create the Maildir, owned by its mail user.
-    await (await this.imap(mailbox)).logout();
+  async dropIntoMaildir(mailbox: string, raw: Buffer | Buffer[]): Promise<void> {
+    // Selecting INBOX makes Dovecot create the Maildir (cur, new, tmp), owned by its mail user.
+    const client = await this.imap(mailbox);
+    await client.mailboxOpen('INBOX');
+    await client.logout();
     const dir = path.join(this.dir, 'dovecot', 'home', mailbox.toLowerCase(), 'Maildir');
-    const name = `${Date.now()}.${randomBytes(6).toString('hex')}.localstack`;
-    writeFileSync(path.join(dir, 'tmp', name), raw);
-    renameSync(path.join(dir, 'tmp', name), path.join(dir, 'new', name));
-    chownSync(dir, path.join(dir, 'new', name));
+    for (const bytes of Array.isArray(raw) ? raw : [raw]) {
+      const name = `${Date.now()}.${randomBytes(6).toString('hex')}.localstack`;
+      writeFileSync(path.join(dir, 'tmp', name), bytes);
+      renameSync(path.join(dir, 'tmp', name), path.join(dir, 'new', name));
+      chownSync(dir, path.join(dir, 'new', name));
+    }
   }
 
   /** Every mail in a folder, with flags, without changing them. Missing folder: []. */

@@ -277,7 +277,8 @@ async function drainOne(deps: DrainDeps, session: MailboxSession, uid: number): 
     log.info('Mail was already processed; removed the copy left in the inbox', logProps);
     return { taskId, outcome: 'duplicate', reasons: record.reasons, resumed };
   }
-  await ledger.updateMessage(record, { removed: true });
+  // Where the mail was when it left: after a renumbering (UIDVALIDITY change) it differs from the claim.
+  await ledger.updateMessage(record, { removed: true, uid, uidValidity: session.uidValidity.toString() });
   await step('removed', taskId);
   return { taskId, outcome: record.state === 'queued' ? 'queued' : record.state === 'rejected' ? 'rejected' : 'quarantined', reasons: record.reasons, resumed };
 }
