@@ -1,0 +1,141 @@
+// What an operator watches: a workbook with one mailbox's flow at a glance, and alerts for the
+// three things that need a person (poisoned replies, a drain failing run after run, auth failures).
+// The queries read the structured lines inboxq logs (docs/operations.md has them all).
+
+param applicationInsightsName string
+param location string = resourceGroup().location
+param tags object = {}
+param workbookName string = 'inboxq'
+
+@description('Where alert notifications go; empty creates the alert rules without notifications')
+param actionGroupId string = ''
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+var runs = 'traces | where message startswith "Drain run" | extend p = parse_json(extract(@"(\\{.*\\})$", 1, message))'
+
+var alerts = [
+  {
+    name: 'inboxq-poisoned-replies'
+    description: 'A reply could not be delivered after its retries and is in replies-poison: its task is marked failed.'
+    severity: 2
+    query: 'traces | where message startswith "A reply could not be delivered" or message has "moves it to the replies-poison queue"'
+    threshold: 0
+    window: 'PT15M'
+  }
+  {
+    name: 'inboxq-drain-failing'
+    description: 'Three or more drain runs failed in the last 30 minutes and none succeeded: mail is waiting in the inbox.'
+    severity: 1
+    query: '${runs} | summarize failed = countif(p.outcome == "failed"), ok = countif(p.outcome != "failed") | where failed >= 3 and ok == 0'
+    threshold: 0
+    window: 'PT30M'
+  }
+  {
+    name: 'inboxq-auth-failures'
+    description: 'Entra ID, IMAP or SMTP refused inboxq\'s credentials: run `inboxq doctor`.'
+    severity: 1
+    query: 'traces | where message has_any ("AADSTS", "AUTHENTICATE XOAUTH2 failed", "SMTP login to", "SMTP AUTH is disabled", "not connected")'
+    threshold: 0
+    window: 'PT15M'
+  }
+]
+
+resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
+  for alert in alerts: {
+    name: alert.name
+    location: location
+    tags: tags
+    properties: {
+      displayName: alert.name
+      description: alert.description
+      severity: alert.severity
+      enabled: true
+      scopes: [
+        appInsights.id
+      ]
+      evaluationFrequency: 'PT5M'
+      windowSize: alert.window
+      criteria: {
+        allOf: [
+          {
+            query: alert.query
+            timeAggregation: 'Count'
+            operator: 'GreaterThan'
+            threshold: alert.threshold
+            failingPeriods: {
+              numberOfEvaluationPeriods: 1
+              minFailingPeriodsToAlert: 1
+            }
+          }
+        ]
+      }
+      autoMitigate: true
+      actions: {
+        actionGroups: empty(actionGroupId) ? [] : [
+          actionGroupId
+        ]
+      }
+    }
+  }
+]
+
+var workbookQueries = [
+  {
+    title: 'Mail per run: queued, rejected, quarantined'
+    query: '${runs} | extend mailbox = tostring(p.mailbox) | summarize queued = sum(toint(p.queued)), rejected = sum(toint(p.rejected)), quarantined = sum(toint(p.quarantined)) by bin(timestamp, 1h), mailbox | render timechart'
+  }
+  {
+    title: 'Why mail was rejected'
+    query: 'traces | where message startswith "Mail rejected: " | extend reason = extract(@"^Mail rejected: ([^{]*)", 1, message) | summarize count() by reason | order by count_ desc'
+  }
+  {
+    title: 'Replies sent, deferred, failed'
+    query: 'traces | where message startswith "Reply sent" or message startswith "Sending pace reached" or message startswith "Reply failed" or message startswith "A reply could not be delivered" | extend kind = case(message startswith "Reply sent", "sent", message startswith "Sending pace", "deferred", message startswith "Reply failed", "retried", "failed") | summarize count() by bin(timestamp, 1h), kind | render columnchart'
+  }
+  {
+    title: 'Drain runs: outcome and duration'
+    query: '${runs} | project timestamp, mailbox = tostring(p.mailbox), outcome = tostring(p.outcome), seen = toint(p.seen), durationMs = toint(p.durationMs), stoppedBecause = tostring(p.stoppedBecause) | order by timestamp desc | take 50'
+  }
+  {
+    title: 'Errors'
+    query: 'traces | where severityLevel >= 3 | project timestamp, message | order by timestamp desc | take 50'
+  }
+]
+
+var workbookItems = [
+  for (q, i) in workbookQueries: {
+    type: 3
+    name: 'query-${i}'
+    content: {
+      version: 'KqlItem/1.0'
+      title: q.title
+      query: q.query
+      size: 0
+      timeContext: {
+        durationMs: 86400000
+      }
+      queryType: 0
+      resourceType: 'microsoft.insights/components'
+    }
+  }
+]
+
+resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
+  name: guid(resourceGroup().id, workbookName)
+  location: location
+  tags: tags
+  kind: 'shared'
+  properties: {
+    displayName: 'inboxq: mail flow'
+    category: 'workbook'
+    sourceId: appInsights.id
+    serializedData: string({
+      version: 'Notebook/1.0'
+      items: workbookItems
+      isLocked: false
+    })
+  }
+}
