@@ -8,7 +8,8 @@
  * https://sts.windows.net/{tenant}/, aud = scope minus /.default, roles of the app). A wrong
  * secret gets Entra's 401 invalid_client AADSTS7000215, an unknown client AADSTS700016.
  */
-import { randomUUID } from 'node:crypto';
+import { randomUUID, X509Certificate } from 'node:crypto';
+import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Certificates } from './certs';
@@ -20,9 +21,25 @@ type SigningKey = Awaited<ReturnType<JoseModule['generateKeyPair']>>['privateKey
 export const EXCHANGE_AUDIENCE = 'https://outlook.office365.com';
 export const VAULT_AUDIENCE = 'https://vault.azure.net';
 
+export interface FederatedCredential {
+  issuer: string;
+  subject: string;
+  audiences: string[];
+}
+
+export interface ManagedIdentity {
+  clientId: string;
+  principalId: string;
+}
+
 export interface RegisteredApp {
   clientId: string;
-  secret: string;
+  /** Client secret, if the app has one. */
+  secret?: string;
+  /** PEM certificates whose private keys may sign client assertions. */
+  certificates?: string[];
+  /** Federated credentials (workload identity federation). */
+  federated?: FederatedCredential[];
   /** Application roles granted for Exchange Online (IMAP.AccessAsApp, SMTP.SendAsApp). */
   roles: string[];
   /** Object id of the app's service principal (the token's oid/sub). */
@@ -53,7 +70,12 @@ export class IdentityProvider {
   introspections = 0;
 
   private readonly apps = new Map<string, RegisteredApp>();
+  private readonly identities = new Map<string, ManagedIdentity>();
   private server: https.Server | undefined;
+  private msiServer: http.Server | undefined;
+  /** App Service's managed identity endpoint (IDENTITY_ENDPOINT), plain http on loopback as there. */
+  msiEndpoint = '';
+  readonly msiHeader = randomUUID();
   private key: SigningKey | undefined;
   private jwk: Record<string, unknown> | undefined;
   private jose: JoseModule | undefined;
@@ -72,6 +94,16 @@ export class IdentityProvider {
 
   registerApp(app: RegisteredApp): void {
     this.apps.set(app.clientId.toLowerCase(), { objectId: randomUUID(), ...app });
+  }
+
+  /** A managed identity the MSI endpoint gives tokens to. */
+  registerManagedIdentity(identity: ManagedIdentity): void {
+    this.identities.set(identity.clientId.toLowerCase(), identity);
+  }
+
+  /** Issuer of managed-identity tokens for api://AzureADTokenExchange (what a federated credential names). */
+  get federationIssuer(): string {
+    return `${this.url}/${this.tenantId}/v2.0`;
   }
 
   app(clientId: string): RegisteredApp | undefined {
@@ -97,9 +129,34 @@ export class IdentityProvider {
     });
     await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
     this.url = `https://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    this.msiServer = http.createServer((req, res) => {
+      this.managedIdentityToken(req.url ?? '/', req.headers['x-identity-header']).then(({ status, body }) => {
+        res.writeHead(status, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(body));
+      });
+    });
+    await new Promise<void>((resolve) => this.msiServer!.listen(0, '127.0.0.1', resolve));
+    this.msiEndpoint = `http://127.0.0.1:${(this.msiServer.address() as AddressInfo).port}/msi/token`;
+  }
+
+  private async managedIdentityToken(rawUrl: string, header: string | string[] | undefined) {
+    const url = new URL(rawUrl, 'http://127.0.0.1');
+    if (header !== this.msiHeader) return { status: 401, body: { error: 'invalid_request', error_description: 'X-IDENTITY-HEADER is missing or wrong' } };
+    const resource = url.searchParams.get('resource') ?? '';
+    const clientId = (url.searchParams.get('client_id') ?? [...this.identities.keys()][0] ?? '').toLowerCase();
+    const identity = this.identities.get(clientId);
+    if (!identity) return { status: 400, body: { error: 'invalid_request', error_description: `Identity not found: ${clientId}` } };
+    const issuer = resource === 'api://AzureADTokenExchange' ? this.federationIssuer : this.issuer;
+    const token = await this.sign({ oid: identity.principalId, appid: identity.clientId, idtyp: 'app' }, { issuer, audience: resource, subject: identity.principalId, expiresIn: 3600 });
+    return {
+      status: 200,
+      body: { access_token: token, expires_on: String(Math.floor(Date.now() / 1000) + 3600), resource, token_type: 'Bearer', client_id: identity.clientId },
+    };
   }
 
   async stop(): Promise<void> {
+    if (this.msiServer) await new Promise<void>((resolve) => this.msiServer!.close(() => resolve()));
+    this.msiServer = undefined;
     if (!this.server) return;
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server!.close(() => resolve()));
@@ -108,11 +165,15 @@ export class IdentityProvider {
 
   /** Signs a token with the provider's key: for tests that need a token without a client (e.g. to seed a mailbox). */
   async mint(claims: Record<string, unknown>, options: { audience: string; expiresIn?: number; subject?: string }): Promise<string> {
+    return this.sign(claims, { ...options, issuer: this.issuer });
+  }
+
+  private async sign(claims: Record<string, unknown>, options: { issuer: string; audience: string; expiresIn?: number; subject?: string }): Promise<string> {
     const now = Math.floor(Date.now() / 1000);
     const exp = now + (options.expiresIn ?? this.tokenLifetimeSeconds);
     return new this.jose!.SignJWT({ tid: this.tenantId, ...claims })
       .setProtectedHeader({ alg: 'RS256', kid: this.kid, typ: 'JWT' })
-      .setIssuer(this.issuer)
+      .setIssuer(options.issuer)
       .setAudience(options.audience)
       .setSubject(options.subject ?? randomUUID())
       .setIssuedAt(now - 5)
@@ -160,6 +221,47 @@ export class IdentityProvider {
   }
 
   /**
+   * A client assertion is either signed by one of the app's certificates (found by its x5t#S256
+   * thumbprint), or is a token this provider gave a managed identity, matching one of the app's
+   * federated credentials (issuer, subject, audience). Returns what Entra ID would refuse with.
+   */
+  private async checkAssertion(app: RegisteredApp, assertion: string): Promise<{ status: number; code: string; text: string } | undefined> {
+    const jose = this.jose!;
+    let header;
+    try {
+      header = jose.decodeProtectedHeader(assertion);
+    } catch {
+      return { status: 400, code: 'AADSTS50027', text: 'JWT token is invalid or malformed.' };
+    }
+    if (header.kid === this.kid) {
+      let claims;
+      try {
+        claims = (await jose.jwtVerify(assertion, await jose.importSPKI(this.publicKeyPem, 'RS256'), { algorithms: ['RS256'] })).payload;
+      } catch {
+        return { status: 400, code: 'AADSTS700024', text: 'Client assertion is not within its valid time range.' };
+      }
+      const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
+      const match = (app.federated ?? []).find((f) => f.issuer === claims.iss && f.subject === claims.sub && f.audiences.some((a) => aud.includes(a)));
+      if (!match) {
+        return { status: 400, code: 'AADSTS70021', text: `No matching federated identity record found for presented assertion. Assertion Issuer: '${claims.iss}'. Assertion Subject: '${claims.sub}'.` };
+      }
+      return undefined;
+    }
+    const thumbprint = typeof header['x5t#S256'] === 'string' ? Buffer.from(header['x5t#S256'], 'base64url').toString('hex') : undefined;
+    const cert = (app.certificates ?? []).find((c) => thumbprintSha256(c) === thumbprint);
+    if (!cert) {
+      return { status: 401, code: 'AADSTS700027', text: `The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found.]` };
+    }
+    try {
+      const key = await jose.importX509(cert, String(header.alg));
+      await jose.jwtVerify(assertion, key, { issuer: app.clientId, subject: app.clientId, audience: `${this.authority}/oauth2/v2.0/token` });
+    } catch (err) {
+      return { status: 401, code: 'AADSTS700027', text: `Client assertion failed signature validation. [Reason - ${(err as Error).message}]` };
+    }
+    return undefined;
+  }
+
+  /**
    * Token introspection for the local IMAP server (not an Entra endpoint): what Exchange decides
    * when an app logs in. Active only for a token this provider signed, unexpired, for Exchange
    * Online, carrying IMAP.AccessAsApp, from an app Exchange has not been told to refuse.
@@ -189,7 +291,14 @@ export class IdentityProvider {
     if (!app) {
       return refuse(400, 'unauthorized_client', 'AADSTS700016', `Application with identifier '${clientId}' was not found in the directory '${this.tenantId}'.`);
     }
-    if (form.get('client_secret') !== app.secret) {
+    const assertion = form.get('client_assertion');
+    if (assertion) {
+      if (form.get('client_assertion_type') !== 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer') {
+        return refuse(400, 'invalid_request', 'AADSTS50027', 'Invalid client assertion type.');
+      }
+      const problem = await this.checkAssertion(app, assertion);
+      if (problem) return refuse(problem.status, 'invalid_client', problem.code, problem.text);
+    } else if (app.secret === undefined || form.get('client_secret') !== app.secret) {
       return refuse(401, 'invalid_client', 'AADSTS7000215', `Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '${clientId}'.`);
     }
     const resource = scope.split(' ').find((s) => s.endsWith('/.default'))?.replace(/\/\.default$/, '');
@@ -212,6 +321,10 @@ export class IdentityProvider {
       body: { token_type: 'Bearer', expires_in: this.tokenLifetimeSeconds, ext_expires_in: this.tokenLifetimeSeconds, access_token: accessToken },
     };
   }
+}
+
+function thumbprintSha256(pem: string): string {
+  return new X509Certificate(pem).fingerprint256.replace(/:/g, '').toLowerCase();
 }
 
 function aadError(error: string, code: string, text: string) {

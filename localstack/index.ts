@@ -9,7 +9,8 @@
  *   Azurite (queues, tables, blobs)          <- the Storage SDKs
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { chmodSync, chownSync as fsChown, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, chownSync as fsChown, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ImapFlow } from 'imapflow';
@@ -49,6 +50,8 @@ export class LocalStack {
   /** The inboxq app registration: client id, and its secret (stored only in the vault and here). */
   readonly clientId = randomUUID();
   readonly clientSecret = `local~${randomBytes(24).toString('base64url')}`;
+  /** The Function App's managed identity, as App Service's MSI endpoint serves it. */
+  readonly managedIdentity = { clientId: randomUUID(), principalId: randomUUID() };
   /** A developer identity allowed to read the vault. */
   readonly developerClientId = randomUUID();
   private readonly developerSecret = randomBytes(24).toString('base64url');
@@ -72,6 +75,7 @@ export class LocalStack {
       await stack.idp.start(stack.certs);
       stack.idp.registerApp({ clientId: stack.clientId, secret: stack.clientSecret, roles: EXCHANGE_ROLES });
       stack.idp.registerApp({ clientId: stack.developerClientId, secret: stack.developerSecret, roles: [] });
+      stack.idp.registerManagedIdentity(stack.managedIdentity);
       await stack.vault.start(stack.certs);
       stack.vault.setSecret(CLIENT_SECRET_NAME, stack.clientSecret);
       await Promise.all([stack.dovecot.start(stack.certs, stack.idp), stack.azurite.start()]);
@@ -91,6 +95,9 @@ export class LocalStack {
     process.env['AZURE_CLIENT_ID'] = this.developerClientId;
     process.env['AZURE_CLIENT_SECRET'] = this.developerSecret;
     process.env['AZURE_AUTHORITY_HOST'] = this.idp.url;
+    // What App Service sets for a managed identity; ManagedIdentityCredential reads these.
+    process.env['IDENTITY_ENDPOINT'] = this.idp.msiEndpoint;
+    process.env['IDENTITY_HEADER'] = this.idp.msiHeader;
   }
 
   /**
@@ -104,6 +111,43 @@ export class LocalStack {
     this.idp.registerApp({ clientId, secret, roles });
     this.vault.setSecret(secretName, secret);
     return { clientId, secretName, settings: { INBOXQ_CLIENT_ID: clientId, INBOXQ_CLIENT_SECRET_NAME: secretName } };
+  }
+
+  /**
+   * An app that signs in with a certificate: a new key and self-signed certificate, the PEM bundle
+   * in the vault as Key Vault serves a PEM certificate's secret, the public part registered.
+   */
+  registerCertificateApp(): { clientId: string; certificateName: string; settings: Record<string, string> } {
+    const clientId = randomUUID();
+    const certificateName = `cert-${clientId.slice(0, 8)}`;
+    const dir = mkdtempSync(path.join(this.dir, 'cert-'));
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'key.pem', '-out', 'cert.pem', '-days', '2', '-subj', `/CN=inboxq-${certificateName}`], {
+      cwd: dir,
+      stdio: 'ignore',
+    });
+    const cert = readFileSync(path.join(dir, 'cert.pem'), 'utf8');
+    const key = readFileSync(path.join(dir, 'key.pem'), 'utf8');
+    rmSync(dir, { recursive: true, force: true });
+    this.idp.registerApp({ clientId, certificates: [cert], roles: EXCHANGE_ROLES });
+    this.vault.setSecret(certificateName, `${key}${cert}`);
+    return { clientId, certificateName, settings: { INBOXQ_CLIENT_ID: clientId, INBOXQ_CLIENT_CREDENTIAL: 'certificate', INBOXQ_CLIENT_CERTIFICATE_NAME: certificateName } };
+  }
+
+  /** An app with no secret at all: the stack's managed identity is a federated credential on it (or not, to test the refusal). */
+  registerFederatedApp(options: { federated?: boolean } = {}): { clientId: string; settings: Record<string, string> } {
+    const clientId = randomUUID();
+    const federated = options.federated === false ? [] : [{ issuer: this.idp.federationIssuer, subject: this.managedIdentity.principalId, audiences: ['api://AzureADTokenExchange'] }];
+    this.idp.registerApp({ clientId, federated, roles: EXCHANGE_ROLES });
+    return { clientId, settings: { INBOXQ_CLIENT_ID: clientId, INBOXQ_CLIENT_CREDENTIAL: 'managed-identity', AZURE_CLIENT_ID: this.managedIdentity.clientId } };
+  }
+
+  /** Rotates an app's secret as an admin would: a new secret in Entra ID (the old one stops working) and a new version in the vault. */
+  rotateSecret(clientId: string, secretName: string): void {
+    const app = this.idp.app(clientId);
+    if (!app) throw new Error(`no app ${clientId}`);
+    const secret = `local~${randomBytes(24).toString('base64url')}`;
+    this.idp.registerApp({ ...app, secret });
+    this.vault.setSecret(secretName, secret);
   }
 
   /** Every inboxq setting for `mailbox` on this stack. The client secret is read from the vault. */

@@ -12,6 +12,7 @@ import { ConfigError } from '../errors';
 export const DEFAULT_AUTHORITY_HOST = 'https://login.microsoftonline.com';
 export const DEFAULT_EXCHANGE_RESOURCE = 'https://outlook.office365.com';
 export const DEFAULT_CLIENT_SECRET_NAME = 'inboxq-client-secret';
+export const DEFAULT_CLIENT_CERTIFICATE_NAME = 'inboxq-client-certificate';
 
 /** Sender policy of one mailbox: who may give work, and how their mail must be authenticated. */
 export interface SenderPolicy {
@@ -25,7 +26,11 @@ export interface SenderPolicy {
 
 export type ClientCredentialSource =
   | { kind: 'secret-setting'; secret: string }
-  | { kind: 'keyvault-secret'; vaultUrl: string; secretName: string };
+  | { kind: 'keyvault-secret'; vaultUrl: string; secretName: string }
+  /** A certificate in Key Vault (PEM content type), read as its secret: certificate and private key. */
+  | { kind: 'keyvault-certificate'; vaultUrl: string; certificateName: string }
+  /** Secretless: the Function App's managed identity, as a federated credential on the app registration. */
+  | { kind: 'managed-identity'; identityClientId: string | undefined };
 
 export type StorageConnection =
   | { kind: 'connection-string'; connectionString: string }
@@ -155,6 +160,15 @@ const schema = z.object({
     .trim()
     .regex(/^[0-9A-Za-z-]{1,127}$/, 'INBOXQ_CLIENT_SECRET_NAME must be a Key Vault secret name (letters, digits, dashes)')
     .default(DEFAULT_CLIENT_SECRET_NAME),
+  INBOXQ_CLIENT_CREDENTIAL: z
+    .enum(['secret', 'certificate', 'managed-identity'], { message: 'INBOXQ_CLIENT_CREDENTIAL must be secret, certificate or managed-identity' })
+    .default('secret'),
+  INBOXQ_CLIENT_CERTIFICATE_NAME: z
+    .string()
+    .trim()
+    .regex(/^[0-9A-Za-z-]{1,127}$/, 'INBOXQ_CLIENT_CERTIFICATE_NAME must be a Key Vault certificate name (letters, digits, dashes)')
+    .default(DEFAULT_CLIENT_CERTIFICATE_NAME),
+  AZURE_CLIENT_ID: z.string().trim().optional(),
   INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE: bool('INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE').default(true),
   INBOXQ_AUTHORITY_HOST: httpsUrl('INBOXQ_AUTHORITY_HOST').default(DEFAULT_AUTHORITY_HOST),
   INBOXQ_EXCHANGE_RESOURCE: httpsUrl('INBOXQ_EXCHANGE_RESOURCE').default(DEFAULT_EXCHANGE_RESOURCE),
@@ -213,7 +227,12 @@ export function loadConfig(env: Env): InboxqConfig {
   const problems: string[] = [];
 
   let credential: ClientCredentialSource | undefined;
-  if (s.INBOXQ_CLIENT_SECRET !== undefined) {
+  if (s.INBOXQ_CLIENT_CREDENTIAL === 'managed-identity') {
+    credential = { kind: 'managed-identity', identityClientId: s.AZURE_CLIENT_ID || undefined };
+  } else if (s.INBOXQ_CLIENT_CREDENTIAL === 'certificate') {
+    if (s.INBOXQ_KEYVAULT_URL === undefined) problems.push('INBOXQ_KEYVAULT_URL is required: the client certificate is read from Key Vault');
+    else credential = { kind: 'keyvault-certificate', vaultUrl: s.INBOXQ_KEYVAULT_URL, certificateName: s.INBOXQ_CLIENT_CERTIFICATE_NAME };
+  } else if (s.INBOXQ_CLIENT_SECRET !== undefined) {
     credential = { kind: 'secret-setting', secret: s.INBOXQ_CLIENT_SECRET };
   } else if (s.INBOXQ_KEYVAULT_URL !== undefined) {
     credential = { kind: 'keyvault-secret', vaultUrl: s.INBOXQ_KEYVAULT_URL, secretName: s.INBOXQ_CLIENT_SECRET_NAME };

@@ -13,7 +13,12 @@ import { createHash } from 'node:crypto';
 import { ConfidentialClientApplication, LogLevel, type Configuration } from '@azure/msal-node';
 import type { InboxqConfig } from '../config/settings';
 import { InboxqError, TokenError } from '../errors';
+import { ManagedIdentityCredential } from '@azure/identity';
+import { parseClientCertificate } from './certificate';
 import { readVaultSecret } from './keyvault';
+
+/** The audience Entra ID accepts a managed identity's token for, as a federated client assertion. */
+export const FEDERATION_SCOPE = 'api://AzureADTokenExchange/.default';
 import { CaTrustingNetworkClient } from './tls';
 
 export interface AccessToken {
@@ -35,11 +40,30 @@ const AADSTS_HINTS: Record<string, (c: TokenConfig, secretSource: string) => str
   AADSTS90002: (c) => `tenant ${c.identity.tenantId} was not found: check INBOXQ_TENANT_ID`,
   AADSTS500011: () => 'the Office 365 Exchange Online resource was not found in the tenant: check INBOXQ_EXCHANGE_RESOURCE and that the tenant has Exchange Online',
   AADSTS1002012: () => 'the scope is not a /.default scope: check INBOXQ_EXCHANGE_RESOURCE',
+  AADSTS700027: (_c, s) => `the certificate in ${s} is not registered on the app registration (Certificates & secrets): upload its public part there`,
+  AADSTS70021: (c) => `the app registration has no federated credential for this managed identity: ${federatedCredentialCommand(c)}`,
+  AADSTS700211: (c) => `the managed identity's token has an issuer the federated credential does not name: ${federatedCredentialCommand(c)}`,
+  AADSTS700213: (c) => `no federated credential matches the managed identity: ${federatedCredentialCommand(c)}`,
 };
 
 export function secretSourceName(config: TokenConfig): string {
   const c = config.identity.credential;
-  return c.kind === 'secret-setting' ? 'the setting INBOXQ_CLIENT_SECRET' : `Key Vault secret ${c.secretName} (${c.vaultUrl})`;
+  switch (c.kind) {
+    case 'secret-setting':
+      return 'the setting INBOXQ_CLIENT_SECRET';
+    case 'keyvault-secret':
+      return `Key Vault secret ${c.secretName} (${c.vaultUrl})`;
+    case 'keyvault-certificate':
+      return `Key Vault certificate ${c.certificateName} (${c.vaultUrl})`;
+    case 'managed-identity':
+      return `the managed identity${c.identityClientId ? ` ${c.identityClientId}` : ''} (federated credential)`;
+  }
+}
+
+/** The federated-credential command for a managed identity, as docs/m365-setup.md gives it. */
+export function federatedCredentialCommand(config: TokenConfig, principalId = '<principal id of the managed identity>'): string {
+  const { clientId, tenantId, authorityHost } = config.identity;
+  return `az ad app federated-credential create --id ${clientId} --parameters '{"name":"inboxq","issuer":"${authorityHost}/${tenantId}/v2.0","subject":"${principalId}","audiences":["api://AzureADTokenExchange"]}'`;
 }
 
 export class ExchangeTokenProvider implements TokenSource {
@@ -67,8 +91,9 @@ export class ExchangeTokenProvider implements TokenSource {
     try {
       return await this.acquireOnce(forceRefresh);
     } catch (err) {
-      if (this.config.identity.credential.kind === 'keyvault-secret' && isInvalidClient(err)) {
-        // The secret may have been rotated since the client was built: read the latest version.
+      const kind = this.config.identity.credential.kind;
+      if ((kind === 'keyvault-secret' || kind === 'keyvault-certificate') && isInvalidClient(err)) {
+        // The secret or certificate may have been rotated since the client was built: read the latest version.
         const before = this.secretVersion;
         this.client = undefined;
         await this.ensureClient();
@@ -90,29 +115,14 @@ export class ExchangeTokenProvider implements TokenSource {
 
   private async ensureClient(): Promise<ConfidentialClientApplication> {
     if (this.client) return this.client;
-    const { identity, mailbox } = this.config;
-    let secret: string;
-    if (identity.credential.kind === 'secret-setting') {
-      secret = identity.credential.secret;
-      this.secretVersion = 'setting';
-    } else {
-      const read = await readVaultSecret({
-        vaultUrl: identity.credential.vaultUrl,
-        secretName: identity.credential.secretName,
-        mailbox,
-        verifyChallengeResource: this.config.keyVault.verifyChallengeResource,
-        tlsCa: this.config.tlsCa,
-      });
-      secret = read.value;
-      this.secretVersion = read.version;
-    }
+    const { identity } = this.config;
     const authorityUrl = new URL(identity.authorityHost);
     const msalConfig: Configuration = {
       auth: {
         clientId: identity.clientId,
-        clientSecret: secret,
         authority: `${identity.authorityHost}/${identity.tenantId}`,
         knownAuthorities: [authorityUrl.host],
+        ...(await this.credentialForMsal()),
       },
       system: {
         loggerOptions: { logLevel: LogLevel.Error, piiLoggingEnabled: false, loggerCallback: () => {} },
@@ -121,6 +131,57 @@ export class ExchangeTokenProvider implements TokenSource {
     };
     this.client = new ConfidentialClientApplication(msalConfig);
     return this.client;
+  }
+
+  /** The credential part of MSAL's configuration, for each kind of credential. */
+  private async credentialForMsal(): Promise<Pick<Configuration['auth'], 'clientSecret' | 'clientCertificate' | 'clientAssertion'>> {
+    const { identity, mailbox } = this.config;
+    const c = identity.credential;
+    const vault = (vaultUrl: string, secretName: string) =>
+      readVaultSecret({ vaultUrl, secretName, mailbox, verifyChallengeResource: this.config.keyVault.verifyChallengeResource, tlsCa: this.config.tlsCa });
+    switch (c.kind) {
+      case 'secret-setting':
+        this.secretVersion = 'setting';
+        return { clientSecret: c.secret };
+      case 'keyvault-secret': {
+        const read = await vault(c.vaultUrl, c.secretName);
+        this.secretVersion = read.version;
+        return { clientSecret: read.value };
+      }
+      case 'keyvault-certificate': {
+        const read = await vault(c.vaultUrl, c.certificateName);
+        this.secretVersion = read.version;
+        let cert;
+        try {
+          cert = parseClientCertificate(read.value);
+        } catch (err) {
+          throw new TokenError(`Key Vault certificate ${c.certificateName} can't be used: ${(err as Error).message}`, undefined, {
+            mailbox,
+            hint: `az keyvault certificate import --vault-name <vault> --name ${c.certificateName} --file cert-and-key.pem (PEM policy)`,
+          });
+        }
+        return { clientCertificate: { thumbprintSha256: cert.thumbprintSha256, privateKey: cert.privateKey, x5c: cert.chainPem } };
+      }
+      case 'managed-identity': {
+        this.secretVersion = 'managed-identity';
+        // Created once: its own token cache serves warm invocations.
+        const mi = new ManagedIdentityCredential(c.identityClientId ? { clientId: c.identityClientId } : {});
+        return {
+          clientAssertion: async () => {
+            try {
+              return (await mi.getToken(FEDERATION_SCOPE)).token;
+            } catch (err) {
+              throw new TokenError(`The managed identity${c.identityClientId ? ` ${c.identityClientId}` : ''} gave no token for ${FEDERATION_SCOPE} (${(err as Error).name})`, undefined, {
+                mailbox,
+                cause: err,
+                retryable: true,
+                hint: 'INBOXQ_CLIENT_CREDENTIAL=managed-identity needs a managed identity on the Function App; set AZURE_CLIENT_ID to the client id of a user-assigned one',
+              });
+            }
+          },
+        };
+      }
+    }
   }
 
   private describe(err: unknown): InboxqError {
@@ -168,10 +229,15 @@ const providers = new Map<string, ExchangeTokenProvider>();
 export function tokenProviderFor(config: TokenConfig): ExchangeTokenProvider {
   const c = config.identity;
   // A secret from a setting is told apart by its hash, so a corrected setting gets a new client.
+  const cred = c.credential;
   const source =
-    c.credential.kind === 'secret-setting'
-      ? `setting:${createHash('sha256').update(c.credential.secret).digest('hex')}`
-      : `${c.credential.vaultUrl}/${c.credential.secretName}`;
+    cred.kind === 'secret-setting'
+      ? `setting:${createHash('sha256').update(cred.secret).digest('hex')}`
+      : cred.kind === 'keyvault-secret'
+        ? `secret:${cred.vaultUrl}/${cred.secretName}`
+        : cred.kind === 'keyvault-certificate'
+          ? `certificate:${cred.vaultUrl}/${cred.certificateName}`
+          : `managed-identity:${cred.identityClientId ?? 'system'}`;
   const key = [c.authorityHost, c.tenantId, c.clientId, c.exchangeResource, source].join('|');
   let provider = providers.get(key);
   if (!provider) {

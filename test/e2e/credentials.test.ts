@@ -6,6 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalStack } from '../../localstack';
 import { peekClaims } from '../../shared/credentials/token';
 import { runtimeFor } from '../../shared/host/runtime';
+import { TokenError } from '../../shared/errors';
+import { buildMail } from '../helpers/mail';
 import { context, handlersFor, timer } from '../helpers/stack';
 
 let stack: LocalStack;
@@ -53,5 +55,63 @@ describe('app-only tokens', () => {
     const rt = runtimeFor(stack.settings('claims@company.test'));
     const claims = peekClaims((await rt.tokens.getToken()).token);
     expect(claims).toMatchObject({ aud: 'https://outlook.office365.com', iss: stack.idp.issuer, tid: stack.idp.tenantId, roles: ['IMAP.AccessAsApp', 'SMTP.SendAsApp'] });
+  });
+});
+
+describe('the three credential types', () => {
+  async function drainWith(mailbox: string, settings: Record<string, string>) {
+    await stack.appendMail(mailbox, buildMail({ from: 'a@partner.test', to: mailbox }));
+    return handlersFor(stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', ...settings })).drain(timer(), context('drain', []));
+  }
+
+  it('a client secret from Key Vault', async () => {
+    const app = stack.registerApp();
+    expect((await drainWith('cred-secret@company.test', app.settings))?.counts.queued).toBe(1);
+    expect(stack.idp.requests.filter((r) => r.clientId === app.clientId && r.outcome === 'issued')).toHaveLength(1);
+  });
+
+  it('a certificate from Key Vault (MSAL clientCertificate)', async () => {
+    const app = stack.registerCertificateApp();
+    expect((await drainWith('cred-cert@company.test', app.settings))?.counts.queued).toBe(1);
+    expect(stack.vault.reads).toContain(app.certificateName);
+    expect(stack.idp.requests.filter((r) => r.clientId === app.clientId && r.outcome === 'issued')).toHaveLength(1);
+  });
+
+  it('a certificate the app registration does not know is refused with AADSTS700027 and what to do', async () => {
+    const app = stack.registerCertificateApp();
+    const other = stack.registerCertificateApp();
+    const err = await drainWith('cred-cert-wrong@company.test', { ...app.settings, INBOXQ_CLIENT_CERTIFICATE_NAME: other.certificateName }).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(TokenError);
+    expect((err as TokenError).aadsts).toBe('AADSTS700027');
+    expect((err as Error).message).toContain('is not registered on the app registration');
+  });
+
+  it('secretless: the managed identity as a federated credential (MSAL client assertion)', async () => {
+    const app = stack.registerFederatedApp();
+    expect((await drainWith('cred-mi@company.test', app.settings))?.counts.queued).toBe(1);
+    expect(stack.idp.requests.filter((r) => r.clientId === app.clientId && r.outcome === 'issued')).toHaveLength(1);
+  });
+
+  it('secretless without the federated credential: AADSTS70021 and the az command that adds it', async () => {
+    const app = stack.registerFederatedApp({ federated: false });
+    const err = await drainWith('cred-mi-missing@company.test', app.settings).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(TokenError);
+    expect((err as TokenError).aadsts).toBe('AADSTS70021');
+    expect((err as Error).message).toContain(`az ad app federated-credential create --id ${app.clientId}`);
+  });
+});
+
+describe('secret rotation', () => {
+  it('when Entra answers invalid_client for the cached secret, the latest vault version is read and the client rebuilt, once', async () => {
+    const app = stack.registerApp();
+    const rt = runtimeFor(stack.settings('rotation@company.test', app.settings));
+    await rt.tokens.getToken();
+    stack.rotateSecret(app.clientId, app.secretName);
+    const readsBefore = stack.vault.reads.filter((n) => n === app.secretName).length;
+    const token = await rt.tokens.getToken({ forceRefresh: true });
+    expect(peekClaims(token.token)['appid']).toBe(app.clientId);
+    expect(stack.vault.reads.filter((n) => n === app.secretName).length - readsBefore).toBe(1);
+    const outcomes = stack.idp.requests.filter((r) => r.clientId === app.clientId).map((r) => r.outcome);
+    expect(outcomes).toEqual(['issued', 'refused', 'issued']);
   });
 });
