@@ -6,6 +6,10 @@
  *       Explains the verdict the drain would give a saved mail. Prints one JSON object
  *       {"verdict","sender","reasons"}; exit 0 accept, 1 reject, 2 usage error or unreadable input.
  *
+ *   inboxq doctor [--mailbox ADDRESS] [--json]
+ *       Checks the mailbox's setup step by step against the real services and names the step to
+ *       fix, with the command. Exit 0 only when every check passes, 1 otherwise.
+ *
  * Settings for --mailbox come from the environment, or from local.settings.json's Values in the
  * current folder (as `func start` reads them).
  */
@@ -15,10 +19,12 @@ import { z } from 'zod';
 import { loadConfig, type Env, type SenderPolicy } from '../shared/config/settings';
 import { describeError } from '../shared/errors';
 import { judgeMail } from '../shared/sender/judge';
+import { formatDoctorReport, runDoctor } from '../shared/doctor/doctor';
 
 const USAGE = `usage:
   inboxq check-sender --policy policy.json message.eml
   inboxq check-sender --mailbox agent@example.com message.eml
+  inboxq doctor [--mailbox agent@example.com] [--json]
 
 policy.json: {"authorizedSenders": ["alice@example.com", "*@partner.example"],
               "trustedAuthservId": "", "microsoftInternalFallback": true}`;
@@ -108,12 +114,24 @@ export async function checkSender(args: string[], env: Env = process.env): Promi
   return { code: out.verdict === 'accept' ? 0 : 1, stdout: `${JSON.stringify(out)}\n`, stderr: '' };
 }
 
+export async function doctor(args: string[], env: Env = process.env): Promise<CliResult> {
+  const { values } = parseArgs({ args, options: { mailbox: { type: 'string' }, json: { type: 'boolean' } }, allowPositionals: false });
+  const settings = settingsFromEnvironment(env);
+  const checks = await runDoctor(settings, values.mailbox ? { mailbox: values.mailbox } : {});
+  const ok = checks.every((c) => c.status === 'pass');
+  const mailbox = values.mailbox ?? settings['INBOXQ_MAILBOX'] ?? '(no mailbox configured)';
+  const stdout = values.json ? `${JSON.stringify({ mailbox, ok, checks })}\n` : formatDoctorReport(mailbox, checks);
+  return { code: ok ? 0 : 1, stdout, stderr: '' };
+}
+
 export async function main(argv: string[], env: Env = process.env): Promise<CliResult> {
   const [command, ...rest] = argv;
   try {
     switch (command) {
       case 'check-sender':
         return await checkSender(rest, env);
+      case 'doctor':
+        return await doctor(rest, env);
       case undefined:
       case 'help':
       case '--help':
@@ -134,6 +152,7 @@ if (require.main === module) {
   main(process.argv.slice(2)).then((r) => {
     process.stdout.write(r.stdout);
     process.stderr.write(r.stderr);
-    process.exitCode = r.code;
+    // Clients (MSAL, IMAP) may keep sockets alive: the verdict is in, leave now.
+    process.exit(r.code);
   });
 }

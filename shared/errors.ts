@@ -20,11 +20,14 @@ export class InboxqError extends Error {
   readonly mailbox: string | undefined;
   readonly hint: string | undefined;
   readonly retryable: boolean;
+  /** What failed and for which mailbox, without the hint (for reports that print the hint apart). */
+  readonly summary: string;
 
   constructor(message: string, options: InboxqErrorOptions = {}) {
     const where = options.mailbox ? ` [mailbox ${options.mailbox}]` : '';
     const hint = options.hint ? ` What to do: ${options.hint}` : '';
     super(`${message}${where}.${hint}`, options.cause === undefined ? undefined : { cause: options.cause });
+    this.summary = `${message}${where}`;
     this.name = new.target.name;
     this.mailbox = options.mailbox;
     this.hint = options.hint;

@@ -8,7 +8,7 @@
 import nodemailer from 'nodemailer';
 import type Mail from 'nodemailer/lib/mailer';
 import type { InboxqConfig } from '../config/settings';
-import type { TokenSource } from '../credentials/token';
+import type { AccessToken, TokenSource } from '../credentials/token';
 import { SmtpError, type SmtpFailure } from '../errors';
 import type { Logger } from '../telemetry/log';
 
@@ -19,23 +19,30 @@ export interface SmtpSendResult {
 
 type SmtpConfig = Pick<InboxqConfig, 'mailbox' | 'smtp' | 'tlsCa'>;
 
-export async function sendMail(config: SmtpConfig, tokens: TokenSource, message: Mail.Options, log: Logger): Promise<SmtpSendResult> {
+function createTransport(config: SmtpConfig, token: AccessToken) {
+  return nodemailer.createTransport({
+    host: config.smtp.host,
+    port: config.smtp.port,
+    secure: config.smtp.port === 465,
+    requireTLS: config.smtp.port !== 465,
+    auth: { type: 'OAuth2', user: config.mailbox, accessToken: token.token, expires: token.expiresOn.getTime() },
+    connectionTimeout: 30_000,
+    greetingTimeout: 30_000,
+    socketTimeout: 120_000,
+    ...(config.tlsCa ? { tls: { ca: config.tlsCa } } : {}),
+  });
+}
+
+/**
+ * Runs `use` on a fresh transport; when the server refuses a cached token (535), once more with a
+ * token fetched past MSAL's cache.
+ */
+async function withTransport<T>(config: SmtpConfig, tokens: TokenSource, log: Logger, use: (t: ReturnType<typeof createTransport>) => Promise<T>): Promise<T> {
   let token = await tokens.getToken();
   for (let attempt = 1; ; attempt++) {
-    const transport = nodemailer.createTransport({
-      host: config.smtp.host,
-      port: config.smtp.port,
-      secure: config.smtp.port === 465,
-      requireTLS: config.smtp.port !== 465,
-      auth: { type: 'OAuth2', user: config.mailbox, accessToken: token.token, expires: token.expiresOn.getTime() },
-      connectionTimeout: 30_000,
-      greetingTimeout: 30_000,
-      socketTimeout: 120_000,
-      ...(config.tlsCa ? { tls: { ca: config.tlsCa } } : {}),
-    });
+    const transport = createTransport(config, token);
     try {
-      const info = await transport.sendMail(message);
-      return { messageId: info.messageId, response: String(info.response ?? '').slice(0, 200) };
+      return await use(transport);
     } catch (err) {
       const described = describeSmtpError(err, config);
       if (described.failure === 'auth' && attempt === 1) {
@@ -48,6 +55,20 @@ export async function sendMail(config: SmtpConfig, tokens: TokenSource, message:
       transport.close();
     }
   }
+}
+
+export async function sendMail(config: SmtpConfig, tokens: TokenSource, message: Mail.Options, log: Logger): Promise<SmtpSendResult> {
+  return withTransport(config, tokens, log, async (transport) => {
+    const info = await transport.sendMail(message);
+    return { messageId: info.messageId, response: String(info.response ?? '').slice(0, 200) };
+  });
+}
+
+/** Connects, STARTTLS, AUTH XOAUTH2, QUIT: proves the mailbox may send, without sending. */
+export async function verifySmtp(config: SmtpConfig, tokens: TokenSource, log: Logger): Promise<void> {
+  await withTransport(config, tokens, log, async (transport) => {
+    await transport.verify();
+  });
 }
 
 interface NodemailerErrorFacts {

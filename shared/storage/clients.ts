@@ -6,11 +6,54 @@
  * deployment or a fresh Azurite needs no setup step.
  */
 import { DefaultAzureCredential } from '@azure/identity';
-import { TableClient } from '@azure/data-tables';
+import { TableClient, TableServiceClient } from '@azure/data-tables';
 import { QueueClient, QueueServiceClient } from '@azure/storage-queue';
 import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
 import type { StorageConnection } from '../config/settings';
 import { StorageError } from '../errors';
+
+export interface StorageInventory {
+  missing: string[];
+}
+
+/**
+ * Which of the named queues, tables and containers do not exist, without creating any (what a
+ * deployment should have made). Throws a StorageError when the account can't be reached.
+ */
+export async function findMissingResources(
+  connection: StorageConnection,
+  wanted: { queues: string[]; tables: string[]; containers: string[] },
+  mailbox?: string,
+): Promise<StorageInventory> {
+  const credential = connection.kind === 'identity' ? new DefaultAzureCredential({ managedIdentityClientId: connection.clientId }) : undefined;
+  const missing: string[] = [];
+  try {
+    for (const q of wanted.queues) {
+      const client =
+        connection.kind === 'connection-string'
+          ? QueueServiceClient.fromConnectionString(connection.connectionString, { retryOptions: QUEUE_BLOB_RETRY }).getQueueClient(q)
+          : new QueueServiceClient(connection.queueServiceUri, credential, { retryOptions: QUEUE_BLOB_RETRY }).getQueueClient(q);
+      if (!(await client.exists())) missing.push(`queue ${q}`);
+    }
+    for (const c of wanted.containers) {
+      const client =
+        connection.kind === 'connection-string'
+          ? BlobServiceClient.fromConnectionString(connection.connectionString, { retryOptions: QUEUE_BLOB_RETRY }).getContainerClient(c)
+          : new BlobServiceClient(connection.blobServiceUri, credential, { retryOptions: QUEUE_BLOB_RETRY }).getContainerClient(c);
+      if (!(await client.exists())) missing.push(`container ${c}`);
+    }
+    const tables =
+      connection.kind === 'connection-string'
+        ? TableServiceClient.fromConnectionString(connection.connectionString, { allowInsecureConnection: true, retryOptions: TABLE_RETRY })
+        : new TableServiceClient(connection.tableServiceUri, credential!, { retryOptions: TABLE_RETRY });
+    const existing = new Set<string>();
+    for await (const t of tables.listTables()) if (t.name) existing.add(t.name.toLowerCase());
+    for (const t of wanted.tables) if (!existing.has(t.toLowerCase())) missing.push(`table ${t}`);
+  } catch (err) {
+    throw storageError('Checking the storage account failed', err, mailbox);
+  }
+  return { missing };
+}
 
 export interface StorageClients {
   table(name: string): Promise<TableClient>;

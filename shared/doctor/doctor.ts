@@ -1,0 +1,214 @@
+/**
+ * `inboxq doctor`: checks one mailbox's whole setup against the real services, in the order an
+ * admin sets it up, and names the step that is wrong with the command that fixes it.
+ *
+ *   1 settings   2 credential   3 token   4 token roles   5 IMAP   6 SMTP   7 storage
+ *
+ * The steps follow docs/m365-setup.md; a failed step skips those that can't work without it.
+ */
+import { ManagedIdentityCredential } from '@azure/identity';
+import { loadConfig, type Env, type InboxqConfig } from '../config/settings';
+import { FEDERATION_SCOPE, peekClaims, secretSourceName, tokenProviderFor, type ExchangeTokenProvider } from '../credentials/token';
+import { readVaultSecret } from '../credentials/keyvault';
+import { parseClientCertificate } from '../credentials/certificate';
+import { MAIL_CONTAINER, REPLIES_QUEUE, TASKS_QUEUE } from '../contract/messages';
+import { ConfigError, describeError, ImapError, InboxqError, SmtpError } from '../errors';
+import { MAILBOXES_TABLE, MESSAGES_TABLE, REPLIES_TABLE } from '../ledger/ledger';
+import { MailboxSession } from '../mailbox/imap';
+import { verifySmtp } from '../reply/smtp';
+import { findMissingResources } from '../storage/clients';
+import { silentLogger } from '../telemetry/log';
+
+export type StepName = 'settings' | 'credential' | 'token' | 'token roles' | 'IMAP' | 'SMTP' | 'storage';
+
+export interface DoctorCheck {
+  step: StepName;
+  status: 'pass' | 'fail' | 'skipped';
+  detail: string;
+  /** What to do, with the exact command where there is one. */
+  fix?: string;
+}
+
+export const REQUIRED_ROLES = ['IMAP.AccessAsApp', 'SMTP.SendAsApp'];
+const ROLES_FIX =
+  'in the app registration: API permissions → Add a permission → APIs my organization uses → "Office 365 Exchange Online" → Application permissions → IMAP.AccessAsApp and SMTP.SendAsApp → Grant admin consent (not Microsoft Graph\'s IMAP/SMTP permissions, which are delegated)';
+
+function fixFor(err: unknown): string | undefined {
+  return err instanceof InboxqError ? err.hint : undefined;
+}
+
+/** What failed, without the hint: the report prints the fix on its own line. */
+function detailOf(err: unknown): string {
+  return err instanceof InboxqError ? err.summary : describeError(err);
+}
+
+export async function runDoctor(env: Env, options: { mailbox?: string } = {}): Promise<DoctorCheck[]> {
+  const checks: DoctorCheck[] = [];
+  const skip = (steps: StepName[], why: string) => steps.forEach((step) => checks.push({ step, status: 'skipped', detail: why }));
+
+  let config: InboxqConfig;
+  try {
+    config = loadConfig(env);
+  } catch (err) {
+    const problems = err instanceof ConfigError ? err.problems.join('; ') : describeError(err);
+    checks.push({ step: 'settings', status: 'fail', detail: problems, fix: 'set the named app settings (local.settings.json, or az functionapp config appsettings set --name <app> --resource-group <rg> --settings NAME=value)' });
+    skip(['credential', 'token', 'token roles', 'IMAP', 'SMTP', 'storage'], 'the settings are not valid');
+    return checks;
+  }
+  if (options.mailbox && options.mailbox.trim().toLowerCase() !== config.mailbox) {
+    checks.push({ step: 'settings', status: 'fail', detail: `mailbox ${options.mailbox} is not configured here (INBOXQ_MAILBOX is ${config.mailbox})`, fix: 'run doctor with the settings of that mailbox' });
+    skip(['credential', 'token', 'token roles', 'IMAP', 'SMTP', 'storage'], 'another mailbox is configured');
+    return checks;
+  }
+  checks.push({ step: 'settings', status: 'pass', detail: `valid for ${config.mailbox} (tenant ${config.identity.tenantId}, app ${config.identity.clientId})` });
+
+  const credentialOk = await checkCredential(config, checks);
+  let tokenOk = false;
+  if (credentialOk) {
+    const tokens = tokenProviderFor(config);
+    tokenOk = await checkToken(config, tokens, checks);
+    if (tokenOk) {
+      await checkImap(config, tokens, checks);
+      await checkSmtp(config, tokens, checks);
+    } else skip(['token roles', 'IMAP', 'SMTP'], 'no token');
+  } else skip(['token', 'token roles', 'IMAP', 'SMTP'], 'the credential is not readable');
+  await checkStorage(config, checks);
+  return checks;
+}
+
+async function checkCredential(config: InboxqConfig, checks: DoctorCheck[]): Promise<boolean> {
+  const c = config.identity.credential;
+  const name = secretSourceName(config);
+  try {
+    switch (c.kind) {
+      case 'secret-setting':
+        checks.push({ step: 'credential', status: 'pass', detail: `client secret from ${name} (for local development only)` });
+        return true;
+      case 'keyvault-secret': {
+        const read = await readVaultSecret({ vaultUrl: c.vaultUrl, secretName: c.secretName, mailbox: config.mailbox, verifyChallengeResource: config.keyVault.verifyChallengeResource, tlsCa: config.tlsCa });
+        checks.push({ step: 'credential', status: 'pass', detail: `${name} is readable (version ${read.version})` });
+        return true;
+      }
+      case 'keyvault-certificate': {
+        const read = await readVaultSecret({ vaultUrl: c.vaultUrl, secretName: c.certificateName, mailbox: config.mailbox, verifyChallengeResource: config.keyVault.verifyChallengeResource, tlsCa: config.tlsCa });
+        const cert = parseClientCertificate(read.value);
+        const days = Math.floor((cert.notAfter.getTime() - Date.now()) / 86_400_000);
+        if (days < 0) {
+          checks.push({ step: 'credential', status: 'fail', detail: `${name} expired on ${cert.notAfter.toISOString().slice(0, 10)}`, fix: 'renew the certificate in Key Vault and upload its public part to the app registration' });
+          return false;
+        }
+        checks.push({ step: 'credential', status: 'pass', detail: `${name} is readable (thumbprint ${cert.thumbprintSha256.slice(0, 16)}…, valid ${days} more days)` });
+        return true;
+      }
+      case 'managed-identity': {
+        const mi = new ManagedIdentityCredential(c.identityClientId ? { clientId: c.identityClientId } : {});
+        const token = await mi.getToken(FEDERATION_SCOPE);
+        const claims = peekClaims(token.token);
+        checks.push({ step: 'credential', status: 'pass', detail: `${name} gives a token for ${FEDERATION_SCOPE} (subject ${String(claims['sub'] ?? '?')})` });
+        return true;
+      }
+    }
+  } catch (err) {
+    const fix =
+      c.kind === 'managed-identity'
+        ? 'assign a user-assigned managed identity to the Function App and set AZURE_CLIENT_ID to its client id (azd provision does both)'
+        : (fixFor(err) ?? `check ${name}`);
+    checks.push({ step: 'credential', status: 'fail', detail: detailOf(err), fix });
+    return false;
+  }
+}
+
+async function checkToken(config: InboxqConfig, tokens: ExchangeTokenProvider, checks: DoctorCheck[]): Promise<boolean> {
+  let token: string;
+  try {
+    token = (await tokens.getToken({ forceRefresh: true })).token;
+  } catch (err) {
+    checks.push({ step: 'token', status: 'fail', detail: detailOf(err), fix: fixFor(err) });
+    return false;
+  }
+  const claims = peekClaims(token);
+  checks.push({ step: 'token', status: 'pass', detail: `app-only token for ${String(claims['aud'])} from ${config.identity.authorityHost}` });
+  const roles = Array.isArray(claims['roles']) ? (claims['roles'] as string[]) : [];
+  const missing = REQUIRED_ROLES.filter((r) => !roles.includes(r));
+  if (missing.length > 0) {
+    checks.push({
+      step: 'token roles',
+      status: 'fail',
+      detail: `the token lacks ${missing.join(' and ')} (it has ${roles.length ? roles.join(', ') : 'no roles'})`,
+      fix: `${ROLES_FIX}; then: az ad app permission admin-consent --id ${config.identity.clientId}`,
+    });
+  } else {
+    checks.push({ step: 'token roles', status: 'pass', detail: `roles ${REQUIRED_ROLES.join(', ')}` });
+  }
+  return true;
+}
+
+async function checkImap(config: InboxqConfig, tokens: ExchangeTokenProvider, checks: DoctorCheck[]): Promise<void> {
+  try {
+    const session = await MailboxSession.open({ config, tokens, log: silentLogger, timeoutMs: 15_000 });
+    const uids = await session.listUids();
+    await session.close();
+    checks.push({ step: 'IMAP', status: 'pass', detail: `logged in to ${config.imap.host}:${config.imap.port} and selected INBOX (${uids.length} mails waiting)` });
+  } catch (err) {
+    let fix = fixFor(err);
+    if (err instanceof ImapError && err.failure === 'auth') {
+      fix =
+        `in Exchange Online PowerShell (Connect-ExchangeOnline): New-ServicePrincipal -AppId ${config.identity.clientId} -ObjectId <object id of the *Enterprise application*, not of the app registration>; ` +
+        `Add-MailboxPermission -Identity ${config.mailbox} -User <that object id> -AccessRights FullAccess; permission changes take 15-30 minutes to apply`;
+    } else if (err instanceof ImapError && err.failure === 'not-connected') {
+      fix = `Add-MailboxPermission -Identity ${config.mailbox} -User <object id of the Enterprise application> -AccessRights FullAccess`;
+    }
+    checks.push({ step: 'IMAP', status: 'fail', detail: detailOf(err), fix });
+  }
+}
+
+async function checkSmtp(config: InboxqConfig, tokens: ExchangeTokenProvider, checks: DoctorCheck[]): Promise<void> {
+  try {
+    await verifySmtp(config, tokens, silentLogger);
+    checks.push({ step: 'SMTP', status: 'pass', detail: `AUTH XOAUTH2 accepted by ${config.smtp.host}:${config.smtp.port}` });
+  } catch (err) {
+    let fix = fixFor(err);
+    if (err instanceof SmtpError && err.failure === 'auth-disabled') {
+      fix = `Set-CASMailbox -Identity ${config.mailbox} -SmtpClientAuthenticationDisabled $false (and for the tenant: Set-TransportConfig -SmtpClientAuthenticationDisabled $false; security defaults turn it off)`;
+    } else if (err instanceof SmtpError && err.failure === 'auth') {
+      fix = `check SMTP.SendAsApp (step token roles) and the mailbox permission: Add-MailboxPermission -Identity ${config.mailbox} -User <object id of the Enterprise application> -AccessRights FullAccess`;
+    }
+    checks.push({ step: 'SMTP', status: 'fail', detail: detailOf(err), fix });
+  }
+}
+
+async function checkStorage(config: InboxqConfig, checks: DoctorCheck[]): Promise<void> {
+  try {
+    const { missing } = await findMissingResources(
+      config.storage,
+      { queues: [TASKS_QUEUE, REPLIES_QUEUE, `${REPLIES_QUEUE}-poison`], tables: [MESSAGES_TABLE, REPLIES_TABLE, MAILBOXES_TABLE], containers: [MAIL_CONTAINER] },
+      config.mailbox,
+    );
+    if (missing.length > 0) {
+      const queue = missing.find((m) => m.startsWith('queue '))?.slice(6);
+      checks.push({
+        step: 'storage',
+        status: 'fail',
+        detail: `missing: ${missing.join(', ')}`,
+        fix: `azd provision creates them${queue ? `; or: az storage queue create --name ${queue} --account-name <account> --auth-mode login` : ''}`,
+      });
+      return;
+    }
+    checks.push({ step: 'storage', status: 'pass', detail: 'queues, tables and the mail container are reachable' });
+  } catch (err) {
+    checks.push({ step: 'storage', status: 'fail', detail: detailOf(err), fix: fixFor(err) });
+  }
+}
+
+/** The report as a person reads it. */
+export function formatDoctorReport(mailbox: string, checks: DoctorCheck[]): string {
+  const mark = { pass: '✓', fail: '✗', skipped: '-' } as const;
+  const lines = [`inboxq doctor: ${mailbox}`];
+  checks.forEach((c, i) => {
+    lines.push(`  ${mark[c.status]} ${i + 1}. ${c.step.padEnd(12)} ${c.detail}`);
+    if (c.status === 'fail' && c.fix) lines.push(`       fix: ${c.fix}`);
+  });
+  const failed = checks.filter((c) => c.status === 'fail');
+  lines.push(failed.length === 0 ? 'All checks passed.' : `${failed.length} check${failed.length === 1 ? '' : 's'} failed; fix the first one first (docs/m365-setup.md).`);
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,115 @@
+/**
+ * `inboxq doctor`: each fault arranged on the local stack, and the step and fix it names.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LocalStack } from '../../localstack';
+import { main } from '../../cli/inboxq';
+import { runDoctor, type DoctorCheck } from '../../shared/doctor/doctor';
+import { createStorageClients } from '../../shared/storage/clients';
+import { MAIL_CONTAINER } from '../../shared/contract/messages';
+import { MAILBOXES_TABLE, MESSAGES_TABLE, REPLIES_TABLE } from '../../shared/ledger/ledger';
+
+let stack: LocalStack;
+beforeAll(async () => {
+  stack = await LocalStack.start();
+  // What the deployment provisions.
+  const storage = createStorageClients({ kind: 'connection-string', connectionString: stack.azurite.connectionString });
+  for (const q of ['tasks', 'replies', 'replies-poison']) await storage.queue(q);
+  for (const t of [MESSAGES_TABLE, REPLIES_TABLE, MAILBOXES_TABLE]) await storage.table(t);
+  await storage.container(MAIL_CONTAINER);
+});
+afterAll(async () => {
+  await stack?.stop();
+});
+
+const byStep = (checks: DoctorCheck[]) => Object.fromEntries(checks.map((c) => [c.step, c]));
+const failed = (checks: DoctorCheck[]) => checks.filter((c) => c.status === 'fail').map((c) => c.step);
+
+describe('inboxq doctor', () => {
+  it('a correct setup passes every step, exit 0', async () => {
+    const env = stack.settings('doctor-ok@company.test');
+    const r = await main(['doctor'], env);
+    expect(r.stdout).toContain('All checks passed.');
+    expect(r.code).toBe(0);
+    const json = JSON.parse((await main(['doctor', '--json'], env)).stdout) as { ok: boolean; checks: DoctorCheck[] };
+    expect(json.ok).toBe(true);
+    expect(json.checks.map((c) => c.step)).toEqual(['settings', 'credential', 'token', 'token roles', 'IMAP', 'SMTP', 'storage']);
+  });
+
+  it('invalid settings: step settings, the setting named, the rest skipped', async () => {
+    const checks = await runDoctor(stack.settings('doctor-settings@company.test', { INBOXQ_TENANT_ID: 'common' }));
+    expect(failed(checks)).toEqual(['settings']);
+    expect(checks[0]!.detail).toContain('INBOXQ_TENANT_ID');
+    expect(checks.slice(1).every((c) => c.status === 'skipped')).toBe(true);
+  });
+
+  it('the client secret missing from Key Vault: step credential, with the az command', async () => {
+    const c = byStep(await runDoctor(stack.settings('doctor-vault@company.test', { INBOXQ_CLIENT_SECRET_NAME: 'not-there' })));
+    expect(c['credential']).toMatchObject({ status: 'fail' });
+    expect(c['credential']!.fix).toContain('az keyvault secret set');
+    expect(c['token']!.status).toBe('skipped');
+  });
+
+  it('a wrong secret: step token, with the AADSTS code and what it means', async () => {
+    const app = stack.registerApp();
+    stack.vault.setSecret(app.secretName, 'not-the-secret');
+    const c = byStep(await runDoctor(stack.settings('doctor-secret@company.test', app.settings)));
+    expect(failed(Object.values(c))).toEqual(['token']);
+    expect(c['token']!.detail).toContain('AADSTS7000215');
+    expect(c['token']!.fix).toContain("store the secret's Value (not its Secret ID)");
+  });
+
+  it('a token without IMAP.AccessAsApp and SMTP.SendAsApp: step token roles, with the permissions to grant', async () => {
+    const app = stack.registerApp([]);
+    const c = byStep(await runDoctor(stack.settings('doctor-roles@company.test', app.settings)));
+    expect(c['token roles']).toMatchObject({ status: 'fail', detail: 'the token lacks IMAP.AccessAsApp and SMTP.SendAsApp (it has no roles)' });
+    expect(c['token roles']!.fix).toContain('Office 365 Exchange Online');
+    expect(c['token roles']!.fix).toContain(`az ad app permission admin-consent --id ${app.clientId}`);
+    // Exchange refuses such a token too, and says so in the later steps.
+    expect(c['IMAP']!.status).toBe('fail');
+    expect(c['SMTP']!.status).toBe('fail');
+  });
+
+  it('the IMAP server refusing the app: step IMAP, with New-ServicePrincipal (Enterprise application) and Add-MailboxPermission', async () => {
+    const app = stack.registerApp();
+    stack.idp.imapRefusedApps.add(app.clientId);
+    const checks = await runDoctor(stack.settings('doctor-imap@company.test', app.settings));
+    expect(failed(checks)).toEqual(['IMAP']);
+    const imap = byStep(checks)['IMAP']!;
+    expect(imap.detail).toContain('AUTHENTICATE XOAUTH2 failed');
+    expect(imap.fix).toContain(`New-ServicePrincipal -AppId ${app.clientId} -ObjectId <object id of the *Enterprise application*`);
+    expect(imap.fix).toContain('Add-MailboxPermission -Identity doctor-imap@company.test');
+  });
+
+  it('SMTP AUTH disabled for the mailbox (535 5.7.139): step SMTP, with Set-CASMailbox', async () => {
+    const mailbox = 'doctor-smtp@company.test';
+    stack.smtp.smtpAuthDisabled.add(mailbox);
+    const checks = await runDoctor(stack.settings(mailbox));
+    expect(failed(checks)).toEqual(['SMTP']);
+    const smtp = byStep(checks)['SMTP']!;
+    expect(smtp.detail).toContain('5.7.139');
+    expect(smtp.fix).toContain(`Set-CASMailbox -Identity ${mailbox} -SmtpClientAuthenticationDisabled $false`);
+  });
+
+  it('a missing queue: step storage, naming it and how to create it', async () => {
+    const storage = createStorageClients({ kind: 'connection-string', connectionString: stack.azurite.connectionString });
+    await (await storage.queue('replies-poison')).delete();
+    try {
+      const checks = await runDoctor(stack.settings('doctor-storage@company.test'));
+      expect(failed(checks)).toEqual(['storage']);
+      expect(byStep(checks)['storage']).toMatchObject({ detail: 'missing: queue replies-poison' });
+      expect(byStep(checks)['storage']!.fix).toContain('az storage queue create --name replies-poison');
+      expect((await main(['doctor'], stack.settings('doctor-storage@company.test'))).code).toBe(1);
+    } finally {
+      await createStorageClients({ kind: 'connection-string', connectionString: stack.azurite.connectionString }).queue('replies-poison');
+    }
+  });
+
+  it('secretless without the federated credential: step token, with the az ad app federated-credential command', async () => {
+    const app = stack.registerFederatedApp({ federated: false });
+    const c = byStep(await runDoctor(stack.settings('doctor-mi@company.test', app.settings)));
+    expect(c['credential']!.status).toBe('pass');
+    expect(c['token']!.status).toBe('fail');
+    expect(c['token']!.fix).toContain(`az ad app federated-credential create --id ${app.clientId}`);
+  });
+});
