@@ -20,6 +20,7 @@ import { readVaultSecret } from './keyvault';
 /** The audience Entra ID accepts a managed identity's token for, as a federated client assertion. */
 export const FEDERATION_SCOPE = 'api://AzureADTokenExchange/.default';
 import { CaTrustingNetworkClient } from './tls';
+import { inboxqMetrics } from '../telemetry/metrics';
 
 export interface AccessToken {
   token: string;
@@ -109,7 +110,10 @@ export class ExchangeTokenProvider implements TokenSource {
     if (!result?.accessToken || !result.expiresOn) {
       throw new TokenError('Entra ID returned no access token', undefined, { mailbox: this.config.mailbox, retryable: true });
     }
-    if (result.fromCache === false) this.tokenRequests++;
+    if (result.fromCache === false) {
+      this.tokenRequests++;
+      inboxqMetrics.tokenRequest('issued');
+    }
     return { token: result.accessToken, expiresOn: result.expiresOn };
   }
 
@@ -185,6 +189,7 @@ export class ExchangeTokenProvider implements TokenSource {
   }
 
   private describe(err: unknown): InboxqError {
+    if (!(err instanceof InboxqError)) inboxqMetrics.tokenRequest('failed');
     // Already described (a Key Vault failure, say): it knows better than a generic token error.
     if (err instanceof InboxqError) return err;
     const e = err as { errorCode?: string; errorMessage?: string; message?: string; subError?: string };

@@ -34,6 +34,7 @@ import { BlobStore, sanitizeFilename } from '../storage/blobs';
 import type { StorageClients } from '../storage/clients';
 import { encodedSize, sendQueueMessage } from '../storage/queues';
 import type { Logger } from '../telemetry/log';
+import { inboxqMetrics } from '../telemetry/metrics';
 
 /** Step boundaries, named so tests can stop a run at each one. */
 export type DrainStep = 'leased' | 'fetched' | 'claimed' | 'blobs-written' | 'queued' | 'recorded' | 'removed';
@@ -94,6 +95,7 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
   const lease = await MailboxLease.acquire(deps.storage, config.mailbox, runId, LEASE_MS, now);
   if (!(lease instanceof MailboxLease)) {
     summary.stoppedBecause = 'leased-elsewhere';
+    inboxqMetrics.run(config.mailbox, 'leased-elsewhere', now() - started);
     log.info('Another drain run holds this mailbox; this run does nothing', { mailbox: config.mailbox, runId, heldBy: lease.heldBy, until: new Date(lease.until).toISOString() });
     return summary;
   }
@@ -121,6 +123,7 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
       }
       const uid = uids[index]!;
       const result = await drainOne(deps, session, uid);
+      inboxqMetrics.mail(config.mailbox, result.outcome);
       summary.counts.seen++;
       summary.counts[result.outcome]++;
       if (result.resumed) summary.counts.resumed++;
@@ -142,6 +145,7 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
 
   summary.durationMs = now() - started;
   const outcome = failure ? 'failed' : summary.remaining > 0 ? 'partial' : 'ok';
+  inboxqMetrics.run(config.mailbox, outcome, summary.durationMs);
   try {
     const { seen, queued, rejected, quarantined, duplicate, resumed, throttled } = summary.counts;
     await ledger.recordRun(config.mailbox, {
@@ -262,7 +266,8 @@ async function drainOne(deps: DrainDeps, session: MailboxSession, uid: number): 
         }
       } else {
         record = await ledger.updateMessage(record, { state: 'rejected', sender: verdict.sender, reasons: verdict.reasons });
-        log.warn(`Mail rejected: ${verdict.reasons.join('; ')}`, { ...logProps, sender: verdict.sender });
+        inboxqMetrics.rejected(mailbox, verdict.code);
+        log.warn(`Mail rejected: ${verdict.reasons.join('; ')}`, { ...logProps, sender: verdict.sender, code: verdict.code });
       }
       await step('recorded', taskId);
     }

@@ -24,6 +24,7 @@ import { BlobStore } from '../storage/blobs';
 import type { StorageClients } from '../storage/clients';
 import { sendQueueMessage } from '../storage/queues';
 import type { Logger } from '../telemetry/log';
+import { inboxqMetrics } from '../telemetry/metrics';
 import { composeReply, replyMessageId, type ComposedAttachment } from './compose';
 import { sendMail } from './smtp';
 
@@ -81,6 +82,12 @@ async function answerableTask(deps: ReplyDeps, reply: ReplyMessage): Promise<Mes
 }
 
 export async function sendReply(input: unknown, deps: ReplyDeps): Promise<{ outcome: ReplyOutcome; taskId: string; replyId: string; messageId: string }> {
+  const result = await sendReplyOnce(input, deps);
+  inboxqMetrics.reply(deps.config.mailbox, result.outcome);
+  return result;
+}
+
+async function sendReplyOnce(input: unknown, deps: ReplyDeps): Promise<{ outcome: ReplyOutcome; taskId: string; replyId: string; messageId: string }> {
   const { config, ledger, log } = deps;
   const now = deps.now ?? Date.now;
   const reply = parseReplyMessage(input, config.mailbox);
@@ -180,6 +187,7 @@ export async function handlePoisonedReply(input: unknown, deps: ReplyDeps): Prom
   if (record?.state === 'sent') return 'already-sent';
   if (record) await ledger.updateReply(record, { state: 'failed' });
   if (task.state !== 'failed') await ledger.updateMessage(task, { state: 'failed', reasons: [...task.reasons, `the reply ${reply.replyId} could not be delivered`] });
+  inboxqMetrics.reply(config.mailbox, 'failed');
   log.error('A reply could not be delivered after its retries; the task is marked failed', ids);
   if (!config.reply.failureNotice || reply.replyId === FAILURE_NOTICE_REPLY_ID) return 'marked-failed';
   await sendReply(

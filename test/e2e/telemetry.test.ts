@@ -1,0 +1,84 @@
+/**
+ * Custom metrics, read through an in-memory OpenTelemetry reader, and the function registrations
+ * the Functions host would read (captured, as the host can't run here).
+ */
+import { metrics } from '@opentelemetry/api';
+import { AggregationTemporality, MeterProvider, MetricReader, type DataPoint, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { app } from '@azure/functions';
+import { LocalStack } from '../../localstack';
+import { drainMailbox } from '../../shared/drain/drain';
+import { runtimeFor } from '../../shared/host/runtime';
+import { sendReply } from '../../shared/reply/reply';
+import { memoryLogger } from '../../shared/telemetry/log';
+import { setupTelemetry } from '../../shared/telemetry/setup';
+import { buildMail, eopFail } from '../helpers/mail';
+
+class TestReader extends MetricReader {
+  protected override async onForceFlush(): Promise<void> {}
+  protected override async onShutdown(): Promise<void> {}
+}
+
+const reader = new TestReader({ aggregationTemporalitySelector: () => AggregationTemporality.CUMULATIVE });
+let stack: LocalStack;
+beforeAll(async () => {
+  metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
+  stack = await LocalStack.start();
+});
+afterAll(async () => {
+  await stack?.stop();
+  metrics.disable();
+});
+
+async function points(name: string): Promise<DataPoint<unknown>[]> {
+  const { resourceMetrics } = (await reader.collect()) as { resourceMetrics: ResourceMetrics };
+  return resourceMetrics.scopeMetrics.flatMap((s) => s.metrics).filter((m) => m.descriptor.name === name).flatMap((m) => m.dataPoints as DataPoint<unknown>[]);
+}
+
+function sumBy(ps: DataPoint<unknown>[], attribute: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const p of ps) out[String(p.attributes[attribute])] = (out[String(p.attributes[attribute])] ?? 0) + (p.value as number);
+  return out;
+}
+
+describe('custom metrics', () => {
+  it('count mail by outcome, rejections by reason, replies, token requests and runs', async () => {
+    const mailbox = 'metrics@company.test';
+    const rt = runtimeFor(stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test' }));
+    await stack.appendMail(mailbox, buildMail({ from: 'a@partner.test', to: mailbox }));
+    await stack.appendMail(mailbox, buildMail({ from: 'ceo@company.test', to: mailbox, authResults: eopFail('company.test') }));
+    await stack.appendMail(mailbox, buildMail({ from: 'b@elsewhere.test', to: mailbox }));
+    await stack.appendMail(mailbox, Buffer.from('\u0001not a mail'));
+    const summary = await drainMailbox({ ...rt, log: memoryLogger() });
+    const taskId = summary.outcomes.find((o) => o.outcome === 'queued')!.taskId!;
+    await sendReply({ type: 'inboxq.reply', version: 1, taskId, mailbox, text: 'ok' }, { ...rt, log: memoryLogger() });
+    await sendReply({ type: 'inboxq.reply', version: 1, taskId, mailbox, text: 'ok' }, { ...rt, log: memoryLogger() });
+
+    expect(sumBy(await points('inboxq.mail'), 'outcome')).toEqual({ queued: 1, rejected: 2, quarantined: 1 });
+    expect(sumBy(await points('inboxq.mail.rejected'), 'reason')).toEqual({ 'not-authenticated': 1, 'not-authorized': 1 });
+    expect(sumBy(await points('inboxq.reply'), 'outcome')).toEqual({ sent: 1, 'already-sent': 1 });
+    expect(sumBy(await points('inboxq.drain.runs'), 'outcome')).toEqual({ ok: 1 });
+    expect(sumBy(await points('inboxq.token.requests'), 'outcome')['issued']).toBeGreaterThanOrEqual(1);
+    const durations = await points('inboxq.drain.duration');
+    expect((durations[0]!.value as { count: number }).count).toBe(1);
+  });
+
+  it('are not exported anywhere without APPLICATIONINSIGHTS_CONNECTION_STRING', () => {
+    expect(setupTelemetry({})).toBe(false);
+  });
+});
+
+describe('function registrations', () => {
+  it('register the timer, the replies queue trigger and the poison queue trigger as the host expects', async () => {
+    const timer = vi.spyOn(app, 'timer').mockImplementation(() => undefined);
+    const queue = vi.spyOn(app, 'storageQueue').mockImplementation(() => undefined);
+    await import('../../functions/drain.js');
+    await import('../../functions/reply.js');
+    await import('../../functions/reply-poison.js');
+    expect(timer.mock.calls.map(([name, o]) => [name, o.schedule, o.useMonitor, o.runOnStartup])).toEqual([['drain', '%INBOXQ_DRAIN_SCHEDULE%', true, false]]);
+    expect(queue.mock.calls.map(([name, o]) => [name, o.queueName, o.connection])).toEqual([
+      ['reply', 'replies', 'AzureWebJobsStorage'],
+      ['replyPoison', 'replies-poison', 'AzureWebJobsStorage'],
+    ]);
+  });
+});
