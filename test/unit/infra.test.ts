@@ -1,0 +1,54 @@
+/**
+ * The azd files, the Bicep and the code agree: every Bicep parameter is mapped in
+ * main.parameters.json and back, the service azure.yaml deploys is the one the Bicep tags, and
+ * every app setting the Bicep writes is one inboxq reads. (CI compiles and lints the Bicep itself.)
+ */
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { SETTING_NAMES } from '../../shared/config/settings';
+import { MAIL_CONTAINER, REPLIES_QUEUE, TASKS_QUEUE } from '../../shared/contract/messages';
+import { MAILBOXES_TABLE, MESSAGES_TABLE, REPLIES_TABLE } from '../../shared/ledger/ledger';
+import { WORKER_DONE_TABLE } from '../../shared/worker/worker';
+
+const main = readFileSync('infra/main.bicep', 'utf8');
+const functionBicep = readFileSync('infra/app/function.bicep', 'utf8');
+const parameters = JSON.parse(readFileSync('infra/main.parameters.json', 'utf8')) as { parameters: Record<string, { value: string }> };
+const azureYaml = readFileSync('azure.yaml', 'utf8');
+
+describe('infra', () => {
+  it('maps every Bicep parameter in main.parameters.json, and nothing else', () => {
+    const declared = [...main.matchAll(/^param (\w+)/gm)].map((m) => m[1]).sort();
+    expect(Object.keys(parameters.parameters).sort()).toEqual(declared);
+  });
+
+  it('is a subscription-scope deployment named from one resource token', () => {
+    expect(main).toContain("targetScope = 'subscription'");
+    expect(main).toContain('uniqueString(subscription().id, environmentName, location)');
+  });
+
+  it('deploys the service azure.yaml names, as a TypeScript function app', () => {
+    const service = /services:\n\s+(\w+):\n\s+project: \.\n\s+language: ts\n\s+host: function/.exec(azureYaml)?.[1];
+    expect(service).toBe('inboxq');
+    expect(functionBicep).toContain(`'azd-service-name': '${service}'`);
+  });
+
+  it('writes only settings inboxq reads (the INBOXQ_* ones)', () => {
+    const block = main.slice(main.indexOf('inboxqSettings: {'), main.indexOf('}', main.indexOf('inboxqSettings: {')));
+    const written = [...block.matchAll(/^\s+(INBOXQ_\w+):/gm)].map((m) => m[1]!);
+    expect(written.length).toBeGreaterThan(5);
+    for (const name of written) expect(SETTING_NAMES, name).toContain(name);
+  });
+
+  it('provisions the queues, tables and container the code uses, with identity-based connections only', () => {
+    for (const name of [TASKS_QUEUE, REPLIES_QUEUE, `${REPLIES_QUEUE}-poison`, MESSAGES_TABLE, REPLIES_TABLE, MAILBOXES_TABLE, WORKER_DONE_TABLE]) expect(main).toContain(`'${name}'`);
+    expect(main).toContain(`var mailContainer = '${MAIL_CONTAINER}'`);
+    expect(functionBicep).toContain("AzureWebJobsStorage__credential: 'managedidentity'");
+    expect(readFileSync('infra/core/storage/storage.bicep', 'utf8')).toContain('allowSharedKeyAccess: false');
+    expect(`${main}${functionBicep}`).not.toMatch(/AccountKey=|listKeys\(/);
+  });
+
+  it('runs Node.js 22 on Flex Consumption', () => {
+    expect(functionBicep).toMatch(/name: 'FC1'\s+tier: 'FlexConsumption'/);
+    expect(functionBicep).toMatch(/runtime: \{\s+name: 'node'\s+version: '22'/);
+  });
+});
