@@ -236,7 +236,7 @@ export class IdentityProvider {
     if (header.kid === this.kid) {
       let claims;
       try {
-        claims = (await jose.jwtVerify(assertion, await jose.importSPKI(this.publicKeyPem, 'RS256'), { algorithms: ['RS256'] })).payload;
+        claims = (await jose.jwtVerify(assertion, await jose.importSPKI(this.publicKeyPem, 'RS256'), { algorithms: ['RS256'], clockTolerance: 300 })).payload;
       } catch {
         return { status: 400, code: 'AADSTS700024', text: 'Client assertion is not within its valid time range.' };
       }
@@ -254,7 +254,8 @@ export class IdentityProvider {
     }
     try {
       const key = await jose.importX509(cert, String(header.alg));
-      await jose.jwtVerify(assertion, key, { issuer: app.clientId, subject: app.clientId, audience: `${this.authority}/oauth2/v2.0/token` });
+      // Entra tolerates 5 minutes of clock skew on client assertions.
+      await jose.jwtVerify(assertion, key, { issuer: app.clientId, subject: app.clientId, audience: `${this.authority}/oauth2/v2.0/token`, clockTolerance: 300 });
     } catch (err) {
       return { status: 401, code: 'AADSTS700027', text: `Client assertion failed signature validation. [Reason - ${(err as Error).message}]` };
     }

@@ -1,8 +1,8 @@
 /**
  * Drives a queue-triggered handler the way the Functions host does, for places the host can't run
- * (this machine, the demo, tests): receive, decode base64 (host.json messageEncoding), parse JSON
- * when it is JSON, call the handler with an InvocationContext carrying dequeueCount, delete on
- * success; on failure leave the message to reappear, and after maxDequeueCount deliveries move it
+ * (this machine, the demo, tests): receive a batch (host.json batchSize), decode base64
+ * (messageEncoding), parse JSON when it is JSON, call the handler for each message of the batch at
+ * the same time with an InvocationContext carrying dequeueCount, delete on success; on failure leave the message to reappear, and after maxDequeueCount deliveries move it
  * to `<queue>-poison`. Settings come from host.json so the two can't drift apart.
  */
 import { randomUUID } from 'node:crypto';
@@ -57,43 +57,46 @@ export async function runQueueTrigger(options: {
   for (;;) {
     const { receivedMessageItems: items } = await options.queue.receiveMessages({ numberOfMessages: settings.batchSize, visibilityTimeout: 30 });
     if (items.length === 0) break;
-    for (const item of items) {
-      deliveries++;
-      let payload: unknown;
-      const text = settings.messageEncoding === 'base64' ? Buffer.from(item.messageText, 'base64').toString('utf8') : item.messageText;
-      try {
-        payload = JSON.parse(text);
-      } catch {
-        payload = text;
-      }
-      const context = new InvocationContext({
-        functionName: options.functionName,
-        invocationId: randomUUID(),
-        logHandler: (level, ...args) => result.logs.push(`${level}: ${args.map(String).join(' ')}`),
-        triggerMetadata: {
-          id: item.messageId,
-          popReceipt: item.popReceipt,
-          dequeueCount: item.dequeueCount,
-          insertionTime: item.insertedOn.toISOString(),
-          expirationTime: item.expiresOn.toISOString(),
-        },
-      });
-      try {
-        await options.handler(payload, context);
-        await options.queue.deleteMessage(item.messageId, item.popReceipt);
-        result.succeeded++;
-      } catch {
-        result.failed++;
-        if (item.dequeueCount >= settings.maxDequeueCount) {
-          await options.poisonQueue.sendMessage(item.messageText);
-          await options.queue.deleteMessage(item.messageId, item.popReceipt);
-          result.poisoned++;
-          result.logs.push(`host: message ${item.messageId} moved to ${options.poisonQueue.name} after ${item.dequeueCount} deliveries`);
-        } else {
-          await options.queue.updateMessage(item.messageId, item.popReceipt, undefined, options.retryDelaySeconds ?? 0);
+    // Like the host: the messages of a batch are handled at the same time.
+    await Promise.all(
+      items.map(async (item) => {
+        deliveries++;
+        let payload: unknown;
+        const text = settings.messageEncoding === 'base64' ? Buffer.from(item.messageText, 'base64').toString('utf8') : item.messageText;
+        try {
+          payload = JSON.parse(text);
+        } catch {
+          payload = text;
         }
-      }
-    }
+        const context = new InvocationContext({
+          functionName: options.functionName,
+          invocationId: randomUUID(),
+          logHandler: (level, ...args) => result.logs.push(`${level}: ${args.map(String).join(' ')}`),
+          triggerMetadata: {
+            id: item.messageId,
+            popReceipt: item.popReceipt,
+            dequeueCount: item.dequeueCount,
+            insertionTime: item.insertedOn.toISOString(),
+            expirationTime: item.expiresOn.toISOString(),
+          },
+        });
+        try {
+          await options.handler(payload, context);
+          await options.queue.deleteMessage(item.messageId, item.popReceipt);
+          result.succeeded++;
+        } catch {
+          result.failed++;
+          if (item.dequeueCount >= settings.maxDequeueCount) {
+            await options.poisonQueue.sendMessage(item.messageText);
+            await options.queue.deleteMessage(item.messageId, item.popReceipt);
+            result.poisoned++;
+            result.logs.push(`host: message ${item.messageId} moved to ${options.poisonQueue.name} after ${item.dequeueCount} deliveries`);
+          } else {
+            await options.queue.updateMessage(item.messageId, item.popReceipt, undefined, options.retryDelaySeconds ?? 0);
+          }
+        }
+      }),
+    );
     if (options.maxDeliveries !== undefined && deliveries >= options.maxDeliveries) break;
   }
   return result;

@@ -37,7 +37,8 @@ export const attachmentRefSchema = z.object({
 });
 export type AttachmentRef = z.infer<typeof attachmentRefSchema>;
 
-export const taskMessageSchema = z.object({
+export const taskMessageSchema = z
+  .object({
   type: z.literal('inboxq.task'),
   version: z.literal(1),
   taskId: taskIdSchema,
@@ -60,9 +61,12 @@ export const taskMessageSchema = z.object({
   /** Inline when the list fits the queue message; otherwise in `attachmentsBlob` as a JSON array. */
   attachments: z.array(attachmentRefSchema),
   attachmentsBlob: blobRefSchema.nullable(),
-  /** The whole message as received (RFC 5322), for workers that want everything. */
-  raw: blobRefSchema,
-});
+  /** The whole message as received (RFC 5322), in Blob Storage; null when it is inline. */
+  raw: blobRefSchema.nullable(),
+  /** The whole message, base64, when it is small enough to travel in the task (up to 32 KiB); otherwise null. */
+  rawInline: z.string().nullable(),
+})
+  .refine((t) => (t.raw === null) !== (t.rawInline === null), { message: 'exactly one of raw and rawInline is set', path: ['raw'] });
 export type TaskMessage = z.infer<typeof taskMessageSchema>;
 
 export const replyAttachmentSchema = z.object({

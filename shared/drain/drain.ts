@@ -29,7 +29,8 @@ import { describeError, InboxqError } from '../errors';
 import { deriveTaskId, LeaseLostError, MailboxLease, partitionKey, type Ledger, type MessageRecord } from '../ledger/ledger';
 import { MailParseError, parseStream, type ParsedMail } from '../mail/parse';
 import { MailboxSession } from '../mailbox/imap';
-import { judgeMail } from '../sender/judge';
+import { judgeMail, type Judgement } from '../sender/judge';
+import pLimit from 'p-limit';
 import { BlobStore, sanitizeFilename } from '../storage/blobs';
 import type { StorageClients } from '../storage/clients';
 import { encodedSize, sendQueueMessage } from '../storage/queues';
@@ -68,10 +69,16 @@ export interface DrainSummary {
 
 /** Inline text bodies up to this size; larger ones go to Blob Storage. */
 export const INLINE_TEXT_LIMIT = 16 * 1024;
+/** Mails up to this size travel inline in their task (base64); larger ones go to Blob Storage. */
+export const INLINE_RAW_LIMIT = 32 * 1024;
 /** Mails up to this size are fetched in one command; larger ones are streamed in chunks. */
 export const SMALL_MAIL_BYTES = 1024 * 1024;
 /** The run lease lasts this long and is renewed before each mail once a third of it has passed. */
 export const LEASE_MS = 5 * 60_000;
+/** Mails fetched and handled together: one FETCH of headers, one of small sources, one MOVE. */
+export const BATCH_SIZE = 50;
+/** Storage writes in flight at once within a batch. */
+const STORAGE_CONCURRENCY = 8;
 /** Retention clean-up handles at most this many expired mails per run. */
 const RETENTION_BATCH = 100;
 
@@ -108,7 +115,7 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
     session = await MailboxSession.open({ config, tokens: deps.tokens, log });
     const uids = await session.listUids();
     let index = 0;
-    for (; index < uids.length; index++) {
+    while (index < uids.length) {
       if (index >= config.drain.maxMessagesPerRun) {
         summary.stoppedBecause = 'limit';
         break;
@@ -121,15 +128,17 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
         await lease.renew();
         renewedAt = now();
       }
-      const uid = uids[index]!;
-      const result = await drainOne(deps, session, uid);
-      inboxqMetrics.mail(config.mailbox, result.outcome);
-      summary.counts.seen++;
-      summary.counts[result.outcome]++;
-      if (result.resumed) summary.counts.resumed++;
-      summary.outcomes.push({ uid, taskId: result.taskId, outcome: result.outcome, reasons: result.reasons });
+      const batch = uids.slice(index, index + Math.min(BATCH_SIZE, config.drain.maxMessagesPerRun - index));
+      for (const result of await drainBatch(deps, session, batch)) {
+        inboxqMetrics.mail(config.mailbox, result.outcome);
+        summary.counts.seen++;
+        summary.counts[result.outcome]++;
+        if (result.resumed) summary.counts.resumed++;
+        summary.outcomes.push({ uid: result.uid, taskId: result.taskId, outcome: result.outcome, reasons: result.reasons });
+      }
+      index += batch.length;
     }
-    summary.remaining = uids.length - index;
+    summary.remaining = uids.length - Math.min(index, uids.length);
     if (config.drain.retentionDays > 0 && summary.stoppedBecause === 'empty') {
       summary.counts.expired = await expireOldMail(deps, now);
     }
@@ -184,139 +193,253 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
 }
 
 interface OneResult {
+  uid: number;
   taskId: string | null;
   outcome: MailOutcome;
   reasons: string[];
   resumed: boolean;
 }
 
-async function drainOne(deps: DrainDeps, session: MailboxSession, uid: number): Promise<OneResult> {
+interface Item {
+  uid: number;
+  size: number;
+  judged: Judgement;
+  headerSha256: string;
+  taskId: string;
+  record: MessageRecord;
+  resumed: boolean;
+  /** Where the mail goes when it leaves INBOX. */
+  destination: 'processed' | 'quarantine';
+  outcome?: MailOutcome;
+}
+
+/**
+ * Drains a batch of mails. Each mail keeps its own order of steps (claim, then task, then record,
+ * then removal); across mails the IMAP commands are batched (one FETCH of headers, one FETCH of
+ * small sources, one MOVE) and the Storage writes run concurrently, a few at a time.
+ */
+async function drainBatch(deps: DrainDeps, session: MailboxSession, uids: number[]): Promise<OneResult[]> {
   const { config, ledger, log } = deps;
-  const step = async (s: DrainStep, taskId?: string) => deps.onStep?.(s, { uid, taskId });
   const mailbox = config.mailbox;
+  const limit = pLimit(STORAGE_CONCURRENCY);
+  const step = async (s: DrainStep, uid: number, taskId?: string) => deps.onStep?.(s, { uid, taskId });
+  const results: OneResult[] = [];
 
   // The verdict needs only the header section: the body is read once the mail is accepted.
-  const head = await session.fetchHead(uid);
-  if (!head) return { taskId: null, outcome: 'gone', reasons: ['the mail left the inbox before it was read'], resumed: false };
-  await step('fetched');
-  const headerSha256 = createHash('sha256').update(head.header).digest('hex');
-  const judged = await judgeMail(head.header, config.senderPolicy, head.size);
-  const parsed = judged.kind === 'mail' ? judged.parsed : undefined;
-
-  const identity = parsed?.messageId ? `mid:${parsed.messageId}` : `sha256:${headerSha256}`;
-  const taskId = deriveTaskId(mailbox, identity);
-  const nowIso = new Date().toISOString();
-  const claim = await ledger.claimMessage({
-    mailbox,
-    taskId,
-    state: 'claimed',
-    removed: false,
-    identity,
-    messageId: parsed?.messageId ?? null,
-    headerSha256,
-    uid,
-    uidValidity: session.uidValidity.toString(),
-    sender: null,
-    subject: parsed?.subject ?? '',
-    inReplyTo: parsed?.inReplyTo ?? null,
-    references: parsed?.references ?? [],
-    reasons: [],
-    receivedAt: (head.internalDate ?? new Date()).toISOString(),
-    claimedAt: nowIso,
-    updatedAt: nowIso,
-  });
-  let record = claim.record;
-  const resumed = !claim.created;
-  await step('claimed', taskId);
-  const logProps = { mailbox, taskId, uid, messageId: parsed?.messageId ?? null };
-
-  if (resumed && record.headerSha256 !== headerSha256 && record.state !== 'claimed') {
-    // Same Message-ID, different headers: not the mail we processed. Never drop it, never run it twice.
-    const reasons = [`another mail with Message-ID ${parsed?.messageId} was already processed as task ${taskId}; this copy differs and was set aside`];
-    log.warn('Mail reuses a processed Message-ID with different headers; moved to quarantine', logProps);
-    await session.remove(uid, 'move', config.drain.quarantineFolder);
-    return { taskId, outcome: 'duplicate', reasons, resumed };
-  }
-
-  if (record.state === 'claimed') {
-    if (judged.kind === 'malformed') {
-      const reasons = [`the mail is malformed: ${judged.reason}; it was moved to ${config.drain.quarantineFolder}`];
-      record = await ledger.updateMessage(record, { state: 'quarantined', reasons });
-      await step('recorded', taskId);
-      log.warn('Mail is malformed; moving it to quarantine', { ...logProps, reason: reasons[0] });
-    } else {
-      const { verdict, parsed: mail } = judged;
-      if (verdict.verdict === 'accept') {
-        let task: TaskMessage | undefined;
-        try {
-          task = await buildTask(deps, session, uid, head.size, taskId, record, mail, verdict.sender ?? '');
-        } catch (err) {
-          // Only this mail's body is at fault: set it aside and go on with the inbox.
-          if (!(err instanceof MailParseError)) throw err;
-          const reasons = [`the mail's body can't be parsed (${err.message}); it was moved to ${config.drain.quarantineFolder}`];
-          record = await ledger.updateMessage(record, { state: 'quarantined', sender: verdict.sender, reasons });
-          log.warn('Mail body is malformed; moving it to quarantine', { ...logProps, reason: reasons[0] });
-        }
-        if (task) {
-          await step('blobs-written', taskId);
-          await sendQueueMessage(deps.storage, TASKS_QUEUE, task, { mailbox });
-          await step('queued', taskId);
-          record = await ledger.updateMessage(record, { state: 'queued', sender: verdict.sender, reasons: verdict.reasons });
-          log.info('Mail queued as a task', { ...logProps, sender: verdict.sender, attachments: task.attachments.length, bytes: task.raw.size });
-        }
-      } else {
-        record = await ledger.updateMessage(record, { state: 'rejected', sender: verdict.sender, reasons: verdict.reasons });
-        inboxqMetrics.rejected(mailbox, verdict.code);
-        log.warn(`Mail rejected: ${verdict.reasons.join('; ')}`, { ...logProps, sender: verdict.sender, code: verdict.code });
-      }
-      await step('recorded', taskId);
+  const heads = await session.fetchHeads(uids);
+  const items: Item[] = [];
+  const later: number[] = [];
+  const seen = new Set<string>();
+  for (const uid of uids) {
+    const head = heads.get(uid);
+    if (!head) {
+      results.push({ uid, taskId: null, outcome: 'gone', reasons: ['the mail left the inbox before it was read'], resumed: false });
+      continue;
     }
+    await step('fetched', uid);
+    const headerSha256 = createHash('sha256').update(head.header).digest('hex');
+    const judged = await judgeMail(head.header, config.senderPolicy, head.size);
+    const messageId = judged.kind === 'mail' ? judged.parsed.messageId : null;
+    const identity = messageId ? `mid:${messageId}` : `sha256:${headerSha256}`;
+    const taskId = deriveTaskId(mailbox, identity);
+    // Two copies of one mail in a batch would share a ledger row: the second waits for the first.
+    if (seen.has(taskId)) {
+      later.push(uid);
+      continue;
+    }
+    seen.add(taskId);
+    const parsed = judged.kind === 'mail' ? judged.parsed : undefined;
+    const nowIso = new Date().toISOString();
+    items.push({
+      uid,
+      size: head.size,
+      judged,
+      headerSha256,
+      taskId,
+      resumed: false,
+      destination: 'processed',
+      record: {
+        mailbox,
+        taskId,
+        state: 'claimed',
+        removed: false,
+        identity,
+        messageId,
+        headerSha256,
+        uid,
+        uidValidity: session.uidValidity.toString(),
+        sender: null,
+        subject: parsed?.subject ?? '',
+        inReplyTo: parsed?.inReplyTo ?? null,
+        references: parsed?.references ?? [],
+        reasons: [],
+        receivedAt: (head.internalDate ?? new Date()).toISOString(),
+        claimedAt: nowIso,
+        updatedAt: nowIso,
+      },
+    });
   }
 
-  // A row already marked removed means this is another copy of a processed mail (Exchange can
-  // re-upload old mail under new UIDs): it goes the same way, and nothing else happens.
-  const alreadyRemoved = record.removed;
-  const quarantined = record.state === 'quarantined';
-  await session.remove(uid, quarantined ? 'move' : config.drain.processedAction, quarantined ? config.drain.quarantineFolder : config.drain.processedFolder);
-  if (alreadyRemoved) {
-    log.info('Mail was already processed; removed the copy left in the inbox', logProps);
-    return { taskId, outcome: 'duplicate', reasons: record.reasons, resumed };
+  // Claim every mail before anything else happens to it.
+  const claims = await ledger.claimMessages(items.map((i) => i.record));
+  for (const [n, item] of items.entries()) {
+    item.record = claims[n]!.record;
+    item.resumed = !claims[n]!.created;
+    await step('claimed', item.uid, item.taskId);
   }
-  // Where the mail was when it left: after a renumbering (UIDVALIDITY change) it differs from the claim.
-  await ledger.updateMessage(record, { removed: true, uid, uidValidity: session.uidValidity.toString() });
-  await step('removed', taskId);
-  return { taskId, outcome: record.state === 'queued' ? 'queued' : record.state === 'rejected' ? 'rejected' : 'quarantined', reasons: record.reasons, resumed };
+
+  const logProps = (item: Item) => ({ mailbox, taskId: item.taskId, uid: item.uid, messageId: item.record.messageId });
+  const toBuild: Item[] = [];
+  for (const item of items) {
+    const { record } = item;
+    if (item.resumed && record.headerSha256 !== item.headerSha256 && record.state !== 'claimed') {
+      // Same Message-ID, different headers: not the mail we processed. Never drop it, never run it twice.
+      item.destination = 'quarantine';
+      item.outcome = 'duplicate';
+      record.reasons = [`another mail with Message-ID ${record.messageId} was already processed as task ${item.taskId}; this copy differs and was set aside`];
+      log.warn('Mail reuses a processed Message-ID with different headers; moved to quarantine', logProps(item));
+      continue;
+    }
+    if (record.state !== 'claimed') {
+      // Done before (a resumed run, or another copy of a processed mail): only its removal is left.
+      item.destination = record.state === 'quarantined' ? 'quarantine' : 'processed';
+      if (record.removed) item.outcome = 'duplicate';
+      continue;
+    }
+    if (item.judged.kind === 'mail' && item.judged.verdict.verdict === 'accept') toBuild.push(item);
+  }
+
+  // Sources of the accepted small mails in one FETCH; large ones are streamed one by one below.
+  const sources = await session.fetchSources(toBuild.filter((i) => i.size <= SMALL_MAIL_BYTES).map((i) => i.uid));
+
+  // What each mail's ledger row will say; written for the whole batch at once, after its tasks are queued.
+  const changes = new Map<Item, Partial<MessageRecord>>();
+  const decide = async (item: Item, task: TaskMessage | undefined, parseError?: string): Promise<void> => {
+    const { judged } = item;
+    if (judged.kind === 'malformed' || parseError) {
+      const why = judged.kind === 'malformed' ? `the mail is malformed: ${judged.reason}` : `the mail's body can't be parsed (${parseError})`;
+      changes.set(item, { state: 'quarantined', reasons: [`${why}; it was moved to ${config.drain.quarantineFolder}`], sender: judged.kind === 'mail' ? judged.verdict.sender : null });
+      item.destination = 'quarantine';
+    } else if (task) {
+      await step('blobs-written', item.uid, item.taskId);
+      await sendQueueMessage(deps.storage, TASKS_QUEUE, task, { mailbox });
+      await step('queued', item.uid, item.taskId);
+      changes.set(item, { state: 'queued', sender: judged.verdict.sender, reasons: judged.verdict.reasons });
+      log.info('Mail queued as a task', { ...logProps(item), sender: judged.verdict.sender, attachments: task.attachments.length, bytes: item.size });
+    } else {
+      changes.set(item, { state: 'rejected', sender: judged.verdict.sender, reasons: judged.verdict.reasons });
+    }
+  };
+
+  const build = async (item: Item, source: MailSource): Promise<void> => {
+    if (item.judged.kind !== 'mail') return;
+    let task: TaskMessage;
+    try {
+      task = await buildTask(deps, item.taskId, item.record, item.judged.parsed, item.judged.verdict.sender ?? '', source);
+    } catch (err) {
+      // Only this mail's body is at fault: set it aside and go on with the inbox.
+      if (!(err instanceof MailParseError)) throw err;
+      return decide(item, undefined, err.message);
+    }
+    return decide(item, task);
+  };
+
+  const pending = items.filter((i) => i.record.state === 'claimed' && !i.outcome);
+  const streamed = pending.filter((i) => toBuild.includes(i) && !sources.has(i.uid));
+  await settleAll(
+    pending
+      .filter((i) => !streamed.includes(i))
+      .map((item) =>
+        limit(() => {
+          const source = sources.get(item.uid);
+          return source ? build(item, { kind: 'buffer', data: source }) : decide(item, undefined);
+        }),
+      ),
+  );
+  // A large mail is downloaded in chunks over the session, which carries one command at a time.
+  for (const item of streamed) {
+    if (item.size <= SMALL_MAIL_BYTES) {
+      throw new InboxqError(`Mail UID ${item.uid} left the inbox while it was being stored`, { mailbox, retryable: true });
+    }
+    await build(item, { kind: 'stream', stream: await session.download(item.uid) });
+  }
+
+  // Record the batch (one transaction), then log what was decided.
+  const decided = [...changes.keys()];
+  const recorded = await ledger.updateMessages(decided.map((item) => ({ record: item.record, patch: changes.get(item)! })));
+  for (const [n, item] of decided.entries()) {
+    item.record = recorded[n]!;
+    if (item.record.state === 'rejected' && item.judged.kind === 'mail') {
+      inboxqMetrics.rejected(mailbox, item.judged.verdict.code);
+      log.warn(`Mail rejected: ${item.record.reasons.join('; ')}`, { ...logProps(item), sender: item.record.sender, code: item.judged.verdict.code });
+    } else if (item.record.state === 'quarantined') {
+      log.warn('Mail is malformed; moving it to quarantine', { ...logProps(item), reason: item.record.reasons[0] });
+    }
+    await step('recorded', item.uid, item.taskId);
+  }
+
+  // Every mail of the batch is recorded: now they leave INBOX, one command per destination.
+  const processed = items.filter((i) => i.destination === 'processed').map((i) => i.uid);
+  const quarantined = items.filter((i) => i.destination === 'quarantine').map((i) => i.uid);
+  await session.remove(processed, config.drain.processedAction, config.drain.processedFolder);
+  await session.remove(quarantined, 'move', config.drain.quarantineFolder);
+  // Where each mail was when it left: after a renumbering (UIDVALIDITY change) it differs from the claim.
+  const leaving = items.filter((i) => !i.record.removed && i.outcome !== 'duplicate');
+  await ledger.markRemoved(
+    mailbox,
+    leaving.map((i) => ({ taskId: i.taskId, uid: i.uid, uidValidity: session.uidValidity.toString() })),
+  );
+  for (const item of items) {
+    if (item.outcome === 'duplicate' && item.record.removed) log.info('Mail was already processed; removed the copy left in the inbox', logProps(item));
+    else if (!item.outcome) await step('removed', item.uid, item.taskId);
+    const state = item.record.state;
+    results.push({
+      uid: item.uid,
+      taskId: item.taskId,
+      outcome: item.outcome ?? (state === 'queued' ? 'queued' : state === 'rejected' ? 'rejected' : 'quarantined'),
+      reasons: item.record.reasons,
+      resumed: item.resumed,
+    });
+  }
+
+  if (later.length > 0) results.push(...(await drainBatch(deps, session, later)));
+  return results.sort((a, b) => a.uid - b.uid);
 }
 
 /**
  * Stores the mail and builds its task. The raw message goes to Blob Storage as it comes from IMAP
- * (one command for a small mail, chunks for a large one), then is parsed from there as a stream:
+ * (a small mail fetched with its batch, a large one in chunks), then is parsed as a stream:
  * each attachment flows into its own blob, so memory holds the text parts and a few upload blocks,
  * never the whole mail.
  */
-async function buildTask(
-  deps: DrainDeps,
-  session: MailboxSession,
-  uid: number,
-  size: number,
-  taskId: string,
-  record: MessageRecord,
-  mail: ParsedMail,
-  sender: string,
-): Promise<TaskMessage> {
+/**
+ * Waits for every mail's work to finish, then throws the first failure: a run never ends while
+ * writes of its mails are still under way.
+ */
+async function settleAll(work: Promise<unknown>[]): Promise<void> {
+  const settled = await Promise.allSettled(work);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
+type MailSource = { kind: 'buffer'; data: Buffer } | { kind: 'stream'; stream: Readable };
+
+async function buildTask(deps: DrainDeps, taskId: string, record: MessageRecord, mail: ParsedMail, sender: string, source: MailSource): Promise<TaskMessage> {
   const { config, storage } = deps;
   const blobs = new BlobStore(storage, MAIL_CONTAINER, config.mailbox);
   const prefix = `${partitionKey(config.mailbox)}/${taskId}`;
 
-  let raw: BlobRef;
+  // A small mail travels inline in its task (anything too big for a queue message goes to Blob
+  // Storage); a large one is stored first and parsed back from the blob as a stream.
+  let raw: BlobRef | null = null;
+  let rawInline: string | null = null;
   let body: Readable;
-  if (size <= SMALL_MAIL_BYTES) {
-    const fetched = await session.fetchSource(uid);
-    if (!fetched) throw new InboxqError(`Mail UID ${uid} left the inbox while it was being stored`, { mailbox: config.mailbox, retryable: true });
-    raw = await blobs.put(`${prefix}/message.eml`, fetched.source, 'message/rfc822');
-    body = Readable.from([fetched.source]);
+  if (source.kind === 'buffer') {
+    if (source.data.length <= INLINE_RAW_LIMIT) rawInline = source.data.toString('base64');
+    else raw = await blobs.put(`${prefix}/message.eml`, source.data, 'message/rfc822');
+    body = Readable.from([source.data]);
   } else {
-    raw = await blobs.putStream(`${prefix}/message.eml`, await session.download(uid), 'message/rfc822');
+    raw = await blobs.putStream(`${prefix}/message.eml`, source.stream, 'message/rfc822');
     body = await blobs.getStream(raw.name);
   }
 
@@ -349,7 +472,13 @@ async function buildTask(
     attachments,
     attachmentsBlob: null,
     raw,
+    rawInline,
   };
+  // Too big for a queue message with the mail inline: the mail goes to Blob Storage after all.
+  if (task.rawInline !== null && encodedSize(task) > MAX_QUEUE_MESSAGE_CHARS - 1024 && source.kind === 'buffer') {
+    task.raw = await blobs.put(`${prefix}/message.eml`, source.data, 'message/rfc822');
+    task.rawInline = null;
+  }
   // A long attachment list (or many recipients, or a long subject) could push the message past
   // 64 KiB: the list moves to a blob, and the rest is trimmed to fit.
   if (encodedSize(task) > MAX_QUEUE_MESSAGE_CHARS - 1024) {

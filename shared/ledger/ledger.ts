@@ -202,6 +202,55 @@ export class Ledger {
     return { created: false, record: existing };
   }
 
+  /**
+   * Claims several mails of one mailbox: one table transaction of inserts per 100 rows. When any row
+   * already exists the transaction commits nothing, and those mails are claimed one by one.
+   */
+  async claimMessages(records: MessageRecord[]): Promise<ClaimResult<MessageRecord>[]> {
+    if (records.length === 0) return [];
+    const table = await this.table(MESSAGES_TABLE);
+    const out: ClaimResult<MessageRecord>[] = [];
+    for (let i = 0; i < records.length; i += 100) {
+      const chunk = records.slice(i, i + 100);
+      try {
+        const res = await table.submitTransaction(chunk.map((r) => ['create', toMessageEntity(r)] as const) as never);
+        const etags = new Map(res.subResponses.map((sub) => [sub.rowKey, sub.etag]));
+        for (const r of chunk) out.push({ created: true, record: { ...r, etag: etags.get(r.taskId) ?? '*' } });
+      } catch (err) {
+        if (tableErrorCode(err) !== 'EntityAlreadyExists' && (err as { statusCode?: number }).statusCode !== 409) {
+          throw storageError('Ledger claim of a batch of mails failed', err, this.mailboxForErrors);
+        }
+        for (const r of chunk) out.push(await this.claimMessage(r));
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Applies changes to several claimed rows of one mailbox, each guarded by its etag, in table
+   * transactions of up to 100. If a transaction fails, the rows are updated one by one, so the row
+   * at fault is the one whose error is reported.
+   */
+  async updateMessages(changes: { record: MessageRecord; patch: Partial<MessageRecord> }[]): Promise<MessageRecord[]> {
+    if (changes.length === 0) return [];
+    const table = await this.table(MESSAGES_TABLE);
+    const updatedAt = new Date().toISOString();
+    const out: MessageRecord[] = [];
+    for (let i = 0; i < changes.length; i += 100) {
+      const chunk = changes.slice(i, i + 100).map(({ record, patch }) => ({ record, next: { ...record, ...patch, updatedAt } }));
+      try {
+        const res = await table.submitTransaction(
+          chunk.map(({ record, next }) => ['update', toMessageEntity(next), 'Replace', { etag: record.etag ?? '*' }] as const) as never,
+        );
+        const etags = new Map(res.subResponses.map((sub) => [sub.rowKey, sub.etag]));
+        for (const { next } of chunk) out.push({ ...next, etag: etags.get(next.taskId) ?? '*' });
+      } catch {
+        for (const { record, next } of chunk) out.push(await this.updateMessage(record, next));
+      }
+    }
+    return out;
+  }
+
   async getMessage(mailbox: string, taskId: string): Promise<MessageRecord | undefined> {
     const table = await this.table(MESSAGES_TABLE);
     return this.op('read of a mail', async () => {
@@ -221,6 +270,25 @@ export class Ledger {
     return this.op(`update of task ${record.taskId}`, async () => {
       const res = await table.updateEntity(toMessageEntity(next), 'Replace', { etag: record.etag ?? '*' });
       return { ...next, etag: res.etag };
+    });
+  }
+
+  /**
+   * Marks several rows removed (and where the mail was when it left) in table transactions of up
+   * to 100 rows: one request instead of one per mail. Merge, so nothing else in the row changes.
+   */
+  async markRemoved(mailbox: string, rows: { taskId: string; uid: number; uidValidity: string }[]): Promise<void> {
+    if (rows.length === 0) return;
+    const table = await this.table(MESSAGES_TABLE);
+    const pk = partitionKey(mailbox);
+    const updatedAt = new Date().toISOString();
+    await this.op(`marking ${rows.length} mails removed`, async () => {
+      for (let i = 0; i < rows.length; i += 100) {
+        const actions = rows
+          .slice(i, i + 100)
+          .map((r) => ['update', { partitionKey: pk, rowKey: r.taskId, removed: true, uid: r.uid, uidValidity: r.uidValidity, updatedAt }, 'Merge'] as const);
+        await table.submitTransaction(actions as never);
+      }
     });
   }
 

@@ -87,6 +87,30 @@ export class MailboxSession {
     return { header: msg.headers ?? Buffer.alloc(0), size: msg.size ?? 0, internalDate: msg.internalDate ? new Date(msg.internalDate) : undefined };
   }
 
+  /** Header sections and sizes of several mails in one FETCH; a UID that is gone is absent. Nothing is marked read. */
+  async fetchHeads(uids: number[]): Promise<Map<number, { header: Buffer; size: number; internalDate: Date | undefined }>> {
+    const out = new Map<number, { header: Buffer; size: number; internalDate: Date | undefined }>();
+    if (uids.length === 0) return out;
+    await this.run(`UID FETCH ${uids.length} mails (BODY.PEEK[HEADER] RFC822.SIZE)`, async () => {
+      for await (const msg of this.client.fetch(uids.join(','), { uid: true, headers: true, size: true, internalDate: true }, { uid: true })) {
+        out.set(msg.uid, { header: msg.headers ?? Buffer.alloc(0), size: msg.size ?? 0, internalDate: msg.internalDate ? new Date(msg.internalDate) : undefined });
+      }
+    });
+    return out;
+  }
+
+  /** Whole sources of several (small) mails in one FETCH (BODY.PEEK[]). */
+  async fetchSources(uids: number[]): Promise<Map<number, Buffer>> {
+    const out = new Map<number, Buffer>();
+    if (uids.length === 0) return out;
+    await this.run(`UID FETCH ${uids.length} mails (BODY.PEEK[])`, async () => {
+      for await (const msg of this.client.fetch(uids.join(','), { uid: true, source: true }, { uid: true })) {
+        if (msg.source) out.set(msg.uid, msg.source);
+      }
+    });
+    return out;
+  }
+
   /**
    * The whole message as a stream, fetched in chunks (BODY.PEEK[]<partial>), so a 150 MB mail never
    * sits in memory. The session can't run another command until the stream is consumed.
@@ -105,14 +129,16 @@ export class MailboxSession {
     return { source: msg.source, internalDate: date };
   }
 
-  /** Deletes the message, or moves it to `folder` (created when missing). Throws when the server refuses. */
-  async remove(uid: number, action: 'move' | 'delete', folder: string): Promise<void> {
+  /** Deletes the messages, or moves them to `folder` (created when missing), in one command. Throws when the server refuses. */
+  async remove(uids: number | number[], action: 'move' | 'delete', folder: string): Promise<void> {
+    const set = (Array.isArray(uids) ? uids : [uids]).join(',');
+    if (!set) return;
     if (action === 'delete') {
-      await this.run(`UID EXPUNGE ${uid}`, () => this.checked(this.client.messageDelete(String(uid), { uid: true })));
+      await this.run(`UID EXPUNGE ${set}`, () => this.checked(this.client.messageDelete(set, { uid: true })));
       return;
     }
     await this.ensureFolder(folder);
-    await this.run(`UID MOVE ${uid} to ${folder}`, () => this.checked(this.client.messageMove(String(uid), folder, { uid: true })));
+    await this.run(`UID MOVE ${set} to ${folder}`, () => this.checked(this.client.messageMove(set, folder, { uid: true })));
   }
 
   /**

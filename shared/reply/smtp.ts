@@ -3,7 +3,8 @@
  * mailbox as the authenticated user and as MAIL FROM.
  *
  * nodemailer can't renew client-credentials tokens itself, so each send gets a token from the
- * TokenSource; a 535 with a cached token is retried once with a fresh one.
+ * TokenSource (cached by MSAL); a 535 with a cached token is retried once with a fresh one. A warm
+ * instance keeps a small pool of authenticated connections per mailbox.
  */
 import nodemailer from 'nodemailer';
 import type Mail from 'nodemailer/lib/mailer';
@@ -19,7 +20,7 @@ export interface SmtpSendResult {
 
 type SmtpConfig = Pick<InboxqConfig, 'mailbox' | 'smtp' | 'tlsCa'>;
 
-function createTransport(config: SmtpConfig, token: AccessToken) {
+function createTransport(config: SmtpConfig, token: AccessToken, pooled: boolean) {
   return nodemailer.createTransport({
     host: config.smtp.host,
     port: config.smtp.port,
@@ -29,21 +30,55 @@ function createTransport(config: SmtpConfig, token: AccessToken) {
     connectionTimeout: 30_000,
     greetingTimeout: 30_000,
     socketTimeout: 120_000,
+    ...(pooled ? { pool: true, maxConnections: POOL_CONNECTIONS, maxMessages: 100 } : {}),
     ...(config.tlsCa ? { tls: { ca: config.tlsCa } } : {}),
   });
 }
 
+/** Connections a warm instance keeps open per mailbox (Exchange Online limits concurrent SMTP connections per mailbox). */
+const POOL_CONNECTIONS = 2;
+
+type Transport = ReturnType<typeof createTransport>;
+
 /**
- * Runs `use` on a fresh transport; when the server refuses a cached token (535), once more with a
- * token fetched past MSAL's cache.
+ * One pooled transport per mailbox and server in a warm instance, so replies don't pay TLS, EHLO,
+ * STARTTLS and AUTH each time. It is replaced when the token changes, and dropped after an error.
  */
-async function withTransport<T>(config: SmtpConfig, tokens: TokenSource, log: Logger, use: (t: ReturnType<typeof createTransport>) => Promise<T>): Promise<T> {
+const pools = new Map<string, { token: string; transport: Transport }>();
+
+function pooledTransport(config: SmtpConfig, token: AccessToken): Transport {
+  const key = `${config.smtp.host}:${config.smtp.port}|${config.mailbox}`;
+  const current = pools.get(key);
+  if (current && current.token === token.token) return current.transport;
+  current?.transport.close();
+  const transport = createTransport(config, token, true);
+  // An idle pooled connection the server drops reports an error with no send waiting: forget the pool.
+  transport.on('error', () => dropPooledTransport(config, transport));
+  pools.set(key, { token: token.token, transport });
+  return transport;
+}
+
+function dropPooledTransport(config: SmtpConfig, transport: Transport): void {
+  const key = `${config.smtp.host}:${config.smtp.port}|${config.mailbox}`;
+  if (pools.get(key)?.transport === transport) pools.delete(key);
+  transport.close();
+}
+
+/**
+ * Runs `use` on a transport; when the server refuses a cached token (535), once more with a token
+ * fetched past MSAL's cache. `pooled` keeps the transport for the next call.
+ */
+async function withTransport<T>(config: SmtpConfig, tokens: TokenSource, log: Logger, pooled: boolean, use: (t: Transport) => Promise<T>): Promise<T> {
   let token = await tokens.getToken();
   for (let attempt = 1; ; attempt++) {
-    const transport = createTransport(config, token);
+    const transport = pooled ? pooledTransport(config, token) : createTransport(config, token, false);
     try {
-      return await use(transport);
+      const result = await use(transport);
+      if (!pooled) transport.close();
+      return result;
     } catch (err) {
+      if (pooled) dropPooledTransport(config, transport);
+      else transport.close();
       const described = describeSmtpError(err, config);
       if (described.failure === 'auth' && attempt === 1) {
         log.warn('SMTP refused the cached token; retrying once with a new one', { mailbox: config.mailbox });
@@ -51,14 +86,12 @@ async function withTransport<T>(config: SmtpConfig, tokens: TokenSource, log: Lo
         continue;
       }
       throw described;
-    } finally {
-      transport.close();
     }
   }
 }
 
 export async function sendMail(config: SmtpConfig, tokens: TokenSource, message: Mail.Options, log: Logger): Promise<SmtpSendResult> {
-  return withTransport(config, tokens, log, async (transport) => {
+  return withTransport(config, tokens, log, true, async (transport) => {
     const info = await transport.sendMail(message);
     return { messageId: info.messageId, response: String(info.response ?? '').slice(0, 200) };
   });
@@ -66,7 +99,7 @@ export async function sendMail(config: SmtpConfig, tokens: TokenSource, message:
 
 /** Connects, STARTTLS, AUTH XOAUTH2, QUIT: proves the mailbox may send, without sending. */
 export async function verifySmtp(config: SmtpConfig, tokens: TokenSource, log: Logger): Promise<void> {
-  await withTransport(config, tokens, log, async (transport) => {
+  await withTransport(config, tokens, log, false, async (transport) => {
     await transport.verify();
   });
 }

