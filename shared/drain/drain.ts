@@ -27,8 +27,8 @@ import {
 import type { TokenSource } from '../credentials/token';
 import { describeError, InboxqError } from '../errors';
 import { deriveTaskId, LeaseLostError, MailboxLease, partitionKey, type Ledger, type MessageRecord } from '../ledger/ledger';
-import { MailParseError, parseStream, type ParsedMail } from '../mail/parse';
-import { MailboxSession } from '../mailbox/imap';
+import { headerSection, MailParseError, parseStream, type ParsedMail } from '../mail/parse';
+import { MailboxSession, type MailboxEntry } from '../mailbox/imap';
 import { judgeMail, type Judgement } from '../sender/judge';
 import pLimit from 'p-limit';
 import { BlobStore, sanitizeFilename } from '../storage/blobs';
@@ -113,9 +113,9 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
   let renewedAt = now();
   try {
     session = await MailboxSession.open({ config, tokens: deps.tokens, log });
-    const uids = await session.listUids();
+    const mails = await session.listMails();
     let index = 0;
-    while (index < uids.length) {
+    while (index < mails.length) {
       if (index >= config.drain.maxMessagesPerRun) {
         summary.stoppedBecause = 'limit';
         break;
@@ -128,7 +128,7 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
         await lease.renew();
         renewedAt = now();
       }
-      const batch = uids.slice(index, index + Math.min(BATCH_SIZE, config.drain.maxMessagesPerRun - index));
+      const batch = mails.slice(index, index + Math.min(BATCH_SIZE, config.drain.maxMessagesPerRun - index));
       for (const result of await drainBatch(deps, session, batch)) {
         inboxqMetrics.mail(config.mailbox, result.outcome);
         summary.counts.seen++;
@@ -138,7 +138,7 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
       }
       index += batch.length;
     }
-    summary.remaining = uids.length - Math.min(index, uids.length);
+    summary.remaining = mails.length - Math.min(index, mails.length);
     if (config.drain.retentionDays > 0 && summary.stoppedBecause === 'empty') {
       summary.counts.expired = await expireOldMail(deps, now);
     }
@@ -203,6 +203,8 @@ interface OneResult {
 interface Item {
   uid: number;
   size: number;
+  /** The whole source, for a small mail. */
+  source: Buffer | undefined;
   judged: Judgement;
   headerSha256: string;
   taskId: string;
@@ -218,33 +220,38 @@ interface Item {
  * then removal); across mails the IMAP commands are batched (one FETCH of headers, one FETCH of
  * small sources, one MOVE) and the Storage writes run concurrently, a few at a time.
  */
-async function drainBatch(deps: DrainDeps, session: MailboxSession, uids: number[]): Promise<OneResult[]> {
+async function drainBatch(deps: DrainDeps, session: MailboxSession, mails: MailboxEntry[]): Promise<OneResult[]> {
   const { config, ledger, log } = deps;
   const mailbox = config.mailbox;
   const limit = pLimit(STORAGE_CONCURRENCY);
   const step = async (s: DrainStep, uid: number, taskId?: string) => deps.onStep?.(s, { uid, taskId });
   const results: OneResult[] = [];
 
-  // The verdict needs only the header section: the body is read once the mail is accepted.
-  const heads = await session.fetchHeads(uids);
+  // Small mails: the whole source in one FETCH, judged and parsed once. Large mails: only the
+  // header section now (the verdict needs nothing else); the body is streamed once accepted.
+  const small = mails.filter((m) => m.size <= SMALL_MAIL_BYTES).map((m) => m.uid);
+  const sources = await session.fetchSources(small);
+  const heads = await session.fetchHeads(mails.filter((m) => m.size > SMALL_MAIL_BYTES).map((m) => m.uid));
   const items: Item[] = [];
-  const later: number[] = [];
+  const later: MailboxEntry[] = [];
   const seen = new Set<string>();
-  for (const uid of uids) {
-    const head = heads.get(uid);
+  for (const entry of mails) {
+    const { uid, size } = entry;
+    const source = sources.get(uid);
+    const head = source ? { header: headerSection(source), size: source.length, internalDate: entry.internalDate } : heads.get(uid);
     if (!head) {
       results.push({ uid, taskId: null, outcome: 'gone', reasons: ['the mail left the inbox before it was read'], resumed: false });
       continue;
     }
     await step('fetched', uid);
     const headerSha256 = createHash('sha256').update(head.header).digest('hex');
-    const judged = await judgeMail(head.header, config.senderPolicy, head.size);
+    const judged = source ? await judgeMail(source, config.senderPolicy) : await judgeMail(head.header, config.senderPolicy, size);
     const messageId = judged.kind === 'mail' ? judged.parsed.messageId : null;
     const identity = messageId ? `mid:${messageId}` : `sha256:${headerSha256}`;
     const taskId = deriveTaskId(mailbox, identity);
     // Two copies of one mail in a batch would share a ledger row: the second waits for the first.
     if (seen.has(taskId)) {
-      later.push(uid);
+      later.push(entry);
       continue;
     }
     seen.add(taskId);
@@ -252,7 +259,8 @@ async function drainBatch(deps: DrainDeps, session: MailboxSession, uids: number
     const nowIso = new Date().toISOString();
     items.push({
       uid,
-      size: head.size,
+      size,
+      source,
       judged,
       headerSha256,
       taskId,
@@ -309,9 +317,6 @@ async function drainBatch(deps: DrainDeps, session: MailboxSession, uids: number
     if (item.judged.kind === 'mail' && item.judged.verdict.verdict === 'accept') toBuild.push(item);
   }
 
-  // Sources of the accepted small mails in one FETCH; large ones are streamed one by one below.
-  const sources = await session.fetchSources(toBuild.filter((i) => i.size <= SMALL_MAIL_BYTES).map((i) => i.uid));
-
   // What each mail's ledger row will say; written for the whole batch at once, after its tasks are queued.
   const changes = new Map<Item, Partial<MessageRecord>>();
   const decide = async (item: Item, task: TaskMessage | undefined, parseError?: string): Promise<void> => {
@@ -345,24 +350,14 @@ async function drainBatch(deps: DrainDeps, session: MailboxSession, uids: number
   };
 
   const pending = items.filter((i) => i.record.state === 'claimed' && !i.outcome);
-  const streamed = pending.filter((i) => toBuild.includes(i) && !sources.has(i.uid));
+  const streamed = pending.filter((i) => toBuild.includes(i) && !i.source);
   await settleAll(
     pending
       .filter((i) => !streamed.includes(i))
-      .map((item) =>
-        limit(() => {
-          const source = sources.get(item.uid);
-          return source ? build(item, { kind: 'buffer', data: source }) : decide(item, undefined);
-        }),
-      ),
+      .map((item) => limit(() => (toBuild.includes(item) && item.source ? build(item, { kind: 'parsed', data: item.source }) : decide(item, undefined)))),
   );
   // A large mail is downloaded in chunks over the session, which carries one command at a time.
-  for (const item of streamed) {
-    if (item.size <= SMALL_MAIL_BYTES) {
-      throw new InboxqError(`Mail UID ${item.uid} left the inbox while it was being stored`, { mailbox, retryable: true });
-    }
-    await build(item, { kind: 'stream', stream: await session.download(item.uid) });
-  }
+  for (const item of streamed) await build(item, { kind: 'stream', stream: await session.download(item.uid) });
 
   // Record the batch (one transaction), then log what was decided.
   const decided = [...changes.keys()];
@@ -422,7 +417,8 @@ async function settleAll(work: Promise<unknown>[]): Promise<void> {
   if (failed) throw failed.reason;
 }
 
-type MailSource = { kind: 'buffer'; data: Buffer } | { kind: 'stream'; stream: Readable };
+/** A small mail's source, already parsed whole into `mail`; or a large mail's source as a stream. */
+type MailSource = { kind: 'parsed'; data: Buffer } | { kind: 'stream'; stream: Readable };
 
 async function buildTask(deps: DrainDeps, taskId: string, record: MessageRecord, mail: ParsedMail, sender: string, source: MailSource): Promise<TaskMessage> {
   const { config, storage } = deps;
@@ -430,24 +426,27 @@ async function buildTask(deps: DrainDeps, taskId: string, record: MessageRecord,
   const prefix = `${partitionKey(config.mailbox)}/${taskId}`;
 
   // A small mail travels inline in its task (anything too big for a queue message goes to Blob
-  // Storage); a large one is stored first and parsed back from the blob as a stream.
+  // Storage); a large one is stored first and parsed back from the blob as a stream, attachment by
+  // attachment into their own blobs.
   let raw: BlobRef | null = null;
   let rawInline: string | null = null;
-  let body: Readable;
-  if (source.kind === 'buffer') {
+  const storeAttachment = async (index: number, name: string | undefined, contentType: string, content: Buffer | Readable): Promise<AttachmentRef> => {
+    const filename = sanitizeFilename(name, `attachment-${index + 1}`);
+    const blobName = `${prefix}/attachments/${String(index + 1).padStart(4, '0')}-${filename}`;
+    const blob = Buffer.isBuffer(content) ? await blobs.put(blobName, content, contentType) : await blobs.putStream(blobName, content, contentType);
+    return { filename, contentType, size: blob.size, sha256: blob.sha256, blob };
+  };
+  let parsedBody: { text: string; html: string | null; attachments: AttachmentRef[] };
+  if (source.kind === 'parsed') {
     if (source.data.length <= INLINE_RAW_LIMIT) rawInline = source.data.toString('base64');
     else raw = await blobs.put(`${prefix}/message.eml`, source.data, 'message/rfc822');
-    body = Readable.from([source.data]);
+    const attachments: AttachmentRef[] = [];
+    for (const [i, a] of mail.attachments.entries()) attachments.push(await storeAttachment(i, a.filename, a.contentType, a.content));
+    parsedBody = { text: mail.text, html: mail.html, attachments };
   } else {
     raw = await blobs.putStream(`${prefix}/message.eml`, source.stream, 'message/rfc822');
-    body = await blobs.getStream(raw.name);
+    parsedBody = await parseStream(await blobs.getStream(raw.name), (a) => storeAttachment(a.index, a.filename, a.contentType, a.content));
   }
-
-  const parsedBody = await parseStream(body, async (a): Promise<AttachmentRef> => {
-    const filename = sanitizeFilename(a.filename, `attachment-${a.index + 1}`);
-    const blob = await blobs.putStream(`${prefix}/attachments/${String(a.index + 1).padStart(4, '0')}-${filename}`, a.content, a.contentType);
-    return { filename, contentType: a.contentType, size: blob.size, sha256: blob.sha256, blob };
-  });
   const attachments = parsedBody.attachments;
 
   const textBytes = Buffer.byteLength(parsedBody.text, 'utf8');
@@ -475,7 +474,7 @@ async function buildTask(deps: DrainDeps, taskId: string, record: MessageRecord,
     rawInline,
   };
   // Too big for a queue message with the mail inline: the mail goes to Blob Storage after all.
-  if (task.rawInline !== null && encodedSize(task) > MAX_QUEUE_MESSAGE_CHARS - 1024 && source.kind === 'buffer') {
+  if (task.rawInline !== null && encodedSize(task) > MAX_QUEUE_MESSAGE_CHARS - 1024 && source.kind === 'parsed') {
     task.raw = await blobs.put(`${prefix}/message.eml`, source.data, 'message/rfc822');
     task.rawInline = null;
   }

@@ -39,7 +39,7 @@ export function normalizeMessageId(id: string | undefined | null): string | null
 }
 
 export async function parseMail(source: Buffer): Promise<ParsedMail> {
-  const parsed = await simpleParser(source, { skipImageLinks: true, skipTextToHtml: true, skipTextLinks: true });
+  const parsed = await simpleParser(source, { skipImageLinks: true, skipTextToHtml: true, skipTextLinks: true, maxChildNodes: MAX_MIME_PARTS } as Parameters<typeof simpleParser>[1]);
   const refs = parsed.references === undefined ? [] : Array.isArray(parsed.references) ? parsed.references : [parsed.references];
   const fromName = parsed.from?.value[0]?.name ?? '';
   return {
@@ -60,6 +60,14 @@ export async function parseMail(source: Buffer): Promise<ParsedMail> {
       content: a.content,
     })),
   };
+}
+
+/** The header section of a whole message: up to and including the empty line, as IMAP's BODY[HEADER]. */
+export function headerSection(source: Buffer): Buffer {
+  const crlf = source.indexOf('\r\n\r\n');
+  const lf = source.indexOf('\n\n');
+  const end = crlf >= 0 && (lf < 0 || crlf < lf) ? crlf + 4 : lf >= 0 ? lf + 2 : source.length;
+  return source.subarray(0, end);
 }
 
 /**

@@ -23,6 +23,12 @@ export interface MailboxSessionOptions {
   timeoutMs?: number;
 }
 
+export interface MailboxEntry {
+  uid: number;
+  size: number;
+  internalDate: Date | undefined;
+}
+
 /** A command throttled this many times ends the run; the next run continues. */
 const MAX_THROTTLED_ATTEMPTS = 2;
 
@@ -70,6 +76,19 @@ export class MailboxSession {
     } catch (err) {
       throw describeImapError(err, { mailbox: this.mailbox, imap: undefined }, `SELECT ${folder}`);
     }
+  }
+
+  /** The mails in the selected folder, oldest first: UID, size and arrival (SEARCH, then one small FETCH). */
+  async listMails(): Promise<MailboxEntry[]> {
+    const uids = await this.listUids();
+    if (uids.length === 0) return [];
+    const found = new Map<number, MailboxEntry>();
+    await this.run('UID FETCH (RFC822.SIZE INTERNALDATE)', async () => {
+      for await (const msg of this.client.fetch(uids.join(','), { uid: true, size: true, internalDate: true }, { uid: true })) {
+        found.set(msg.uid, { uid: msg.uid, size: msg.size ?? 0, internalDate: msg.internalDate ? new Date(msg.internalDate) : undefined });
+      }
+    });
+    return uids.filter((uid) => found.has(uid)).map((uid) => found.get(uid)!);
   }
 
   /** UIDs in the selected folder, oldest first. */

@@ -213,7 +213,7 @@ describe(`a hostile corpus of ${cases.length} mails`, () => {
       expect.arrayContaining([
         expect.stringContaining('the message is empty (0 bytes)'),
         expect.stringContaining('does not start with a header section'),
-        expect.stringContaining("the mail's body can't be parsed (Max allowed child nodes exceeded)"),
+        expect.stringContaining('Max allowed child nodes exceeded'),
       ]),
     );
   });
