@@ -47,7 +47,12 @@ export class LocalAzurite {
       '--queueHost', '127.0.0.1', '--queuePort', String(this.queuePort),
       '--tableHost', '127.0.0.1', '--tablePort', String(this.tablePort),
     ];
-    this.child = spawn(process.execPath, args, { cwd: this.dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, args, { cwd: this.dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    // Azurite would outlive a test process that dies: stop it with ours.
+    const kill = () => child.kill('SIGKILL');
+    process.once('exit', kill);
+    child.once('exit', () => process.removeListener('exit', kill));
     const keep = (c: Buffer) => (this.output = (this.output + c.toString()).slice(-10_000));
     this.child.stdout!.on('data', keep);
     this.child.stderr!.on('data', keep);

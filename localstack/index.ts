@@ -70,6 +70,7 @@ export class LocalStack {
   }
 
   static async start(options: LocalStackOptions = {}): Promise<LocalStack> {
+    exitOnSignals();
     const stack = new LocalStack(options);
     try {
       await stack.idp.start(stack.certs);
@@ -264,5 +265,19 @@ function chownSync(dir: string, file: string): void {
     fsChown(file, uid, gid);
   } catch {
     // Not root: the file is ours, as is the folder.
+  }
+}
+
+let signalsHandled = false;
+
+/**
+ * A process running a local stack that is stopped by SIGINT or SIGTERM exits normally instead, so
+ * the exit hooks of Dovecot and Azurite stop them: a stack never outlives its process.
+ */
+function exitOnSignals(): void {
+  if (signalsHandled) return;
+  signalsHandled = true;
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+    process.once(signal, () => process.exit(code));
   }
 }

@@ -11,6 +11,18 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Certificates } from './certs';
 
+/** Tracks both ends of a proxied connection; an error on either closes both. */
+function pair(client: net.Socket, upstream: net.Socket, sockets: Set<net.Socket>): void {
+  for (const s of [client, upstream]) {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => {
+      client.destroy();
+      upstream.destroy();
+    });
+  }
+}
+
 export class TcpProxy {
   port = 0;
   private server: net.Server | undefined;
@@ -23,14 +35,7 @@ export class TcpProxy {
     this.server = net.createServer((client) => {
       if (this.isDown) return client.destroy();
       const upstream = net.connect(this.targetPort, '127.0.0.1');
-      for (const s of [client, upstream]) {
-        this.sockets.add(s);
-        s.on('close', () => this.sockets.delete(s));
-        s.on('error', () => {
-          client.destroy();
-          upstream.destroy();
-        });
-      }
+      pair(client, upstream, this.sockets);
       client.pipe(upstream).pipe(client);
     });
     await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
@@ -84,14 +89,7 @@ export class ImapFaultProxy {
   async start(): Promise<void> {
     this.server = tls.createServer({ key: this.certs.key, cert: this.certs.cert }, (client) => {
       const upstream = tls.connect({ host: '127.0.0.1', port: this.targetPort, ca: this.certs.ca, servername: 'localhost' });
-      for (const s of [client, upstream]) {
-        this.sockets.add(s);
-        s.on('close', () => this.sockets.delete(s));
-        s.on('error', () => {
-          client.destroy();
-          upstream.destroy();
-        });
-      }
+      pair(client, upstream, this.sockets);
       upstream.pipe(client);
       let pending = Buffer.alloc(0);
       client.on('data', (chunk: Buffer) => {

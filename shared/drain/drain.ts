@@ -71,8 +71,10 @@ export interface DrainSummary {
 export const INLINE_TEXT_LIMIT = 16 * 1024;
 /** Mails up to this size travel inline in their task (base64); larger ones go to Blob Storage. */
 export const INLINE_RAW_LIMIT = 32 * 1024;
-/** Mails up to this size are fetched in one command; larger ones are streamed in chunks. */
-export const SMALL_MAIL_BYTES = 1024 * 1024;
+/** Mails up to this size are fetched whole with their batch; larger ones are streamed in chunks. */
+export const SMALL_MAIL_BYTES = 4 * 1024 * 1024;
+/** The whole sources a batch holds in memory at most; small mails past it wait for the next batch. */
+const BATCH_SOURCE_BYTES = 32 * 1024 * 1024;
 /** The run lease lasts this long and is renewed before each mail once a third of it has passed. */
 export const LEASE_MS = 5 * 60_000;
 /** Mails fetched and handled together: one FETCH of headers, one of small sources, one MOVE. */
@@ -128,7 +130,7 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
         await lease.renew();
         renewedAt = now();
       }
-      const batch = mails.slice(index, index + Math.min(BATCH_SIZE, config.drain.maxMessagesPerRun - index));
+      const batch = nextBatch(mails, index, Math.min(BATCH_SIZE, config.drain.maxMessagesPerRun - index));
       for (const result of await drainBatch(deps, session, batch)) {
         inboxqMetrics.mail(config.mailbox, result.outcome);
         summary.counts.seen++;
@@ -190,6 +192,20 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
   }
   log.info('Drain run finished', props);
   return summary;
+}
+
+/** Up to `max` mails from `index` on, whose small sources together stay under BATCH_SOURCE_BYTES (at least one mail). */
+function nextBatch(mails: MailboxEntry[], index: number, max: number): MailboxEntry[] {
+  const batch: MailboxEntry[] = [];
+  let bytes = 0;
+  for (let i = index; i < mails.length && batch.length < max; i++) {
+    const m = mails[i]!;
+    const cost = m.size <= SMALL_MAIL_BYTES ? m.size : 0;
+    if (batch.length > 0 && bytes + cost > BATCH_SOURCE_BYTES) break;
+    bytes += cost;
+    batch.push(m);
+  }
+  return batch;
 }
 
 interface OneResult {

@@ -135,9 +135,17 @@ export class MailboxSession {
    * sits in memory. The session can't run another command until the stream is consumed.
    */
   async download(uid: number): Promise<Readable> {
-    const { content } = await this.run(`UID FETCH ${uid} (BODY.PEEK[])`, () => this.client.download(String(uid), undefined, { uid: true, chunkSize: 1024 * 1024 }));
-    if (!content) throw describeImapError(new Error(`message UID ${uid} is gone`), { mailbox: this.mailbox, imap: undefined }, `UID FETCH ${uid}`);
-    return content;
+    for (let attempt = 1; ; attempt++) {
+      const { content } = await this.run(`UID FETCH ${uid} (BODY.PEEK[])`, () => this.client.download(String(uid), undefined, { uid: true, chunkSize: 1024 * 1024 }));
+      if (content) return content;
+      // imapflow answers "no such message" when it can't match the server's answers to the UID it
+      // asked for (unsolicited FETCH responses after an EXPUNGE can get in the way): a NOOP takes
+      // in what the server has to say, and the download is tried once more.
+      if (attempt === 2) {
+        throw describeImapError(new Error(`message UID ${uid} could not be downloaded (no data for it)`), { mailbox: this.mailbox, imap: undefined }, `UID FETCH ${uid}`);
+      }
+      await this.run('NOOP', () => this.client.noop());
+    }
   }
 
   /** The whole message, without setting \Seen; null when it is gone (removed by someone else). */

@@ -25,29 +25,17 @@ export async function findMissingResources(
   wanted: { queues: string[]; tables: string[]; containers: string[] },
   mailbox?: string,
 ): Promise<StorageInventory> {
-  const credential = connection.kind === 'identity' ? new DefaultAzureCredential({ managedIdentityClientId: connection.clientId }) : undefined;
+  const { queueService, blobService, tableService } = serviceClients(connection);
   const missing: string[] = [];
   try {
     for (const q of wanted.queues) {
-      const client =
-        connection.kind === 'connection-string'
-          ? QueueServiceClient.fromConnectionString(connection.connectionString, { retryOptions: QUEUE_BLOB_RETRY }).getQueueClient(q)
-          : new QueueServiceClient(connection.queueServiceUri, credential, { retryOptions: QUEUE_BLOB_RETRY }).getQueueClient(q);
-      if (!(await client.exists())) missing.push(`queue ${q}`);
+      if (!(await queueService.getQueueClient(q).exists())) missing.push(`queue ${q}`);
     }
     for (const c of wanted.containers) {
-      const client =
-        connection.kind === 'connection-string'
-          ? BlobServiceClient.fromConnectionString(connection.connectionString, { retryOptions: QUEUE_BLOB_RETRY }).getContainerClient(c)
-          : new BlobServiceClient(connection.blobServiceUri, credential, { retryOptions: QUEUE_BLOB_RETRY }).getContainerClient(c);
-      if (!(await client.exists())) missing.push(`container ${c}`);
+      if (!(await blobService.getContainerClient(c).exists())) missing.push(`container ${c}`);
     }
-    const tables =
-      connection.kind === 'connection-string'
-        ? TableServiceClient.fromConnectionString(connection.connectionString, { allowInsecureConnection: true, retryOptions: TABLE_RETRY })
-        : new TableServiceClient(connection.tableServiceUri, credential!, { retryOptions: TABLE_RETRY });
     const existing = new Set<string>();
-    for await (const t of tables.listTables()) if (t.name) existing.add(t.name.toLowerCase());
+    for await (const t of tableService.listTables()) if (t.name) existing.add(t.name.toLowerCase());
     for (const t of wanted.tables) if (!existing.has(t.toLowerCase())) missing.push(`table ${t}`);
   } catch (err) {
     throw storageError('Checking the storage account failed', err, mailbox);
@@ -76,17 +64,29 @@ function accountFromConnectionString(cs: string): string {
 const QUEUE_BLOB_RETRY = { maxTries: 4, retryDelayInMs: 500, maxRetryDelayInMs: 4000, tryTimeoutInMs: 120_000 };
 const TABLE_RETRY = { maxRetries: 3, retryDelayInMs: 500, maxRetryDelayInMs: 4000 };
 
+/** The service clients for a connection: a connection string (Azurite) or service URIs with a managed identity. */
+function serviceClients(connection: StorageConnection) {
+  const credential = connection.kind === 'identity' ? new DefaultAzureCredential({ managedIdentityClientId: connection.clientId }) : undefined;
+  if (connection.kind === 'connection-string') {
+    const cs = connection.connectionString;
+    return {
+      queueService: QueueServiceClient.fromConnectionString(cs, { retryOptions: QUEUE_BLOB_RETRY }),
+      blobService: BlobServiceClient.fromConnectionString(cs, { retryOptions: QUEUE_BLOB_RETRY }),
+      tableService: TableServiceClient.fromConnectionString(cs, { allowInsecureConnection: true, retryOptions: TABLE_RETRY }),
+      table: (name: string) => TableClient.fromConnectionString(cs, name, { allowInsecureConnection: true, retryOptions: TABLE_RETRY }),
+    };
+  }
+  return {
+    queueService: new QueueServiceClient(connection.queueServiceUri, credential, { retryOptions: QUEUE_BLOB_RETRY }),
+    blobService: new BlobServiceClient(connection.blobServiceUri, credential, { retryOptions: QUEUE_BLOB_RETRY }),
+    tableService: new TableServiceClient(connection.tableServiceUri, credential!, { retryOptions: TABLE_RETRY }),
+    table: (name: string) => new TableClient(connection.tableServiceUri, name, credential!, { retryOptions: TABLE_RETRY }),
+  };
+}
+
 export function createStorageClients(connection: StorageConnection, mailbox?: string): StorageClients {
   const ready = new Map<string, Promise<unknown>>();
-  const credential = connection.kind === 'identity' ? new DefaultAzureCredential({ managedIdentityClientId: connection.clientId }) : undefined;
-  const queueService =
-    connection.kind === 'connection-string'
-      ? QueueServiceClient.fromConnectionString(connection.connectionString, { retryOptions: QUEUE_BLOB_RETRY })
-      : new QueueServiceClient(connection.queueServiceUri, credential, { retryOptions: QUEUE_BLOB_RETRY });
-  const blobService =
-    connection.kind === 'connection-string'
-      ? BlobServiceClient.fromConnectionString(connection.connectionString, { retryOptions: QUEUE_BLOB_RETRY })
-      : new BlobServiceClient(connection.blobServiceUri, credential, { retryOptions: QUEUE_BLOB_RETRY });
+  const { queueService, blobService, table: tableClient } = serviceClients(connection);
   const name = connection.kind === 'connection-string' ? accountFromConnectionString(connection.connectionString) : new URL(connection.queueServiceUri).host;
 
   function once<T>(key: string, create: () => Promise<T>): Promise<T> {
@@ -105,10 +105,7 @@ export function createStorageClients(connection: StorageConnection, mailbox?: st
     describe: () => name,
     table: (table) =>
       once(`table ${table}`, async () => {
-        const client =
-          connection.kind === 'connection-string'
-            ? TableClient.fromConnectionString(connection.connectionString, table, { allowInsecureConnection: true, retryOptions: TABLE_RETRY })
-            : new TableClient(connection.tableServiceUri, table, credential!, { retryOptions: TABLE_RETRY });
+        const client = tableClient(table);
         await client.createTable();
         return client;
       }),
