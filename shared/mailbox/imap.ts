@@ -42,6 +42,7 @@ export class MailboxSession {
     readonly client: ImapFlow,
     readonly mailbox: string,
     private readonly commandErrors: { last: unknown },
+    private readonly imap: InboxqConfig['imap'],
   ) {}
 
   /** Opens a session and selects INBOX. */
@@ -53,7 +54,7 @@ export class MailboxSession {
       const client = createClient(options, token.token, commandErrors);
       try {
         await client.connect();
-        const session = new MailboxSession(client, config.mailbox, commandErrors);
+        const session = new MailboxSession(client, config.mailbox, commandErrors, config.imap);
         await session.select('INBOX');
         return session;
       } catch (err) {
@@ -74,7 +75,7 @@ export class MailboxSession {
       const opened = await this.client.mailboxOpen(folder);
       this.uidValidity = BigInt(opened.uidValidity);
     } catch (err) {
-      throw describeImapError(err, { mailbox: this.mailbox, imap: undefined }, `SELECT ${folder}`);
+      throw describeImapError(err, { mailbox: this.mailbox, imap: this.imap }, `SELECT ${folder}`);
     }
   }
 
@@ -142,7 +143,7 @@ export class MailboxSession {
       // asked for (unsolicited FETCH responses after an EXPUNGE can get in the way): a NOOP takes
       // in what the server has to say, and the download is tried once more.
       if (attempt === 2) {
-        throw describeImapError(new Error(`message UID ${uid} could not be downloaded (no data for it)`), { mailbox: this.mailbox, imap: undefined }, `UID FETCH ${uid}`);
+        throw describeImapError(new Error(`message UID ${uid} could not be downloaded (no data for it)`), { mailbox: this.mailbox, imap: this.imap }, `UID FETCH ${uid}`);
       }
       await this.run('NOOP', () => this.client.noop());
     }
@@ -225,7 +226,7 @@ export class MailboxSession {
       try {
         return await op();
       } catch (err) {
-        const described = describeImapError(err, { mailbox: this.mailbox, imap: undefined }, what);
+        const described = describeImapError(err, { mailbox: this.mailbox, imap: this.imap }, what);
         if (described.failure === 'throttled' && attempt < MAX_THROTTLED_ATTEMPTS) {
           this.throttled++;
           continue;
@@ -303,8 +304,13 @@ export function describeImapError(
     hint = 'the next run continues where this one stopped; lower the schedule frequency if this persists';
   } else if (e.code && /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|ECONNRESET|EHOSTUNREACH|ENETUNREACH|EPIPE|ESOCKET|NoConnection|ETIMEOUT|CONNECT_TIMEOUT|GREETING_TIMEOUT)$/.test(e.code)) {
     failure = 'unreachable';
-    message = `Can't reach the IMAP server ${server} during ${during} (${e.code})`;
-    hint = 'check INBOXQ_IMAP_HOST and INBOXQ_IMAP_PORT and outbound access to port 993; nothing was removed, the next run tries again';
+    if (during === 'login') {
+      message = `Can't reach the IMAP server ${server} (${e.code})`;
+      hint = 'check INBOXQ_IMAP_HOST and INBOXQ_IMAP_PORT and outbound access to port 993; nothing was removed, the next run tries again';
+    } else {
+      message = `The connection to the IMAP server ${server} broke during ${during.length > 80 ? `${during.slice(0, 80)}…` : during} (${e.code})`;
+      hint = 'nothing is lost: the mails of this batch are recorded and stay in INBOX until the next run removes them';
+    }
   } else if (/self[- ]signed|unable to verify|certificate/i.test(text)) {
     failure = 'unreachable';
     message = `TLS to the IMAP server ${server} failed: the certificate is not trusted`;
