@@ -70,7 +70,6 @@ export class LocalStack {
   }
 
   static async start(options: LocalStackOptions = {}): Promise<LocalStack> {
-    exitOnSignals();
     const stack = new LocalStack(options);
     try {
       await stack.idp.start(stack.certs);
@@ -271,10 +270,11 @@ function chownSync(dir: string, file: string): void {
 let signalsHandled = false;
 
 /**
- * A process running a local stack that is stopped by SIGINT or SIGTERM exits normally instead, so
- * the exit hooks of Dovecot and Azurite stop them: a stack never outlives its process.
+ * For a program that runs a local stack (the demo, the benchmarks): stopped by SIGINT or SIGTERM,
+ * it exits normally instead, so the exit hooks of Dovecot and Azurite stop them too. Not for test
+ * workers: the test runner manages their lifecycle, and a worker exiting on its signal breaks it.
  */
-function exitOnSignals(): void {
+export function exitOnSignals(): void {
   if (signalsHandled) return;
   signalsHandled = true;
   for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {

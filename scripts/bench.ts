@@ -16,7 +16,7 @@ import { InvocationContext } from '@azure/functions';
 import { QueueClient } from '@azure/storage-queue';
 import { ImapFlow } from 'imapflow';
 import nodemailer from 'nodemailer';
-import { LocalStack, EXCHANGE_ROLES } from '../localstack';
+import { exitOnSignals, LocalStack, EXCHANGE_ROLES } from '../localstack';
 import { EXCHANGE_AUDIENCE } from '../localstack/idp';
 import { runQueueTrigger } from '../localstack/queue-runner';
 import { encodeQueueMessage, REPLIES_QUEUE, TASKS_QUEUE } from '../shared/contract/messages';
@@ -278,6 +278,7 @@ async function measureLargeMail(stack: LocalStack) {
 }
 
 async function main(): Promise<void> {
+  exitOnSignals();
   const started = Date.now();
   log('bench: starting the local stack');
   const stack = await LocalStack.start();

@@ -15,7 +15,7 @@ import { InvocationContext, type Timer } from '@azure/functions';
 import { QueueClient } from '@azure/storage-queue';
 import { simpleParser } from 'mailparser';
 import { runOnce } from '../examples/echo-worker';
-import { LocalStack } from '../localstack';
+import { exitOnSignals, LocalStack } from '../localstack';
 import { runQueueTrigger } from '../localstack/queue-runner';
 import { REPLIES_QUEUE } from '../shared/contract/messages';
 import { createHandlers } from '../shared/host/handlers';
@@ -70,6 +70,7 @@ function mail(opts: { from: string; authResults: string; subject: string; body: 
 }
 
 async function main(): Promise<void> {
+  exitOnSignals();
   step(1, 'Starting the local stack on 127.0.0.1');
   const started = Date.now();
   const stack = await LocalStack.start();
