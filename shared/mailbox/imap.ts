@@ -98,15 +98,6 @@ export class MailboxSession {
     return (uids || []).sort((a, b) => a - b);
   }
 
-  /** The header section (BODY.PEEK[HEADER]) and size; null when the mail is gone. Nothing is marked read. */
-  async fetchHead(uid: number): Promise<{ header: Buffer; size: number; internalDate: Date | undefined } | null> {
-    const msg = await this.run(`UID FETCH ${uid} (BODY.PEEK[HEADER] RFC822.SIZE)`, () =>
-      this.client.fetchOne(String(uid), { uid: true, headers: true, size: true, internalDate: true }, { uid: true }),
-    );
-    if (!msg) return null;
-    return { header: msg.headers ?? Buffer.alloc(0), size: msg.size ?? 0, internalDate: msg.internalDate ? new Date(msg.internalDate) : undefined };
-  }
-
   /** Header sections and sizes of several mails in one FETCH; a UID that is gone is absent. Nothing is marked read. */
   async fetchHeads(uids: number[]): Promise<Map<number, { header: Buffer; size: number; internalDate: Date | undefined }>> {
     const out = new Map<number, { header: Buffer; size: number; internalDate: Date | undefined }>();
@@ -149,17 +140,9 @@ export class MailboxSession {
     }
   }
 
-  /** The whole message, without setting \Seen; null when it is gone (removed by someone else). */
-  async fetchSource(uid: number): Promise<{ source: Buffer; internalDate: Date | undefined } | null> {
-    const msg = await this.run(`UID FETCH ${uid}`, () => this.client.fetchOne(String(uid), { uid: true, source: true, internalDate: true }, { uid: true }));
-    if (!msg || !msg.source) return null;
-    const date = msg.internalDate ? new Date(msg.internalDate) : undefined;
-    return { source: msg.source, internalDate: date };
-  }
-
   /** Deletes the messages, or moves them to `folder` (created when missing), in one command. Throws when the server refuses. */
-  async remove(uids: number | number[], action: 'move' | 'delete', folder: string): Promise<void> {
-    const set = (Array.isArray(uids) ? uids : [uids]).join(',');
+  async remove(uids: number[], action: 'move' | 'delete', folder: string): Promise<void> {
+    const set = uids.join(',');
     if (!set) return;
     if (action === 'delete') {
       await this.run(`UID EXPUNGE ${set}`, () => this.checked(this.client.messageDelete(set, { uid: true })));
