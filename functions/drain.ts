@@ -1,15 +1,16 @@
 import { app } from '@azure/functions';
+import { DRAIN_REQUESTS_QUEUE } from '../shared/contract/messages';
 import { createHandlers } from '../shared/host/handlers';
 
 const handlers = createHandlers();
 
-// Drains the mailbox on the schedule in the app setting INBOXQ_DRAIN_SCHEDULE (NCRONTAB, UTC).
-// The host runs one instance of a timer at a time across the app.
-app.timer('drain', {
-  schedule: '%INBOXQ_DRAIN_SCHEDULE%',
-  useMonitor: true,
-  runOnStartup: false,
-  handler: async (timer, context) => {
-    await handlers.drain(timer, context);
+// Drains the mailbox a drain request names. Each request is its own invocation, so the host
+// spreads mailboxes over instances and one slow or broken mailbox never holds up another. A failed
+// drain is logged and recorded, not retried at once: the next tick of the schedule tries again.
+app.storageQueue('drain', {
+  queueName: DRAIN_REQUESTS_QUEUE,
+  connection: 'AzureWebJobsStorage',
+  handler: async (message, context) => {
+    await handlers.drain(message, context);
   },
 });

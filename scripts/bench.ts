@@ -22,7 +22,7 @@ import { runQueueTrigger } from '../localstack/queue-runner';
 import { encodeQueueMessage, REPLIES_QUEUE, TASKS_QUEUE } from '../shared/contract/messages';
 import { drainMailbox } from '../shared/drain/drain';
 import { createHandlers } from '../shared/host/handlers';
-import { runtimeFor } from '../shared/host/runtime';
+import { deploymentFor, runtimeFor } from '../shared/host/runtime';
 import { composeReply } from '../shared/reply/compose';
 import { silentLogger } from '../shared/telemetry/log';
 
@@ -146,17 +146,22 @@ async function measureDrain(stack: LocalStack, count: number, bodyBytes: number,
   return { ratio: median(ratios), inboxq: median(rates.inboxq), baseline: median(rates.baseline), failures };
 }
 
+/** What the drain schedule puts on the queue for this mailbox: the bench invokes the queue-triggered drain with it. */
+function drainRequest(settings: Record<string, string | undefined>) {
+  return { type: 'inboxq.drain-request', version: 1, key: 'default', mailbox: settings['INBOXQ_MAILBOX'], requestedAt: new Date().toISOString() };
+}
+
 async function measureEmptyRun(stack: LocalStack) {
   const settings = stack.settings('bench-empty@company.test', { INBOXQ_MAIL_RETENTION_DAYS: '30' });
-  const handlers = createHandlers(() => runtimeFor(settings));
+  const handlers = createHandlers(() => deploymentFor(settings));
   const ctx = () => new InvocationContext({ functionName: 'drain', invocationId: randomUUID(), logHandler: () => {} });
   const token = await stack.idp.mint({ roles: EXCHANGE_ROLES }, { audience: EXCHANGE_AUDIENCE });
-  await handlers.drain({ isPastDue: false } as never, ctx()); // warm
+  await handlers.drain(drainRequest(settings), ctx()); // warm
   const ratios: number[] = [];
   const times = { inboxq: [] as number[], baseline: [] as number[] };
   for (let i = 0; i < EMPTY_RUNS; i++) {
     let t = process.hrtime.bigint();
-    await handlers.drain({ isPastDue: false } as never, ctx());
+    await handlers.drain(drainRequest(settings), ctx());
     const inboxq = Number(process.hrtime.bigint() - t) / 1e6;
     t = process.hrtime.bigint();
     const client = await bareImap(stack, 'bench-empty@company.test', token);
@@ -173,9 +178,9 @@ async function measureEmptyRun(stack: LocalStack) {
 async function measureTokenCalls(stack: LocalStack) {
   const app = stack.registerApp();
   const settings = stack.settings('bench-token@company.test', app.settings);
-  const handlers = createHandlers(() => runtimeFor(settings));
+  const handlers = createHandlers(() => deploymentFor(settings));
   for (let i = 0; i < 100; i++) {
-    await handlers.drain({ isPastDue: false } as never, new InvocationContext({ functionName: 'drain', invocationId: randomUUID(), logHandler: () => {} }));
+    await handlers.drain(drainRequest(settings), new InvocationContext({ functionName: 'drain', invocationId: randomUUID(), logHandler: () => {} }));
   }
   return stack.idp.requests.filter((r) => r.clientId === app.clientId && r.scope.startsWith(EXCHANGE_AUDIENCE)).length;
 }
@@ -184,7 +189,7 @@ async function measureReplies(stack: LocalStack) {
   const mailbox = 'bench-reply@company.test';
   const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', INBOXQ_SMTP_MAX_PER_MINUTE: '0', INBOXQ_MAX_MESSAGES_PER_RUN: '100000' });
   const rt = runtimeFor(settings);
-  const handlers = createHandlers(() => runtimeFor(settings));
+  const handlers = createHandlers(() => deploymentFor(settings));
   const token = await stack.idp.mint({ roles: EXCHANGE_ROLES }, { audience: EXCHANGE_AUDIENCE });
   const replies = new QueueClient(stack.azurite.connectionString, REPLIES_QUEUE);
   await replies.createIfNotExists();

@@ -17,9 +17,10 @@ import { simpleParser } from 'mailparser';
 import { runOnce } from '../examples/echo-worker';
 import { exitOnSignals, LocalStack } from '../localstack';
 import { runQueueTrigger } from '../localstack/queue-runner';
-import { REPLIES_QUEUE } from '../shared/contract/messages';
+import { DRAIN_REQUESTS_QUEUE, REPLIES_QUEUE } from '../shared/contract/messages';
+import type { DrainSummary } from '../shared/drain/drain';
 import { createHandlers } from '../shared/host/handlers';
-import { runtimeFor } from '../shared/host/runtime';
+import { deploymentFor } from '../shared/host/runtime';
 import { TaskWorker } from '../shared/worker/worker';
 
 const MAILBOX = 'agent@contoso.test';
@@ -80,7 +81,7 @@ async function main(): Promise<void> {
     console.log(`   Azurite queues :${stack.azurite.queuePort} tables :${stack.azurite.tablePort} blobs :${stack.azurite.blobPort}   (${Date.now() - started} ms)`);
 
     const settings = stack.settings(MAILBOX, { INBOXQ_AUTHORIZED_SENDERS: `${SENDER}, ceo@contoso.test` });
-    const handlers = createHandlers(() => runtimeFor(settings));
+    const handlers = createHandlers(() => deploymentFor(settings));
 
     step(2, `Seeding ${MAILBOX}`);
     await stack.appendMail(
@@ -105,8 +106,19 @@ async function main(): Promise<void> {
     );
     console.log('   a forged mail claiming to be ceo@contoso.test (DMARC fail)');
 
-    step(3, 'Running the drain function (timer trigger)');
-    const summary = await handlers.drain({ isPastDue: false } as Timer, context('drain'));
+    step(3, 'Running the drain schedule (timer trigger), then the drain it requests (queue trigger on "drain-requests")');
+    await handlers.schedule({ isPastDue: false } as Timer, context('drainSchedule'));
+    let summary: DrainSummary | undefined;
+    await runQueueTrigger({
+      queue: new QueueClient(stack.azurite.connectionString, DRAIN_REQUESTS_QUEUE),
+      poisonQueue: new QueueClient(stack.azurite.connectionString, `${DRAIN_REQUESTS_QUEUE}-poison`),
+      functionName: 'drain',
+      handler: async (m, c) => {
+        const outcome = await handlers.drain(m, c);
+        if (outcome.error) throw outcome.error;
+        summary = outcome.summary;
+      },
+    });
     for (const o of summary?.outcomes ?? []) {
       const what = o.outcome === 'queued' ? ` as task ${o.taskId}` : ` (ledger row ${o.taskId}) because ${o.reasons.join('; ')}`;
       console.log(`   UID ${o.uid}: ${bold(o.outcome)}${what}`);

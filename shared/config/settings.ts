@@ -4,6 +4,11 @@
  *
  * Every problem names the setting, so a missing or malformed value fails at start with a message an
  * operator can act on, not with an undefined deep in a protocol client.
+ *
+ * One deployment serves one mailbox (INBOXQ_MAILBOX and the other INBOXQ_* settings) or several:
+ * INBOXQ_MAILBOXES lists their keys, and each mailbox's settings are the INBOXQ_* settings with
+ * `INBOXQ_<KEY>__<SETTING>` overriding them, e.g. INBOXQ_SALES__MAILBOX, INBOXQ_SALES__CLIENT_ID.
+ * A few settings belong to the deployment and can't be set per mailbox (DEPLOYMENT_SETTINGS).
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
@@ -44,7 +49,11 @@ export type StorageConnection =
     };
 
 export interface InboxqConfig {
+  /** The mailbox's key in INBOXQ_MAILBOXES; `default` when the deployment serves one mailbox. */
+  key: string;
   mailbox: string;
+  /** The queue its tasks go to: `tasks`, or `tasks-<key>` when the deployment serves several mailboxes. */
+  tasksQueue: string;
   senderPolicy: SenderPolicy;
   identity: {
     tenantId: string;
@@ -77,6 +86,8 @@ export interface InboxqConfig {
     /** Tell the sender when their answer can't be delivered (its reply ended in the poison queue). */
     failureNotice: boolean;
   };
+  /** A short threaded answer to the first mail of each conversation, with its task id. */
+  acknowledgement: { enabled: boolean; text: string };
   storage: StorageConnection;
 }
 
@@ -116,15 +127,34 @@ const emailAddress = (name: string) =>
     .toLowerCase()
     .regex(/^[^\s@<>(),;:"]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/, `${name} must be an e-mail address like agent@example.com`);
 
-const tenantId = z
-  .string()
-  .trim()
-  .refine((v) => !['common', 'organizations', 'consumers'].includes(v.toLowerCase()), {
-    message: 'INBOXQ_TENANT_ID must be your tenant id (a GUID) or verified domain: app-only tokens need a specific tenant, not common/organizations',
-  })
-  .refine((v) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(v) || /^[a-z0-9-]+(\.[a-z0-9-]+)+$/i.test(v), {
-    message: 'INBOXQ_TENANT_ID must be a GUID or a verified domain name',
-  });
+const tenantId = (name: string) =>
+  z
+    .string()
+    .trim()
+    .refine((v) => !['common', 'organizations', 'consumers'].includes(v.toLowerCase()), {
+      message: `${name} must be your tenant id (a GUID) or verified domain: app-only tokens need a specific tenant, not common/organizations`,
+    })
+    .refine((v) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(v) || /^[a-z0-9-]+(\.[a-z0-9-]+)+$/i.test(v), {
+      message: `${name} must be a GUID or a verified domain name`,
+    });
+
+const vaultObjectName = (name: string, what: string) =>
+  z
+    .string()
+    .trim()
+    .regex(/^[0-9A-Za-z-]{1,127}$/, `${name} must be a Key Vault ${what} name (letters, digits, dashes)`);
+
+/** Queues inboxq itself reads; a mailbox's tasks can't go there. */
+const RESERVED_QUEUES = new Set(['replies', 'drain-requests']);
+
+const queueName = (name: string) =>
+  z
+    .string()
+    .trim()
+    .refine((v) => /^[a-z0-9](?:[a-z0-9]|-(?!-)){1,61}[a-z0-9]$/.test(v), {
+      message: `${name} must be a Storage queue name: 3-63 lower-case letters, digits and single dashes, starting and ending with a letter or digit`,
+    })
+    .refine((v) => !RESERVED_QUEUES.has(v) && !v.endsWith('-poison'), { message: `${name} must not be one of inboxq's own queues (replies, drain-requests, *-poison)` });
 
 /** An entry of INBOXQ_AUTHORIZED_SENDERS: `someone@example.com` or `*@example.com`. */
 const senderPattern = /^(\*|[^\s@<>(),;:"*]+)@[a-z0-9-]+(\.[a-z0-9-]+)+$/;
@@ -146,80 +176,217 @@ export function isNcrontab(expr: string): boolean {
   return fields.length === 6 && fields.every((f) => /^[0-9*/,\-A-Za-z]+$/.test(f));
 }
 
-const schema = z.object({
-  INBOXQ_MAILBOX: emailAddress('INBOXQ_MAILBOX'),
-  INBOXQ_TENANT_ID: tenantId,
-  INBOXQ_CLIENT_ID: z
-    .string()
-    .trim()
-    .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, 'INBOXQ_CLIENT_ID must be the application (client) id, a GUID'),
-  INBOXQ_CLIENT_SECRET: z.string().optional(),
-  INBOXQ_KEYVAULT_URL: httpsUrl('INBOXQ_KEYVAULT_URL').optional(),
-  INBOXQ_CLIENT_SECRET_NAME: z
-    .string()
-    .trim()
-    .regex(/^[0-9A-Za-z-]{1,127}$/, 'INBOXQ_CLIENT_SECRET_NAME must be a Key Vault secret name (letters, digits, dashes)')
-    .default(DEFAULT_CLIENT_SECRET_NAME),
-  INBOXQ_CLIENT_CREDENTIAL: z
-    .enum(['secret', 'certificate', 'managed-identity'], { message: 'INBOXQ_CLIENT_CREDENTIAL must be secret, certificate or managed-identity' })
-    .default('secret'),
-  INBOXQ_CLIENT_CERTIFICATE_NAME: z
-    .string()
-    .trim()
-    .regex(/^[0-9A-Za-z-]{1,127}$/, 'INBOXQ_CLIENT_CERTIFICATE_NAME must be a Key Vault certificate name (letters, digits, dashes)')
-    .default(DEFAULT_CLIENT_CERTIFICATE_NAME),
-  AZURE_CLIENT_ID: z.string().trim().optional(),
-  INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE: bool('INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE').default(true),
-  INBOXQ_AUTHORITY_HOST: httpsUrl('INBOXQ_AUTHORITY_HOST').default(DEFAULT_AUTHORITY_HOST),
-  INBOXQ_EXCHANGE_RESOURCE: httpsUrl('INBOXQ_EXCHANGE_RESOURCE').default(DEFAULT_EXCHANGE_RESOURCE),
-  INBOXQ_IMAP_HOST: hostName('INBOXQ_IMAP_HOST').default('outlook.office365.com'),
-  INBOXQ_IMAP_PORT: intIn('INBOXQ_IMAP_PORT', 1, 65535).default(993),
-  INBOXQ_IMAP_SECURE: bool('INBOXQ_IMAP_SECURE').default(true),
-  INBOXQ_SMTP_HOST: hostName('INBOXQ_SMTP_HOST').default('smtp.office365.com'),
-  INBOXQ_SMTP_PORT: intIn('INBOXQ_SMTP_PORT', 1, 65535).default(587),
-  INBOXQ_TLS_CA_FILE: z.string().trim().min(1).optional(),
-  INBOXQ_AUTHORIZED_SENDERS: z.string().default(''),
-  INBOXQ_TRUSTED_AUTHSERV_ID: z.string().trim().toLowerCase().default(''),
-  INBOXQ_MICROSOFT_INTERNAL_FALLBACK: bool('INBOXQ_MICROSOFT_INTERNAL_FALLBACK').default(false),
-  INBOXQ_PROCESSED_ACTION: z.enum(['move', 'delete'], { message: 'INBOXQ_PROCESSED_ACTION must be move or delete' }).default('move'),
-  INBOXQ_PROCESSED_FOLDER: z.string().trim().min(1).default('inboxq-processed'),
-  INBOXQ_QUARANTINE_FOLDER: z.string().trim().min(1).default('inboxq-quarantine'),
-  INBOXQ_MAX_MESSAGES_PER_RUN: intIn('INBOXQ_MAX_MESSAGES_PER_RUN', 1, 100000).default(500),
-  INBOXQ_RUN_BUDGET_SECONDS: intIn('INBOXQ_RUN_BUDGET_SECONDS', 5, 3600).default(240),
-  INBOXQ_MAIL_RETENTION_DAYS: intIn('INBOXQ_MAIL_RETENTION_DAYS', 0, 3650).default(30),
-  INBOXQ_SMTP_MAX_PER_MINUTE: intIn('INBOXQ_SMTP_MAX_PER_MINUTE', 0, 10000).default(30),
-  INBOXQ_FAILURE_NOTICE: bool('INBOXQ_FAILURE_NOTICE').default(true),
-  INBOXQ_DRAIN_SCHEDULE: z
-    .string()
-    .refine(isNcrontab, { message: 'INBOXQ_DRAIN_SCHEDULE must be an NCRONTAB expression with six fields, e.g. "0 */1 * * * *"' })
-    .optional(),
-  AzureWebJobsStorage: z.string().trim().min(1).optional(),
-  AzureWebJobsStorage__queueServiceUri: httpsUrl('AzureWebJobsStorage__queueServiceUri').optional(),
-  AzureWebJobsStorage__tableServiceUri: httpsUrl('AzureWebJobsStorage__tableServiceUri').optional(),
-  AzureWebJobsStorage__blobServiceUri: httpsUrl('AzureWebJobsStorage__blobServiceUri').optional(),
-  AzureWebJobsStorage__clientId: z.string().trim().optional(),
-});
+/** Placeholders the acknowledgement text may use. */
+export const ACKNOWLEDGEMENT_PLACEHOLDERS = ['taskId', 'conversationId', 'subject', 'mailbox'] as const;
+
+export const DEFAULT_ACKNOWLEDGEMENT_TEXT = [
+  'Hello,',
+  '',
+  'your message "{subject}" was received and is being worked on as task {taskId}.',
+  'The answer will come in this thread; to add to your request, reply to this mail.',
+  '',
+  '(This acknowledgement was sent automatically.)',
+].join('\n');
+
+/** `\n` in an app setting (which is one line in most editors) stands for a line break. */
+function settingText(raw: string): string {
+  return raw.replace(/\\n/g, '\n');
+}
+
+/**
+ * The schema of one mailbox's settings. `n` gives the name of the app setting each value came
+ * from (INBOXQ_SALES__CLIENT_ID when that override was set), so messages name what to fix.
+ */
+function schemaFor(n: (setting: string) => string) {
+  return z.object({
+    INBOXQ_MAILBOX: emailAddress(n('INBOXQ_MAILBOX')),
+    INBOXQ_TASKS_QUEUE: queueName(n('INBOXQ_TASKS_QUEUE')).optional(),
+    INBOXQ_TENANT_ID: tenantId(n('INBOXQ_TENANT_ID')),
+    INBOXQ_CLIENT_ID: z
+      .string()
+      .trim()
+      .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, `${n('INBOXQ_CLIENT_ID')} must be the application (client) id, a GUID`),
+    INBOXQ_CLIENT_SECRET: z.string().optional(),
+    INBOXQ_KEYVAULT_URL: httpsUrl(n('INBOXQ_KEYVAULT_URL')).optional(),
+    INBOXQ_CLIENT_SECRET_NAME: vaultObjectName(n('INBOXQ_CLIENT_SECRET_NAME'), 'secret').default(DEFAULT_CLIENT_SECRET_NAME),
+    INBOXQ_CLIENT_CREDENTIAL: z
+      .enum(['secret', 'certificate', 'managed-identity'], { message: `${n('INBOXQ_CLIENT_CREDENTIAL')} must be secret, certificate or managed-identity` })
+      .default('secret'),
+    INBOXQ_CLIENT_CERTIFICATE_NAME: vaultObjectName(n('INBOXQ_CLIENT_CERTIFICATE_NAME'), 'certificate').default(DEFAULT_CLIENT_CERTIFICATE_NAME),
+    AZURE_CLIENT_ID: z.string().trim().optional(),
+    INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE: bool(n('INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE')).default(true),
+    INBOXQ_AUTHORITY_HOST: httpsUrl(n('INBOXQ_AUTHORITY_HOST')).default(DEFAULT_AUTHORITY_HOST),
+    INBOXQ_EXCHANGE_RESOURCE: httpsUrl(n('INBOXQ_EXCHANGE_RESOURCE')).default(DEFAULT_EXCHANGE_RESOURCE),
+    INBOXQ_IMAP_HOST: hostName(n('INBOXQ_IMAP_HOST')).default('outlook.office365.com'),
+    INBOXQ_IMAP_PORT: intIn(n('INBOXQ_IMAP_PORT'), 1, 65535).default(993),
+    INBOXQ_IMAP_SECURE: bool(n('INBOXQ_IMAP_SECURE')).default(true),
+    INBOXQ_SMTP_HOST: hostName(n('INBOXQ_SMTP_HOST')).default('smtp.office365.com'),
+    INBOXQ_SMTP_PORT: intIn(n('INBOXQ_SMTP_PORT'), 1, 65535).default(587),
+    INBOXQ_TLS_CA_FILE: z.string().trim().min(1).optional(),
+    INBOXQ_AUTHORIZED_SENDERS: z.string().default(''),
+    INBOXQ_TRUSTED_AUTHSERV_ID: z.string().trim().toLowerCase().default(''),
+    INBOXQ_MICROSOFT_INTERNAL_FALLBACK: bool(n('INBOXQ_MICROSOFT_INTERNAL_FALLBACK')).default(false),
+    INBOXQ_PROCESSED_ACTION: z.enum(['move', 'delete'], { message: `${n('INBOXQ_PROCESSED_ACTION')} must be move or delete` }).default('move'),
+    INBOXQ_PROCESSED_FOLDER: z.string().trim().min(1).default('inboxq-processed'),
+    INBOXQ_QUARANTINE_FOLDER: z.string().trim().min(1).default('inboxq-quarantine'),
+    INBOXQ_MAX_MESSAGES_PER_RUN: intIn(n('INBOXQ_MAX_MESSAGES_PER_RUN'), 1, 100000).default(500),
+    INBOXQ_RUN_BUDGET_SECONDS: intIn(n('INBOXQ_RUN_BUDGET_SECONDS'), 5, 3600).default(240),
+    INBOXQ_MAIL_RETENTION_DAYS: intIn(n('INBOXQ_MAIL_RETENTION_DAYS'), 0, 3650).default(30),
+    INBOXQ_SMTP_MAX_PER_MINUTE: intIn(n('INBOXQ_SMTP_MAX_PER_MINUTE'), 0, 10000).default(30),
+    INBOXQ_FAILURE_NOTICE: bool(n('INBOXQ_FAILURE_NOTICE')).default(true),
+    INBOXQ_ACKNOWLEDGE: bool(n('INBOXQ_ACKNOWLEDGE')).default(true),
+    INBOXQ_ACKNOWLEDGEMENT_TEXT: z
+      .string()
+      .transform(settingText)
+      .refine((v) => v.trim().length > 0 && v.length <= 4000, { message: `${n('INBOXQ_ACKNOWLEDGEMENT_TEXT')} must be 1 to 4000 characters` })
+      .default(DEFAULT_ACKNOWLEDGEMENT_TEXT),
+    INBOXQ_DRAIN_SCHEDULE: z
+      .string()
+      .refine(isNcrontab, { message: 'INBOXQ_DRAIN_SCHEDULE must be an NCRONTAB expression with six fields, e.g. "0 */1 * * * *"' })
+      .optional(),
+    AzureWebJobsStorage: z.string().trim().min(1).optional(),
+    AzureWebJobsStorage__queueServiceUri: httpsUrl('AzureWebJobsStorage__queueServiceUri').optional(),
+    AzureWebJobsStorage__tableServiceUri: httpsUrl('AzureWebJobsStorage__tableServiceUri').optional(),
+    AzureWebJobsStorage__blobServiceUri: httpsUrl('AzureWebJobsStorage__blobServiceUri').optional(),
+    AzureWebJobsStorage__clientId: z.string().trim().optional(),
+  });
+}
+
+const CANONICAL = schemaFor((s) => s);
+
+/** The names of every setting inboxq reads (without the per-mailbox forms), for docs and the example settings file. */
+export const SETTING_NAMES = ['INBOXQ_MAILBOXES', ...Object.keys(CANONICAL.shape)];
+
+/** Settings of the whole deployment: the same for every mailbox, never `INBOXQ_<KEY>__...`. */
+export const DEPLOYMENT_SETTINGS = new Set([
+  'INBOXQ_MAILBOXES',
+  'INBOXQ_DRAIN_SCHEDULE',
+  'INBOXQ_TLS_CA_FILE',
+  'INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE',
+  'AZURE_CLIENT_ID',
+  'AzureWebJobsStorage',
+  'AzureWebJobsStorage__queueServiceUri',
+  'AzureWebJobsStorage__tableServiceUri',
+  'AzureWebJobsStorage__blobServiceUri',
+  'AzureWebJobsStorage__clientId',
+]);
+
+/** The app setting that sets `setting` for the mailbox with `key` alone: INBOXQ_SALES__CLIENT_ID. */
+export function mailboxSettingName(key: string, setting: string): string {
+  return `INBOXQ_${key.toUpperCase()}__${setting.slice('INBOXQ_'.length)}`;
+}
 
 export type Env = Record<string, string | undefined>;
 
-/** Validates the settings and returns the typed config, or throws a ConfigError listing every problem. */
-export function loadConfig(env: Env): InboxqConfig {
+/** Every mailbox of a deployment, validated together. */
+export interface Deployment {
+  mailboxes: InboxqConfig[];
+}
+
+const MAILBOX_KEY = /^[a-z][a-z0-9]{0,23}$/;
+const OVERRIDE = /^INBOXQ_([A-Z0-9]+)__([A-Z0-9_]+)$/;
+
+/**
+ * Validates the settings of every mailbox the deployment serves and returns their configs, or
+ * throws one ConfigError listing every problem, each naming the mailbox and the app setting.
+ */
+export function loadDeployment(env: Env): Deployment {
+  const listed = env['INBOXQ_MAILBOXES']?.trim();
+  const overrides = Object.keys(env).filter((k) => OVERRIDE.test(k) && env[k] !== undefined);
+  if (!listed) {
+    if (overrides.length > 0) {
+      throw new ConfigError([
+        `${overrides.join(', ')}: per-mailbox settings need INBOXQ_MAILBOXES, the list of mailbox keys (e.g. INBOXQ_MAILBOXES=sales,support); with one mailbox, set INBOXQ_* directly`,
+      ]);
+    }
+    return { mailboxes: [loadMailbox(env, 'default', null)] };
+  }
+
+  const problems: string[] = [];
+  const keys: string[] = [];
+  for (const part of listed.split(/[,;\s]+/).filter(Boolean)) {
+    const key = part.toLowerCase();
+    if (!MAILBOX_KEY.test(key)) problems.push(`INBOXQ_MAILBOXES: "${part}" is not a mailbox key (a letter, then up to 23 letters or digits)`);
+    else if (keys.includes(key)) problems.push(`INBOXQ_MAILBOXES lists "${key}" twice`);
+    else keys.push(key);
+  }
+  for (const name of overrides) {
+    const [, key, rest] = OVERRIDE.exec(name)!;
+    const setting = `INBOXQ_${rest}`;
+    if (!keys.includes(key!.toLowerCase())) problems.push(`${name} names mailbox "${key!.toLowerCase()}", which INBOXQ_MAILBOXES does not list (${keys.join(', ')})`);
+    else if (DEPLOYMENT_SETTINGS.has(setting)) problems.push(`${name}: ${setting} applies to the whole deployment and can't be set per mailbox`);
+    else if (!(setting in CANONICAL.shape)) problems.push(`${name}: inboxq has no setting ${setting}`);
+  }
+
+  const mailboxes: InboxqConfig[] = [];
+  for (const key of keys) {
+    try {
+      mailboxes.push(loadMailbox(env, key, key));
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      problems.push(...err.problems.map((p) => `mailbox "${key}": ${p}`));
+    }
+  }
+  // Two drains of one inbox would take each other's mail: every mailbox needs an inbox of its own.
+  for (let i = 0; i < mailboxes.length; i++) {
+    for (let j = i + 1; j < mailboxes.length; j++) {
+      const a = mailboxes[i]!;
+      const b = mailboxes[j]!;
+      if (a.mailbox === b.mailbox && a.imap.host.toLowerCase() === b.imap.host.toLowerCase()) {
+        problems.push(
+          `mailboxes "${a.key}" and "${b.key}" both point at the inbox of ${a.mailbox} (${mailboxSettingName(a.key, 'INBOXQ_MAILBOX')}, ${mailboxSettingName(b.key, 'INBOXQ_MAILBOX')}): give each mailbox its own address`,
+        );
+      }
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { mailboxes };
+}
+
+/**
+ * The config of a deployment that serves one mailbox (and of tests and tools that look at one):
+ * its only mailbox, or, with several, the one named by key or address.
+ */
+export function loadConfig(env: Env, mailbox?: string): InboxqConfig {
+  const { mailboxes } = loadDeployment(env);
+  if (mailbox === undefined) {
+    if (mailboxes.length === 1) return mailboxes[0]!;
+    throw new ConfigError([`this deployment serves ${mailboxes.length} mailboxes (${mailboxes.map((m) => m.key).join(', ')}): name one`]);
+  }
+  const wanted = mailbox.trim().toLowerCase();
+  const found = mailboxes.find((m) => m.key === wanted || m.mailbox === wanted);
+  if (!found) throw new ConfigError([`mailbox ${mailbox} is not configured here (${mailboxes.map((m) => `${m.key}: ${m.mailbox}`).join(', ')})`]);
+  return found;
+}
+
+/** One mailbox's config: `key` null for a single-mailbox deployment (plain INBOXQ_* settings). */
+function loadMailbox(env: Env, key: string, overrideKey: string | null): InboxqConfig {
+  const perMailbox = (setting: string) => overrideKey !== null && setting.startsWith('INBOXQ_') && !DEPLOYMENT_SETTINGS.has(setting);
+  const nameOf = (setting: string): string => {
+    if (!perMailbox(setting)) return setting;
+    const own = mailboxSettingName(overrideKey!, setting);
+    // With several mailboxes, each names its address itself: a shared INBOXQ_MAILBOX would make them one inbox.
+    return env[own] !== undefined || setting === 'INBOXQ_MAILBOX' ? own : setting;
+  };
+  const schema = schemaFor(nameOf);
+
   // Empty strings count as unset, the way the portal and local.settings.json present them.
   const present: Record<string, string> = {};
-  for (const key of Object.keys(schema.shape)) {
-    const value = env[key];
-    if (value !== undefined && (value !== '' || key === 'INBOXQ_TRUSTED_AUTHSERV_ID')) present[key] = value;
+  for (const setting of Object.keys(schema.shape)) {
+    const name = nameOf(setting);
+    const value = env[name];
+    if (value !== undefined && (value !== '' || setting === 'INBOXQ_TRUSTED_AUTHSERV_ID')) present[setting] = value;
   }
   const parsed = schema.safeParse(present);
   if (!parsed.success) {
     throw new ConfigError(
       parsed.error.issues.map((issue) => {
         const setting = String(issue.path[0] ?? 'settings');
-        return issue.code === 'invalid_type' && present[setting] === undefined
-          ? `${setting} is required`
-          : issue.message.startsWith(setting)
-            ? issue.message
-            : `${setting}: ${issue.message}`;
+        const name = nameOf(setting);
+        if (issue.code === 'invalid_type' && present[setting] === undefined) {
+          return setting === 'INBOXQ_MAILBOX' && overrideKey ? `${name} is required: the address of mailbox "${overrideKey}"` : `${name} is required`;
+        }
+        return issue.message.startsWith(name) ? issue.message : `${name}: ${issue.message}`;
       }),
     );
   }
@@ -230,19 +397,21 @@ export function loadConfig(env: Env): InboxqConfig {
   if (s.INBOXQ_CLIENT_CREDENTIAL === 'managed-identity') {
     credential = { kind: 'managed-identity', identityClientId: s.AZURE_CLIENT_ID || undefined };
   } else if (s.INBOXQ_CLIENT_CREDENTIAL === 'certificate') {
-    if (s.INBOXQ_KEYVAULT_URL === undefined) problems.push('INBOXQ_KEYVAULT_URL is required: the client certificate is read from Key Vault');
+    if (s.INBOXQ_KEYVAULT_URL === undefined) problems.push(`${nameOf('INBOXQ_KEYVAULT_URL')} is required: the client certificate is read from Key Vault`);
     else credential = { kind: 'keyvault-certificate', vaultUrl: s.INBOXQ_KEYVAULT_URL, certificateName: s.INBOXQ_CLIENT_CERTIFICATE_NAME };
   } else if (s.INBOXQ_CLIENT_SECRET !== undefined) {
     credential = { kind: 'secret-setting', secret: s.INBOXQ_CLIENT_SECRET };
   } else if (s.INBOXQ_KEYVAULT_URL !== undefined) {
     credential = { kind: 'keyvault-secret', vaultUrl: s.INBOXQ_KEYVAULT_URL, secretName: s.INBOXQ_CLIENT_SECRET_NAME };
   } else {
-    problems.push('INBOXQ_KEYVAULT_URL is required (the vault holding the client secret); for local development only, INBOXQ_CLIENT_SECRET may be set instead');
+    problems.push(
+      `${nameOf('INBOXQ_KEYVAULT_URL')} is required (the vault holding the client secret); for local development only, ${nameOf('INBOXQ_CLIENT_SECRET')} may be set instead`,
+    );
   }
 
   const { senders, invalid } = parseSenderList(s.INBOXQ_AUTHORIZED_SENDERS);
   if (invalid.length > 0) {
-    problems.push(`INBOXQ_AUTHORIZED_SENDERS has entries that are neither an address nor *@domain: ${invalid.join(', ')}`);
+    problems.push(`${nameOf('INBOXQ_AUTHORIZED_SENDERS')} has entries that are neither an address nor *@domain: ${invalid.join(', ')}`);
   }
 
   let storage: StorageConnection | undefined;
@@ -272,16 +441,26 @@ export function loadConfig(env: Env): InboxqConfig {
   }
 
   if (s.INBOXQ_PROCESSED_ACTION === 'move' && s.INBOXQ_PROCESSED_FOLDER.toUpperCase() === 'INBOX') {
-    problems.push('INBOXQ_PROCESSED_FOLDER must not be INBOX: processed mail would be drained again');
+    problems.push(`${nameOf('INBOXQ_PROCESSED_FOLDER')} must not be INBOX: processed mail would be drained again`);
   }
   if (s.INBOXQ_QUARANTINE_FOLDER.toUpperCase() === 'INBOX') {
-    problems.push('INBOXQ_QUARANTINE_FOLDER must not be INBOX');
+    problems.push(`${nameOf('INBOXQ_QUARANTINE_FOLDER')} must not be INBOX`);
+  }
+  const unknownPlaceholders = [...s.INBOXQ_ACKNOWLEDGEMENT_TEXT.matchAll(/\{(\w+)\}/g)]
+    .map((m) => m[1]!)
+    .filter((p) => !(ACKNOWLEDGEMENT_PLACEHOLDERS as readonly string[]).includes(p));
+  if (unknownPlaceholders.length > 0) {
+    problems.push(
+      `${nameOf('INBOXQ_ACKNOWLEDGEMENT_TEXT')} uses unknown placeholders ${unknownPlaceholders.map((p) => `{${p}}`).join(', ')}; it may use ${ACKNOWLEDGEMENT_PLACEHOLDERS.map((p) => `{${p}}`).join(', ')}`,
+    );
   }
 
   if (problems.length > 0 || !credential || !storage) throw new ConfigError(problems, { mailbox: s.INBOXQ_MAILBOX });
 
   return {
+    key,
     mailbox: s.INBOXQ_MAILBOX,
+    tasksQueue: s.INBOXQ_TASKS_QUEUE ?? (overrideKey === null ? 'tasks' : `tasks-${overrideKey}`),
     senderPolicy: {
       authorizedSenders: senders,
       trustedAuthservId: s.INBOXQ_TRUSTED_AUTHSERV_ID,
@@ -307,9 +486,7 @@ export function loadConfig(env: Env): InboxqConfig {
       retentionDays: s.INBOXQ_MAIL_RETENTION_DAYS,
     },
     reply: { maxPerMinute: s.INBOXQ_SMTP_MAX_PER_MINUTE, failureNotice: s.INBOXQ_FAILURE_NOTICE },
+    acknowledgement: { enabled: s.INBOXQ_ACKNOWLEDGE, text: s.INBOXQ_ACKNOWLEDGEMENT_TEXT },
     storage,
   };
 }
-
-/** The names of every setting inboxq reads, for docs and the example settings file. */
-export const SETTING_NAMES = Object.keys(schema.shape);

@@ -8,8 +8,11 @@
  */
 import { z } from 'zod';
 
+/** Where tasks go in a deployment of one mailbox; with several, each has its own (`tasks-<key>` by default). */
 export const TASKS_QUEUE = 'tasks';
 export const REPLIES_QUEUE = 'replies';
+/** inboxq's own: the schedule puts one request per mailbox here, and each is drained on its own. */
+export const DRAIN_REQUESTS_QUEUE = 'drain-requests';
 /** Where raw mail, bodies too big for a queue message, and attachments are stored. */
 export const MAIL_CONTAINER = 'inboxq-mail';
 
@@ -92,6 +95,17 @@ export const replyMessageSchema = z.object({
 });
 export type ReplyMessage = z.infer<typeof replyMessageSchema>;
 export type ReplyMessageInput = z.input<typeof replyMessageSchema>;
+
+/** "Drain this mailbox now": what the schedule puts on the drain-requests queue for each mailbox. */
+export const drainRequestSchema = z.object({
+  type: z.literal('inboxq.drain-request'),
+  version: z.literal(1),
+  /** The mailbox's key in the deployment's settings (`default` with one mailbox). */
+  key: z.string().min(1).max(64),
+  mailbox: email,
+  requestedAt: isoDate,
+});
+export type DrainRequest = z.infer<typeof drainRequestSchema>;
 
 /** Human-readable problems of a failed validation, each naming the field. */
 export function describeIssues(error: z.ZodError): string[] {

@@ -1,14 +1,15 @@
 /**
- * What a warm Functions instance keeps between invocations: the validated config, the token
- * provider (MSAL's cache), and the Storage clients. Built once per set of settings.
+ * What a warm Functions instance keeps between invocations: the validated config of every mailbox,
+ * their token providers (MSAL's cache), and the Storage clients. Built once per set of settings.
  *
- * This is the one place that reads process.env (through `loadConfig`).
+ * This is the one place that reads process.env (through `loadDeployment`).
  */
-import { loadConfig, type Env, type InboxqConfig } from '../config/settings';
+import { loadDeployment, type Env, type InboxqConfig } from '../config/settings';
 import { tokenProviderFor, type ExchangeTokenProvider } from '../credentials/token';
 import { Ledger } from '../ledger/ledger';
 import { createStorageClients, type StorageClients } from '../storage/clients';
 
+/** One mailbox's runtime. */
 export interface Runtime {
   config: InboxqConfig;
   tokens: ExchangeTokenProvider;
@@ -16,24 +17,52 @@ export interface Runtime {
   ledger: Ledger;
 }
 
-const runtimes = new Map<string, Runtime>();
-
-export function runtimeFor(env: Env): Runtime {
-  const config = loadConfig(env);
-  const key = JSON.stringify(config, (_k, v: unknown) => (Buffer.isBuffer(v) ? v.toString('base64') : v));
-  let rt = runtimes.get(key);
-  if (!rt) {
-    const storage = createStorageClients(config.storage, config.mailbox);
-    rt = { config, tokens: tokenProviderFor(config), storage, ledger: new Ledger(storage, config.mailbox) };
-    runtimes.set(key, rt);
-  }
-  return rt;
+/** Every mailbox of the deployment, found by key or address. */
+export interface DeploymentRuntime {
+  mailboxes: Runtime[];
+  /** The mailbox with this key or address, if the deployment serves it. */
+  find(mailbox: string): Runtime | undefined;
 }
 
-let fromProcess: Runtime | undefined;
+const deployments = new Map<string, DeploymentRuntime>();
 
-/** The runtime of this Functions instance, from its app settings. */
-export function processRuntime(): Runtime {
-  fromProcess ??= runtimeFor(process.env);
+export function deploymentFor(env: Env): DeploymentRuntime {
+  const { mailboxes } = loadDeployment(env);
+  const key = JSON.stringify(mailboxes, (_k, v: unknown) => (Buffer.isBuffer(v) ? v.toString('base64') : v));
+  let deployment = deployments.get(key);
+  if (!deployment) {
+    const runtimes = mailboxes.map((config): Runtime => {
+      const storage = createStorageClients(config.storage, config.mailbox);
+      return { config, tokens: tokenProviderFor(config), storage, ledger: new Ledger(storage, config.mailbox) };
+    });
+    deployment = {
+      mailboxes: runtimes,
+      find: (mailbox) => {
+        const wanted = mailbox.trim().toLowerCase();
+        return runtimes.find((rt) => rt.config.key === wanted || rt.config.mailbox === wanted);
+      },
+    };
+    deployments.set(key, deployment);
+  }
+  return deployment;
+}
+
+/** The runtime of a deployment that serves one mailbox (tests and tools that look at one). */
+export function runtimeFor(env: Env, mailbox?: string): Runtime {
+  const deployment = deploymentFor(env);
+  if (mailbox !== undefined) {
+    const rt = deployment.find(mailbox);
+    if (!rt) throw new Error(`mailbox ${mailbox} is not configured in these settings`);
+    return rt;
+  }
+  if (deployment.mailboxes.length !== 1) throw new Error(`these settings serve ${deployment.mailboxes.length} mailboxes: name one`);
+  return deployment.mailboxes[0]!;
+}
+
+let fromProcess: DeploymentRuntime | undefined;
+
+/** Every mailbox this Functions instance serves, from its app settings. */
+export function processDeployment(): DeploymentRuntime {
+  fromProcess ??= deploymentFor(process.env);
   return fromProcess;
 }

@@ -6,7 +6,7 @@ export async function sendQueueMessage(
   storage: StorageClients,
   queue: string,
   message: unknown,
-  options: { mailbox?: string; visibilityTimeoutSeconds?: number } = {},
+  options: { mailbox?: string; visibilityTimeoutSeconds?: number; timeToLiveSeconds?: number } = {},
 ): Promise<string> {
   const text = encodeQueueMessage(message);
   if (text.length > MAX_QUEUE_MESSAGE_CHARS) {
@@ -14,7 +14,10 @@ export async function sendQueueMessage(
   }
   const client = await storage.queue(queue);
   try {
-    const res = await client.sendMessage(text, options.visibilityTimeoutSeconds ? { visibilityTimeout: options.visibilityTimeoutSeconds } : {});
+    const res = await client.sendMessage(text, {
+      ...(options.visibilityTimeoutSeconds ? { visibilityTimeout: options.visibilityTimeoutSeconds } : {}),
+      ...(options.timeToLiveSeconds ? { messageTimeToLive: options.timeToLiveSeconds } : {}),
+    });
     return res.messageId;
   } catch (err) {
     throw storageError(`Can't send to queue ${queue}`, err, options.mailbox);

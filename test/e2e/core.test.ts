@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { runtimeFor } from '../../shared/host/runtime';
 import { TaskWorker } from '../../shared/worker/worker';
 import { buildMail, eopFail } from '../helpers/mail';
-import { context, handlersFor, peekTasks, queue, REPLIES_QUEUE, table, timer } from '../helpers/stack';
+import { drainNow, handlersFor, peekTasks, queue, REPLIES_QUEUE, table } from '../helpers/stack';
 
 let stack: LocalStack;
 beforeAll(async () => {
@@ -37,7 +37,7 @@ describe('drain and reply, end to end', () => {
     await stack.appendMail(mailbox, raw);
 
     const logs: string[] = [];
-    const summary = await handlers.drain(timer(), context('drain', logs));
+    const summary = await drainNow(stack, env, logs);
     expect(summary?.counts.queued).toBe(1);
 
     const tasks = await peekTasks(stack);
@@ -89,7 +89,7 @@ describe('drain and reply, end to end', () => {
     await stack.appendMail(mailbox, buildMail({ from: 'ceo@company.test', to: mailbox, authResults: eopFail('company.test'), messageId: '<forged-1@evil.test>', subject: 'Urgent payment', body }));
     const before = (await peekTasks(stack)).length;
     const logs: string[] = [];
-    const summary = await handlersFor(env).drain(timer(), context('drain', logs));
+    const summary = await drainNow(stack, env, logs);
     const rejection = logs.find((l) => l.includes('Mail rejected'))!;
     expect(rejection).toContain('<forged-1@evil.test>');
     expect(rejection).toContain('DMARC result for company.test is fail');
@@ -110,7 +110,7 @@ describe('drain and reply, end to end', () => {
     const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test' });
     const body = 'Lorem ipsum dolor sit amet. '.repeat(4000);
     await stack.appendMail(mailbox, buildMail({ from: 'alice@partner.test', to: mailbox, body }));
-    await handlersFor(env).drain(timer(), context('drain', []));
+    await drainNow(stack, env, []);
     const task = (await peekTasks(stack)).find((t) => t.mailbox === mailbox)!;
     expect(task.body.text).toBeNull();
     expect(task.body.textBlob!.size).toBeGreaterThan(100_000);
@@ -126,13 +126,13 @@ describe('drain and reply, end to end', () => {
     const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test' });
     await stack.appendMail(mailbox, buildMail({ from: 'alice@partner.test', to: mailbox }));
     await stack.appendMail(mailbox, buildMail({ from: 'eve@elsewhere.test', to: mailbox }));
-    await handlersFor(env).drain(timer(), context('drain', []));
+    await drainNow(stack, env, []);
     const state = (await runtimeFor(env).ledger.getMailboxState(mailbox))!;
     expect(state).toMatchObject({ mailbox, lastRunOutcome: 'ok', lastError: '' });
     expect(JSON.parse(state['lastRunCounts'] as string)).toMatchObject({ seen: 2, queued: 1, rejected: 1 });
 
     const broken = stack.settings(mailbox, { INBOXQ_IMAP_PORT: '1' });
-    await expect(handlersFor(broken).drain(timer(), context('drain', []))).rejects.toThrow();
+    await expect(drainNow(stack, broken, [])).rejects.toThrow();
     const after = (await runtimeFor(env).ledger.getMailboxState(mailbox))!;
     expect(after['lastRunOutcome']).toBe('failed');
     expect(after['lastError']).toContain('127.0.0.1:1');

@@ -8,7 +8,7 @@ import { peekClaims } from '../../shared/credentials/token';
 import { runtimeFor } from '../../shared/host/runtime';
 import { TokenError } from '../../shared/errors';
 import { buildMail } from '../helpers/mail';
-import { context, handlersFor, timer } from '../helpers/stack';
+import { drainNow } from '../helpers/stack';
 
 let stack: LocalStack;
 beforeAll(async () => {
@@ -34,8 +34,7 @@ describe('app-only tokens', () => {
   it('warm invocations reuse the cached token; it is renewed once it nears expiry', async () => {
     const app = stack.registerApp();
     const env = stack.settings('warm@company.test', app.settings);
-    const handlers = handlersFor(env);
-    for (let i = 0; i < 5; i++) await handlers.drain(timer(), context('drain', []));
+    for (let i = 0; i < 5; i++) await drainNow(stack, env);
     expect(exchangeTokensFor(app.clientId)).toBe(1);
 
     // A token with less than MSAL's 5-minute margin left is renewed before use.
@@ -61,7 +60,7 @@ describe('app-only tokens', () => {
 describe('the three credential types', () => {
   async function drainWith(mailbox: string, settings: Record<string, string>) {
     await stack.appendMail(mailbox, buildMail({ from: 'a@partner.test', to: mailbox }));
-    return handlersFor(stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', ...settings })).drain(timer(), context('drain', []));
+    return drainNow(stack, stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', ...settings }));
   }
 
   it('a client secret from Key Vault', async () => {

@@ -10,7 +10,7 @@ import { hostQueueSettings, runQueueTrigger } from '../../localstack/queue-runne
 import { encodeQueueMessage } from '../../shared/contract/messages';
 import { ImapError, TokenError } from '../../shared/errors';
 import { buildMail } from '../helpers/mail';
-import { context, handlersFor, peekTasks, queue, REPLIES_QUEUE, timer } from '../helpers/stack';
+import { drainNow, handlersFor, peekTasks, queue, REPLIES_QUEUE } from '../helpers/stack';
 
 let stack: LocalStack;
 beforeAll(async () => {
@@ -21,8 +21,7 @@ afterAll(async () => {
 });
 
 async function drainError(env: Record<string, string | undefined>, logs: string[] = []): Promise<Error> {
-  const err = await handlersFor(env)
-    .drain(timer(), context('drain', logs))
+  const err = await drainNow(stack, env, logs)
     .then(
       () => undefined,
       (e: Error) => e,
@@ -73,10 +72,7 @@ describe('credentials', () => {
     stack.idp.expiredTokensToIssue = 1;
     const issuedBefore = stack.idp.requests.filter((r) => r.clientId === app.clientId && r.outcome === 'issued').length;
     const logs: string[] = [];
-    const summary = await handlersFor(stack.settings(mailbox, { ...app.settings, INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test' })).drain(
-      timer(),
-      context('drain', logs),
-    );
+    const summary = await drainNow(stack, stack.settings(mailbox, { ...app.settings, INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test' }), logs);
     expect(summary?.counts.queued).toBe(1);
     expect(stack.idp.expiredTokensToIssue).toBe(0);
     const issued = stack.idp.requests.filter((r) => r.clientId === app.clientId && r.outcome === 'issued' && r.scope.includes('outlook')).length;
@@ -105,7 +101,7 @@ describe('mailbox', () => {
     await stack.appendMail(mailbox, Buffer.concat([Buffer.from('\u0000\u0001 not a mail\r\n\r\n'), randomBytes(2000)]));
     await stack.appendMail(mailbox, buildMail({ from: 'alice@partner.test', to: mailbox, subject: 'third' }));
     const logs: string[] = [];
-    const summary = await handlersFor(env).drain(timer(), context('drain', logs));
+    const summary = await drainNow(stack, env, logs);
     expect(summary?.counts).toMatchObject({ seen: 3, queued: 2, quarantined: 1 });
     const quarantined = summary!.outcomes.find((o) => o.outcome === 'quarantined')!;
     expect(quarantined.reasons[0]).toContain('does not start with a header section');

@@ -69,16 +69,21 @@ describe('custom metrics', () => {
 });
 
 describe('function registrations', () => {
-  it('register the timer, the replies queue trigger and the poison queue trigger as the host expects', async () => {
+  it('register the schedule, the drain, reply and poison queue triggers and the start hook as the host expects', async () => {
     const timer = vi.spyOn(app, 'timer').mockImplementation(() => undefined);
     const queue = vi.spyOn(app, 'storageQueue').mockImplementation(() => undefined);
+    const appStart = vi.spyOn(app.hook, 'appStart').mockImplementation(() => ({ dispose: () => undefined }) as never);
+    await import('../../functions/schedule.js');
     await import('../../functions/drain.js');
     await import('../../functions/reply.js');
     await import('../../functions/reply-poison.js');
-    expect(timer.mock.calls.map(([name, o]) => [name, o.schedule, o.useMonitor, o.runOnStartup])).toEqual([['drain', '%INBOXQ_DRAIN_SCHEDULE%', true, false]]);
+    await import('../../functions/startup.js');
+    expect(timer.mock.calls.map(([name, o]) => [name, o.schedule, o.useMonitor, o.runOnStartup])).toEqual([['drainSchedule', '%INBOXQ_DRAIN_SCHEDULE%', true, false]]);
     expect(queue.mock.calls.map(([name, o]) => [name, o.queueName, o.connection])).toEqual([
+      ['drain', 'drain-requests', 'AzureWebJobsStorage'],
       ['reply', 'replies', 'AzureWebJobsStorage'],
       ['replyPoison', 'replies-poison', 'AzureWebJobsStorage'],
     ]);
+    expect(appStart).toHaveBeenCalledTimes(1);
   });
 });

@@ -3,10 +3,12 @@ import { randomUUID } from 'node:crypto';
 import { InvocationContext, type Timer } from '@azure/functions';
 import { QueueClient } from '@azure/storage-queue';
 import { TableClient } from '@azure/data-tables';
-import { decodeQueueMessage, REPLIES_QUEUE, TASKS_QUEUE, type TaskMessage } from '../../shared/contract/messages';
-import { createHandlers } from '../../shared/host/handlers';
-import { runtimeFor } from '../../shared/host/runtime';
+import { decodeQueueMessage, DRAIN_REQUESTS_QUEUE, REPLIES_QUEUE, TASKS_QUEUE, type TaskMessage } from '../../shared/contract/messages';
+import type { DrainSummary } from '../../shared/drain/drain';
+import { createHandlers, type DrainOutcome, type Handlers } from '../../shared/host/handlers';
+import { deploymentFor } from '../../shared/host/runtime';
 import type { LocalStack } from '../../localstack';
+import { runQueueTrigger } from '../../localstack/queue-runner';
 
 export function timer(): Timer {
   return { isPastDue: false, schedule: { adjustForDST: false }, scheduleStatus: { last: '', next: '', lastUpdated: '' } };
@@ -21,8 +23,38 @@ export function context(name: string, logs: string[], triggerMetadata: Record<st
   });
 }
 
-export function handlersFor(env: Record<string, string | undefined>) {
-  return createHandlers(() => runtimeFor(env));
+export function handlersFor(env: Record<string, string | undefined>): Handlers {
+  return createHandlers(() => deploymentFor(env));
+}
+
+/**
+ * One tick of the drain schedule, as the host runs it: the timer puts a drain request per mailbox
+ * on the drain-requests queue, and the queue trigger drains each (a batch at the same time).
+ */
+export async function drainTick(stack: LocalStack, env: Record<string, string | undefined>, logs: string[] = []): Promise<DrainOutcome[]> {
+  const handlers = handlersFor(env);
+  await handlers.schedule(timer(), context('drainSchedule', logs));
+  const outcomes: DrainOutcome[] = [];
+  const run = await runQueueTrigger({
+    queue: queue(stack, DRAIN_REQUESTS_QUEUE),
+    poisonQueue: queue(stack, `${DRAIN_REQUESTS_QUEUE}-poison`),
+    functionName: 'drain',
+    handler: async (m, c) => {
+      outcomes.push(await handlers.drain(m, c));
+    },
+  });
+  logs.push(...run.logs);
+  return outcomes;
+}
+
+/** A tick of a one-mailbox deployment: its drain's summary, or the drain's error thrown. */
+export async function drainNow(stack: LocalStack, env: Record<string, string | undefined>, logs: string[] = []): Promise<DrainSummary> {
+  const outcomes = await drainTick(stack, env, logs);
+  if (outcomes.length !== 1) throw new Error(`expected one drain, got ${outcomes.length}`);
+  const [outcome] = outcomes;
+  if (outcome!.error !== undefined) throw outcome!.error;
+  if (!outcome!.summary) throw new Error(`the drain was skipped: ${outcome!.skipped}`);
+  return outcome!.summary;
 }
 
 export function queue(stack: LocalStack, name: string): QueueClient {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { isNcrontab, loadConfig, parseSenderList, SETTING_NAMES } from '../../shared/config/settings';
+import { DEFAULT_ACKNOWLEDGEMENT_TEXT, isNcrontab, loadConfig, loadDeployment, parseSenderList, SETTING_NAMES } from '../../shared/config/settings';
 import { ConfigError } from '../../shared/errors';
 
 const base = {
@@ -116,5 +116,91 @@ describe('settings', () => {
   it('names every setting in local.settings.example.json', async () => {
     const example = JSON.parse(await import('node:fs').then((fs) => fs.readFileSync('local.settings.example.json', 'utf8'))) as { Values: Record<string, string> };
     for (const name of SETTING_NAMES) expect(Object.keys(example.Values), name).toContain(name);
+  });
+
+  it('acknowledges new conversations by default, with a text that may be set (\\n for line breaks)', () => {
+    expect(loadConfig(base).acknowledgement).toEqual({ enabled: true, text: DEFAULT_ACKNOWLEDGEMENT_TEXT });
+    expect(loadConfig({ ...base, INBOXQ_ACKNOWLEDGE: 'false' }).acknowledgement.enabled).toBe(false);
+    expect(loadConfig({ ...base, INBOXQ_ACKNOWLEDGEMENT_TEXT: 'Got it: {taskId}.\\nThanks.' }).acknowledgement.text).toBe('Got it: {taskId}.\nThanks.');
+    expect(problems({ ...base, INBOXQ_ACKNOWLEDGEMENT_TEXT: 'Got {task} for {name}' })).toEqual([
+      'INBOXQ_ACKNOWLEDGEMENT_TEXT uses unknown placeholders {task}, {name}; it may use {taskId}, {conversationId}, {subject}, {mailbox}',
+    ]);
+  });
+
+  it('puts one mailbox\'s tasks on the tasks queue, unless told otherwise', () => {
+    expect(loadConfig(base)).toMatchObject({ key: 'default', tasksQueue: 'tasks' });
+    expect(loadConfig({ ...base, INBOXQ_TASKS_QUEUE: 'agent-tasks' }).tasksQueue).toBe('agent-tasks');
+    expect(problems({ ...base, INBOXQ_TASKS_QUEUE: 'replies' })[0]).toContain("INBOXQ_TASKS_QUEUE must not be one of inboxq's own queues");
+    expect(problems({ ...base, INBOXQ_TASKS_QUEUE: 'Tasks_1' })[0]).toContain('INBOXQ_TASKS_QUEUE must be a Storage queue name');
+  });
+});
+
+describe('several mailboxes', () => {
+  const two = {
+    ...base,
+    INBOXQ_MAILBOX: undefined,
+    INBOXQ_MAILBOXES: 'sales, Support',
+    INBOXQ_AUTHORIZED_SENDERS: '*@company.com',
+    INBOXQ_SALES__MAILBOX: 'sales@company.com',
+    INBOXQ_SUPPORT__MAILBOX: 'support@company.com',
+    INBOXQ_SUPPORT__CLIENT_ID: '99999999-2222-3333-4444-555555555555',
+    INBOXQ_SUPPORT__AUTHORIZED_SENDERS: '*@customer.example',
+    INBOXQ_SUPPORT__PROCESSED_FOLDER: 'Done',
+  };
+
+  function deploymentProblems(env: Record<string, string | undefined>): string[] {
+    try {
+      loadDeployment(env);
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      return [...(err as ConfigError).problems];
+    }
+    throw new Error('expected a ConfigError');
+  }
+
+  it('each takes the shared settings, overridden by INBOXQ_<KEY>__<SETTING>, and gets its own tasks queue', () => {
+    const [sales, support] = loadDeployment(two).mailboxes;
+    expect(sales).toMatchObject({ key: 'sales', mailbox: 'sales@company.com', tasksQueue: 'tasks-sales', senderPolicy: { authorizedSenders: ['*@company.com'] } });
+    expect(sales!.identity.clientId).toBe('11111111-2222-3333-4444-555555555555');
+    expect(sales!.drain.processedFolder).toBe('inboxq-processed');
+    expect(support).toMatchObject({ key: 'support', mailbox: 'support@company.com', tasksQueue: 'tasks-support', senderPolicy: { authorizedSenders: ['*@customer.example'] } });
+    expect(support!.identity.clientId).toBe('99999999-2222-3333-4444-555555555555');
+    expect(support!.drain.processedFolder).toBe('Done');
+    expect(loadConfig(two, 'support@company.com').key).toBe('support');
+    expect(loadConfig(two, 'sales').mailbox).toBe('sales@company.com');
+    expect(() => loadConfig(two)).toThrow('this deployment serves 2 mailboxes (sales, support): name one');
+  });
+
+  it('names the mailbox and the app setting of every problem', () => {
+    expect(
+      deploymentProblems({ ...two, INBOXQ_SALES__MAILBOX: undefined, INBOXQ_SUPPORT__IMAP_PORT: 'x', INBOXQ_SUPPORT__AUTHORIZED_SENDERS: 'bob' }),
+    ).toEqual([
+      'mailbox "sales": INBOXQ_SALES__MAILBOX is required: the address of mailbox "sales"',
+      'mailbox "support": INBOXQ_SUPPORT__IMAP_PORT must be a whole number',
+    ]);
+    expect(deploymentProblems({ ...two, INBOXQ_SUPPORT__AUTHORIZED_SENDERS: 'bob' })).toEqual([
+      'mailbox "support": INBOXQ_SUPPORT__AUTHORIZED_SENDERS has entries that are neither an address nor *@domain: bob',
+    ]);
+    // A shared setting at fault is named as such, once per mailbox that uses it.
+    const shared = deploymentProblems({ ...two, INBOXQ_TENANT_ID: 'common' }).filter((p) => p.includes('INBOXQ_TENANT_ID must be your tenant id'));
+    expect(shared.map((p) => p.slice(0, p.indexOf(':')))).toEqual(['mailbox "sales"', 'mailbox "support"']);
+  });
+
+  it('refuses two mailboxes on one inbox', () => {
+    expect(deploymentProblems({ ...two, INBOXQ_SUPPORT__MAILBOX: 'Sales@Company.com' })).toEqual([
+      'mailboxes "sales" and "support" both point at the inbox of sales@company.com (INBOXQ_SALES__MAILBOX, INBOXQ_SUPPORT__MAILBOX): give each mailbox its own address',
+    ]);
+  });
+
+  it('refuses per-mailbox settings for unknown mailboxes, deployment settings and misspelt names', () => {
+    expect(deploymentProblems({ ...two, INBOXQ_SALSE__MAILBOX: 'x@company.com', INBOXQ_SALES__DRAIN_SCHEDULE: '0 * * * * *', INBOXQ_SALES__AUTHORISED_SENDERS: 'a@b.com' })).toEqual([
+      'INBOXQ_SALSE__MAILBOX names mailbox "salse", which INBOXQ_MAILBOXES does not list (sales, support)',
+      "INBOXQ_SALES__DRAIN_SCHEDULE: INBOXQ_DRAIN_SCHEDULE applies to the whole deployment and can't be set per mailbox",
+      'INBOXQ_SALES__AUTHORISED_SENDERS: inboxq has no setting INBOXQ_AUTHORISED_SENDERS',
+    ]);
+    expect(deploymentProblems({ ...two, INBOXQ_MAILBOXES: 'sales, sales, 2nd' })).toEqual(
+      expect.arrayContaining(['INBOXQ_MAILBOXES lists "sales" twice', 'INBOXQ_MAILBOXES: "2nd" is not a mailbox key (a letter, then up to 23 letters or digits)']),
+    );
+    expect(problems({ ...base, INBOXQ_SALES__MAILBOX: 'sales@company.com' })[0]).toContain('INBOXQ_SALES__MAILBOX: per-mailbox settings need INBOXQ_MAILBOXES');
   });
 });
