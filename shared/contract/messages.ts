@@ -23,6 +23,8 @@ const isoDate = z.string().refine((v) => !Number.isNaN(Date.parse(v)), 'must be 
 const email = z.string().regex(/^[^\s@]+@[^\s@]+$/, 'must be an e-mail address');
 export const taskIdSchema = z.string().regex(/^[0-9a-f]{32}$/, 'must be 32 lower-case hex digits (a task id from a task message)');
 
+export const conversationIdSchema = z.string().regex(/^[0-9a-f]{12}$/, 'must be 12 lower-case hex digits (a conversation id)');
+
 export const blobRefSchema = z.object({
   container: z.string().min(3),
   name: z.string().min(1).max(1024),
@@ -55,11 +57,27 @@ export const taskMessageSchema = z
   messageId: z.string().nullable(),
   inReplyTo: z.string().nullable(),
   references: z.array(z.string()),
+  /** The conversation the mail belongs to (docs/conversations.md). */
+  conversation: z.object({
+    id: conversationIdSchema,
+    /** True for the first mail of a conversation. */
+    isNew: z.boolean(),
+    /** How the mail was tied to an existing conversation; null when it started one. */
+    continuedBy: z.enum(['in-reply-to', 'references', 'subject-tag']).nullable(),
+    /** The conversation's earlier tasks, oldest first (the 50 most recent). */
+    previousTaskIds: z.array(taskIdSchema).max(50),
+  }),
   body: z.object({
     /** The plain-text body, inline when it fits; null when only `textBlob` has it. */
     text: z.string().nullable(),
     textBlob: blobRefSchema.nullable(),
     htmlBlob: blobRefSchema.nullable(),
+    /** What the sender wrote in this mail: the text without the quoted history below it. Inline when it fits, else in `newTextBlob`. */
+    newText: z.string().nullable(),
+    newTextBlob: blobRefSchema.nullable(),
+    /** The quoted history ("On ... wrote:", "From: ... Sent: ...", "> " lines); "" when there is none. Inline when it fits, else in `quotedTextBlob`. */
+    quotedText: z.string().nullable(),
+    quotedTextBlob: blobRefSchema.nullable(),
   }),
   /** Inline when the list fits the queue message; otherwise in `attachmentsBlob` as a JSON array. */
   attachments: z.array(attachmentRefSchema),
@@ -89,10 +107,19 @@ export const replyMessageSchema = z.object({
     .string()
     .regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 letters, digits, dots, dashes or underscores')
     .default('reply'),
-  text: z.string().min(1, 'must not be empty'),
+  /** The answer as plain text; the mail's text/plain part (and its only part unless `html` is given). */
+  text: z.string().min(1, 'must not be empty').optional(),
+  /**
+   * The answer as Markdown (CommonMark with tables): the mail's text/plain part is the Markdown
+   * itself, its text/html part the Markdown rendered, sanitized and styled inline for Outlook.
+   */
+  markdown: z.string().min(1, 'must not be empty').max(200_000).optional(),
+  /** Ready-made HTML for the text/html part, with `text`; sent as given. */
   html: z.string().optional(),
   attachments: z.array(replyAttachmentSchema).max(100).default([]),
-});
+})
+  .refine((r) => (r.text === undefined) !== (r.markdown === undefined), { message: 'give exactly one of text and markdown', path: ['text'] })
+  .refine((r) => r.markdown === undefined || r.html === undefined, { message: 'html goes with text; markdown is rendered to HTML by inboxq', path: ['html'] });
 export type ReplyMessage = z.infer<typeof replyMessageSchema>;
 export type ReplyMessageInput = z.input<typeof replyMessageSchema>;
 

@@ -18,7 +18,7 @@ import type { InboxqConfig } from '../config/settings';
 import {
   MAIL_CONTAINER,
   MAX_QUEUE_MESSAGE_CHARS,
-  TASKS_QUEUE,
+  REPLIES_QUEUE,
   taskMessageSchema,
   type AttachmentRef,
   type BlobRef,
@@ -27,7 +27,10 @@ import {
 import type { TokenSource } from '../credentials/token';
 import { describeError, InboxqError } from '../errors';
 import { deriveTaskId, LeaseLostError, MailboxLease, partitionKey, type Ledger, type MessageRecord } from '../ledger/ledger';
+import { ConversationBatch, conversationIdFor, ConversationStore, type ConversationDecision } from '../conversation/conversations';
 import { headerSection, MailParseError, parseStream, type ParsedMail } from '../mail/parse';
+import { splitQuoted } from '../mail/quoted';
+import { acknowledgementFor } from '../reply/acknowledge';
 import { MailboxSession, type MailboxEntry } from '../mailbox/imap';
 import { judgeMail, type Judgement } from '../sender/judge';
 import pLimit from 'p-limit';
@@ -229,6 +232,8 @@ interface Item {
   /** Where the mail goes when it leaves INBOX. */
   destination: 'processed' | 'quarantine';
   outcome?: MailOutcome;
+  /** The conversation of an accepted mail, decided before its task is built. */
+  conversation?: ConversationDecision;
 }
 
 /**
@@ -296,6 +301,7 @@ async function drainBatch(deps: DrainDeps, session: MailboxSession, mails: Mailb
         subject: parsed?.subject ?? '',
         inReplyTo: parsed?.inReplyTo ?? null,
         references: parsed?.references ?? [],
+        conversationId: null,
         reasons: [],
         receivedAt: (head.internalDate ?? new Date()).toISOString(),
         claimedAt: nowIso,
@@ -333,6 +339,33 @@ async function drainBatch(deps: DrainDeps, session: MailboxSession, mails: Mailb
     if (item.judged.kind === 'mail' && item.judged.verdict.verdict === 'accept') toBuild.push(item);
   }
 
+  // Each accepted mail's conversation, decided in order (a mail may continue one started earlier in
+  // the batch) and recorded before any of their tasks is queued.
+  if (toBuild.length > 0) {
+    const conversations = new ConversationBatch(new ConversationStore(deps.storage, mailbox));
+    for (const item of toBuild) {
+      if (item.judged.kind !== 'mail') continue;
+      const parsed = item.judged.parsed;
+      item.conversation = await conversations.decide({
+        taskId: item.taskId,
+        sender: (item.judged.verdict.sender ?? '').toLowerCase(),
+        subject: parsed.subject,
+        messageId: parsed.messageId,
+        inReplyTo: parsed.inReplyTo,
+        references: parsed.references,
+        receivedAt: item.record.receivedAt,
+      });
+      if (item.conversation.refusedConversationId) {
+        log.warn('Mail points at a conversation of other participants; it starts a new one', {
+          ...{ mailbox, taskId: item.taskId, uid: item.uid },
+          conversationId: item.conversation.conversation.id,
+          refusedConversationId: item.conversation.refusedConversationId,
+        });
+      }
+    }
+    await conversations.commit();
+  }
+
   // What each mail's ledger row will say; written for the whole batch at once, after its tasks are queued.
   const changes = new Map<Item, Partial<MessageRecord>>();
   const decide = async (item: Item, task: TaskMessage | undefined, parseError?: string): Promise<void> => {
@@ -343,9 +376,13 @@ async function drainBatch(deps: DrainDeps, session: MailboxSession, mails: Mailb
       item.destination = 'quarantine';
     } else if (task) {
       await step('blobs-written', item.uid, item.taskId);
-      await sendQueueMessage(deps.storage, TASKS_QUEUE, task, { mailbox });
+      await sendQueueMessage(deps.storage, config.tasksQueue, task, { mailbox });
       await step('queued', item.uid, item.taskId);
-      changes.set(item, { state: 'queued', sender: judged.verdict.sender, reasons: judged.verdict.reasons });
+      const refused = item.conversation?.refusedConversationId;
+      const reasons = refused
+        ? [...judged.verdict.reasons, `it points at conversation ${refused} of other participants, so it started conversation ${task.conversation.id}`]
+        : judged.verdict.reasons;
+      changes.set(item, { state: 'queued', sender: judged.verdict.sender, reasons, conversationId: task.conversation.id });
       log.info('Mail queued as a task', { ...logProps(item), sender: judged.verdict.sender, attachments: task.attachments.length, bytes: item.size });
     } else {
       changes.set(item, { state: 'rejected', sender: judged.verdict.sender, reasons: judged.verdict.reasons });
@@ -356,7 +393,7 @@ async function drainBatch(deps: DrainDeps, session: MailboxSession, mails: Mailb
     if (item.judged.kind !== 'mail') return;
     let task: TaskMessage;
     try {
-      task = await buildTask(deps, item.taskId, item.record, item.judged.parsed, item.judged.verdict.sender ?? '', source);
+      task = await buildTask(deps, item.taskId, item.record, item.judged.parsed, item.judged.verdict.sender ?? '', item.conversation!, source);
     } catch (err) {
       // Only this mail's body is at fault: set it aside and go on with the inbox.
       if (!(err instanceof MailParseError)) throw err;
@@ -387,6 +424,13 @@ async function drainBatch(deps: DrainDeps, session: MailboxSession, mails: Mailb
       log.warn('Mail is malformed; moving it to quarantine', { ...logProps(item), reason: item.record.reasons[0] });
     }
     await step('recorded', item.uid, item.taskId);
+  }
+
+  // The first mail of a conversation is acknowledged (a reply with its own id, sent once however
+  // often it is queued). Queued again for a mail a resumed run finds queued but not yet removed.
+  if (config.acknowledgement.enabled) {
+    const acknowledge = items.filter((i) => i.record.state === 'queued' && !i.record.removed && i.record.conversationId === conversationIdFor(i.taskId));
+    await settleAll(acknowledge.map((item) => limit(() => sendQueueMessage(deps.storage, REPLIES_QUEUE, acknowledgementFor(config, item.record), { mailbox }))));
   }
 
   // Every mail of the batch is recorded: now they leave INBOX, one command per destination.
@@ -436,7 +480,15 @@ async function settleAll(work: Promise<unknown>[]): Promise<void> {
 /** A small mail's source, already parsed whole into `mail`; or a large mail's source as a stream. */
 type MailSource = { kind: 'parsed'; data: Buffer } | { kind: 'stream'; stream: Readable };
 
-async function buildTask(deps: DrainDeps, taskId: string, record: MessageRecord, mail: ParsedMail, sender: string, source: MailSource): Promise<TaskMessage> {
+async function buildTask(
+  deps: DrainDeps,
+  taskId: string,
+  record: MessageRecord,
+  mail: ParsedMail,
+  sender: string,
+  conversation: ConversationDecision,
+  source: MailSource,
+): Promise<TaskMessage> {
   const { config, storage } = deps;
   const blobs = new BlobStore(storage, MAIL_CONTAINER, config.mailbox);
   const prefix = `${partitionKey(config.mailbox)}/${taskId}`;
@@ -465,8 +517,14 @@ async function buildTask(deps: DrainDeps, taskId: string, record: MessageRecord,
   }
   const attachments = parsedBody.attachments;
 
-  const textBytes = Buffer.byteLength(parsedBody.text, 'utf8');
-  const textBlob: BlobRef | null = textBytes > INLINE_TEXT_LIMIT ? await blobs.put(`${prefix}/body.txt`, parsedBody.text, 'text/plain; charset=utf-8') : null;
+  // Text parts travel inline when they fit, else in Blob Storage; the new text and the quoted
+  // history are told apart for workers that want only what the sender just wrote.
+  const inlineOrBlob = async (name: string, text: string): Promise<[string | null, BlobRef | null]> =>
+    Buffer.byteLength(text, 'utf8') > INLINE_TEXT_LIMIT ? [null, await blobs.put(`${prefix}/${name}`, text, 'text/plain; charset=utf-8')] : [text, null];
+  const split = splitQuoted(parsedBody.text);
+  const [text, textBlob] = await inlineOrBlob('body.txt', parsedBody.text);
+  const [newText, newTextBlob] = await inlineOrBlob('body-new.txt', split.newText);
+  const [quotedText, quotedTextBlob] = await inlineOrBlob('body-quoted.txt', split.quotedText);
   const htmlBlob: BlobRef | null = parsedBody.html ? await blobs.put(`${prefix}/body.html`, parsedBody.html, 'text/html; charset=utf-8') : null;
 
   const task: TaskMessage = {
@@ -483,7 +541,13 @@ async function buildTask(deps: DrainDeps, taskId: string, record: MessageRecord,
     messageId: mail.messageId,
     inReplyTo: mail.inReplyTo,
     references: mail.references,
-    body: { text: textBlob ? null : parsedBody.text, textBlob, htmlBlob },
+    conversation: {
+      id: conversation.conversation.id,
+      isNew: conversation.isNew,
+      continuedBy: conversation.continuedBy,
+      previousTaskIds: conversation.previousTaskIds,
+    },
+    body: { text, textBlob, htmlBlob, newText, newTextBlob, quotedText, quotedTextBlob },
     attachments,
     attachmentsBlob: null,
     raw,
@@ -494,6 +558,18 @@ async function buildTask(deps: DrainDeps, taskId: string, record: MessageRecord,
   if (task.rawInline !== null && size > MAX_QUEUE_MESSAGE_CHARS - 1024 && source.kind === 'parsed') {
     task.raw = await blobs.put(`${prefix}/message.eml`, source.data, 'message/rfc822');
     task.rawInline = null;
+    size = encodedSize(task);
+  }
+  // Inline text parts that together are too big move to Blob Storage, the quoted history first.
+  for (const [field, blobField, name] of [
+    ['quotedText', 'quotedTextBlob', 'body-quoted.txt'],
+    ['text', 'textBlob', 'body.txt'],
+    ['newText', 'newTextBlob', 'body-new.txt'],
+  ] as const) {
+    const inline = task.body[field];
+    if (size <= MAX_QUEUE_MESSAGE_CHARS - 1024 || inline === null || inline === '') continue;
+    task.body[blobField] = await blobs.put(`${prefix}/${name}`, inline, 'text/plain; charset=utf-8');
+    task.body[field] = null;
     size = encodedSize(task);
   }
   // A long attachment list (or many recipients, or a long subject) could push the message past

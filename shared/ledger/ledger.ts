@@ -41,6 +41,8 @@ export interface MessageRecord {
   subject: string;
   inReplyTo: string | null;
   references: string[];
+  /** The conversation an accepted mail belongs to; null until it is decided (and for rejected mail). */
+  conversationId: string | null;
   reasons: string[];
   receivedAt: string;
   claimedAt: string;
@@ -107,6 +109,7 @@ function toMessageEntity(r: MessageRecord): Entity {
     subject: r.subject.slice(0, 1000),
     inReplyTo: r.inReplyTo ?? '',
     references: JSON.stringify(r.references.slice(-MAX_REFERENCES)),
+    conversationId: r.conversationId ?? '',
     reasons: JSON.stringify(r.reasons),
     receivedAt: r.receivedAt,
     claimedAt: r.claimedAt,
@@ -130,6 +133,7 @@ function fromMessageEntity(e: TableEntityResult<Record<string, unknown>>): Messa
     subject: s('subject'),
     inReplyTo: s('inReplyTo') || null,
     references: JSON.parse(s('references') || '[]') as string[],
+    conversationId: s('conversationId') || null,
     reasons: JSON.parse(s('reasons') || '[]') as string[],
     receivedAt: s('receivedAt'),
     claimedAt: s('claimedAt'),

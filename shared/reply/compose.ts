@@ -1,7 +1,8 @@
-/** The reply as a mail: From the mailbox, To the task's verified sender, threaded on the original. */
 import type Mail from 'nodemailer/lib/mailer';
 import type { ReplyMessage } from '../contract/messages';
+import { withSubjectTag } from '../conversation/conversations';
 import type { MessageRecord } from '../ledger/ledger';
+import { renderMarkdown } from './markdown';
 
 /** Deterministic, so a resent reply is recognisable (in Sent Items, by the recipient's client). */
 export function replyMessageId(mailbox: string, taskId: string, replyId: string): string {
@@ -21,17 +22,24 @@ export interface ComposedAttachment {
   content: Buffer;
 }
 
+/**
+ * The reply as a mail: From the mailbox, To the task's verified sender, threaded on the original
+ * (In-Reply-To, References) and tagged with its conversation in the subject. Markdown becomes the
+ * text/plain part as written and a rendered text/html part.
+ */
 export function composeReply(task: MessageRecord, reply: ReplyMessage, attachments: ComposedAttachment[]): Mail.Options {
   const references = [...task.references, ...(task.messageId ? [task.messageId] : [])].slice(-30);
+  const subject = replySubject(task.subject);
+  const body =
+    reply.markdown !== undefined ? { text: reply.markdown, html: renderMarkdown(reply.markdown) } : { text: reply.text ?? '', ...(reply.html ? { html: reply.html } : {}) };
   return {
     from: task.mailbox,
     to: task.sender ?? undefined,
-    subject: replySubject(task.subject),
+    subject: task.conversationId ? withSubjectTag(subject, task.conversationId) : subject,
     messageId: replyMessageId(task.mailbox, task.taskId, reply.replyId),
     ...(task.messageId ? { inReplyTo: task.messageId } : {}),
     ...(references.length ? { references } : {}),
-    text: reply.text,
-    ...(reply.html ? { html: reply.html } : {}),
+    ...body,
     attachments: attachments.map((a) => ({ filename: a.filename, contentType: a.contentType, content: a.content })),
     headers: {
       // RFC 3834: a machine's answer. Keeps other autoresponders (and inboxq itself) from answering it.

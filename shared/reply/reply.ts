@@ -25,6 +25,8 @@ import type { StorageClients } from '../storage/clients';
 import { sendQueueMessage } from '../storage/queues';
 import type { Logger } from '../telemetry/log';
 import { inboxqMetrics } from '../telemetry/metrics';
+import { ConversationStore } from '../conversation/conversations';
+import { ACKNOWLEDGEMENT_REPLY_ID } from './acknowledge';
 import { composeReply, replyMessageId, type ComposedAttachment } from './compose';
 import { sendMail } from './smtp';
 
@@ -139,7 +141,13 @@ async function sendReplyOnce(input: unknown, deps: ReplyDeps): Promise<{ outcome
   await deps.onStep?.('claimed', { taskId, replyId });
 
   try {
-    const wait = await takeSendingSlot(deps.storage, config.mailbox, config.reply.maxPerMinute, now);
+    // The reply's Message-ID joins its conversation before it is sent, so an answer to it continues the conversation.
+    const [wait] = await Promise.all([
+      takeSendingSlot(deps.storage, config.mailbox, config.reply.maxPerMinute, now),
+      task.conversationId
+        ? new ConversationStore(deps.storage, config.mailbox).save([], [{ messageId, conversationId: task.conversationId, taskId, kind: 'sent' }])
+        : undefined,
+    ]);
     if (wait > 0) {
       const seconds = Math.ceil(wait / 1000) + Math.floor(Math.random() * 5);
       await sendQueueMessage(deps.storage, REPLIES_QUEUE, reply, { mailbox: config.mailbox, visibilityTimeoutSeconds: seconds });
@@ -186,6 +194,12 @@ export async function handlePoisonedReply(input: unknown, deps: ReplyDeps): Prom
   const record = await ledger.getReply(config.mailbox, reply.taskId, reply.replyId);
   if (record?.state === 'sent') return 'already-sent';
   if (record) await ledger.updateReply(record, { state: 'failed' });
+  if (reply.replyId === ACKNOWLEDGEMENT_REPLY_ID) {
+    // Only the acknowledgement was lost: the task itself goes on, and its answer may still arrive.
+    inboxqMetrics.reply(config.mailbox, 'failed');
+    log.error('An acknowledgement could not be delivered after its retries; the task is not affected', ids);
+    return 'marked-failed';
+  }
   if (task.state !== 'failed') await ledger.updateMessage(task, { state: 'failed', reasons: [...task.reasons, `the reply ${reply.replyId} could not be delivered`] });
   inboxqMetrics.reply(config.mailbox, 'failed');
   log.error('A reply could not be delivered after its retries; the task is marked failed', ids);

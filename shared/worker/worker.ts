@@ -48,15 +48,28 @@ export interface ReceivedTask {
   complete(): Promise<void>;
 }
 
+export interface TaskWorkerOptions {
+  /** The queue to take tasks from: `tasks` for a one-mailbox deployment, `tasks-<key>` (or the mailbox's INBOXQ_<KEY>__TASKS_QUEUE) with several. */
+  tasksQueue?: string;
+}
+
+/** Reply ids inboxq keeps for itself (the acknowledgement, the failure notice). */
+export const RESERVED_REPLY_ID_PREFIX = 'inboxq-';
+
 export class TaskWorker {
   private readonly blobs: BlobStore;
+  readonly tasksQueue: string;
 
-  constructor(private readonly storage: StorageClients) {
+  constructor(
+    private readonly storage: StorageClients,
+    options: TaskWorkerOptions = {},
+  ) {
     this.blobs = new BlobStore(storage, MAIL_CONTAINER);
+    this.tasksQueue = options.tasksQueue ?? TASKS_QUEUE;
   }
 
-  static fromConnectionString(connectionString: string): TaskWorker {
-    return new TaskWorker(createStorageClients({ kind: 'connection-string', connectionString }));
+  static fromConnectionString(connectionString: string, options: TaskWorkerOptions = {}): TaskWorker {
+    return new TaskWorker(createStorageClients({ kind: 'connection-string', connectionString }), options);
   }
 
   /**
@@ -66,7 +79,7 @@ export class TaskWorker {
   async receive(
     options: { max?: number; visibilitySeconds?: number; onInvalid?: (err: InvalidMessageError) => void; onDuplicate?: (taskId: string) => void } = {},
   ): Promise<ReceivedTask[]> {
-    const queue = await this.storage.queue(TASKS_QUEUE);
+    const queue = await this.storage.queue(this.tasksQueue);
     const done = await this.storage.table(WORKER_DONE_TABLE);
     const { receivedMessageItems } = await queue.receiveMessages({ numberOfMessages: options.max ?? 16, visibilityTimeout: options.visibilitySeconds ?? 300 });
     const out: ReceivedTask[] = [];
@@ -117,6 +130,18 @@ export class TaskWorker {
     return task.body.textBlob ? (await this.readBlob(task.body.textBlob)).toString('utf8') : '';
   }
 
+  /** What the sender wrote in this mail, without the quoted history. */
+  async newText(task: TaskMessage): Promise<string> {
+    if (task.body.newText !== null) return task.body.newText;
+    return task.body.newTextBlob ? (await this.readBlob(task.body.newTextBlob)).toString('utf8') : '';
+  }
+
+  /** The history quoted below the new text; "" when there is none. */
+  async quotedText(task: TaskMessage): Promise<string> {
+    if (task.body.quotedText !== null) return task.body.quotedText;
+    return task.body.quotedTextBlob ? (await this.readBlob(task.body.quotedTextBlob)).toString('utf8') : '';
+  }
+
   /** Stores a file for a reply's attachment and returns the reference to put in the reply. */
   async putReplyAttachment(task: TaskMessage, filename: string, content: Buffer, contentType = 'application/octet-stream') {
     const name = `replies/${task.taskId}/${filename.replace(/[^\w.-]+/g, '_')}`;
@@ -124,10 +149,13 @@ export class TaskWorker {
     return { filename, contentType, blob: { container: MAIL_CONTAINER as typeof MAIL_CONTAINER, name } };
   }
 
-  /** Validates and queues a reply. */
+  /** Validates and queues a reply (`text`, or `markdown` for a mail with a rendered HTML part). */
   async reply(reply: Omit<ReplyMessageInput, 'type' | 'version'>): Promise<void> {
     const message = replyMessageSchema.safeParse({ type: 'inboxq.reply', version: 1, ...reply });
     if (!message.success) throw new InvalidMessageError('The reply does not follow the contract', describeIssues(message.error));
+    if (message.data.replyId.startsWith(RESERVED_REPLY_ID_PREFIX)) {
+      throw new InvalidMessageError('The reply does not follow the contract', [`replyId: ids starting with "${RESERVED_REPLY_ID_PREFIX}" are inboxq's own`]);
+    }
     await sendQueueMessage(this.storage, REPLIES_QUEUE, message.data);
   }
 }

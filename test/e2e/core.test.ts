@@ -67,12 +67,16 @@ describe('drain and reply, end to end', () => {
       functionName: 'reply',
       handler: (m, c) => handlers.reply(m, c),
     });
-    expect(run).toMatchObject({ succeeded: 1, failed: 0 });
+    // The acknowledgement the drain queued, and the worker's answer.
+    expect(run).toMatchObject({ succeeded: 2, failed: 0 });
 
-    const received = await stack.readFolder('alice@partner.test', 'INBOX');
-    expect(received).toHaveLength(1);
-    const reply = await simpleParser(received[0]!.source);
-    expect(reply.subject).toBe('Re: Quarterly numbers');
+    const received = await Promise.all((await stack.readFolder('alice@partner.test', 'INBOX')).map((m) => simpleParser(m.source)));
+    expect(received).toHaveLength(2);
+    const ack = received.find((m) => m.messageId === `<inboxq.${task.taskId}.inboxq-ack@company.test>`)!;
+    expect(ack.text).toContain(`as task ${task.taskId}`);
+    expect(ack.inReplyTo).toBe('<q3-numbers@partner.test>');
+    const reply = received.find((m) => m !== ack)!;
+    expect(reply.subject).toBe(`Re: Quarterly numbers [#${task.conversation.id}]`);
     expect(reply.inReplyTo).toBe('<q3-numbers@partner.test>');
     expect(reply.references).toContain('<q3-numbers@partner.test>');
     expect(reply.from?.value[0]?.address).toBe(mailbox);

@@ -41,7 +41,7 @@ const AFTER_LEASE = LEASE_MS + 60_000;
 describe('a drain killed at each step boundary', () => {
   it.each(['fetched', 'claimed', 'blobs-written', 'queued', 'recorded', 'removed'] as const)('at %s', async (step) => {
     const mailbox = `crash-${step}@company.test`;
-    const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS });
+    const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS, INBOXQ_ACKNOWLEDGE: 'false' });
     await clearTasks(stack);
     const mails = [
       buildMail({ from: 'a@partner.test', to: mailbox, subject: 'one' }),
@@ -90,7 +90,7 @@ describe('a reply killed at each step boundary', () => {
   ] as const)('at %s, then delivered again: %s, one mail in the recipient\'s inbox', async (step, outcome) => {
     const mailbox = `reply-crash-${step}@company.test`;
     const sender = `sender-${step}@partner.test`;
-    const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS });
+    const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS, INBOXQ_ACKNOWLEDGE: 'false' });
     await stack.appendMail(mailbox, buildMail({ from: sender, to: mailbox }));
     expect((await runChild({ kind: 'drain', settings })).code).toBe(0);
     const [row] = await runtimeFor(settings).ledger.listMessages(mailbox);

@@ -38,7 +38,7 @@ describe('credentials', () => {
     stack.vault.setSecret(app.secretName, wrong);
     await stack.appendMail(mailbox, buildMail({ from: 'alice@partner.test', to: mailbox }));
     const logs: string[] = [];
-    const err = await drainError(stack.settings(mailbox, { ...app.settings, INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test' }), logs);
+    const err = await drainError(stack.settings(mailbox, { ...app.settings, INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test', INBOXQ_ACKNOWLEDGE: 'false' }), logs);
     expect(err).toBeInstanceOf(TokenError);
     expect(err.message).toContain('AADSTS7000215');
     expect(err.message).toContain(`Key Vault secret ${app.secretName}`);
@@ -72,7 +72,7 @@ describe('credentials', () => {
     stack.idp.expiredTokensToIssue = 1;
     const issuedBefore = stack.idp.requests.filter((r) => r.clientId === app.clientId && r.outcome === 'issued').length;
     const logs: string[] = [];
-    const summary = await drainNow(stack, stack.settings(mailbox, { ...app.settings, INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test' }), logs);
+    const summary = await drainNow(stack, stack.settings(mailbox, { ...app.settings, INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test', INBOXQ_ACKNOWLEDGE: 'false' }), logs);
     expect(summary?.counts.queued).toBe(1);
     expect(stack.idp.expiredTokensToIssue).toBe(0);
     const issued = stack.idp.requests.filter((r) => r.clientId === app.clientId && r.outcome === 'issued' && r.scope.includes('outlook')).length;
@@ -96,7 +96,7 @@ describe('mailbox', () => {
 
   it('a malformed mail is recorded and set aside, and the rest of the inbox is still drained', async () => {
     const mailbox = 'malformed@company.test';
-    const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test' });
+    const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test', INBOXQ_ACKNOWLEDGE: 'false' });
     await stack.appendMail(mailbox, buildMail({ from: 'alice@partner.test', to: mailbox, subject: 'first' }));
     await stack.appendMail(mailbox, Buffer.concat([Buffer.from('\u0000\u0001 not a mail\r\n\r\n'), randomBytes(2000)]));
     await stack.appendMail(mailbox, buildMail({ from: 'alice@partner.test', to: mailbox, subject: 'third' }));

@@ -32,7 +32,7 @@ function interruptAt(step: DrainStep) {
 }
 
 async function drain(mailbox: string, onStep?: (s: DrainStep) => void) {
-  const rt = runtimeFor(stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test' }));
+  const rt = runtimeFor(stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', INBOXQ_ACKNOWLEDGE: 'false' }));
   return drainMailbox({ ...rt, log: memoryLogger(), ...(onStep ? { onStep } : {}) });
 }
 
@@ -96,7 +96,7 @@ describe('a reply is sent once', () => {
     const mailbox = 'twice@company.test';
     const sender = 'carol@partner.test';
     const task = await acceptedTask(mailbox, sender);
-    const handlers = handlersFor(stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test' }));
+    const handlers = handlersFor(stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', INBOXQ_ACKNOWLEDGE: 'false' }));
     const replies = queue(stack, REPLIES_QUEUE);
     await replies.createIfNotExists();
     const message = encodeQueueMessage({ type: 'inboxq.reply', version: 1, taskId: task.taskId, mailbox, text: 'Done.' });
@@ -118,7 +118,7 @@ describe('a reply is sent once', () => {
     const mailbox = 'interrupted-reply@company.test';
     const sender = 'dave@partner.test';
     const task = await acceptedTask(mailbox, sender);
-    const rt = runtimeFor(stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test' }));
+    const rt = runtimeFor(stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', INBOXQ_ACKNOWLEDGE: 'false' }));
     const reply = { type: 'inboxq.reply', version: 1, taskId: task.taskId, mailbox, text: 'Here you go.' };
     const stopAfterSmtp = (s: ReplyStep) => {
       if (s === 'smtp-accepted') throw new Interrupted('interrupted after SMTP');

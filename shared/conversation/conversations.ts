@@ -1,0 +1,277 @@
+/**
+ * Conversations: the mails of one thread, kept together so a worker sees a follow-up as part of
+ * the task it continues.
+ *
+ * A mail continues a conversation when
+ *   1. its In-Reply-To or References name a Message-ID inboxq received or sent in that
+ *      conversation (most recent reference first), or else
+ *   2. its subject carries the conversation's tag, `[#<id>]`, which inboxq puts on every mail it sends;
+ * and only when its verified sender is a participant of that conversation. Anyone else (another
+ * authorized sender who copied the tag or answers a thread they were copied on) starts a new
+ * conversation: a conversation's context never reaches someone who did not start it.
+ *
+ * Stored in Table Storage (table inboxqConversations, partition = mailbox):
+ *   c.<id>          the conversation: participants, subject, task ids in order of arrival
+ *   m.<sha256(id)>  a Message-ID received or sent, and the conversation and task it belongs to
+ *
+ * A conversation's id is derived from the task id of its first mail, so a drain that resumes after
+ * a crash decides the same way, and writes are upserts that can be repeated.
+ */
+import { createHash } from 'node:crypto';
+import type { TableClient, TableEntityResult } from '@azure/data-tables';
+import { partitionKey } from '../ledger/ledger';
+import { storageError, type StorageClients } from '../storage/clients';
+
+export const CONVERSATIONS_TABLE = 'inboxqConversations';
+/** The task ids a conversation row keeps (the oldest are dropped past it; a table property holds 64 KiB). */
+export const MAX_TASKS_PER_CONVERSATION = 500;
+/** The previous task ids a task carries, the most recent ones. */
+export const MAX_PREVIOUS_TASK_IDS = 50;
+/** References looked up per mail, the most recent first. */
+const MAX_REFERENCES_LOOKED_UP = 20;
+
+export interface Conversation {
+  id: string;
+  /** Verified sender addresses, lower-case, that may continue the conversation. */
+  participants: string[];
+  subject: string;
+  createdAt: string;
+  updatedAt: string;
+  /** Task ids in order of arrival. */
+  taskIds: string[];
+}
+
+export type ContinuedBy = 'in-reply-to' | 'references' | 'subject-tag';
+
+export interface ConversationDecision {
+  conversation: Conversation;
+  isNew: boolean;
+  continuedBy: ContinuedBy | null;
+  /** Task ids of the conversation before this mail, oldest first, at most MAX_PREVIOUS_TASK_IDS. */
+  previousTaskIds: string[];
+  /** Set when the mail pointed at a conversation of other participants, which it may not join. */
+  refusedConversationId: string | null;
+}
+
+/** The id of the conversation a mail starts: 12 hex digits of its task id. */
+export function conversationIdFor(taskId: string): string {
+  return taskId.slice(0, 12);
+}
+
+export function subjectTag(conversationId: string): string {
+  return `[#${conversationId}]`;
+}
+
+/** Conversation ids tagged in a subject, in order. */
+export function subjectTags(subject: string): string[] {
+  return [...subject.matchAll(/\[#([0-9a-f]{12})\]/gi)].map((m) => m[1]!.toLowerCase());
+}
+
+/** The subject with the conversation's tag appended, unless it is there already. */
+export function withSubjectTag(subject: string, conversationId: string): string {
+  return subjectTags(subject).includes(conversationId) ? subject : `${subject} ${subjectTag(conversationId)}`.trim();
+}
+
+function messageKey(messageId: string): string {
+  return `m.${createHash('sha256').update(messageId.trim().toLowerCase()).digest('hex').slice(0, 40)}`;
+}
+
+type Entity = Record<string, unknown> & { partitionKey: string; rowKey: string };
+
+function toConversationEntity(mailbox: string, c: Conversation): Entity {
+  return {
+    partitionKey: partitionKey(mailbox),
+    rowKey: `c.${c.id}`,
+    conversationId: c.id,
+    participants: JSON.stringify(c.participants),
+    subject: c.subject.slice(0, 1000),
+    createdAt: c.createdAt,
+    updatedAt: c.updatedAt,
+    taskIds: JSON.stringify(c.taskIds.slice(-MAX_TASKS_PER_CONVERSATION)),
+  };
+}
+
+function fromConversationEntity(e: TableEntityResult<Record<string, unknown>>): Conversation {
+  const s = (k: string) => (typeof e[k] === 'string' ? (e[k] as string) : '');
+  return {
+    id: s('conversationId'),
+    participants: JSON.parse(s('participants') || '[]') as string[],
+    subject: s('subject'),
+    createdAt: s('createdAt'),
+    updatedAt: s('updatedAt'),
+    taskIds: JSON.parse(s('taskIds') || '[]') as string[],
+  };
+}
+
+export interface IndexedMessage {
+  messageId: string;
+  conversationId: string;
+  taskId: string;
+  /** `received`: a mail that became a task; `sent`: a reply or acknowledgement inboxq sent. */
+  kind: 'received' | 'sent';
+}
+
+/** Reads and writes one mailbox's conversations. */
+export class ConversationStore {
+  constructor(
+    private readonly storage: StorageClients,
+    readonly mailbox: string,
+  ) {}
+
+  private async table(): Promise<TableClient> {
+    return this.storage.table(CONVERSATIONS_TABLE);
+  }
+
+  private async read<T>(what: string, rowKey: string, map: (e: TableEntityResult<Record<string, unknown>>) => T): Promise<T | undefined> {
+    const table = await this.table();
+    try {
+      return map(await table.getEntity<Record<string, unknown>>(partitionKey(this.mailbox), rowKey));
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return undefined;
+      throw storageError(`Reading ${what} failed`, err, this.mailbox);
+    }
+  }
+
+  get(conversationId: string): Promise<Conversation | undefined> {
+    return this.read(`conversation ${conversationId}`, `c.${conversationId}`, fromConversationEntity);
+  }
+
+  /** The conversation a Message-ID belongs to, if inboxq received or sent it. */
+  lookup(messageId: string): Promise<IndexedMessage | undefined> {
+    return this.read('a Message-ID of a conversation', messageKey(messageId), (e) => ({
+      messageId: String(e['messageId'] ?? ''),
+      conversationId: String(e['conversationId'] ?? ''),
+      taskId: String(e['taskId'] ?? ''),
+      kind: e['kind'] === 'sent' ? 'sent' : 'received',
+    }));
+  }
+
+  /** Writes conversations and Message-IDs (upserts, so a resumed run may write them again), 100 rows per transaction. */
+  async save(conversations: Conversation[], messages: IndexedMessage[]): Promise<void> {
+    const pk = partitionKey(this.mailbox);
+    const rows: Entity[] = [
+      ...conversations.map((c) => toConversationEntity(this.mailbox, c)),
+      ...messages.map((m) => ({
+        partitionKey: pk,
+        rowKey: messageKey(m.messageId),
+        messageId: m.messageId.slice(0, 1000),
+        conversationId: m.conversationId,
+        taskId: m.taskId,
+        kind: m.kind,
+      })),
+    ];
+    if (rows.length === 0) return;
+    const table = await this.table();
+    try {
+      for (let i = 0; i < rows.length; i += 100) {
+        await table.submitTransaction(rows.slice(i, i + 100).map((r) => ['upsert', r, 'Replace'] as const) as never);
+      }
+    } catch (err) {
+      throw storageError('Recording conversations failed', err, this.mailbox);
+    }
+  }
+}
+
+export interface MailForConversation {
+  taskId: string;
+  /** The verified sender, lower-case. */
+  sender: string;
+  subject: string;
+  messageId: string | null;
+  inReplyTo: string | null;
+  references: string[];
+  receivedAt: string;
+}
+
+/**
+ * Decides the conversations of a batch of accepted mails, in order, so a mail can continue a
+ * conversation started earlier in the same batch; `commit` writes them all at once.
+ */
+export class ConversationBatch {
+  private readonly conversations = new Map<string, Conversation | null>();
+  private readonly index = new Map<string, IndexedMessage | null>();
+  private readonly dirty = new Set<string>();
+  private readonly newMessages: IndexedMessage[] = [];
+
+  constructor(private readonly store: ConversationStore) {}
+
+  private async conversation(id: string): Promise<Conversation | null> {
+    if (!this.conversations.has(id)) this.conversations.set(id, (await this.store.get(id)) ?? null);
+    return this.conversations.get(id)!;
+  }
+
+  private async indexed(messageId: string): Promise<IndexedMessage | null> {
+    const key = messageId.trim().toLowerCase();
+    if (!this.index.has(key)) this.index.set(key, (await this.store.lookup(messageId)) ?? null);
+    return this.index.get(key)!;
+  }
+
+  async decide(mail: MailForConversation): Promise<ConversationDecision> {
+    let found: { conversation: Conversation; by: ContinuedBy } | undefined;
+    let refused: string | null = null;
+
+    // 1. The thread's headers: the message it answers, then its references, the most recent first.
+    const candidates: { id: string; by: ContinuedBy }[] = [];
+    if (mail.inReplyTo) candidates.push({ id: mail.inReplyTo, by: 'in-reply-to' });
+    for (const id of [...mail.references].reverse().slice(0, MAX_REFERENCES_LOOKED_UP)) candidates.push({ id, by: 'references' });
+    for (const candidate of candidates) {
+      if (mail.messageId && candidate.id.toLowerCase() === mail.messageId.toLowerCase()) continue;
+      const hit = await this.indexed(candidate.id);
+      if (!hit) continue;
+      const conversation = await this.conversation(hit.conversationId);
+      if (!conversation) continue;
+      if (conversation.participants.includes(mail.sender)) found = { conversation, by: candidate.by };
+      else refused = conversation.id;
+      break;
+    }
+    // 2. The subject's tag, when the headers named nothing inboxq knows.
+    if (!found && refused === null) {
+      for (const id of subjectTags(mail.subject)) {
+        const conversation = await this.conversation(id);
+        if (!conversation) continue;
+        if (conversation.participants.includes(mail.sender)) found = { conversation, by: 'subject-tag' };
+        else refused = conversation.id;
+        break;
+      }
+    }
+
+    const ownId = conversationIdFor(mail.taskId);
+    let conversation: Conversation;
+    if (found && found.conversation.id !== ownId) {
+      conversation = found.conversation;
+    } else {
+      // A new conversation (or this mail's own, when a resumed run finds what it wrote before).
+      conversation = (await this.conversation(ownId)) ?? {
+        id: ownId,
+        participants: [mail.sender],
+        subject: mail.subject,
+        createdAt: mail.receivedAt,
+        updatedAt: mail.receivedAt,
+        taskIds: [],
+      };
+      this.conversations.set(ownId, conversation);
+    }
+    const isNew = conversation.id === ownId;
+    const position = conversation.taskIds.indexOf(mail.taskId);
+    const previousTaskIds = (position >= 0 ? conversation.taskIds.slice(0, position) : conversation.taskIds).slice(-MAX_PREVIOUS_TASK_IDS);
+    if (position < 0) {
+      conversation.taskIds = [...conversation.taskIds, mail.taskId].slice(-MAX_TASKS_PER_CONVERSATION);
+      conversation.updatedAt = new Date().toISOString();
+      this.dirty.add(conversation.id);
+    }
+    if (mail.messageId) {
+      const entry: IndexedMessage = { messageId: mail.messageId, conversationId: conversation.id, taskId: mail.taskId, kind: 'received' };
+      this.index.set(mail.messageId.trim().toLowerCase(), entry);
+      this.newMessages.push(entry);
+    }
+    return { conversation, isNew, continuedBy: isNew ? null : found!.by, previousTaskIds, refusedConversationId: refused };
+  }
+
+  /** Writes what the batch decided. */
+  async commit(): Promise<void> {
+    const changed = [...this.dirty].map((id) => this.conversations.get(id)!).filter(Boolean);
+    await this.store.save(changed, this.newMessages);
+    this.dirty.clear();
+    this.newMessages.length = 0;
+  }
+}
