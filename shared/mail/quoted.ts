@@ -15,9 +15,25 @@ export interface SplitBody {
   quotedText: string;
 }
 
+/**
+ * Outlook's header block above a quoted mail when the sender has no display name ("From:
+ * agent@company.com", then "Sent:"), which email-reply-parser only knows with an address in <>.
+ */
+const OUTLOOK_BARE_HEADER = /^(From|Von|De|Da|Van)\s?: *[^\s<>]+@[^\s<>]+ *\n(Sent|Gesendet|Envoyé|Enviado|Inviato|Verzonden)\s?: .+$/m;
+
 export function splitQuoted(text: string): SplitBody {
   if (!text.trim() || text.length > MAX_SPLIT_CHARS) return { newText: text, quotedText: '' };
-  const email = new EmailReplyParser().read(text.replace(/\r\n/g, '\n'));
+  let normalized = text.replace(/\r\n/g, '\n');
+  // Give a bare address the angle brackets the parser looks for, so it sees the header block
+  // (and take them away again in the quoted text, which stays as the mail had it).
+  let bracketed: string | undefined;
+  normalized = normalized.replace(OUTLOOK_BARE_HEADER, (block) =>
+    block.replace(/^(\S+\s?: *)([^\s<>]+@[^\s<>]+)/, (_m, label: string, address: string) => {
+      bracketed = `${address} <${address}>`;
+      return `${label}${bracketed}`;
+    }),
+  );
+  const email = new EmailReplyParser().read(normalized);
   const fragments = email.getFragments();
   // A fragment is quoted history once the parser sees a reply header or "> " lines; everything
   // from the first such fragment on is history (a signature above it stays with the new text).
@@ -28,12 +44,13 @@ export function splitQuoted(text: string): SplitBody {
     .map((f) => f.getContent())
     .join('\n')
     .trimEnd();
-  const quotedText = fragments
+  let quotedText = fragments
     .slice(first)
     .map((f) => f.getContent())
     .filter((c) => c.trim())
     .join('\n')
     .trim();
+  if (bracketed) quotedText = quotedText.replace(bracketed, bracketed.slice(0, bracketed.indexOf(' <')));
   // Nothing above the quote: an inline answer or a forward with no words; keep it all as new text.
   if (!newText.trim()) return { newText: text, quotedText: '' };
   return { newText: `${newText}\n`, quotedText };
