@@ -1,0 +1,171 @@
+/**
+ * Several mailboxes in one deployment, each with its own credential, sender policy, folders and
+ * tasks queue, drained in one tick of the schedule through the drain-requests queue: a broken one
+ * (its login refused) and a slow one (throttled) while the others are drained and answered.
+ */
+import { simpleParser } from 'mailparser';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LocalStack } from '../../localstack';
+import { ImapFaultProxy } from '../../localstack/proxies';
+import { runQueueTrigger } from '../../localstack/queue-runner';
+import { DRAIN_REQUESTS_QUEUE, TASKS_QUEUE, decodeQueueMessage, type TaskMessage } from '../../shared/contract/messages';
+import { ImapError } from '../../shared/errors';
+import { runtimeFor } from '../../shared/host/runtime';
+import { TaskWorker } from '../../shared/worker/worker';
+import { buildMail } from '../helpers/mail';
+import { context, handlersFor, queue, REPLIES_QUEUE, timer } from '../helpers/stack';
+
+let stack: LocalStack;
+let slowProxy: ImapFaultProxy;
+beforeAll(async () => {
+  stack = await LocalStack.start();
+  slowProxy = new ImapFaultProxy(stack.dovecot.imapPort, stack.certs);
+  await slowProxy.start();
+});
+afterAll(async () => {
+  await slowProxy?.stop();
+  await stack?.stop();
+});
+
+describe('several mailboxes in one deployment', () => {
+  it('are drained in one tick, each by its own policy and credential, while one is refused and one is slow', async () => {
+    const support = stack.registerApp();
+    const broken = stack.registerApp();
+    stack.idp.imapRefusedApps.add(broken.clientId);
+    const env = stack.settings('', {
+      INBOXQ_MAILBOX: undefined,
+      INBOXQ_MAILBOXES: 'sales,support,broken,slow',
+      // sales: the shared app and settings.
+      INBOXQ_SALES__MAILBOX: 'sales@company.test',
+      INBOXQ_SALES__AUTHORIZED_SENDERS: '*@partner.test',
+      // support: an app of its own, another policy, another folder for processed mail.
+      INBOXQ_SUPPORT__MAILBOX: 'support@company.test',
+      INBOXQ_SUPPORT__CLIENT_ID: support.clientId,
+      INBOXQ_SUPPORT__CLIENT_SECRET_NAME: support.secretName,
+      INBOXQ_SUPPORT__AUTHORIZED_SENDERS: 'carol@customer.test',
+      INBOXQ_SUPPORT__PROCESSED_FOLDER: 'Done',
+      // broken: an app Exchange refuses for IMAP (no FullAccess on the mailbox).
+      INBOXQ_BROKEN__MAILBOX: 'broken@company.test',
+      INBOXQ_BROKEN__CLIENT_ID: broken.clientId,
+      INBOXQ_BROKEN__CLIENT_SECRET_NAME: broken.secretName,
+      INBOXQ_BROKEN__AUTHORIZED_SENDERS: '*@partner.test',
+      // slow: its server throttles the first fetch for 3 s.
+      INBOXQ_SLOW__MAILBOX: 'slow@company.test',
+      INBOXQ_SLOW__IMAP_PORT: String(slowProxy.port),
+      INBOXQ_SLOW__AUTHORIZED_SENDERS: '*@partner.test',
+      INBOXQ_SLOW__ACKNOWLEDGE: 'false',
+    });
+    slowProxy.throttle(/UID FETCH/i, 3000);
+
+    await stack.appendMail('sales@company.test', buildMail({ from: 'alice@partner.test', to: 'sales@company.test', subject: 'Offer for 40 seats', messageId: '<offer@partner.test>' }));
+    await stack.appendMail('sales@company.test', buildMail({ from: 'carol@customer.test', to: 'sales@company.test', subject: 'Discount?' }));
+    await stack.appendMail('support@company.test', buildMail({ from: 'carol@customer.test', to: 'support@company.test', subject: 'Printer offline', messageId: '<printer@customer.test>' }));
+    await stack.appendMail('support@company.test', buildMail({ from: 'alice@partner.test', to: 'support@company.test', subject: 'Help' }));
+    await stack.appendMail('broken@company.test', buildMail({ from: 'alice@partner.test', to: 'broken@company.test', subject: 'Lost?' }));
+    await stack.appendMail('slow@company.test', buildMail({ from: 'alice@partner.test', to: 'slow@company.test', subject: 'Later' }));
+
+    // One tick: the schedule asks for a drain of each mailbox; the queue trigger takes them as a batch, at once.
+    const handlers = handlersFor(env);
+    const logs: string[] = [];
+    const requests = await handlers.schedule(timer(), context('drainSchedule', logs));
+    expect(requests.map((r) => [r.key, r.mailbox])).toEqual([
+      ['sales', 'sales@company.test'],
+      ['support', 'support@company.test'],
+      ['broken', 'broken@company.test'],
+      ['slow', 'slow@company.test'],
+    ]);
+    const finished: Record<string, number> = {};
+    const outcomes: Awaited<ReturnType<typeof handlers.drain>>[] = [];
+    const started = Date.now();
+    const drained = await runQueueTrigger({
+      queue: queue(stack, DRAIN_REQUESTS_QUEUE),
+      poisonQueue: queue(stack, `${DRAIN_REQUESTS_QUEUE}-poison`),
+      functionName: 'drain',
+      handler: async (m, c) => {
+        const outcome = await handlers.drain(m, c);
+        finished[outcome.key] = Date.now() - started;
+        outcomes.push(outcome);
+      },
+    });
+    const byKey = Object.fromEntries(outcomes.map((o) => [o.key, o]));
+
+    // Each drained by its own policy.
+    expect(byKey['sales']!.summary!.counts).toMatchObject({ seen: 2, queued: 1, rejected: 1 });
+    expect(byKey['support']!.summary!.counts).toMatchObject({ seen: 2, queued: 1, rejected: 1 });
+    expect(byKey['slow']!.summary!.counts).toMatchObject({ seen: 1, queued: 1 });
+    expect(slowProxy.injected).toEqual(['throttle UID FETCH 1']);
+    // The slow one held up nobody: the others were done before its server let it go on.
+    expect(finished['sales']).toBeLessThan(finished['slow']!);
+    expect(finished['support']).toBeLessThan(finished['slow']!);
+    expect(finished['slow']).toBeGreaterThanOrEqual(3000);
+
+    // The broken one failed alone, saying which mailbox and what to do, and kept its mail.
+    const error = byKey['broken']!.error as ImapError;
+    expect(error).toBeInstanceOf(ImapError);
+    expect(error.failure).toBe('auth');
+    expect(error.message).toContain('broken@company.test');
+    expect(error.message).toContain('What to do:');
+    expect(await stack.readFolder('broken@company.test', 'INBOX')).toHaveLength(1);
+    const state = await runtimeFor(env, 'broken').ledger.getMailboxState('broken@company.test');
+    expect(state).toMatchObject({ lastRunOutcome: 'failed' });
+    expect(drained.logs.join('\n')).toMatch(/error: Drain run failed: ImapError: .*broken@company\.test/);
+
+    // Folders of each mailbox's own.
+    expect(await stack.readFolder('sales@company.test', 'inboxq-processed')).toHaveLength(2);
+    expect(await stack.readFolder('support@company.test', 'Done')).toHaveLength(2);
+
+    // Tasks on each mailbox's own queue; nothing on the one-mailbox queue.
+    const take = async (name: string): Promise<TaskMessage[]> => {
+      const { receivedMessageItems } = await queue(stack, name).receiveMessages({ numberOfMessages: 32 });
+      return receivedMessageItems.map((m) => decodeQueueMessage(m.messageText) as TaskMessage);
+    };
+    expect((await take('tasks-sales')).map((t) => [t.mailbox, t.from.address, t.subject])).toEqual([['sales@company.test', 'alice@partner.test', 'Offer for 40 seats']]);
+    expect((await take('tasks-support')).map((t) => [t.mailbox, t.from.address, t.subject])).toEqual([['support@company.test', 'carol@customer.test', 'Printer offline']]);
+    expect(await queue(stack, TASKS_QUEUE).exists().then(async (e) => (e ? (await queue(stack, TASKS_QUEUE).peekMessages()).peekedMessageItems.length : 0))).toBe(0);
+
+    // Workers of each mailbox answer on the shared replies queue; each answer leaves from its own mailbox.
+    const salesTask = (await runtimeFor(env, 'sales').ledger.listMessages('sales@company.test')).find((r) => r.state === 'queued')!;
+    const supportTask = (await runtimeFor(env, 'support').ledger.listMessages('support@company.test')).find((r) => r.state === 'queued')!;
+    await TaskWorker.fromConnectionString(stack.azurite.connectionString, { tasksQueue: 'tasks-sales' }).reply({ taskId: salesTask.taskId, mailbox: 'sales@company.test', text: '40 seats: 4,000 EUR.' });
+    await TaskWorker.fromConnectionString(stack.azurite.connectionString, { tasksQueue: 'tasks-support' }).reply({
+      taskId: supportTask.taskId,
+      mailbox: 'support@company.test',
+      markdown: 'Please **restart** the printer.',
+    });
+    const sent = await runQueueTrigger({
+      queue: queue(stack, REPLIES_QUEUE),
+      poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison`),
+      functionName: 'reply',
+      handler: (m, c) => handlers.reply(m, c),
+    });
+    // Two acknowledgements (sales, support) and two answers.
+    expect(sent).toMatchObject({ succeeded: 4, failed: 0 });
+    const alice = await Promise.all((await stack.readFolder('alice@partner.test', 'INBOX')).map((m) => simpleParser(m.source)));
+    const carol = await Promise.all((await stack.readFolder('carol@customer.test', 'INBOX')).map((m) => simpleParser(m.source)));
+    expect(alice.map((m) => [m.from?.value[0]?.address, m.inReplyTo]).sort()).toEqual([
+      ['sales@company.test', '<offer@partner.test>'],
+      ['sales@company.test', '<offer@partner.test>'],
+    ]);
+    expect(carol.map((m) => [m.from?.value[0]?.address, m.inReplyTo]).sort()).toEqual([
+      ['support@company.test', '<printer@customer.test>'],
+      ['support@company.test', '<printer@customer.test>'],
+    ]);
+    expect(alice.find((m) => m.text?.includes('4,000 EUR'))).toBeDefined();
+    expect(carol.find((m) => (m.html || '').includes('<strong>restart</strong>'))).toBeDefined();
+    // The support mailbox signed in with its own app, for IMAP and for SMTP.
+    expect(stack.idp.requests.filter((r) => r.clientId === support.clientId && r.outcome === 'issued').length).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a reply that names a mailbox the deployment does not serve is refused, naming the mailboxes it does', async () => {
+    const env = stack.settings('', {
+      INBOXQ_MAILBOX: undefined,
+      INBOXQ_MAILBOXES: 'a,b',
+      INBOXQ_A__MAILBOX: 'a@company.test',
+      INBOXQ_B__MAILBOX: 'b@company.test',
+    });
+    const error = await handlersFor(env)
+      .reply({ type: 'inboxq.reply', version: 1, taskId: 'f'.repeat(32), mailbox: 'c@company.test', text: 'x' }, context('reply', []))
+      .catch((e: Error) => e);
+    expect((error as Error).message).toContain('mailbox: c@company.test is not one of a@company.test, b@company.test');
+  });
+});
