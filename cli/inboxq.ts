@@ -2,13 +2,13 @@
 /**
  * The inboxq command line.
  *
- *   inboxq check-sender (--policy policy.json | --mailbox ADDRESS) message.eml
+ *   inboxq check-sender (--policy policy.json | --mailbox ADDRESS|KEY) message.eml
  *       Explains the verdict the drain would give a saved mail. Prints one JSON object
  *       {"verdict","sender","reasons"}; exit 0 accept, 1 reject, 2 usage error or unreadable input.
  *
- *   inboxq doctor [--mailbox ADDRESS] [--json]
- *       Checks the mailbox's setup step by step against the real services and names the step to
- *       fix, with the command. Exit 0 only when every check passes, 1 otherwise.
+ *   inboxq doctor [--mailbox ADDRESS|KEY] [--json]
+ *       Checks each mailbox's setup (or the one named) step by step against the real services and
+ *       names the step to fix, with the command. Exit 0 only when every check passes, 1 otherwise.
  *
  * Settings for --mailbox come from the environment, or from local.settings.json's Values in the
  * current folder (as `func start` reads them).
@@ -16,15 +16,15 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { loadConfig, type Env, type SenderPolicy } from '../shared/config/settings';
+import { loadDeployment, type Env, type SenderPolicy } from '../shared/config/settings';
 import { describeError } from '../shared/errors';
 import { judgeMail } from '../shared/sender/judge';
-import { formatDoctorReport, runDoctor } from '../shared/doctor/doctor';
+import { formatDoctorReport, runDoctorAll } from '../shared/doctor/doctor';
 
 const USAGE = `usage:
   inboxq check-sender --policy policy.json message.eml
   inboxq check-sender --mailbox agent@example.com message.eml
-  inboxq doctor [--mailbox agent@example.com] [--json]
+  inboxq doctor [--mailbox agent@example.com | --mailbox KEY] [--json]
 
 policy.json: {"authorizedSenders": ["alice@example.com", "*@partner.example"],
               "trustedAuthservId": "", "microsoftInternalFallback": true}`;
@@ -72,14 +72,17 @@ function readPolicy(path: string): SenderPolicy {
 }
 
 function mailboxPolicy(mailbox: string, env: Env): SenderPolicy {
-  let config;
+  let mailboxes;
   try {
-    config = loadConfig(env);
+    mailboxes = loadDeployment(env).mailboxes;
   } catch (err) {
     throw new UsageError(`the settings can't be used: ${describeError(err)}`);
   }
-  if (config.mailbox !== mailbox.trim().toLowerCase()) {
-    throw new UsageError(`mailbox ${mailbox} is not configured here (INBOXQ_MAILBOX is ${config.mailbox})`);
+  const wanted = mailbox.trim().toLowerCase();
+  const config = mailboxes.find((m) => m.mailbox === wanted || m.key === wanted);
+  if (!config) {
+    const served = mailboxes.map((m) => (m.key === 'default' ? `INBOXQ_MAILBOX is ${m.mailbox}` : `${m.key}: ${m.mailbox}`)).join(', ');
+    throw new UsageError(`mailbox ${mailbox} is not configured here (${served})`);
   }
   return config.senderPolicy;
 }
@@ -117,10 +120,11 @@ export async function checkSender(args: string[], env: Env = process.env): Promi
 export async function doctor(args: string[], env: Env = process.env): Promise<CliResult> {
   const { values } = parseArgs({ args, options: { mailbox: { type: 'string' }, json: { type: 'boolean' } }, allowPositionals: false });
   const settings = settingsFromEnvironment(env);
-  const checks = await runDoctor(settings, values.mailbox ? { mailbox: values.mailbox } : {});
-  const ok = checks.every((c) => c.status === 'pass');
-  const mailbox = values.mailbox ?? settings['INBOXQ_MAILBOX'] ?? '(no mailbox configured)';
-  const stdout = values.json ? `${JSON.stringify({ mailbox, ok, checks })}\n` : formatDoctorReport(mailbox, checks);
+  const reports = await runDoctorAll(settings, values.mailbox ? { mailbox: values.mailbox } : {});
+  const ok = reports.every((r) => r.checks.every((c) => c.status === 'pass'));
+  // One mailbox: one report (an object in JSON); several: one after another (an array).
+  const json = reports.map((r) => ({ mailbox: r.mailbox, ...(r.key && r.key !== 'default' ? { key: r.key } : {}), ok: r.checks.every((c) => c.status === 'pass'), checks: r.checks }));
+  const stdout = values.json ? `${JSON.stringify(json.length === 1 ? json[0] : json)}\n` : reports.map((r) => formatDoctorReport(r.mailbox, r.checks)).join('\n');
   return { code: ok ? 0 : 1, stdout, stderr: '' };
 }
 

@@ -1,5 +1,5 @@
 /**
- * `inboxq doctor`: checks one mailbox's whole setup against the real services, in the order an
+ * `inboxq doctor`: checks each mailbox's whole setup against the real services, in the order an
  * admin sets it up, and names the step that is wrong with the command that fixes it.
  *
  *   1 settings   2 credential   3 token   4 token roles   5 IMAP   6 SMTP   7 storage
@@ -7,11 +7,12 @@
  * The steps follow docs/m365-setup.md; a failed step skips those that can't work without it.
  */
 import { ManagedIdentityCredential } from '@azure/identity';
-import { loadConfig, type Env, type InboxqConfig } from '../config/settings';
+import { loadDeployment, type Env, type InboxqConfig } from '../config/settings';
 import { FEDERATION_SCOPE, peekClaims, secretSourceName, tokenProviderFor, type ExchangeTokenProvider } from '../credentials/token';
 import { readVaultSecret } from '../credentials/keyvault';
 import { parseClientCertificate } from '../credentials/certificate';
-import { MAIL_CONTAINER, REPLIES_QUEUE, TASKS_QUEUE } from '../contract/messages';
+import { CONVERSATIONS_TABLE } from '../conversation/conversations';
+import { DRAIN_REQUESTS_QUEUE, MAIL_CONTAINER, REPLIES_QUEUE } from '../contract/messages';
 import { ConfigError, describeError, ImapError, InboxqError, SmtpError } from '../errors';
 import { MAILBOXES_TABLE, MESSAGES_TABLE, REPLIES_TABLE } from '../ledger/ledger';
 import { MailboxSession } from '../mailbox/imap';
@@ -42,25 +43,73 @@ function detailOf(err: unknown): string {
   return err instanceof InboxqError ? err.summary : describeError(err);
 }
 
-export async function runDoctor(env: Env, options: { mailbox?: string } = {}): Promise<DoctorCheck[]> {
-  const checks: DoctorCheck[] = [];
-  const skip = (steps: StepName[], why: string) => steps.forEach((step) => checks.push({ step, status: 'skipped', detail: why }));
+export interface MailboxReport {
+  /** The mailbox's address (or what was asked for, when the settings fail). */
+  mailbox: string;
+  key: string;
+  checks: DoctorCheck[];
+}
 
-  let config: InboxqConfig;
+const AFTER_SETTINGS: StepName[] = ['credential', 'token', 'token roles', 'IMAP', 'SMTP', 'storage'];
+
+function settingsFailed(mailbox: string, detail: string, fix: string, why: string): MailboxReport {
+  return {
+    mailbox,
+    key: '',
+    checks: [{ step: 'settings', status: 'fail', detail, fix }, ...AFTER_SETTINGS.map((step): DoctorCheck => ({ step, status: 'skipped', detail: why }))],
+  };
+}
+
+/** Checks every mailbox of the deployment (or the one named by key or address), one after another. */
+export async function runDoctorAll(env: Env, options: { mailbox?: string } = {}): Promise<MailboxReport[]> {
+  let mailboxes: InboxqConfig[];
   try {
-    config = loadConfig(env);
+    mailboxes = loadDeployment(env).mailboxes;
   } catch (err) {
     const problems = err instanceof ConfigError ? err.problems.join('; ') : describeError(err);
-    checks.push({ step: 'settings', status: 'fail', detail: problems, fix: 'set the named app settings (local.settings.json, or az functionapp config appsettings set --name <app> --resource-group <rg> --settings NAME=value)' });
-    skip(['credential', 'token', 'token roles', 'IMAP', 'SMTP', 'storage'], 'the settings are not valid');
-    return checks;
+    return [
+      settingsFailed(
+        options.mailbox ?? env['INBOXQ_MAILBOX'] ?? env['INBOXQ_MAILBOXES'] ?? '(no mailbox configured)',
+        problems,
+        'set the named app settings (local.settings.json, or az functionapp config appsettings set --name <app> --resource-group <rg> --settings NAME=value)',
+        'the settings are not valid',
+      ),
+    ];
   }
-  if (options.mailbox && options.mailbox.trim().toLowerCase() !== config.mailbox) {
-    checks.push({ step: 'settings', status: 'fail', detail: `mailbox ${options.mailbox} is not configured here (INBOXQ_MAILBOX is ${config.mailbox})`, fix: 'run doctor with the settings of that mailbox' });
-    skip(['credential', 'token', 'token roles', 'IMAP', 'SMTP', 'storage'], 'another mailbox is configured');
-    return checks;
+  if (options.mailbox !== undefined) {
+    const wanted = options.mailbox.trim().toLowerCase();
+    const found = mailboxes.find((m) => m.key === wanted || m.mailbox === wanted);
+    if (!found) {
+      return [
+        settingsFailed(
+          options.mailbox,
+          `mailbox ${options.mailbox} is not configured here (${mailboxes.map((m) => (m.key === 'default' ? `INBOXQ_MAILBOX is ${m.mailbox}` : `${m.key}: ${m.mailbox}`)).join(', ')})`,
+          'run doctor with the settings of that mailbox, or name one of these',
+          'another mailbox is configured',
+        ),
+      ];
+    }
+    mailboxes = [found];
   }
-  checks.push({ step: 'settings', status: 'pass', detail: `valid for ${config.mailbox} (tenant ${config.identity.tenantId}, app ${config.identity.clientId})` });
+  const reports: MailboxReport[] = [];
+  for (const config of mailboxes) reports.push({ mailbox: config.mailbox, key: config.key, checks: await checkMailbox(config) });
+  return reports;
+}
+
+/** The checks of one mailbox: the only one, or the one named by key or address. */
+export async function runDoctor(env: Env, options: { mailbox?: string } = {}): Promise<DoctorCheck[]> {
+  const reports = await runDoctorAll(env, options);
+  if (reports.length > 1) {
+    return settingsFailed('', `these settings serve ${reports.length} mailboxes (${reports.map((r) => r.key).join(', ')})`, 'name one with --mailbox', 'no mailbox named').checks;
+  }
+  return reports[0]!.checks;
+}
+
+async function checkMailbox(config: InboxqConfig): Promise<DoctorCheck[]> {
+  const checks: DoctorCheck[] = [];
+  const skip = (steps: StepName[], why: string) => steps.forEach((step) => checks.push({ step, status: 'skipped', detail: why }));
+  const which = config.key === 'default' ? '' : ` (mailbox "${config.key}")`;
+  checks.push({ step: 'settings', status: 'pass', detail: `valid for ${config.mailbox}${which} (tenant ${config.identity.tenantId}, app ${config.identity.clientId})` });
 
   const credentialOk = await checkCredential(config, checks);
   let tokenOk = false;
@@ -181,7 +230,11 @@ async function checkStorage(config: InboxqConfig, checks: DoctorCheck[]): Promis
   try {
     const { missing } = await findMissingResources(
       config.storage,
-      { queues: [TASKS_QUEUE, REPLIES_QUEUE, `${REPLIES_QUEUE}-poison`], tables: [MESSAGES_TABLE, REPLIES_TABLE, MAILBOXES_TABLE], containers: [MAIL_CONTAINER] },
+      {
+        queues: [DRAIN_REQUESTS_QUEUE, config.tasksQueue, REPLIES_QUEUE, `${REPLIES_QUEUE}-poison`],
+        tables: [MESSAGES_TABLE, REPLIES_TABLE, MAILBOXES_TABLE, CONVERSATIONS_TABLE],
+        containers: [MAIL_CONTAINER],
+      },
       config.mailbox,
     );
     if (missing.length > 0) {

@@ -7,6 +7,7 @@ import { main } from '../../cli/inboxq';
 import { runDoctor, type DoctorCheck } from '../../shared/doctor/doctor';
 import { createStorageClients } from '../../shared/storage/clients';
 import { MAIL_CONTAINER } from '../../shared/contract/messages';
+import { CONVERSATIONS_TABLE } from '../../shared/conversation/conversations';
 import { MAILBOXES_TABLE, MESSAGES_TABLE, REPLIES_TABLE } from '../../shared/ledger/ledger';
 
 let stack: LocalStack;
@@ -14,8 +15,8 @@ beforeAll(async () => {
   stack = await LocalStack.start();
   // What the deployment provisions.
   const storage = createStorageClients({ kind: 'connection-string', connectionString: stack.azurite.connectionString });
-  for (const q of ['tasks', 'replies', 'replies-poison']) await storage.queue(q);
-  for (const t of [MESSAGES_TABLE, REPLIES_TABLE, MAILBOXES_TABLE]) await storage.table(t);
+  for (const q of ['drain-requests', 'tasks', 'tasks-ops', 'tasks-hr', 'replies', 'replies-poison']) await storage.queue(q);
+  for (const t of [MESSAGES_TABLE, REPLIES_TABLE, MAILBOXES_TABLE, CONVERSATIONS_TABLE]) await storage.table(t);
   await storage.container(MAIL_CONTAINER);
 });
 afterAll(async () => {
@@ -111,5 +112,31 @@ describe('inboxq doctor', () => {
     expect(c['credential']!.status).toBe('pass');
     expect(c['token']!.status).toBe('fail');
     expect(c['token']!.fix).toContain(`az ad app federated-credential create --id ${app.clientId}`);
+  });
+
+  it('several mailboxes: a report for each, the broken one naming its step, exit 1', async () => {
+    const hr = stack.registerApp();
+    stack.idp.imapRefusedApps.add(hr.clientId);
+    const env = stack.settings('', {
+      INBOXQ_MAILBOX: undefined,
+      INBOXQ_MAILBOXES: 'ops,hr',
+      INBOXQ_OPS__MAILBOX: 'doctor-ops@company.test',
+      INBOXQ_HR__MAILBOX: 'doctor-hr@company.test',
+      INBOXQ_HR__CLIENT_ID: hr.clientId,
+      INBOXQ_HR__CLIENT_SECRET_NAME: hr.secretName,
+    });
+    const r = await main(['doctor'], env);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain('inboxq doctor: doctor-ops@company.test\n  ✓ 1. settings     valid for doctor-ops@company.test (mailbox "ops")');
+    expect(r.stdout).toContain('inboxq doctor: doctor-hr@company.test');
+    const reports = JSON.parse((await main(['doctor', '--json'], env)).stdout) as { mailbox: string; key: string; ok: boolean; checks: DoctorCheck[] }[];
+    expect(reports.map((x) => [x.key, x.ok, failed(x.checks)])).toEqual([
+      ['ops', true, []],
+      ['hr', false, ['IMAP']],
+    ]);
+    const one = JSON.parse((await main(['doctor', '--json', '--mailbox', 'ops'], env)).stdout) as { mailbox: string; ok: boolean };
+    expect(one).toMatchObject({ mailbox: 'doctor-ops@company.test', ok: true });
+    const unknown = await main(['doctor', '--mailbox', 'sales'], env);
+    expect(unknown.stdout).toContain('mailbox sales is not configured here (ops: doctor-ops@company.test, hr: doctor-hr@company.test)');
   });
 });
