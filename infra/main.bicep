@@ -13,8 +13,14 @@ param location string
 @description('Object id of the person deploying (azd sets it): may put the client secret in the vault')
 param principalId string = ''
 
-@description('The dedicated mailbox, e.g. agent@contoso.com')
-param mailbox string
+@description('The dedicated mailbox, e.g. agent@contoso.com (one mailbox; leave empty when mailboxes is set)')
+param mailbox string = ''
+
+@description('Several mailboxes: their keys, separated by commas (e.g. sales,support); each needs INBOXQ_<KEY>__MAILBOX in extraSettings')
+param mailboxes string = ''
+
+@description('More app settings, e.g. the per-mailbox INBOXQ_<KEY>__* settings of several mailboxes (docs/mailboxes.md)')
+param extraSettings object = {}
 
 @description('Application (client) id of the Entra app registration with IMAP.AccessAsApp and SMTP.SendAsApp')
 param clientId string
@@ -53,6 +59,18 @@ var tags = {
   application: 'inboxq'
 }
 var mailContainer = 'inboxq-mail'
+var mailboxKeys = filter(map(split(mailboxes, ','), key => toLower(trim(key))), key => !empty(key))
+var inboxqSettings = {
+  INBOXQ_TENANT_ID: mailboxTenantId
+  INBOXQ_CLIENT_ID: clientId
+  INBOXQ_CLIENT_CREDENTIAL: clientCredential
+  INBOXQ_KEYVAULT_URL: vault.outputs.uri
+  INBOXQ_AUTHORIZED_SENDERS: authorizedSenders
+  INBOXQ_TRUSTED_AUTHSERV_ID: trustedAuthservId
+  INBOXQ_MICROSOFT_INTERNAL_FALLBACK: string(microsoftInternalFallback)
+  INBOXQ_DRAIN_SCHEDULE: drainSchedule
+  INBOXQ_MAIL_RETENTION_DAYS: string(mailRetentionDays)
+}
 var deploymentContainer = 'app-package-${take(resourceToken, 7)}'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -90,15 +108,18 @@ module storage 'core/storage/storage.bicep' = {
       mailContainer
       deploymentContainer
     ]
-    queues: [
+    // With several mailboxes, each has its own tasks queue (tasks-<key>).
+    queues: concat([
+      'drain-requests'
       'tasks'
       'replies'
       'replies-poison'
-    ]
+    ], map(mailboxKeys, key => 'tasks-${key}'))
     tables: [
       'inboxqMessages'
       'inboxqReplies'
       'inboxqMailboxes'
+      'inboxqConversations'
       'inboxqWorkerDone'
     ]
     retentionContainer: mailContainer
@@ -127,18 +148,7 @@ module app 'app/function.bicep' = {
     storageAccountName: storage.outputs.name
     deploymentContainer: deploymentContainer
     applicationInsightsConnectionString: monitoring.outputs.connectionString
-    inboxqSettings: {
-      INBOXQ_MAILBOX: mailbox
-      INBOXQ_TENANT_ID: mailboxTenantId
-      INBOXQ_CLIENT_ID: clientId
-      INBOXQ_CLIENT_CREDENTIAL: clientCredential
-      INBOXQ_KEYVAULT_URL: vault.outputs.uri
-      INBOXQ_AUTHORIZED_SENDERS: authorizedSenders
-      INBOXQ_TRUSTED_AUTHSERV_ID: trustedAuthservId
-      INBOXQ_MICROSOFT_INTERNAL_FALLBACK: string(microsoftInternalFallback)
-      INBOXQ_DRAIN_SCHEDULE: drainSchedule
-      INBOXQ_MAIL_RETENTION_DAYS: string(mailRetentionDays)
-    }
+    inboxqSettings: union(inboxqSettings, empty(mailboxKeys) ? { INBOXQ_MAILBOX: mailbox } : { INBOXQ_MAILBOXES: join(mailboxKeys, ',') }, extraSettings)
   }
 }
 

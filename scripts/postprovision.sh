@@ -27,7 +27,7 @@ TEXT
 esac
 cat <<TEXT
 
-  Exchange Online (PowerShell, Connect-ExchangeOnline):
+  Exchange Online (PowerShell, Connect-ExchangeOnline), for each mailbox:
     New-ServicePrincipal -AppId ${INBOXQ_CLIENT_ID} -ObjectId <object id of the Enterprise application>
     Add-MailboxPermission -Identity <mailbox> -User <that object id> -AccessRights FullAccess
     Set-CASMailbox -Identity <mailbox> -SmtpClientAuthenticationDisabled \$false

@@ -303,6 +303,9 @@ export function loadDeployment(env: Env): Deployment {
   }
 
   const problems: string[] = [];
+  if (env['INBOXQ_MAILBOX']) {
+    problems.push('INBOXQ_MAILBOX is set, but with INBOXQ_MAILBOXES each mailbox names its address in INBOXQ_<KEY>__MAILBOX: remove INBOXQ_MAILBOX');
+  }
   const keys: string[] = [];
   for (const part of listed.split(/[,;\s]+/).filter(Boolean)) {
     const key = part.toLowerCase();

@@ -6,7 +6,8 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { SETTING_NAMES } from '../../shared/config/settings';
-import { MAIL_CONTAINER, REPLIES_QUEUE, TASKS_QUEUE } from '../../shared/contract/messages';
+import { DRAIN_REQUESTS_QUEUE, MAIL_CONTAINER, REPLIES_QUEUE, TASKS_QUEUE } from '../../shared/contract/messages';
+import { CONVERSATIONS_TABLE } from '../../shared/conversation/conversations';
 import { MAILBOXES_TABLE, MESSAGES_TABLE, REPLIES_TABLE } from '../../shared/ledger/ledger';
 import { WORKER_DONE_TABLE } from '../../shared/worker/worker';
 
@@ -33,14 +34,20 @@ describe('infra', () => {
   });
 
   it('writes only settings inboxq reads (the INBOXQ_* ones)', () => {
-    const block = main.slice(main.indexOf('inboxqSettings: {'), main.indexOf('}', main.indexOf('inboxqSettings: {')));
+    const block = main.slice(main.indexOf('var inboxqSettings = {'), main.indexOf('}', main.indexOf('var inboxqSettings = {')));
     const written = [...block.matchAll(/^\s+(INBOXQ_\w+):/gm)].map((m) => m[1]!);
     expect(written.length).toBeGreaterThan(5);
-    for (const name of written) expect(SETTING_NAMES, name).toContain(name);
+    // One mailbox, or several with their per-mailbox settings from extraSettings.
+    const union = /inboxqSettings: union\(inboxqSettings, empty\(mailboxKeys\) \? \{ (INBOXQ_\w+): mailbox \} : \{ (INBOXQ_\w+): join\(mailboxKeys, ','\) \}, extraSettings\)/.exec(main);
+    expect(union?.slice(1)).toEqual(['INBOXQ_MAILBOX', 'INBOXQ_MAILBOXES']);
+    for (const name of [...written, ...union!.slice(1)]) expect(SETTING_NAMES, name).toContain(name);
   });
 
   it('provisions the queues, tables and container the code uses, with identity-based connections only', () => {
-    for (const name of [TASKS_QUEUE, REPLIES_QUEUE, `${REPLIES_QUEUE}-poison`, MESSAGES_TABLE, REPLIES_TABLE, MAILBOXES_TABLE, WORKER_DONE_TABLE]) expect(main).toContain(`'${name}'`);
+    for (const name of [DRAIN_REQUESTS_QUEUE, TASKS_QUEUE, REPLIES_QUEUE, `${REPLIES_QUEUE}-poison`, MESSAGES_TABLE, REPLIES_TABLE, MAILBOXES_TABLE, CONVERSATIONS_TABLE, WORKER_DONE_TABLE]) {
+      expect(main).toContain(`'${name}'`);
+    }
+    expect(main).toContain("map(mailboxKeys, key => 'tasks-${key}')");
     expect(main).toContain(`var mailContainer = '${MAIL_CONTAINER}'`);
     expect(functionBicep).toContain("AzureWebJobsStorage__credential: 'managedidentity'");
     expect(readFileSync('infra/core/storage/storage.bicep', 'utf8')).toContain('allowSharedKeyAccess: false');

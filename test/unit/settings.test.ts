@@ -202,5 +202,8 @@ describe('several mailboxes', () => {
       expect.arrayContaining(['INBOXQ_MAILBOXES lists "sales" twice', 'INBOXQ_MAILBOXES: "2nd" is not a mailbox key (a letter, then up to 23 letters or digits)']),
     );
     expect(problems({ ...base, INBOXQ_SALES__MAILBOX: 'sales@company.com' })[0]).toContain('INBOXQ_SALES__MAILBOX: per-mailbox settings need INBOXQ_MAILBOXES');
+    expect(deploymentProblems({ ...two, INBOXQ_MAILBOX: 'agent@company.com' })).toEqual([
+      'INBOXQ_MAILBOX is set, but with INBOXQ_MAILBOXES each mailbox names its address in INBOXQ_<KEY>__MAILBOX: remove INBOXQ_MAILBOX',
+    ]);
   });
 });
