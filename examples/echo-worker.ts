@@ -1,28 +1,50 @@
 /**
- * A sample worker: takes each task from the `tasks` queue, "does the work" (here: describes what it
- * received), and answers on the `replies` queue. inboxq's reply function sends the answer, threaded
- * on the original mail.
+ * A sample worker: takes each task from a tasks queue, "does the work" (here: describes what it
+ * received, in Markdown, with a CSV of the attachments it got), and answers on the `replies`
+ * queue. inboxq's reply function sends the answer as a mail with a text and an HTML part,
+ * threaded on the original and tagged with its conversation.
  *
- *   AzureWebJobsStorage=<connection string> node dist/examples/echo-worker.js [--once]
+ *   AzureWebJobsStorage=<connection string> node dist/examples/echo-worker.js [--queue tasks] [--once]
  *
- * Replace `work` with your own processing; everything else stays.
+ * --queue: `tasks` for a deployment of one mailbox, `tasks-<key>` for the mailbox <key> of several.
+ * Replace `work` with your own processing; everything else stays. A worker in another language
+ * does the same with its Storage SDK (docs/contract.md).
  */
+import { parseArgs } from 'node:util';
+import type { ReplyMessageInput, TaskMessage } from '../shared/contract/messages';
+import { TASKS_QUEUE } from '../shared/contract/messages';
 import { TaskWorker } from '../shared/worker/worker';
-import type { TaskMessage } from '../shared/contract/messages';
 
-export async function work(worker: TaskWorker, task: TaskMessage): Promise<string> {
-  const body = await worker.bodyText(task);
-  const words = body.split(/\s+/).filter(Boolean).length;
-  const files = task.attachments.map((a) => `- ${a.filename} (${a.contentType}, ${a.size} bytes, sha256 ${a.sha256.slice(0, 12)}…)`);
-  return [
+export interface Answer {
+  markdown: string;
+  attachments: NonNullable<ReplyMessageInput['attachments']>;
+}
+
+/** Markdown table cells can't hold | or line breaks. */
+const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\s+/g, ' ');
+
+export async function work(worker: TaskWorker, task: TaskMessage): Promise<Answer> {
+  const said = (await worker.newText(task)).trim();
+  const words = said.split(/\s+/).filter(Boolean).length;
+  const quoted = (await worker.quotedText(task)).trim();
+  const lines = [
     `Hello${task.from.name ? ` ${task.from.name}` : ''},`,
     '',
-    `your message "${task.subject}" became task ${task.taskId}.`,
-    `Its text has ${words} word${words === 1 ? '' : 's'}${files.length ? ` and ${files.length} attachment${files.length === 1 ? '' : 's'}:` : '.'}`,
-    ...files,
-    '',
-    '(Answered by the inboxq sample worker.)',
-  ].join('\n');
+    task.conversation.isNew
+      ? `your message **${cell(task.subject) || '(no subject)'}** became task \`${task.taskId}\`.`
+      : `your message continues our conversation \`${task.conversation.id}\` (${task.conversation.previousTaskIds.length} earlier task${task.conversation.previousTaskIds.length === 1 ? '' : 's'}); it became task \`${task.taskId}\`.`,
+    `You wrote ${words} new word${words === 1 ? '' : 's'}${quoted ? ', above the quoted history of the thread' : ''}.`,
+  ];
+  const attachments: Answer['attachments'] = [];
+  if (task.attachments.length > 0) {
+    lines.push('', '| File | Type | Size | SHA-256 |', '|:-----|:-----|-----:|:--------|');
+    for (const a of task.attachments) lines.push(`| ${cell(a.filename)} | ${cell(a.contentType)} | ${a.size} | \`${a.sha256.slice(0, 12)}…\` |`);
+    const csv = ['filename,content_type,size,sha256', ...task.attachments.map((a) => `"${a.filename.replace(/"/g, '""')}",${a.contentType},${a.size},${a.sha256}`)].join('\r\n');
+    attachments.push(await worker.putReplyAttachment(task, 'received-files.csv', Buffer.from(`${csv}\r\n`), 'text/csv'));
+    lines.push('', 'The list is attached as `received-files.csv`.');
+  }
+  lines.push('', '*Answered by the inboxq sample worker.*');
+  return { markdown: lines.join('\n'), attachments };
 }
 
 /** Handles what is on the queue now; returns how many tasks were answered. */
@@ -32,27 +54,27 @@ export async function runOnce(worker: TaskWorker, log: (line: string) => void = 
     const batch = await worker.receive({ max: 16, onInvalid: (err) => log(`skipping an invalid task message: ${err.message}`) });
     if (batch.length === 0) return answered;
     for (const { task, complete } of batch) {
-      const text = await work(worker, task);
-      await worker.reply({ taskId: task.taskId, mailbox: task.mailbox, text });
+      const { markdown, attachments } = await work(worker, task);
+      await worker.reply({ taskId: task.taskId, mailbox: task.mailbox, markdown, attachments });
       await complete();
       answered++;
-      log(`answered task ${task.taskId} from ${task.from.address}`);
+      log(`answered task ${task.taskId} from ${task.from.address} (conversation ${task.conversation.id}${task.conversation.isNew ? ', new' : `, continued by ${task.conversation.continuedBy}`})`);
     }
   }
 }
 
 async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { queue: { type: 'string', default: TASKS_QUEUE }, once: { type: 'boolean', default: false } } });
   const connection = process.env['AzureWebJobsStorage'];
   if (!connection) {
     console.error('Set AzureWebJobsStorage to the storage connection string (UseDevelopmentStorage=true for Azurite).');
     process.exit(2);
   }
-  const worker = TaskWorker.fromConnectionString(connection);
-  const once = process.argv.includes('--once');
+  const worker = TaskWorker.fromConnectionString(connection, { tasksQueue: values.queue });
   do {
     await runOnce(worker);
-    if (!once) await new Promise((r) => setTimeout(r, 5000));
-  } while (!once);
+    if (!values.once) await new Promise((r) => setTimeout(r, 5000));
+  } while (!values.once);
 }
 
 if (require.main === module) {

@@ -3,17 +3,19 @@
  *
  *   1. start the stack (identity provider, Key Vault, Dovecot, SMTP, Azurite) on 127.0.0.1
  *   2. seed the mailbox agent@contoso.test with a mail from an authorized sender and a forged one
- *   3. run the drain function (as its timer would)
- *   4. run the sample worker (examples/echo-worker.ts): it answers the task
- *   5. run the reply function on the replies queue (as the Functions host would)
- *   6. read the answer back from the sender's mailbox over IMAP
+ *   3. run a tick of the drain schedule (timer) and the drain it requests (queue trigger)
+ *   4. run the sample worker (examples/echo-worker.ts): it answers the task in Markdown
+ *   5. run the reply function on the replies queue (as the Functions host would): the
+ *      acknowledgement and the answer go out over SMTP
+ *   6. read them back from the sender's mailbox over IMAP
+ *   7. the sender answers the answer: the follow-up joins the conversation, and is answered too
  *
  * Run with `npm run demo` (or `bash scripts/demo.sh` on a fresh machine).
  */
 import { randomUUID } from 'node:crypto';
 import { InvocationContext, type Timer } from '@azure/functions';
 import { QueueClient } from '@azure/storage-queue';
-import { simpleParser } from 'mailparser';
+import { simpleParser, type ParsedMail } from 'mailparser';
 import { runOnce } from '../examples/echo-worker';
 import { exitOnSignals, LocalStack } from '../localstack';
 import { runQueueTrigger } from '../localstack/queue-runner';
@@ -38,7 +40,7 @@ function context(name: string): InvocationContext {
   });
 }
 
-function mail(opts: { from: string; authResults: string; subject: string; body: string; attachment?: { name: string; content: string } }): string {
+function mail(opts: { from: string; authResults: string; subject: string; body: string; inReplyTo?: string; attachment?: { name: string; content: string } }): string {
   const domain = /@([^>\s]+)/.exec(opts.from)![1];
   const id = `<${randomUUID()}@${domain}>`;
   const head = [
@@ -48,6 +50,7 @@ function mail(opts: { from: string; authResults: string; subject: string; body: 
     `Subject: ${opts.subject}`,
     `Date: ${new Date().toUTCString()}`,
     `Message-ID: ${id}`,
+    ...(opts.inReplyTo ? [`In-Reply-To: ${opts.inReplyTo}`, `References: ${opts.inReplyTo}`] : []),
     'MIME-Version: 1.0',
   ];
   if (!opts.attachment) return [...head, 'Content-Type: text/plain; charset=utf-8', '', opts.body, ''].join('\r\n');
@@ -106,51 +109,85 @@ async function main(): Promise<void> {
     );
     console.log('   a forged mail claiming to be ceo@contoso.test (DMARC fail)');
 
+    const worker = TaskWorker.fromConnectionString(stack.azurite.connectionString);
+    const drain = async (): Promise<DrainSummary> => {
+      await handlers.schedule({ isPastDue: false } as Timer, context('drainSchedule'));
+      let summary: DrainSummary | undefined;
+      await runQueueTrigger({
+        queue: new QueueClient(stack.azurite.connectionString, DRAIN_REQUESTS_QUEUE),
+        poisonQueue: new QueueClient(stack.azurite.connectionString, `${DRAIN_REQUESTS_QUEUE}-poison`),
+        functionName: 'drain',
+        handler: async (m, c) => {
+          const outcome = await handlers.drain(m, c);
+          if (outcome.error) throw outcome.error;
+          summary = outcome.summary;
+        },
+      });
+      if (!summary) throw new Error('the drain did not run');
+      for (const o of summary.outcomes) {
+        const what = o.outcome === 'queued' ? ` as task ${o.taskId}` : ` (ledger row ${o.taskId}) because ${o.reasons.join('; ')}`;
+        console.log(`   UID ${o.uid}: ${bold(o.outcome)}${what}`);
+      }
+      return summary;
+    };
+    const sendReplies = async () => {
+      const run = await runQueueTrigger({
+        queue: new QueueClient(stack.azurite.connectionString, REPLIES_QUEUE),
+        poisonQueue: new QueueClient(stack.azurite.connectionString, `${REPLIES_QUEUE}-poison`),
+        functionName: 'reply',
+        handler: (m, c) => handlers.reply(m, c),
+      });
+      console.log(`   ${run.succeeded} mail(s) sent over SMTP with XOAUTH2, ${run.failed} failed`);
+    };
+    const show = (m: ParsedMail) => {
+      console.log(`   From:        ${m.from?.text}`);
+      console.log(`   Subject:     ${m.subject}`);
+      console.log(`   In-Reply-To: ${m.inReplyTo}`);
+      const parts = [`text/plain${m.html ? ' + text/html' : ''}`, ...m.attachments.map((a) => `${a.filename} (${a.size} bytes)`)];
+      console.log(`   Parts:       ${parts.join(', ')}`);
+      console.log(`   ${String(m.text).trim().split('\n').join('\n   ')}\n`);
+    };
+
     step(3, 'Running the drain schedule (timer trigger), then the drain it requests (queue trigger on "drain-requests")');
-    await handlers.schedule({ isPastDue: false } as Timer, context('drainSchedule'));
-    let summary: DrainSummary | undefined;
-    await runQueueTrigger({
-      queue: new QueueClient(stack.azurite.connectionString, DRAIN_REQUESTS_QUEUE),
-      poisonQueue: new QueueClient(stack.azurite.connectionString, `${DRAIN_REQUESTS_QUEUE}-poison`),
-      functionName: 'drain',
-      handler: async (m, c) => {
-        const outcome = await handlers.drain(m, c);
-        if (outcome.error) throw outcome.error;
-        summary = outcome.summary;
-      },
-    });
-    for (const o of summary?.outcomes ?? []) {
-      const what = o.outcome === 'queued' ? ` as task ${o.taskId}` : ` (ledger row ${o.taskId}) because ${o.reasons.join('; ')}`;
-      console.log(`   UID ${o.uid}: ${bold(o.outcome)}${what}`);
-    }
+    const first = await drain();
     const inbox = await stack.readFolder(MAILBOX, 'INBOX');
     console.log(`   INBOX now holds ${inbox.length} mail(s); processed mail is in inboxq-processed`);
 
     step(4, 'Running the sample worker (examples/echo-worker.ts) on the tasks queue');
-    const answered = await runOnce(TaskWorker.fromConnectionString(stack.azurite.connectionString), (l) => console.log(`   ${l}`));
-    console.log(`   ${answered} task(s) answered on the replies queue`);
+    const answered = await runOnce(worker, (l) => console.log(`   ${l}`));
+    console.log(`   ${answered} task(s) answered in Markdown on the replies queue`);
 
-    step(5, 'Running the reply function (queue trigger on "replies")');
-    const run = await runQueueTrigger({
-      queue: new QueueClient(stack.azurite.connectionString, REPLIES_QUEUE),
-      poisonQueue: new QueueClient(stack.azurite.connectionString, `${REPLIES_QUEUE}-poison`),
-      functionName: 'reply',
-      handler: (m, c) => handlers.reply(m, c),
-    });
-    console.log(`   ${run.succeeded} reply sent over SMTP with XOAUTH2, ${run.failed} failed`);
+    step(5, 'Running the reply function (queue trigger on "replies"): the acknowledgement and the answer');
+    await sendReplies();
 
     step(6, `Reading ${SENDER}'s mailbox over IMAP`);
-    const received = await stack.readFolder(SENDER, 'INBOX');
-    for (const m of received) {
-      const parsed = await simpleParser(m.source);
-      console.log(`   From:        ${parsed.from?.text}`);
-      console.log(`   Subject:     ${parsed.subject}`);
-      console.log(`   In-Reply-To: ${parsed.inReplyTo}`);
-      console.log(`   ${String(parsed.text).trim().split('\n').join('\n   ')}`);
-    }
+    const received = await Promise.all((await stack.readFolder(SENDER, 'INBOX')).map((m) => simpleParser(m.source)));
+    received.forEach(show);
+
+    step(7, `${SENDER} answers the answer; the follow-up joins the conversation`);
+    const answer = received.find((m) => !/inboxq-ack@/.test(m.messageId ?? ''))!;
+    await stack.appendMail(
+      MAILBOX,
+      mail({
+        from: `Alice Smith <${SENDER}>`,
+        authResults: 'spf=pass (sender IP is 203.0.113.5) smtp.mailfrom=fabrikam.test; dkim=pass (signature was verified) header.d=fabrikam.test;dmarc=pass action=none header.from=fabrikam.test;compauth=pass reason=100',
+        subject: answer.subject ?? '',
+        inReplyTo: answer.messageId,
+        body: `Thanks! And what about Q4?\r\n\r\nOn ${new Date().toUTCString()} ${MAILBOX} wrote:\r\n> ${String(answer.text).trim().split('\n')[0]}\r\n`,
+      }),
+    );
+    const second = await drain();
+    await runOnce(worker, (l) => console.log(`   ${l}`));
+    await sendReplies();
+    const all = await Promise.all((await stack.readFolder(SENDER, 'INBOX')).map((m) => simpleParser(m.source)));
+    const followUp = all.find((m) => !received.some((r) => r.messageId === m.messageId))!;
+    show(followUp);
+
     const forged = await stack.readFolder('ceo@contoso.test', 'INBOX');
-    console.log(`\n${bold('Done.')} 1 mail became a task and was answered, threaded; the forged mail was recorded as rejected and got ${forged.length} replies.`);
-    if (received.length !== 1 || forged.length !== 0 || summary?.counts.queued !== 1 || summary.counts.rejected !== 1) {
+    console.log(
+      `${bold('Done.')} 1 mail became a task, was acknowledged and answered, threaded; its follow-up joined the conversation and was answered too; the forged mail was recorded as rejected and got ${forged.length} replies.`,
+    );
+    if (received.length !== 2 || all.length !== 3 || forged.length !== 0 || first.counts.queued !== 1 || first.counts.rejected !== 1 || second.counts.queued !== 1) {
       throw new Error('the demo did not end as expected (see above)');
     }
   } finally {
