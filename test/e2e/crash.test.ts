@@ -11,7 +11,8 @@ import { LEASE_MS } from '../../shared/drain/drain';
 import { runtimeFor } from '../../shared/host/runtime';
 import { REPLY_LEASE_MS } from '../../shared/reply/reply';
 import { buildMail, eopFail } from '../helpers/mail';
-import { clearTasks, takeAllTasks } from '../helpers/stack';
+import { clearTasks, handlersFor, queue, REPLIES_QUEUE, takeAllTasks } from '../helpers/stack';
+import { runQueueTrigger } from '../../localstack/queue-runner';
 
 let stack: LocalStack;
 beforeAll(async () => {
@@ -41,14 +42,15 @@ const AFTER_LEASE = LEASE_MS + 60_000;
 describe('a drain killed at each step boundary', () => {
   it.each(['fetched', 'claimed', 'blobs-written', 'queued', 'recorded', 'removed'] as const)('at %s', async (step) => {
     const mailbox = `crash-${step}@company.test`;
-    const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS, INBOXQ_ACKNOWLEDGE: 'false' });
+    const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS });
     await clearTasks(stack);
+    const senders = ['a', 'b', 'c', 'd'].map((s) => `${s}-${step}@partner.test`);
     const mails = [
-      buildMail({ from: 'a@partner.test', to: mailbox, subject: 'one' }),
-      buildMail({ from: 'b@partner.test', to: mailbox, subject: 'two', attachments: [{ filename: 'x.bin', contentType: 'application/octet-stream', content: Buffer.alloc(5000, 7) }] }),
+      buildMail({ from: senders[0]!, to: mailbox, subject: 'one' }),
+      buildMail({ from: senders[1]!, to: mailbox, subject: 'two', attachments: [{ filename: 'x.bin', contentType: 'application/octet-stream', content: Buffer.alloc(5000, 7) }] }),
       buildMail({ from: 'ceo@company.test', to: mailbox, subject: 'forged', authResults: eopFail('company.test') }),
-      buildMail({ from: 'c@partner.test', to: mailbox, subject: 'three' }),
-      buildMail({ from: 'd@partner.test', to: mailbox, subject: 'four', messageId: null }),
+      buildMail({ from: senders[2]!, to: mailbox, subject: 'three' }),
+      buildMail({ from: senders[3]!, to: mailbox, subject: 'four', messageId: null }),
     ];
     for (const m of mails) await stack.appendMail(mailbox, m);
 
@@ -79,6 +81,20 @@ describe('a drain killed at each step boundary', () => {
     const repeated = [...perId.values()].filter((n) => n > 1);
     if (step === 'fetched' || step === 'claimed' || step === 'removed') expect(repeated).toEqual([]);
     expect(Math.max(...perId.values())).toBeLessThanOrEqual(2);
+
+    // Each mail started its own conversation, the same in a repeated task, and is acknowledged
+    // once, however often the crash made its acknowledgement queued.
+    for (const t of tasks) expect(t.conversation).toEqual({ id: t.taskId.slice(0, 12), isNew: true, continuedBy: null, previousTaskIds: [] });
+    const handlers = handlersFor(settings);
+    const sent = await runQueueTrigger({
+      queue: queue(stack, REPLIES_QUEUE),
+      poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison`),
+      functionName: 'reply',
+      handler: (m, c) => handlers.reply(m, c),
+    });
+    expect(sent.failed).toBe(0);
+    for (const sender of senders) expect(await stack.readFolder(sender, 'INBOX'), sender).toHaveLength(1);
+    expect(await stack.readFolder('ceo@company.test', 'INBOX')).toHaveLength(0);
   });
 });
 
