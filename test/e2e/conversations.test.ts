@@ -4,6 +4,8 @@
  * worker's TaskWorker, back through the reply function over SMTP, and is read back over IMAP.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import Ajv2020 from 'ajv/dist/2020';
 import { simpleParser, type ParsedMail } from 'mailparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalStack } from '../../localstack';
@@ -51,6 +53,11 @@ async function drainOne(env: Env): Promise<TaskMessage> {
   return tasks[0]!;
 }
 
+/** What a worker in another language does: validate against the published JSON Schema files. */
+const ajv = new Ajv2020({ allErrors: true, strict: false });
+const validTask = ajv.compile(JSON.parse(readFileSync('schemas/task.v1.schema.json', 'utf8')));
+const validReply = ajv.compile(JSON.parse(readFileSync('schemas/reply.v1.schema.json', 'utf8')));
+
 describe('conversations', () => {
   it('a thread of three mails is one conversation, and each task carries the ones before it', async () => {
     const mailbox = 'thread@company.test';
@@ -97,6 +104,7 @@ describe('conversations', () => {
       }),
     );
     const third = await drainOne(env);
+    for (const task of [first, second, third]) expect(validTask(task), JSON.stringify(validTask.errors)).toBe(true);
     expect(third.conversation).toEqual({ id: first.conversation.id, isNew: false, continuedBy: 'in-reply-to', previousTaskIds: [first.taskId, second.taskId] });
     expect(third.body.newText!.trim()).toBe('Sorry, Munich, not Berlin.');
     expect(third.body.quotedText).toContain('> Thanks. Can you book the Berlin trip from it?');
@@ -215,7 +223,10 @@ describe('Markdown replies', () => {
       '',
       '<script>alert("x")</script>',
     ].join('\n');
-    await worker.reply({ taskId: task.taskId, mailbox, markdown, attachments: [attachment] });
+    const reply = { type: 'inboxq.reply', version: 1, taskId: task.taskId, mailbox, markdown, attachments: [attachment] };
+    expect(validReply(reply), JSON.stringify(validReply.errors)).toBe(true);
+    expect(validReply({ ...reply, markdown: undefined, text: '' })).toBe(false);
+    await worker.reply(reply);
     expect(await sendReplies(env)).toMatchObject({ succeeded: 1, failed: 0 });
 
     const [mail] = (await stack.readFolder(sender, 'INBOX')).map((m) => m.source);
