@@ -27,9 +27,10 @@ var alerts = [
   }
   {
     name: 'inboxq-drain-failing'
-    description: 'Three or more drain runs failed in the last 30 minutes and none succeeded: mail is waiting in the inbox.'
+    description: 'Three or more drain runs of a mailbox failed in the last 30 minutes and none succeeded: its mail is waiting in the inbox.'
     severity: 1
-    query: '${runs} | summarize failed = countif(p.outcome == "failed"), ok = countif(p.outcome != "failed") | where failed >= 3 and ok == 0'
+    // Per mailbox: with several, one that fails while the others drain must still raise the alert.
+    query: '${runs} | summarize failed = countif(p.outcome == "failed"), ok = countif(p.outcome != "failed") by mailbox = tostring(p.mailbox) | where failed >= 3 and ok == 0'
     threshold: 0
     window: 'PT30M'
   }

@@ -123,6 +123,19 @@ export const replyMessageSchema = z.object({
 export type ReplyMessage = z.infer<typeof replyMessageSchema>;
 export type ReplyMessageInput = z.input<typeof replyMessageSchema>;
 
+/**
+ * inboxq's own message on the replies queue: acknowledge these tasks (the first mails of new
+ * conversations). One per drain batch instead of one per mail; each acknowledgement is then sent
+ * as a reply with the id `inboxq-ack`, once. Workers never write it.
+ */
+export const acknowledgementsSchema = z.object({
+  type: z.literal('inboxq.acknowledgements'),
+  version: z.literal(1),
+  mailbox: email,
+  taskIds: z.array(taskIdSchema).min(1).max(100),
+});
+export type AcknowledgementsMessage = z.infer<typeof acknowledgementsSchema>;
+
 /** "Drain this mailbox now": what the schedule puts on the drain-requests queue for each mailbox. */
 export const drainRequestSchema = z.object({
   type: z.literal('inboxq.drain-request'),

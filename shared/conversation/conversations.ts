@@ -10,16 +10,18 @@
  * authorized sender who copied the tag or answers a thread they were copied on) starts a new
  * conversation: a conversation's context never reaches someone who did not start it.
  *
- * Stored in Table Storage (table inboxqConversations, partition = mailbox):
- *   c.<id>          the conversation: participants, subject, task ids in order of arrival
- *   m.<sha256(id)>  a Message-ID received or sent, and the conversation and task it belongs to
+ * A Message-ID needs no index of its own: a received mail's task id is derived from its Message-ID
+ * (`deriveTaskId`), and a sent one carries its task id (`<inboxq.<taskId>.<replyId>@domain>`), so
+ * either leads to the mail's ledger row, which has its conversation id.
+ *
+ * Stored in Table Storage (table inboxqConversations, partition = mailbox, row `c.<id>`): the
+ * participants, the subject, and the task ids in order of arrival.
  *
  * A conversation's id is derived from the task id of its first mail, so a drain that resumes after
  * a crash decides the same way, and writes are upserts that can be repeated.
  */
-import { createHash } from 'node:crypto';
 import type { TableClient, TableEntityResult } from '@azure/data-tables';
-import { partitionKey } from '../ledger/ledger';
+import { deriveTaskId, partitionKey } from '../ledger/ledger';
 import { storageError, type StorageClients } from '../storage/clients';
 
 export const CONVERSATIONS_TABLE = 'inboxqConversations';
@@ -72,8 +74,13 @@ export function withSubjectTag(subject: string, conversationId: string): string 
   return subjectTags(subject).includes(conversationId) ? subject : `${subject} ${subjectTag(conversationId)}`.trim();
 }
 
-function messageKey(messageId: string): string {
-  return `m.${createHash('sha256').update(messageId.trim().toLowerCase()).digest('hex').slice(0, 40)}`;
+/**
+ * The task a Message-ID belongs to: one inboxq sent (`<inboxq.<taskId>.<replyId>@domain>`) names
+ * it; one it received derived it.
+ */
+export function taskIdOfMessageId(mailbox: string, messageId: string): string {
+  const sent = /^<inboxq\.([0-9a-f]{32})\.[A-Za-z0-9._-]+@[^>]+>$/.exec(messageId.trim());
+  return sent ? sent[1]! : deriveTaskId(mailbox, `mid:${messageId.trim()}`);
 }
 
 type Entity = Record<string, unknown> & { partitionKey: string; rowKey: string };
@@ -103,14 +110,6 @@ function fromConversationEntity(e: TableEntityResult<Record<string, unknown>>): 
   };
 }
 
-export interface IndexedMessage {
-  messageId: string;
-  conversationId: string;
-  taskId: string;
-  /** `received`: a mail that became a task; `sent`: a reply or acknowledgement inboxq sent. */
-  kind: 'received' | 'sent';
-}
-
 /** Reads and writes one mailbox's conversations. */
 export class ConversationStore {
   constructor(
@@ -136,31 +135,10 @@ export class ConversationStore {
     return this.read(`conversation ${conversationId}`, `c.${conversationId}`, fromConversationEntity);
   }
 
-  /** The conversation a Message-ID belongs to, if inboxq received or sent it. */
-  lookup(messageId: string): Promise<IndexedMessage | undefined> {
-    return this.read('a Message-ID of a conversation', messageKey(messageId), (e) => ({
-      messageId: String(e['messageId'] ?? ''),
-      conversationId: String(e['conversationId'] ?? ''),
-      taskId: String(e['taskId'] ?? ''),
-      kind: e['kind'] === 'sent' ? 'sent' : 'received',
-    }));
-  }
-
-  /** Writes conversations and Message-IDs (upserts, so a resumed run may write them again), 100 rows per transaction. */
-  async save(conversations: Conversation[], messages: IndexedMessage[]): Promise<void> {
-    const pk = partitionKey(this.mailbox);
-    const rows: Entity[] = [
-      ...conversations.map((c) => toConversationEntity(this.mailbox, c)),
-      ...messages.map((m) => ({
-        partitionKey: pk,
-        rowKey: messageKey(m.messageId),
-        messageId: m.messageId.slice(0, 1000),
-        conversationId: m.conversationId,
-        taskId: m.taskId,
-        kind: m.kind,
-      })),
-    ];
-    if (rows.length === 0) return;
+  /** Writes conversations (upserts, so a resumed run may write them again), 100 rows per transaction. */
+  async save(conversations: Conversation[]): Promise<void> {
+    if (conversations.length === 0) return;
+    const rows = conversations.map((c) => toConversationEntity(this.mailbox, c));
     const table = await this.table();
     try {
       for (let i = 0; i < rows.length; i += 100) {
@@ -181,6 +159,8 @@ export interface MailForConversation {
   inReplyTo: string | null;
   references: string[];
   receivedAt: string;
+  /** True when the mail was claimed just now: nothing of it can have been written before, so its own conversation isn't looked up. */
+  firstAttempt: boolean;
 }
 
 /**
@@ -189,21 +169,26 @@ export interface MailForConversation {
  */
 export class ConversationBatch {
   private readonly conversations = new Map<string, Conversation | null>();
-  private readonly index = new Map<string, IndexedMessage | null>();
+  /** Conversation ids of tasks, as read from the ledger or decided in this batch. */
+  private readonly tasks = new Map<string, string | null>();
   private readonly dirty = new Set<string>();
-  private readonly newMessages: IndexedMessage[] = [];
 
-  constructor(private readonly store: ConversationStore) {}
+  /** `conversationOfTask` reads a task's conversation id from its ledger row (null: no such task, or none yet). */
+  constructor(
+    private readonly store: ConversationStore,
+    private readonly conversationOfTask: (taskId: string) => Promise<string | null>,
+  ) {}
 
   private async conversation(id: string): Promise<Conversation | null> {
     if (!this.conversations.has(id)) this.conversations.set(id, (await this.store.get(id)) ?? null);
     return this.conversations.get(id)!;
   }
 
-  private async indexed(messageId: string): Promise<IndexedMessage | null> {
-    const key = messageId.trim().toLowerCase();
-    if (!this.index.has(key)) this.index.set(key, (await this.store.lookup(messageId)) ?? null);
-    return this.index.get(key)!;
+  /** The conversation of the mail a Message-ID names, if inboxq received or sent it. */
+  private async conversationOfMessage(messageId: string): Promise<string | null> {
+    const taskId = taskIdOfMessageId(this.store.mailbox, messageId);
+    if (!this.tasks.has(taskId)) this.tasks.set(taskId, await this.conversationOfTask(taskId));
+    return this.tasks.get(taskId)!;
   }
 
   async decide(mail: MailForConversation): Promise<ConversationDecision> {
@@ -215,10 +200,10 @@ export class ConversationBatch {
     if (mail.inReplyTo) candidates.push({ id: mail.inReplyTo, by: 'in-reply-to' });
     for (const id of [...mail.references].reverse().slice(0, MAX_REFERENCES_LOOKED_UP)) candidates.push({ id, by: 'references' });
     for (const candidate of candidates) {
-      if (mail.messageId && candidate.id.toLowerCase() === mail.messageId.toLowerCase()) continue;
-      const hit = await this.indexed(candidate.id);
-      if (!hit) continue;
-      const conversation = await this.conversation(hit.conversationId);
+      if (mail.messageId && candidate.id.trim() === mail.messageId.trim()) continue;
+      const conversationId = await this.conversationOfMessage(candidate.id);
+      if (!conversationId) continue;
+      const conversation = await this.conversation(conversationId);
       if (!conversation) continue;
       if (conversation.participants.includes(mail.sender)) found = { conversation, by: candidate.by };
       else refused = conversation.id;
@@ -241,7 +226,8 @@ export class ConversationBatch {
       conversation = found.conversation;
     } else {
       // A new conversation (or this mail's own, when a resumed run finds what it wrote before).
-      conversation = (await this.conversation(ownId)) ?? {
+      const earlier = mail.firstAttempt ? (this.conversations.get(ownId) ?? null) : await this.conversation(ownId);
+      conversation = earlier ?? {
         id: ownId,
         participants: [mail.sender],
         subject: mail.subject,
@@ -259,19 +245,14 @@ export class ConversationBatch {
       conversation.updatedAt = new Date().toISOString();
       this.dirty.add(conversation.id);
     }
-    if (mail.messageId) {
-      const entry: IndexedMessage = { messageId: mail.messageId, conversationId: conversation.id, taskId: mail.taskId, kind: 'received' };
-      this.index.set(mail.messageId.trim().toLowerCase(), entry);
-      this.newMessages.push(entry);
-    }
+    this.tasks.set(mail.taskId, conversation.id);
     return { conversation, isNew, continuedBy: isNew ? null : found!.by, previousTaskIds, refusedConversationId: refused };
   }
 
   /** Writes what the batch decided. */
   async commit(): Promise<void> {
     const changed = [...this.dirty].map((id) => this.conversations.get(id)!).filter(Boolean);
-    await this.store.save(changed, this.newMessages);
+    await this.store.save(changed);
     this.dirty.clear();
-    this.newMessages.length = 0;
   }
 }

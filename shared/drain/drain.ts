@@ -20,6 +20,7 @@ import {
   MAX_QUEUE_MESSAGE_CHARS,
   REPLIES_QUEUE,
   taskMessageSchema,
+  type AcknowledgementsMessage,
   type AttachmentRef,
   type BlobRef,
   type TaskMessage,
@@ -30,7 +31,6 @@ import { deriveTaskId, LeaseLostError, MailboxLease, partitionKey, type Ledger, 
 import { ConversationBatch, conversationIdFor, ConversationStore, type ConversationDecision } from '../conversation/conversations';
 import { headerSection, MailParseError, parseStream, type ParsedMail } from '../mail/parse';
 import { splitQuoted } from '../mail/quoted';
-import { acknowledgementFor } from '../reply/acknowledge';
 import { MailboxSession, type MailboxEntry } from '../mailbox/imap';
 import { judgeMail, type Judgement } from '../sender/judge';
 import pLimit from 'p-limit';
@@ -342,7 +342,7 @@ async function drainBatch(deps: DrainDeps, session: MailboxSession, mails: Mailb
   // Each accepted mail's conversation, decided in order (a mail may continue one started earlier in
   // the batch) and recorded before any of their tasks is queued.
   if (toBuild.length > 0) {
-    const conversations = new ConversationBatch(new ConversationStore(deps.storage, mailbox));
+    const conversations = new ConversationBatch(new ConversationStore(deps.storage, mailbox), async (taskId) => (await ledger.getMessage(mailbox, taskId))?.conversationId ?? null);
     for (const item of toBuild) {
       if (item.judged.kind !== 'mail') continue;
       const parsed = item.judged.parsed;
@@ -354,6 +354,7 @@ async function drainBatch(deps: DrainDeps, session: MailboxSession, mails: Mailb
         inReplyTo: parsed.inReplyTo,
         references: parsed.references,
         receivedAt: item.record.receivedAt,
+        firstAttempt: !item.resumed,
       });
       if (item.conversation.refusedConversationId) {
         log.warn('Mail points at a conversation of other participants; it starts a new one', {
@@ -429,8 +430,11 @@ async function drainBatch(deps: DrainDeps, session: MailboxSession, mails: Mailb
   // The first mail of a conversation is acknowledged (a reply with its own id, sent once however
   // often it is queued). Queued again for a mail a resumed run finds queued but not yet removed.
   if (config.acknowledgement.enabled) {
-    const acknowledge = items.filter((i) => i.record.state === 'queued' && !i.record.removed && i.record.conversationId === conversationIdFor(i.taskId));
-    await settleAll(acknowledge.map((item) => limit(() => sendQueueMessage(deps.storage, REPLIES_QUEUE, acknowledgementFor(config, item.record), { mailbox }))));
+    const taskIds = items.filter((i) => i.record.state === 'queued' && !i.record.removed && i.record.conversationId === conversationIdFor(i.taskId)).map((i) => i.taskId);
+    if (taskIds.length > 0) {
+      const message: AcknowledgementsMessage = { type: 'inboxq.acknowledgements', version: 1, mailbox, taskIds };
+      await sendQueueMessage(deps.storage, REPLIES_QUEUE, message, { mailbox });
+    }
   }
 
   // Every mail of the batch is recorded: now they leave INBOX, one command per destination.

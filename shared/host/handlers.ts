@@ -12,6 +12,7 @@ import type { InvocationContext, Timer } from '@azure/functions';
 import { DRAIN_REQUESTS_QUEUE, drainRequestSchema, type DrainRequest } from '../contract/messages';
 import { drainMailbox, LEASE_MS, type DrainSummary } from '../drain/drain';
 import { describeError, InboxqError, InvalidMessageError, UnknownTaskError } from '../errors';
+import { isAcknowledgementsMessage, sendAcknowledgements } from '../reply/acknowledge';
 import { handlePoisonedReply, parseReplyMessage, sendReply } from '../reply/reply';
 import { sendQueueMessage } from '../storage/queues';
 import { createLogger, type Logger } from '../telemetry/log';
@@ -98,7 +99,13 @@ export function createHandlers(getDeployment: () => DeploymentRuntime = processD
         return { key: '', mailbox: '', skipped: 'unreadable request' };
       }
       const request = parsed.data;
-      const d = deployment(log, `The drain of ${request.mailbox}`);
+      let d: DeploymentRuntime;
+      try {
+        d = deployment(log, `The drain of ${request.mailbox}`);
+      } catch (err) {
+        // Logged with every problem; retrying the request can't help until the settings change.
+        return { key: request.key, mailbox: request.mailbox, error: err, skipped: 'invalid settings' };
+      }
       const rt = d.find(request.key);
       if (!rt || rt.config.mailbox !== request.mailbox) {
         log.warn('A drain request names a mailbox these settings do not serve; dropped', { key: request.key, mailbox: request.mailbox });
@@ -119,7 +126,9 @@ export function createHandlers(getDeployment: () => DeploymentRuntime = processD
       const queueMessageId = String(context.triggerMetadata?.['id'] ?? '');
       try {
         const rt = replyRuntime(deployment(log, 'The reply'), message);
-        await sendReply(message, { config: rt.config, tokens: rt.tokens, ledger: rt.ledger, storage: rt.storage, log });
+        const deps = { config: rt.config, tokens: rt.tokens, ledger: rt.ledger, storage: rt.storage, log };
+        if (isAcknowledgementsMessage(message)) await sendAcknowledgements(message, deps);
+        else await sendReply(message, deps);
       } catch (err) {
         const permanent = err instanceof InvalidMessageError || err instanceof UnknownTaskError || (err instanceof InboxqError && !err.retryable);
         const last = dequeueCount >= maxDequeueCount;
@@ -144,6 +153,15 @@ export function createHandlers(getDeployment: () => DeploymentRuntime = processD
         rt = replyRuntime(d, message);
       } catch (err) {
         log.error(`A poisoned reply can't be tied to a mailbox and is dropped: ${describeError(err)}`);
+        return;
+      }
+      if (isAcknowledgementsMessage(message)) {
+        // Only acknowledgements were lost: their tasks go on, and their answers may still arrive.
+        const taskIds = (message as { taskIds?: unknown }).taskIds;
+        log.error('Acknowledgements could not be delivered after their retries; their tasks are not affected', {
+          mailbox: rt.config.mailbox,
+          taskIds: Array.isArray(taskIds) ? taskIds.join(',') : '',
+        });
         return;
       }
       await handlePoisonedReply(message, { config: rt.config, tokens: rt.tokens, ledger: rt.ledger, storage: rt.storage, log });

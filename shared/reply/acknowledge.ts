@@ -1,14 +1,17 @@
 /**
  * The acknowledgement: a short answer to the first mail of a conversation, telling the sender
- * their mail arrived and which task it became. It is a reply like any other (threaded, tagged,
- * paced, sent once), put on the replies queue by the drain under a reply id of its own.
+ * their mail arrived and which task it became. The drain puts one `inboxq.acknowledgements`
+ * message per batch on the replies queue; the reply function sends each acknowledgement as a reply
+ * like any other (threaded, tagged, paced, sent once) under a reply id of its own.
  */
 import type { InboxqConfig } from '../config/settings';
-import type { ReplyMessage } from '../contract/messages';
+import { acknowledgementsSchema, type ReplyMessage } from '../contract/messages';
+import { describeError, InboxqError } from '../errors';
 import type { MessageRecord } from '../ledger/ledger';
+import { ACKNOWLEDGEMENT_REPLY_ID, sendReply, type ReplyDeps } from './reply';
 
-/** replyId of the acknowledgement; workers' reply ids can't start with `inboxq-`. */
-export const ACKNOWLEDGEMENT_REPLY_ID = 'inboxq-ack';
+export { ACKNOWLEDGEMENT_REPLY_ID };
+
 
 /** The acknowledgement text with its placeholders filled in. */
 export function acknowledgementText(template: string, values: { taskId: string; conversationId: string; subject: string; mailbox: string }): string {
@@ -37,4 +40,41 @@ export function acknowledgementFor(config: Pick<InboxqConfig, 'mailbox' | 'ackno
     }),
     attachments: [],
   };
+}
+
+/** True for inboxq's own acknowledgements message (as the queue trigger hands it over: parsed JSON). */
+export function isAcknowledgementsMessage(message: unknown): boolean {
+  return typeof message === 'object' && message !== null && (message as { type?: unknown }).type === 'inboxq.acknowledgements';
+}
+
+/**
+ * Sends the acknowledgements a drain batch asked for, each once (a redelivery skips those already
+ * sent). Every one is tried; if any failed, the first failure is thrown so the host delivers the
+ * message again.
+ */
+export async function sendAcknowledgements(message: unknown, deps: ReplyDeps): Promise<{ sent: number; skipped: number }> {
+  const { config, ledger, log } = deps;
+  const parsed = acknowledgementsSchema.safeParse(message);
+  if (!parsed.success) throw new InboxqError('An acknowledgements message is malformed', { mailbox: config.mailbox, hint: 'only inboxq writes it; this is a bug' });
+  let sent = 0;
+  let skipped = 0;
+  let failure: unknown;
+  for (const taskId of parsed.data.taskIds) {
+    const record = await ledger.getMessage(config.mailbox, taskId);
+    if (!record || (record.state !== 'queued' && record.state !== 'failed')) {
+      // Expired, or never accepted: nothing to acknowledge.
+      skipped++;
+      continue;
+    }
+    try {
+      const result = await sendReply(acknowledgementFor(config, record), deps);
+      if (result.outcome === 'sent' || result.outcome === 'found-in-sent-folder') sent++;
+      else skipped++;
+    } catch (err) {
+      log.warn(`Acknowledgement not sent: ${describeError(err)}`, { mailbox: config.mailbox, taskId });
+      failure ??= err;
+    }
+  }
+  if (failure !== undefined) throw failure;
+  return { sent, skipped };
 }

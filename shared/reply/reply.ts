@@ -25,8 +25,6 @@ import type { StorageClients } from '../storage/clients';
 import { sendQueueMessage } from '../storage/queues';
 import type { Logger } from '../telemetry/log';
 import { inboxqMetrics } from '../telemetry/metrics';
-import { ConversationStore } from '../conversation/conversations';
-import { ACKNOWLEDGEMENT_REPLY_ID } from './acknowledge';
 import { composeReply, replyMessageId, type ComposedAttachment } from './compose';
 import { sendMail } from './smtp';
 
@@ -34,6 +32,8 @@ import { sendMail } from './smtp';
 export const REPLY_LEASE_MS = 60_000;
 /** replyId of the notice a sender gets when the answer to their mail can't be delivered. */
 export const FAILURE_NOTICE_REPLY_ID = 'inboxq-failure-notice';
+/** replyId of the acknowledgement of a conversation's first mail (shared/reply/acknowledge.ts). */
+export const ACKNOWLEDGEMENT_REPLY_ID = 'inboxq-ack';
 
 export type ReplyStep = 'claimed' | 'smtp-accepted' | 'recorded';
 
@@ -141,13 +141,7 @@ async function sendReplyOnce(input: unknown, deps: ReplyDeps): Promise<{ outcome
   await deps.onStep?.('claimed', { taskId, replyId });
 
   try {
-    // The reply's Message-ID joins its conversation before it is sent, so an answer to it continues the conversation.
-    const [wait] = await Promise.all([
-      takeSendingSlot(deps.storage, config.mailbox, config.reply.maxPerMinute, now),
-      task.conversationId
-        ? new ConversationStore(deps.storage, config.mailbox).save([], [{ messageId, conversationId: task.conversationId, taskId, kind: 'sent' }])
-        : undefined,
-    ]);
+    const wait = await takeSendingSlot(deps.storage, config.mailbox, config.reply.maxPerMinute, now);
     if (wait > 0) {
       const seconds = Math.ceil(wait / 1000) + Math.floor(Math.random() * 5);
       await sendQueueMessage(deps.storage, REPLIES_QUEUE, reply, { mailbox: config.mailbox, visibilityTimeoutSeconds: seconds });

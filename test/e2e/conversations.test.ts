@@ -201,6 +201,40 @@ describe('acknowledgements', () => {
   });
 });
 
+describe('acknowledgements that can\'t be delivered', () => {
+  it('end in the poison queue after the retries, logged, and the task goes on (not failed, no failure notice)', async () => {
+    const mailbox = 'ack-poison@company.test';
+    const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: 'hank@partner.test' });
+    await stack.appendMail(mailbox, buildMail({ from: 'hank@partner.test', to: mailbox, subject: 'Badge' }));
+    const task = await drainOne(env);
+    stack.smtp.smtpAuthDisabled.add(mailbox);
+    try {
+      const run = await sendReplies(env);
+      expect(run).toMatchObject({ succeeded: 0, poisoned: 1 });
+      const logs: string[] = [];
+      const handlers = handlersFor(env);
+      const poisoned = await runQueueTrigger({
+        queue: queue(stack, `${REPLIES_QUEUE}-poison`),
+        poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison-poison`),
+        functionName: 'replyPoison',
+        handler: (m, c) => handlers.replyPoison(m, c),
+      });
+      logs.push(...poisoned.logs);
+      expect(poisoned.succeeded).toBe(1);
+      expect(logs.join('\n')).toContain(`Acknowledgements could not be delivered after their retries; their tasks are not affected {"mailbox":"${mailbox}","taskIds":"${task.taskId}"}`);
+      const row = await table(stack, 'inboxqMessages').getEntity<{ state: string }>(encodeURIComponent(mailbox), task.taskId);
+      expect(row.state).toBe('queued');
+    } finally {
+      stack.smtp.smtpAuthDisabled.delete(mailbox);
+    }
+    expect(await inboxOf('hank@partner.test')).toHaveLength(0);
+    // The worker's answer still goes out.
+    await worker.reply({ taskId: task.taskId, mailbox, text: 'Your badge is ready.' });
+    expect(await sendReplies(env)).toMatchObject({ succeeded: 1 });
+    expect((await inboxOf('hank@partner.test')).map((m) => m.text?.trim())).toEqual(['Your badge is ready.']);
+  });
+});
+
 describe('Markdown replies', () => {
   it('arrive with the Markdown as text, rendered and styled HTML, and the attachment intact', async () => {
     const mailbox = 'markdown@company.test';
