@@ -69,9 +69,10 @@ export function subjectTags(subject: string): string[] {
   return [...subject.matchAll(/\[#([0-9a-f]{12})\]/gi)].map((m) => m[1]!.toLowerCase());
 }
 
-/** The subject with the conversation's tag appended, unless it is there already. */
+/** The subject with the conversation's tag at its end, and no other conversation's tag. */
 export function withSubjectTag(subject: string, conversationId: string): string {
-  return subjectTags(subject).includes(conversationId) ? subject : `${subject} ${subjectTag(conversationId)}`.trim();
+  const others = subject.replace(/\s*\[#([0-9a-f]{12})\]/gi, (tag, id: string) => (id.toLowerCase() === conversationId ? tag : ''));
+  return subjectTags(others).includes(conversationId) ? others.trim() : `${others} ${subjectTag(conversationId)}`.trim();
 }
 
 /**
@@ -209,14 +210,17 @@ export class ConversationBatch {
       else refused = conversation.id;
       break;
     }
-    // 2. The subject's tag, when the headers named nothing inboxq knows.
+    // 2. The subject's tags, when the headers named nothing inboxq knows: the first of the sender's own.
     if (!found && refused === null) {
       for (const id of subjectTags(mail.subject)) {
         const conversation = await this.conversation(id);
         if (!conversation) continue;
-        if (conversation.participants.includes(mail.sender)) found = { conversation, by: 'subject-tag' };
-        else refused = conversation.id;
-        break;
+        if (conversation.participants.includes(mail.sender)) {
+          found = { conversation, by: 'subject-tag' };
+          refused = null;
+          break;
+        }
+        refused ??= conversation.id;
       }
     }
 

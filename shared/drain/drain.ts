@@ -104,7 +104,15 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
     error: null,
   };
 
-  const lease = await MailboxLease.acquire(deps.storage, config.mailbox, runId, LEASE_MS, now);
+  let lease: Awaited<ReturnType<typeof MailboxLease.acquire>>;
+  try {
+    lease = await MailboxLease.acquire(deps.storage, config.mailbox, runId, LEASE_MS, now);
+  } catch (err) {
+    // Storage is down: no run can start. Said here, in the words every failed run uses (alerts count them).
+    inboxqMetrics.run(config.mailbox, 'failed', now() - started);
+    log.error(`Drain run failed: ${describeError(err)}`, { mailbox: config.mailbox, runId, outcome: 'failed', stoppedBecause: 'error' });
+    throw err;
+  }
   if (!(lease instanceof MailboxLease)) {
     summary.stoppedBecause = 'leased-elsewhere';
     inboxqMetrics.run(config.mailbox, 'leased-elsewhere', now() - started);

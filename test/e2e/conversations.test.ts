@@ -13,7 +13,7 @@ import { runQueueTrigger } from '../../localstack/queue-runner';
 import type { TaskMessage } from '../../shared/contract/messages';
 import { TaskWorker } from '../../shared/worker/worker';
 import { buildMail } from '../helpers/mail';
-import { clearTasks, drainNow, handlersFor, queue, REPLIES_QUEUE, table, takeAllTasks } from '../helpers/stack';
+import { clearTasks, drainNow, handlersFor, queue, REPLIES_QUEUE, sendReplies as sendRepliesOf, table, takeAllTasks } from '../helpers/stack';
 
 let stack: LocalStack;
 let worker: TaskWorker;
@@ -28,15 +28,7 @@ afterAll(async () => {
 type Env = Record<string, string | undefined>;
 
 /** Runs the reply function over everything on the replies queue, as the host would. */
-async function sendReplies(env: Env) {
-  const handlers = handlersFor(env);
-  return runQueueTrigger({
-    queue: queue(stack, REPLIES_QUEUE),
-    poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison`),
-    functionName: 'reply',
-    handler: (m, c) => handlers.reply(m, c),
-  });
-}
+const sendReplies = (env: Env) => sendRepliesOf(stack, env);
 
 /** A sender's inbox, parsed. */
 async function inboxOf(address: string): Promise<ParsedMail[]> {
@@ -146,6 +138,11 @@ describe('conversations', () => {
     const answered = await drainOne(env);
     expect(answered.conversation).toMatchObject({ isNew: true, previousTaskIds: [] });
     expect(answered.conversation.id).not.toBe(alice.conversation.id);
+
+    // Bob's own tag still works for Bob, even after Alice's in the same subject.
+    await stack.appendMail(mailbox, buildMail({ from: 'bob@partner.test', to: mailbox, subject: `Salary [#${alice.conversation.id}] [#${copied.conversation.id}]` }));
+    const own = await drainOne(env);
+    expect(own.conversation).toEqual({ id: copied.conversation.id, isNew: false, continuedBy: 'subject-tag', previousTaskIds: [copied.taskId] });
 
     // The ledger says why, and Alice's conversation is untouched.
     const row = await table(stack, 'inboxqMessages').getEntity<{ reasons: string }>(encodeURIComponent(mailbox), answered.taskId);

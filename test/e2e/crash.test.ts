@@ -11,8 +11,7 @@ import { LEASE_MS } from '../../shared/drain/drain';
 import { runtimeFor } from '../../shared/host/runtime';
 import { REPLY_LEASE_MS } from '../../shared/reply/reply';
 import { buildMail, eopFail } from '../helpers/mail';
-import { clearTasks, handlersFor, queue, REPLIES_QUEUE, takeAllTasks } from '../helpers/stack';
-import { runQueueTrigger } from '../../localstack/queue-runner';
+import { clearTasks, sendReplies, takeAllTasks } from '../helpers/stack';
 
 let stack: LocalStack;
 beforeAll(async () => {
@@ -85,13 +84,7 @@ describe('a drain killed at each step boundary', () => {
     // Each mail started its own conversation, the same in a repeated task, and is acknowledged
     // once, however often the crash made its acknowledgement queued.
     for (const t of tasks) expect(t.conversation).toEqual({ id: t.taskId.slice(0, 12), isNew: true, continuedBy: null, previousTaskIds: [] });
-    const handlers = handlersFor(settings);
-    const sent = await runQueueTrigger({
-      queue: queue(stack, REPLIES_QUEUE),
-      poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison`),
-      functionName: 'reply',
-      handler: (m, c) => handlers.reply(m, c),
-    });
+    const sent = await sendReplies(stack, settings);
     expect(sent.failed).toBe(0);
     for (const sender of senders) expect(await stack.readFolder(sender, 'INBOX'), sender).toHaveLength(1);
     expect(await stack.readFolder('ceo@company.test', 'INBOX')).toHaveLength(0);

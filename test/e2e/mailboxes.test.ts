@@ -13,7 +13,7 @@ import { ImapError } from '../../shared/errors';
 import { runtimeFor } from '../../shared/host/runtime';
 import { TaskWorker } from '../../shared/worker/worker';
 import { buildMail } from '../helpers/mail';
-import { context, handlersFor, queue, REPLIES_QUEUE, timer } from '../helpers/stack';
+import { context, handlersFor, queue, sendReplies, timer } from '../helpers/stack';
 
 let stack: LocalStack;
 let slowProxy: ImapFaultProxy;
@@ -132,12 +132,7 @@ describe('several mailboxes in one deployment', () => {
       mailbox: 'support@company.test',
       markdown: 'Please **restart** the printer.',
     });
-    const sent = await runQueueTrigger({
-      queue: queue(stack, REPLIES_QUEUE),
-      poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison`),
-      functionName: 'reply',
-      handler: (m, c) => handlers.reply(m, c),
-    });
+    const sent = await sendReplies(stack, env);
     // Two acknowledgements (sales, support) and two answers.
     expect(sent).toMatchObject({ succeeded: 4, failed: 0 });
     const alice = await Promise.all((await stack.readFolder('alice@partner.test', 'INBOX')).map((m) => simpleParser(m.source)));

@@ -47,6 +47,17 @@ export async function drainTick(stack: LocalStack, env: Record<string, string | 
   return outcomes;
 }
 
+/** Runs the reply function over everything on the replies queue, as the host would. */
+export async function sendReplies(stack: LocalStack, env: Record<string, string | undefined>) {
+  const handlers = handlersFor(env);
+  return runQueueTrigger({
+    queue: queue(stack, REPLIES_QUEUE),
+    poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison`),
+    functionName: 'reply',
+    handler: (m, c) => handlers.reply(m, c),
+  });
+}
+
 /** A tick of a one-mailbox deployment: its drain's summary, or the drain's error thrown. */
 export async function drainNow(stack: LocalStack, env: Record<string, string | undefined>, logs: string[] = []): Promise<DrainSummary> {
   const outcomes = await drainTick(stack, env, logs);

@@ -45,11 +45,14 @@ describe('quoted history', () => {
 });
 
 describe('subject tags', () => {
-  it('are found anywhere in a subject, any case, and added once', () => {
+  it('are found anywhere in a subject, any case, and added once, replacing any other', () => {
     expect(subjectTags('Re: Trip [#0123456789AB] and [#ffffffffffff]')).toEqual(['0123456789ab', 'ffffffffffff']);
     expect(subjectTags('Re: Trip [#0123] [0123456789ab] #0123456789ab')).toEqual([]);
     expect(withSubjectTag('Re: Trip', '0123456789ab')).toBe('Re: Trip [#0123456789ab]');
     expect(withSubjectTag('Re: Trip [#0123456789ab]', '0123456789ab')).toBe('Re: Trip [#0123456789ab]');
     expect(withSubjectTag('', '0123456789ab')).toBe('[#0123456789ab]');
+    // Another conversation's tag (pasted by someone else) does not travel on.
+    expect(withSubjectTag('Re: Salary [#aaaaaaaaaaaa]', '0123456789ab')).toBe('Re: Salary [#0123456789ab]');
+    expect(withSubjectTag('Re: [#aaaaaaaaaaaa] Salary [#0123456789ab]', '0123456789ab')).toBe('Re: Salary [#0123456789ab]');
   });
 });
