@@ -67,17 +67,22 @@ export class LocalAzurite {
       ]),
       exited,
     ]);
+    exited.catch(() => undefined);
+    // An Azurite that dies under a test would only show as ECONNREFUSED: say that it died, and how.
+    child.once('exit', (code, signal) => {
+      if (this.child === child) process.stderr.write(`local stack: Azurite (ports ${this.blobPort}/${this.queuePort}/${this.tablePort}) exited unexpectedly (code ${code}, signal ${signal}):\n${this.output.slice(-3000)}\n`);
+    });
   }
 
   async stop(): Promise<void> {
     const child = this.child;
     if (!child || child.exitCode !== null) return;
+    this.child = undefined;
     const done = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
     await done;
     clearTimeout(timer);
-    this.child = undefined;
   }
 
   get location(): string {

@@ -31,6 +31,8 @@ export const MAX_TASKS_PER_CONVERSATION = 500;
 export const MAX_PREVIOUS_TASK_IDS = 50;
 /** References looked up per mail, the most recent first. */
 const MAX_REFERENCES_LOOKED_UP = 20;
+/** Subject tags looked up per mail, the first ones (a hostile subject may carry thousands). */
+const MAX_TAGS_LOOKED_UP = 5;
 
 export interface Conversation {
   id: string;
@@ -212,7 +214,7 @@ export class ConversationBatch {
     }
     // 2. The subject's tags, when the headers named nothing inboxq knows: the first of the sender's own.
     if (!found && refused === null) {
-      for (const id of subjectTags(mail.subject)) {
+      for (const id of subjectTags(mail.subject).slice(0, MAX_TAGS_LOOKED_UP)) {
         const conversation = await this.conversation(id);
         if (!conversation) continue;
         if (conversation.participants.includes(mail.sender)) {

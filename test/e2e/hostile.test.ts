@@ -159,6 +159,32 @@ const cases: Case[] = [
   { name: 'an unknown transfer encoding', raw: Buffer.from(simple('begin 644 x\n`\nend', ['Content-Transfer-Encoding: x-uuencode'])), expect: 'queued' },
   { name: 'empty multipart/alternative parts', raw: Buffer.from(crlf([...head(['Content-Type: multipart/alternative; boundary="a"']), '', '--a', '--a', '--a--', ''])), expect: 'queued' },
   { name: '10,000 References', raw: Buffer.from(simple('x', [`References: ${Array.from({ length: 10_000 }, (_, i) => `<r${i}@x.test>`).join(' ')}`])), maildir: true, expect: 'queued' },
+  {
+    name: 'a subject with 1,000 conversation tags',
+    raw: Buffer.from(simple('x').replace(/Subject: [^\r\n]+/, `Subject: ${Array.from({ length: 1000 }, () => `[#${randomBytes(6).toString('hex')}]`).join(' ')}`)),
+    expect: 'queued',
+    check: async (task) => expect(task.conversation).toMatchObject({ isNew: true, continuedBy: null }),
+  },
+  {
+    name: '100,000 quoted lines and nothing above them',
+    raw: Buffer.from(simple('> quoted line\r\n'.repeat(100_000))),
+    maildir: true,
+    expect: 'queued',
+    check: async (task, worker) => {
+      expect(task.body.quotedText ?? (await worker.quotedText(task))).toBe('');
+      expect((await worker.newText(task)).length).toBeGreaterThan(1_000_000);
+    },
+  },
+  {
+    name: 'a new text above 40,000 quoted lines',
+    raw: Buffer.from(simple(`Here is what I think.\r\n\r\nOn Mon, Alice <a@partner.test> wrote:\r\n${'> earlier\r\n'.repeat(40_000)}`)),
+    maildir: true,
+    expect: 'queued',
+    check: async (task, worker) => {
+      expect((await worker.newText(task)).trim()).toBe('Here is what I think.');
+      expect((await worker.quotedText(task)).length).toBeGreaterThan(350_000);
+    },
+  },
   { name: 'a bounce', raw: Buffer.from(simple('Delivery failed', ['Auto-Submitted: auto-replied'])), expect: 'rejected' },
   { name: 'a Message-ID, first use', raw: Buffer.from(simple('original').replace(/Message-ID: [^\r\n]+/, `Message-ID: ${dupId}`)), expect: 'queued' },
   { name: 'the same Message-ID with other headers', raw: Buffer.from(simple('impostor', ['X-Other: yes']).replace(/Message-ID: [^\r\n]+/, `Message-ID: ${dupId}`)), expect: 'duplicate' },
