@@ -2,7 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { freePort, waitForPort } from './net';
+
 
 /** Azurite's well-known development account (public, documented by Microsoft; not a secret). */
 const ACCOUNT = 'devstoreaccount1';
@@ -31,7 +31,6 @@ export class LocalAzurite {
 
   async start(): Promise<void> {
     mkdirSync(this.dir, { recursive: true });
-    [this.blobPort, this.queuePort, this.tablePort] = [await freePort(), await freePort(), await freePort()];
     await this.spawn();
   }
 
@@ -43,9 +42,11 @@ export class LocalAzurite {
       '--disableTelemetry',
       '--skipApiVersionCheck',
       '--silent',
-      '--blobHost', '127.0.0.1', '--blobPort', String(this.blobPort),
-      '--queueHost', '127.0.0.1', '--queuePort', String(this.queuePort),
-      '--tableHost', '127.0.0.1', '--tablePort', String(this.tablePort),
+      // Port 0: each service binds a port the kernel gives it, and says which. Ports picked
+      // beforehand could be taken by another test process before Azurite binds them.
+      '--blobHost', '127.0.0.1', '--blobPort', '0',
+      '--queueHost', '127.0.0.1', '--queuePort', '0',
+      '--tableHost', '127.0.0.1', '--tablePort', '0',
     ];
     const child = spawn(process.execPath, args, { cwd: this.dir, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
@@ -59,14 +60,21 @@ export class LocalAzurite {
     const exited = new Promise<never>((_, reject) =>
       this.child!.once('exit', (code) => reject(new Error(`Azurite exited at start (code ${code}):\n${this.output.slice(-2000)}`))),
     );
-    await Promise.race([
-      Promise.all([
-        waitForPort(this.blobPort, 30_000, 'Azurite blob'),
-        waitForPort(this.queuePort, 30_000, 'Azurite queue'),
-        waitForPort(this.tablePort, 30_000, 'Azurite table'),
-      ]),
-      exited,
-    ]);
+    // "Azurite Blob service is successfully listening at http://127.0.0.1:38429", one per service.
+    const listening = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`Azurite did not start within 30 s:\n${this.output.slice(-2000)}`)), 30_000);
+      const check = () => {
+        const port = (service: string) => Number(new RegExp(`Azurite ${service} service is successfully listening at http://127\\.0\\.0\\.1:(\\d+)`).exec(this.output)?.[1] ?? 0);
+        [this.blobPort, this.queuePort, this.tablePort] = [port('Blob'), port('Queue'), port('Table')];
+        if (this.blobPort && this.queuePort && this.tablePort) {
+          clearTimeout(timer);
+          child.stdout!.off('data', check);
+          resolve();
+        }
+      };
+      child.stdout!.on('data', check);
+    });
+    await Promise.race([listening, exited]);
     exited.catch(() => undefined);
     // An Azurite that dies under a test would only show as ECONNREFUSED: say that it died, and how.
     child.once('exit', (code, signal) => {

@@ -8,6 +8,8 @@
  * App-only tokens carry no mailbox name, so the passdb compares a constant on both sides
  * (username_format = app-only): any mailbox, as an app with FullAccess on every mailbox would.
  */
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import os from 'node:os';
@@ -27,6 +29,7 @@ export class LocalDovecot {
   lmtpPort = 0;
   private child: ChildProcess | undefined;
   private output = '';
+  private readonly instance = `inboxq-${randomBytes(6).toString('hex')}.localstack`;
 
   constructor(private readonly dir: string) {}
 
@@ -66,9 +69,13 @@ export class LocalDovecot {
         '',
       ].join('\n'),
     );
-    writeFileSync(
-      d('dovecot.conf'),
-      `
+    // The LMTP greeting names this instance, so the stack can tell its Dovecot from another
+    // process that took one of the ports between picking and binding them.
+    const writeConfig = () =>
+      writeFileSync(
+        d('dovecot.conf'),
+        `
+hostname = ${this.instance}
 base_dir = ${d('run')}
 state_dir = ${d('state')}
 log_path = /dev/stderr
@@ -132,8 +139,37 @@ namespace inbox {
   }
 }
 `,
-    );
-    await this.launch();
+      );
+    for (let attempt = 1; ; attempt++) {
+      writeConfig();
+      try {
+        await this.launch();
+        if (await this.greetsAsThisInstance()) return;
+      } catch (err) {
+        if (attempt === 3) throw err;
+      }
+      await this.stop();
+      if (attempt === 3) throw new Error(`Dovecot's ports were taken by other processes three times (last: ${this.imapPort}, ${this.lmtpPort})`);
+      [this.imapPort, this.lmtpPort] = [await freePort(), await freePort()];
+    }
+  }
+
+  /** True when the LMTP port is served by this Dovecot (its greeting names this instance). */
+  private greetsAsThisInstance(): Promise<boolean> {
+    return new Promise((resolve) => {
+      const socket = net.connect({ host: '127.0.0.1', port: this.lmtpPort });
+      let greeting = '';
+      const done = (ok: boolean) => {
+        socket.destroy();
+        resolve(ok);
+      };
+      socket.setTimeout(5000, () => done(false));
+      socket.on('data', (c: Buffer) => {
+        greeting += c.toString('latin1');
+        if (greeting.includes('\r\n')) done(greeting.includes(this.instance));
+      });
+      socket.on('error', () => done(false));
+    });
   }
 
   private async launch(): Promise<void> {
