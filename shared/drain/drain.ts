@@ -366,7 +366,9 @@ async function drainBatch(deps: DrainDeps, session: MailboxSession, mails: Mailb
       });
       if (item.conversation.refusedConversationId) {
         log.warn('Mail points at a conversation of other participants; it starts a new one', {
-          ...{ mailbox, taskId: item.taskId, uid: item.uid },
+          mailbox,
+          taskId: item.taskId,
+          uid: item.uid,
           conversationId: item.conversation.conversation.id,
           refusedConversationId: item.conversation.refusedConversationId,
         });
@@ -435,8 +437,9 @@ async function drainBatch(deps: DrainDeps, session: MailboxSession, mails: Mailb
     await step('recorded', item.uid, item.taskId);
   }
 
-  // The first mail of a conversation is acknowledged (a reply with its own id, sent once however
-  // often it is queued). Queued again for a mail a resumed run finds queued but not yet removed.
+  // The first mails of new conversations are acknowledged: one message for the batch, each
+  // acknowledgement then sent once as a reply of its own. Asked again for a mail a resumed run
+  // finds queued but not yet removed.
   if (config.acknowledgement.enabled) {
     const taskIds = items.filter((i) => i.record.state === 'queued' && !i.record.removed && i.record.conversationId === conversationIdFor(i.taskId)).map((i) => i.taskId);
     if (taskIds.length > 0) {
