@@ -85,5 +85,16 @@ describe('function registrations', () => {
       ['replyPoison', 'replies-poison', 'AzureWebJobsStorage'],
     ]);
     expect(appStart).toHaveBeenCalledTimes(1);
+    // At start, invalid settings are said at once, naming the mailbox and the app setting.
+    const saved = { ...process.env };
+    const errors = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    try {
+      Object.assign(process.env, { INBOXQ_MAILBOXES: 'sales', INBOXQ_SALES__MAILBOX: 'not-an-address' });
+      await appStart.mock.calls[0]![0]({} as never);
+      expect(errors.mock.calls.map((c) => String(c[0])).join('\n')).toContain('mailbox "sales": INBOXQ_SALES__MAILBOX must be an e-mail address');
+    } finally {
+      errors.mockRestore();
+      for (const key of Object.keys(process.env)) if (!(key in saved)) delete process.env[key];
+    }
   });
 });
