@@ -16,7 +16,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { loadDeployment, type Env, type SenderPolicy } from '../shared/config/settings';
+import { findMailbox, loadDeployment, notConfiguredHere, type Env, type SenderPolicy } from '../shared/config/settings';
 import { describeError } from '../shared/errors';
 import { judgeMail } from '../shared/sender/judge';
 import { formatDoctorReport, runDoctorAll } from '../shared/doctor/doctor';
@@ -78,12 +78,8 @@ function mailboxPolicy(mailbox: string, env: Env): SenderPolicy {
   } catch (err) {
     throw new UsageError(`the settings can't be used: ${describeError(err)}`);
   }
-  const wanted = mailbox.trim().toLowerCase();
-  const config = mailboxes.find((m) => m.mailbox === wanted || m.key === wanted);
-  if (!config) {
-    const served = mailboxes.map((m) => (m.key === 'default' ? `INBOXQ_MAILBOX is ${m.mailbox}` : `${m.key}: ${m.mailbox}`)).join(', ');
-    throw new UsageError(`mailbox ${mailbox} is not configured here (${served})`);
-  }
+  const config = findMailbox(mailboxes, mailbox);
+  if (!config) throw new UsageError(notConfiguredHere(mailbox, mailboxes));
   return config.senderPolicy;
 }
 

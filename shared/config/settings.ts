@@ -356,10 +356,21 @@ export function loadConfig(env: Env, mailbox?: string): InboxqConfig {
     if (mailboxes.length === 1) return mailboxes[0]!;
     throw new ConfigError([`this deployment serves ${mailboxes.length} mailboxes (${mailboxes.map((m) => m.key).join(', ')}): name one`]);
   }
-  const wanted = mailbox.trim().toLowerCase();
-  const found = mailboxes.find((m) => m.key === wanted || m.mailbox === wanted);
-  if (!found) throw new ConfigError([`mailbox ${mailbox} is not configured here (${mailboxes.map((m) => `${m.key}: ${m.mailbox}`).join(', ')})`]);
+  const found = findMailbox(mailboxes, mailbox);
+  if (!found) throw new ConfigError([notConfiguredHere(mailbox, mailboxes)]);
   return found;
+}
+
+/** The mailbox named by its key or its address, case aside. */
+export function findMailbox<T extends Pick<InboxqConfig, 'key' | 'mailbox'>>(mailboxes: readonly T[], keyOrAddress: string): T | undefined {
+  const wanted = keyOrAddress.trim().toLowerCase();
+  return mailboxes.find((m) => m.key === wanted || m.mailbox === wanted);
+}
+
+/** "mailbox X is not configured here (INBOXQ_MAILBOX is a@b)" or "(sales: a@b, support: c@d)". */
+export function notConfiguredHere(keyOrAddress: string, mailboxes: readonly Pick<InboxqConfig, 'key' | 'mailbox'>[]): string {
+  const served = mailboxes.map((m) => (m.key === 'default' ? `INBOXQ_MAILBOX is ${m.mailbox}` : `${m.key}: ${m.mailbox}`)).join(', ');
+  return `mailbox ${keyOrAddress} is not configured here (${served})`;
 }
 
 /** One mailbox's config: `key` null for a single-mailbox deployment (plain INBOXQ_* settings). */

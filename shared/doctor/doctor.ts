@@ -7,7 +7,7 @@
  * The steps follow docs/m365-setup.md; a failed step skips those that can't work without it.
  */
 import { ManagedIdentityCredential } from '@azure/identity';
-import { loadDeployment, type Env, type InboxqConfig } from '../config/settings';
+import { findMailbox, loadDeployment, notConfiguredHere, type Env, type InboxqConfig } from '../config/settings';
 import { FEDERATION_SCOPE, peekClaims, secretSourceName, tokenProviderFor, type ExchangeTokenProvider } from '../credentials/token';
 import { readVaultSecret } from '../credentials/keyvault';
 import { parseClientCertificate } from '../credentials/certificate';
@@ -77,13 +77,12 @@ export async function runDoctorAll(env: Env, options: { mailbox?: string } = {})
     ];
   }
   if (options.mailbox !== undefined) {
-    const wanted = options.mailbox.trim().toLowerCase();
-    const found = mailboxes.find((m) => m.key === wanted || m.mailbox === wanted);
+    const found = findMailbox(mailboxes, options.mailbox);
     if (!found) {
       return [
         settingsFailed(
           options.mailbox,
-          `mailbox ${options.mailbox} is not configured here (${mailboxes.map((m) => (m.key === 'default' ? `INBOXQ_MAILBOX is ${m.mailbox}` : `${m.key}: ${m.mailbox}`)).join(', ')})`,
+          notConfiguredHere(options.mailbox, mailboxes),
           'run doctor with the settings of that mailbox, or name one of these',
           'another mailbox is configured',
         ),

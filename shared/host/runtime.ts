@@ -4,7 +4,7 @@
  *
  * This is the one place that reads process.env (through `loadDeployment`).
  */
-import { loadDeployment, type Env, type InboxqConfig } from '../config/settings';
+import { findMailbox, loadDeployment, type Env, type InboxqConfig } from '../config/settings';
 import { tokenProviderFor, type ExchangeTokenProvider } from '../credentials/token';
 import { Ledger } from '../ledger/ledger';
 import { createStorageClients, type StorageClients } from '../storage/clients';
@@ -38,8 +38,8 @@ export function deploymentFor(env: Env): DeploymentRuntime {
     deployment = {
       mailboxes: runtimes,
       find: (mailbox) => {
-        const wanted = mailbox.trim().toLowerCase();
-        return runtimes.find((rt) => rt.config.key === wanted || rt.config.mailbox === wanted);
+        const config = findMailbox(mailboxes, mailbox);
+        return runtimes.find((rt) => rt.config === config);
       },
     };
     deployments.set(key, deployment);
