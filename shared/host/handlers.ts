@@ -12,7 +12,7 @@ import type { InvocationContext, Timer } from '@azure/functions';
 import { DRAIN_REQUESTS_QUEUE, drainRequestSchema, type DrainRequest } from '../contract/messages';
 import { drainMailbox, LEASE_MS, type DrainSummary } from '../drain/drain';
 import { describeError, InboxqError, InvalidMessageError, UnknownTaskError } from '../errors';
-import { isAcknowledgementsMessage, sendAcknowledgements } from '../reply/acknowledge';
+import { handlePoisonedAcknowledgements, isAcknowledgementsMessage, sendAcknowledgements } from '../reply/acknowledge';
 import { handlePoisonedReply, parseReplyMessage, sendReply } from '../reply/reply';
 import { sendQueueMessage } from '../storage/queues';
 import { createLogger, type Logger } from '../telemetry/log';
@@ -155,16 +155,9 @@ export function createHandlers(getDeployment: () => DeploymentRuntime = processD
         log.error(`A poisoned reply can't be tied to a mailbox and is dropped: ${describeError(err)}`);
         return;
       }
-      if (isAcknowledgementsMessage(message)) {
-        // Only acknowledgements were lost: their tasks go on, and their answers may still arrive.
-        const taskIds = (message as { taskIds?: unknown }).taskIds;
-        log.error('Acknowledgements could not be delivered after their retries; their tasks are not affected', {
-          mailbox: rt.config.mailbox,
-          taskIds: Array.isArray(taskIds) ? taskIds.join(',') : '',
-        });
-        return;
-      }
-      await handlePoisonedReply(message, { config: rt.config, tokens: rt.tokens, ledger: rt.ledger, storage: rt.storage, log });
+      const deps = { config: rt.config, tokens: rt.tokens, ledger: rt.ledger, storage: rt.storage, log };
+      if (isAcknowledgementsMessage(message)) handlePoisonedAcknowledgements(message, deps);
+      else await handlePoisonedReply(message, deps);
     },
   };
 }

@@ -78,3 +78,15 @@ export async function sendAcknowledgements(message: unknown, deps: ReplyDeps): P
   if (failure !== undefined) throw failure;
   return { sent, skipped };
 }
+
+/**
+ * An acknowledgements message that ended in the poison queue: only acknowledgements were lost.
+ * Their tasks go on (not marked failed, no failure notice), and their answers may still arrive.
+ */
+export function handlePoisonedAcknowledgements(message: unknown, deps: Pick<ReplyDeps, 'config' | 'log'>): void {
+  const parsed = acknowledgementsSchema.safeParse(message);
+  deps.log.error('Acknowledgements could not be delivered after their retries; their tasks are not affected', {
+    mailbox: deps.config.mailbox,
+    taskIds: parsed.success ? parsed.data.taskIds.join(',') : '',
+  });
+}
