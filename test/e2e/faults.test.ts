@@ -29,6 +29,8 @@ afterAll(async () => {
 });
 
 const SENDERS = '*@partner.test';
+/** The policy these tests drain with; no acknowledgements, which would add to the mail they count. */
+const POLICY = { INBOXQ_AUTHORIZED_SENDERS: SENDERS, INBOXQ_ACKNOWLEDGE: 'false' };
 
 async function seed(mailbox: string, n: number): Promise<void> {
   for (let i = 0; i < n; i++) await stack.appendMail(mailbox, buildMail({ from: `p${i}@partner.test`, to: mailbox, subject: `mail ${i}` }));
@@ -54,7 +56,7 @@ async function expectAllQueuedOnce(settings: Record<string, string | undefined>,
 describe('IMAP faults', () => {
   it('Dovecot stopped mid-drain: the run fails, nothing is lost, the next run finishes', async () => {
     const mailbox = 'dovecot-down@company.test';
-    const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS, INBOXQ_ACKNOWLEDGE: 'false' });
+    const settings = stack.settings(mailbox, POLICY);
     await clearTasks(stack);
     await seed(mailbox, 4);
     let stopped = false;
@@ -73,7 +75,7 @@ describe('IMAP faults', () => {
 
   it('a connection dropped in the middle of a run leaves the mail for the next run', async () => {
     const mailbox = 'dropped@company.test';
-    const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS, INBOXQ_ACKNOWLEDGE: 'false', INBOXQ_IMAP_PORT: String(imapProxy.port) });
+    const settings = stack.settings(mailbox, { ...POLICY, INBOXQ_IMAP_PORT: String(imapProxy.port) });
     await clearTasks(stack);
     await seed(mailbox, 3);
     imapProxy.dropOn(/UID MOVE/);
@@ -86,7 +88,7 @@ describe('IMAP faults', () => {
 
   it('Exchange throttling a FETCH: imapflow waits out the suggested backoff and fetches again', async () => {
     const mailbox = 'throttled-fetch@company.test';
-    const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS, INBOXQ_ACKNOWLEDGE: 'false', INBOXQ_IMAP_PORT: String(imapProxy.port) });
+    const settings = stack.settings(mailbox, { ...POLICY, INBOXQ_IMAP_PORT: String(imapProxy.port) });
     await clearTasks(stack);
     await seed(mailbox, 2);
     const before = imapProxy.injected.length;
@@ -101,7 +103,7 @@ describe('IMAP faults', () => {
 
   it('Exchange throttling a MOVE: inboxq tries it once more after the backoff', async () => {
     const mailbox = 'throttled-move@company.test';
-    const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS, INBOXQ_ACKNOWLEDGE: 'false', INBOXQ_IMAP_PORT: String(imapProxy.port) });
+    const settings = stack.settings(mailbox, { ...POLICY, INBOXQ_IMAP_PORT: String(imapProxy.port) });
     await clearTasks(stack);
     await seed(mailbox, 2);
     imapProxy.throttle(/UID MOVE/, 300, 1);
@@ -114,7 +116,7 @@ describe('IMAP faults', () => {
 
   it('throttled again on the retry: the run stops, and the next run continues', async () => {
     const mailbox = 'throttled-twice@company.test';
-    const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS, INBOXQ_ACKNOWLEDGE: 'false', INBOXQ_IMAP_PORT: String(imapProxy.port) });
+    const settings = stack.settings(mailbox, { ...POLICY, INBOXQ_IMAP_PORT: String(imapProxy.port) });
     await clearTasks(stack);
     await seed(mailbox, 2);
     imapProxy.throttle(/UID MOVE/, 100, 2);
@@ -138,7 +140,7 @@ describe('Azure faults', () => {
         .replace(`:${stack.azurite.blobPort}/`, `:${blob.port}/`)
         .replace(`:${stack.azurite.queuePort}/`, `:${q.port}/`)
         .replace(`:${stack.azurite.tablePort}/`, `:${table.port}/`);
-      const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS, INBOXQ_ACKNOWLEDGE: 'false', AzureWebJobsStorage: cs });
+      const settings = stack.settings(mailbox, { ...POLICY, AzureWebJobsStorage: cs });
       await clearTasks(stack);
       await seed(mailbox, 2);
       let downed = false;
@@ -170,7 +172,7 @@ describe('Azure faults', () => {
     await seed(mailbox, 1);
     stack.vault.available = false;
     try {
-      const failure = await drain(stack.settings(mailbox, { ...app.settings, INBOXQ_AUTHORIZED_SENDERS: SENDERS, INBOXQ_ACKNOWLEDGE: 'false' })).catch((e: Error) => e);
+      const failure = await drain(stack.settings(mailbox, { ...app.settings, ...POLICY })).catch((e: Error) => e);
       expect(failure).toBeInstanceOf(KeyVaultError);
       expect((failure as KeyVaultError).retryable).toBe(true);
       expect((failure as Error).message).toContain(`Key Vault secret ${app.secretName}`);
@@ -183,7 +185,7 @@ describe('Azure faults', () => {
 
 describe('SMTP faults', () => {
   async function acceptedTask(mailbox: string, sender: string, extra: Record<string, string> = {}) {
-    const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS, INBOXQ_ACKNOWLEDGE: 'false', ...extra });
+    const settings = stack.settings(mailbox, { ...POLICY, ...extra });
     await stack.appendMail(mailbox, buildMail({ from: sender, to: mailbox, subject: 'Please do it' }));
     const { summary } = await drain(settings);
     return { settings, taskId: summary.outcomes[0]!.taskId! };
@@ -258,7 +260,7 @@ describe('SMTP faults', () => {
 
   it('pacing: past the per-minute limit replies are deferred on the queue, not failed', async () => {
     const mailbox = 'paced@company.test';
-    const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS, INBOXQ_ACKNOWLEDGE: 'false', INBOXQ_SMTP_MAX_PER_MINUTE: '3' });
+    const settings = stack.settings(mailbox, { ...POLICY, INBOXQ_SMTP_MAX_PER_MINUTE: '3' });
     await seed(mailbox, 5);
     const { summary } = await drain(settings);
     const rt = runtimeFor(settings);
