@@ -112,6 +112,24 @@ export class SmtpError extends InboxqError {
 /** Azure Storage (tables, queues, blobs) failed. Retryable: nothing is removed from the inbox. */
 export class StorageError extends InboxqError {
   override readonly code = 'STORAGE';
+  /** The HTTP status Storage answered, when it answered. */
+  readonly status: number | undefined;
+
+  constructor(message: string, options: InboxqErrorOptions & { status?: number | undefined } = {}) {
+    super(message, options);
+    this.status = options.status;
+  }
+
+  /**
+   * True when Storage refused this one request for what it carried (a property or body too large,
+   * a header it can't take: HTTP 400, 413, 414), or the SDK refused to send it at all. Storage
+   * itself is fine: another request goes through.
+   */
+  get refusedThisRequest(): boolean {
+    if (this.status !== undefined) return this.status === 400 || this.status === 413 || this.status === 414;
+    const cause = this.cause as { code?: unknown; name?: unknown } | undefined;
+    return cause instanceof TypeError || cause instanceof RangeError || cause instanceof URIError || cause?.code === 'ERR_INVALID_CHAR' || cause?.code === 'ERR_HTTP_INVALID_HEADER_VALUE';
+  }
 }
 
 /** A queue message does not follow the contract. Not retryable: it ends in the poison queue. */

@@ -23,7 +23,7 @@ const isoDate = z.string().refine((v) => !Number.isNaN(Date.parse(v)), 'must be 
 const email = z.string().regex(/^[^\s@]+@[^\s@]+$/, 'must be an e-mail address');
 export const taskIdSchema = z.string().regex(/^[0-9a-f]{32}$/, 'must be 32 lower-case hex digits (a task id from a task message)');
 
-export const conversationIdSchema = z.string().regex(/^[0-9a-f]{12}$/, 'must be 12 lower-case hex digits (a conversation id)');
+export const conversationIdSchema = z.string().regex(/^[0-9a-f]{24}$/, 'must be 24 lower-case hex digits (a conversation id)');
 
 export const blobRefSchema = z.object({
   container: z.string().min(3),

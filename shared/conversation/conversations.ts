@@ -11,18 +11,24 @@
  * conversation: a conversation's context never reaches someone who did not start it.
  *
  * A Message-ID needs no index of its own: a received mail's task id is derived from its Message-ID
- * (`deriveTaskId`), and a sent one carries its task id (`<inboxq.<taskId>.<replyId>@domain>`), so
+ * (`taskIdOfReceived`), and a sent one carries its task id (`<inboxq.<taskId>.<replyId>@domain>`), so
  * either leads to the mail's ledger row, which has its conversation id.
  *
  * Stored in Table Storage (table inboxqConversations, partition = mailbox, row `c.<id>`): the
  * participants, the subject, and the task ids in order of arrival.
  *
- * A conversation's id is derived from the task id of its first mail, so a drain that resumes after
- * a crash decides the same way, and writes are upserts that can be repeated.
+ * A conversation's id (96 bits) is derived from the task id of its first mail, so a drain that
+ * resumes after a crash decides the same way. A new conversation is written insert-if-absent: when
+ * its id is already another conversation's (a collision, or someone searching for one), it takes
+ * the next id of a fixed chain (shared/identity/ids.ts) and never overwrites the other row.
  */
-import type { TableClient, TableEntityResult } from '@azure/data-tables';
-import { deriveTaskId, partitionKey } from '../ledger/ledger';
-import { storageError, type StorageClients } from '../storage/clients';
+import type { TableClient, TableEntityResult, TransactionAction } from '@azure/data-tables';
+import { CONVERSATION_ID_CANDIDATES, conversationIdFor, subjectTags, taskIdOfMessageId } from '../identity/ids';
+import { partitionKey } from '../ledger/ledger';
+import { clip } from '../storage/bounded';
+import { storageError, tableErrorCode, type StorageClients } from '../storage/clients';
+
+export { conversationIdFor, subjectTag, subjectTags, withSubjectTag } from '../identity/ids';
 
 export const CONVERSATIONS_TABLE = 'inboxqConversations';
 /** The task ids a conversation row keeps (the oldest are dropped past it; a table property holds 64 KiB). */
@@ -33,6 +39,8 @@ export const MAX_PREVIOUS_TASK_IDS = 50;
 const MAX_REFERENCES_LOOKED_UP = 20;
 /** Subject tags looked up per mail, the first ones (a hostile subject may carry thousands). */
 const MAX_TAGS_LOOKED_UP = 5;
+/** A Message-ID longer than this can't be one inboxq knows (RFC 5322 lines hold 998 characters). */
+const MAX_MESSAGE_ID_CHARS = 998;
 
 export interface Conversation {
   id: string;
@@ -43,6 +51,8 @@ export interface Conversation {
   updatedAt: string;
   /** Task ids in order of arrival. */
   taskIds: string[];
+  /** The row's etag as read; absent for a conversation this batch creates. */
+  etag?: string;
 }
 
 export type ContinuedBy = 'in-reply-to' | 'references' | 'subject-tag';
@@ -57,35 +67,6 @@ export interface ConversationDecision {
   refusedConversationId: string | null;
 }
 
-/** The id of the conversation a mail starts: 12 hex digits of its task id. */
-export function conversationIdFor(taskId: string): string {
-  return taskId.slice(0, 12);
-}
-
-export function subjectTag(conversationId: string): string {
-  return `[#${conversationId}]`;
-}
-
-/** Conversation ids tagged in a subject, in order. */
-export function subjectTags(subject: string): string[] {
-  return [...subject.matchAll(/\[#([0-9a-f]{12})\]/gi)].map((m) => m[1]!.toLowerCase());
-}
-
-/** The subject with the conversation's tag at its end, and no other conversation's tag. */
-export function withSubjectTag(subject: string, conversationId: string): string {
-  const others = subject.replace(/\s*\[#([0-9a-f]{12})\]/gi, (tag, id: string) => (id.toLowerCase() === conversationId ? tag : ''));
-  return subjectTags(others).includes(conversationId) ? others.trim() : `${others} ${subjectTag(conversationId)}`.trim();
-}
-
-/**
- * The task a Message-ID belongs to: one inboxq sent (`<inboxq.<taskId>.<replyId>@domain>`) names
- * it; one it received derived it.
- */
-export function taskIdOfMessageId(mailbox: string, messageId: string): string {
-  const sent = /^<inboxq\.([0-9a-f]{32})\.[A-Za-z0-9._-]+@[^>]+>$/.exec(messageId.trim());
-  return sent ? sent[1]! : deriveTaskId(mailbox, `mid:${messageId.trim()}`);
-}
-
 type Entity = Record<string, unknown> & { partitionKey: string; rowKey: string };
 
 function toConversationEntity(mailbox: string, c: Conversation): Entity {
@@ -94,7 +75,7 @@ function toConversationEntity(mailbox: string, c: Conversation): Entity {
     rowKey: `c.${c.id}`,
     conversationId: c.id,
     participants: JSON.stringify(c.participants),
-    subject: c.subject.slice(0, 1000),
+    subject: clip(c.subject, 1000),
     createdAt: c.createdAt,
     updatedAt: c.updatedAt,
     taskIds: JSON.stringify(c.taskIds.slice(-MAX_TASKS_PER_CONVERSATION)),
@@ -110,6 +91,7 @@ function fromConversationEntity(e: TableEntityResult<Record<string, unknown>>): 
     createdAt: s('createdAt'),
     updatedAt: s('updatedAt'),
     taskIds: JSON.parse(s('taskIds') || '[]') as string[],
+    ...(e.etag ? { etag: e.etag } : {}),
   };
 }
 
@@ -138,19 +120,84 @@ export class ConversationStore {
     return this.read(`conversation ${conversationId}`, `c.${conversationId}`, fromConversationEntity);
   }
 
-  /** Writes conversations (upserts, so a resumed run may write them again), 100 rows per transaction. */
-  async save(conversations: Conversation[]): Promise<void> {
-    if (conversations.length === 0) return;
-    const rows = conversations.map((c) => toConversationEntity(this.mailbox, c));
+  /**
+   * Writes what a batch decided, 100 rows per transaction: a new conversation insert-if-absent, a
+   * continued one guarded by the etag it was read with. When a transaction fails, the rows are
+   * written one by one, so a conflict is settled for its row alone (see `saveOne`).
+   */
+  async save(changes: { conversation: Conversation; created: boolean }[]): Promise<void> {
+    if (changes.length === 0) return;
     const table = await this.table();
-    try {
-      for (let i = 0; i < rows.length; i += 100) {
-        await table.submitTransaction(rows.slice(i, i + 100).map((r) => ['upsert', r, 'Replace'] as const) as never);
+    for (let i = 0; i < changes.length; i += 100) {
+      const chunk = changes.slice(i, i + 100);
+      try {
+        const res = await table.submitTransaction(chunk.map((c) => this.action(c)));
+        const etags = new Map(res.subResponses.map((sub) => [sub.rowKey, sub.etag]));
+        for (const c of chunk) c.conversation.etag = etags.get(`c.${c.conversation.id}`) ?? c.conversation.etag;
+      } catch (err) {
+        if (!isConflict(err)) throw storageError('Recording conversations failed', err, this.mailbox);
+        for (const c of chunk) await this.saveOne(c);
       }
-    } catch (err) {
-      throw storageError('Recording conversations failed', err, this.mailbox);
     }
   }
+
+  private action({ conversation, created }: { conversation: Conversation; created: boolean }): TransactionAction {
+    const entity = toConversationEntity(this.mailbox, conversation);
+    return created ? ['create', entity] : ['update', entity, 'Replace', { etag: conversation.etag ?? '*' }];
+  }
+
+  /**
+   * One conversation. A new one whose id is taken by another conversation moves to the next id of
+   * its chain (the object is changed in place, so every decision of the batch that holds it sees the
+   * new id); one that a resumed run wrote before is merged. A continued one that changed since it
+   * was read is read again and merged.
+   */
+  private async saveOne(change: { conversation: Conversation; created: boolean }): Promise<void> {
+    const table = await this.table();
+    const c = change.conversation;
+    const first = c.taskIds[0] ?? '';
+    for (let attempt = 0; attempt < CONVERSATION_ID_CANDIDATES + 2; attempt++) {
+      try {
+        const res = change.created
+          ? await table.createEntity(toConversationEntity(this.mailbox, c))
+          : await table.updateEntity(toConversationEntity(this.mailbox, c), 'Replace', { etag: c.etag ?? '*' });
+        c.etag = res.etag;
+        return;
+      } catch (err) {
+        if (!isConflict(err)) throw storageError(`Recording conversation ${c.id} failed`, err, this.mailbox);
+      }
+      const there = await this.get(c.id);
+      if (there && (!change.created || there.taskIds.includes(first))) {
+        // The same conversation, written by a resumed run or changed since it was read: merge.
+        c.taskIds = [...there.taskIds, ...c.taskIds.filter((t) => !there.taskIds.includes(t))].slice(-MAX_TASKS_PER_CONVERSATION);
+        c.participants = there.participants;
+        c.createdAt = there.createdAt;
+        c.etag = there.etag;
+        change.created = false;
+        continue;
+      }
+      if (!change.created) {
+        change.created = true;
+        continue;
+      }
+      // Another conversation holds this id: never overwrite it, take the next one of the chain.
+      const next = nextCandidate(first, c.id);
+      if (next === null) break;
+      c.id = next;
+    }
+    throw storageError(`Recording conversation ${c.id} failed`, new Error('every candidate id is taken'), this.mailbox);
+  }
+}
+
+function isConflict(err: unknown): boolean {
+  const code = tableErrorCode(err);
+  const status = (err as { statusCode?: number }).statusCode;
+  return code === 'EntityAlreadyExists' || code === 'UpdateConditionNotSatisfied' || status === 409 || status === 412;
+}
+
+function nextCandidate(taskId: string, current: string): string | null {
+  for (let n = 0; n < CONVERSATION_ID_CANDIDATES - 1; n++) if (conversationIdFor(taskId, n) === current) return conversationIdFor(taskId, n + 1);
+  return null;
 }
 
 export interface MailForConversation {
@@ -174,7 +221,9 @@ export class ConversationBatch {
   private readonly conversations = new Map<string, Conversation | null>();
   /** Conversation ids of tasks, as read from the ledger or decided in this batch. */
   private readonly tasks = new Map<string, string | null>();
-  private readonly dirty = new Set<string>();
+  private readonly dirty = new Set<Conversation>();
+  /** Conversations this batch starts (written insert-if-absent). */
+  private readonly created = new Set<Conversation>();
 
   /** `conversationOfTask` reads a task's conversation id from its ledger row (null: no such task, or none yet). */
   constructor(
@@ -203,6 +252,7 @@ export class ConversationBatch {
     if (mail.inReplyTo) candidates.push({ id: mail.inReplyTo, by: 'in-reply-to' });
     for (const id of [...mail.references].reverse().slice(0, MAX_REFERENCES_LOOKED_UP)) candidates.push({ id, by: 'references' });
     for (const candidate of candidates) {
+      if (candidate.id.length > MAX_MESSAGE_ID_CHARS) continue;
       if (mail.messageId && candidate.id.trim() === mail.messageId.trim()) continue;
       const conversationId = await this.conversationOfMessage(candidate.id);
       if (!conversationId) continue;
@@ -226,39 +276,57 @@ export class ConversationBatch {
       }
     }
 
-    const ownId = conversationIdFor(mail.taskId);
+    const own = found && found.conversation.taskIds[0] === mail.taskId;
     let conversation: Conversation;
-    if (found && found.conversation.id !== ownId) {
+    let isNew: boolean;
+    if (found && !own) {
       conversation = found.conversation;
+      isNew = false;
     } else {
-      // A new conversation (or this mail's own, when a resumed run finds what it wrote before).
-      const earlier = mail.firstAttempt ? (this.conversations.get(ownId) ?? null) : await this.conversation(ownId);
-      conversation = earlier ?? {
-        id: ownId,
-        participants: [mail.sender],
-        subject: mail.subject,
-        createdAt: mail.receivedAt,
-        updatedAt: mail.receivedAt,
-        taskIds: [],
-      };
-      this.conversations.set(ownId, conversation);
+      // A new conversation, or this mail's own when a resumed run finds what it wrote before.
+      conversation = (found?.conversation ?? (mail.firstAttempt ? null : await this.ownConversation(mail.taskId))) ?? this.create(mail);
+      isNew = true;
     }
-    const isNew = conversation.id === ownId;
     const position = conversation.taskIds.indexOf(mail.taskId);
     const previousTaskIds = (position >= 0 ? conversation.taskIds.slice(0, position) : conversation.taskIds).slice(-MAX_PREVIOUS_TASK_IDS);
     if (position < 0) {
       conversation.taskIds = [...conversation.taskIds, mail.taskId].slice(-MAX_TASKS_PER_CONVERSATION);
       conversation.updatedAt = new Date().toISOString();
-      this.dirty.add(conversation.id);
+      this.dirty.add(conversation);
     }
     this.tasks.set(mail.taskId, conversation.id);
     return { conversation, isNew, continuedBy: isNew ? null : found!.by, previousTaskIds, refusedConversationId: refused };
   }
 
-  /** Writes what the batch decided. */
+  /** The conversation a mail started in an earlier attempt, found along its id chain. */
+  private async ownConversation(taskId: string): Promise<Conversation | null> {
+    for (let n = 0; n < CONVERSATION_ID_CANDIDATES; n++) {
+      const c = await this.conversation(conversationIdFor(taskId, n));
+      if (c === null) return null;
+      if (c.taskIds[0] === taskId) return c;
+    }
+    return null;
+  }
+
+  private create(mail: MailForConversation): Conversation {
+    const conversation: Conversation = {
+      id: conversationIdFor(mail.taskId),
+      participants: [mail.sender],
+      subject: mail.subject,
+      createdAt: mail.receivedAt,
+      updatedAt: mail.receivedAt,
+      taskIds: [],
+    };
+    this.created.add(conversation);
+    this.conversations.set(conversation.id, conversation);
+    return conversation;
+  }
+
+  /** Writes what the batch decided: new conversations insert-if-absent, continued ones by etag. */
   async commit(): Promise<void> {
-    const changed = [...this.dirty].map((id) => this.conversations.get(id)!).filter(Boolean);
+    const changed = [...this.dirty].map((c) => ({ conversation: c, created: this.created.has(c) }));
     await this.store.save(changed);
     this.dirty.clear();
+    this.created.clear();
   }
 }

@@ -9,14 +9,15 @@
  *   message: claimed -> queued | rejected | quarantined, then removed = true
  *   reply:   sending -> sent, or sending -> unsent -> sending ... when the server refused an attempt
  *
- * Two more rows per mailbox in inboxqMailboxes: the run lease (one drain at a time) and the
- * sending pace (Exchange allows 30 messages a minute per mailbox).
+ * Two more rows per mailbox in inboxqMailboxes: the run lease (one drain at a time, lease.ts) and
+ * the sending pace (Exchange allows 30 messages a minute per mailbox).
  *
  * Tables: inboxqMessages and inboxqReplies (partition = mailbox), inboxqMailboxes (one row per
  * mailbox: last run, counts, last error).
  */
-import { createHash } from 'node:crypto';
 import type { TableClient, TableEntityResult } from '@azure/data-tables';
+import { boundedJsonList, clip } from '../storage/bounded';
+import { StorageError } from '../errors';
 import { storageError, tableErrorCode, type StorageClients } from '../storage/clients';
 
 export const MESSAGES_TABLE = 'inboxqMessages';
@@ -47,6 +48,8 @@ export interface MessageRecord {
   receivedAt: string;
   claimedAt: string;
   updatedAt: string;
+  /** Set when a later run found the mail gone from INBOX while the row said otherwise (a crash between the MOVE and its record). */
+  reconciledAt?: string;
   etag?: string;
 }
 
@@ -84,12 +87,11 @@ export function partitionKey(mailbox: string): string {
   return encodeURIComponent(mailbox.toLowerCase()).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 }
 
-/** Deterministic task id: the same mail (same Message-ID, or same bytes without one) always gets the same id. */
-export function deriveTaskId(mailbox: string, identity: string): string {
-  return createHash('sha256').update(`inboxq-task\0${mailbox.toLowerCase()}\0${identity}`).digest('hex').slice(0, 32);
-}
-
-const MAX_REFERENCES = 30;
+/**
+ * Bounds of what a row keeps of a mail (characters; a string property holds 32K, an entity 1 MiB):
+ * every value a sender writes is cut to them, so no mail can make its row unwritable.
+ */
+export const ROW_BOUNDS = { messageId: 1000, identity: 1000, subject: 1000, sender: 320, reasonsJson: 8000, reason: 1000, referencesJson: 16_000, references: 30 } as const;
 
 type Entity = Record<string, unknown> & { partitionKey: string; rowKey: string };
 
@@ -100,20 +102,21 @@ function toMessageEntity(r: MessageRecord): Entity {
     mailbox: r.mailbox,
     state: r.state,
     removed: r.removed,
-    identity: r.identity.slice(0, 1000),
-    messageId: r.messageId ?? '',
+    identity: clip(r.identity, ROW_BOUNDS.identity),
+    messageId: clip(r.messageId ?? '', ROW_BOUNDS.messageId),
     headerSha256: r.headerSha256,
     uid: r.uid,
     uidValidity: r.uidValidity,
-    sender: r.sender ?? '',
-    subject: r.subject.slice(0, 1000),
-    inReplyTo: r.inReplyTo ?? '',
-    references: JSON.stringify(r.references.slice(-MAX_REFERENCES)),
+    sender: clip(r.sender ?? '', ROW_BOUNDS.sender),
+    subject: clip(r.subject, ROW_BOUNDS.subject),
+    inReplyTo: clip(r.inReplyTo ?? '', ROW_BOUNDS.messageId),
+    references: boundedJsonList(r.references.slice(-ROW_BOUNDS.references), ROW_BOUNDS.referencesJson, ROW_BOUNDS.messageId, 'last'),
     conversationId: r.conversationId ?? '',
-    reasons: JSON.stringify(r.reasons),
+    reasons: boundedJsonList(r.reasons, ROW_BOUNDS.reasonsJson, ROW_BOUNDS.reason, 'first'),
     receivedAt: r.receivedAt,
     claimedAt: r.claimedAt,
     updatedAt: r.updatedAt,
+    ...(r.reconciledAt ? { reconciledAt: r.reconciledAt } : {}),
   };
 }
 
@@ -138,6 +141,7 @@ function fromMessageEntity(e: TableEntityResult<Record<string, unknown>>): Messa
     receivedAt: s('receivedAt'),
     claimedAt: s('claimedAt'),
     updatedAt: s('updatedAt'),
+    ...(s('reconciledAt') ? { reconciledAt: s('reconciledAt') } : {}),
     etag: e.etag,
   };
 }
@@ -173,6 +177,26 @@ function fromReplyEntity(e: TableEntityResult<Record<string, unknown>>): ReplyRe
 }
 
 export type ClaimResult<T> = { created: true; record: T } | { created: false; record: T };
+/** A row Storage refused to write for what it holds (StorageError.refusedThisRequest): that mail's problem alone. */
+export interface RowRefused {
+  refused: StorageError;
+}
+export type ClaimOutcome = ClaimResult<MessageRecord> | RowRefused;
+export type UpdateOutcome = MessageRecord | RowRefused;
+
+/** Runs a write of one row; a refusal of that row alone is returned, anything else thrown. */
+async function perRow<T>(write: () => Promise<T>): Promise<T | RowRefused> {
+  try {
+    return await write();
+  } catch (err) {
+    if (err instanceof StorageError && err.refusedThisRequest) return { refused: err };
+    throw err;
+  }
+}
+
+export function isRefused(outcome: unknown): outcome is RowRefused {
+  return typeof outcome === 'object' && outcome !== null && 'refused' in outcome;
+}
 
 export class Ledger {
   constructor(
@@ -208,12 +232,13 @@ export class Ledger {
 
   /**
    * Claims several mails of one mailbox: one table transaction of inserts per 100 rows. When any row
-   * already exists the transaction commits nothing, and those mails are claimed one by one.
+   * already exists, or Storage refuses one row, the transaction commits nothing, and those mails are
+   * claimed one by one: a row Storage refuses is that mail's outcome, not the batch's.
    */
-  async claimMessages(records: MessageRecord[]): Promise<ClaimResult<MessageRecord>[]> {
+  async claimMessages(records: MessageRecord[]): Promise<ClaimOutcome[]> {
     if (records.length === 0) return [];
     const table = await this.table(MESSAGES_TABLE);
-    const out: ClaimResult<MessageRecord>[] = [];
+    const out: ClaimOutcome[] = [];
     for (let i = 0; i < records.length; i += 100) {
       const chunk = records.slice(i, i + 100);
       try {
@@ -221,10 +246,11 @@ export class Ledger {
         const etags = new Map(res.subResponses.map((sub) => [sub.rowKey, sub.etag]));
         for (const r of chunk) out.push({ created: true, record: { ...r, etag: etags.get(r.taskId) ?? '*' } });
       } catch (err) {
-        if (tableErrorCode(err) !== 'EntityAlreadyExists' && (err as { statusCode?: number }).statusCode !== 409) {
+        const status = (err as { statusCode?: number }).statusCode;
+        if (tableErrorCode(err) !== 'EntityAlreadyExists' && status !== 409 && !storageError('', err).refusedThisRequest) {
           throw storageError('Ledger claim of a batch of mails failed', err, this.mailboxForErrors);
         }
-        for (const r of chunk) out.push(await this.claimMessage(r));
+        for (const r of chunk) out.push(await perRow(() => this.claimMessage(r)));
       }
     }
     return out;
@@ -235,11 +261,11 @@ export class Ledger {
    * transactions of up to 100. If a transaction fails, the rows are updated one by one, so the row
    * at fault is the one whose error is reported.
    */
-  async updateMessages(changes: { record: MessageRecord; patch: Partial<MessageRecord> }[]): Promise<MessageRecord[]> {
+  async updateMessages(changes: { record: MessageRecord; patch: Partial<MessageRecord> }[]): Promise<UpdateOutcome[]> {
     if (changes.length === 0) return [];
     const table = await this.table(MESSAGES_TABLE);
     const updatedAt = new Date().toISOString();
-    const out: MessageRecord[] = [];
+    const out: UpdateOutcome[] = [];
     for (let i = 0; i < changes.length; i += 100) {
       const chunk = changes.slice(i, i + 100).map(({ record, patch }) => ({ record, next: { ...record, ...patch, updatedAt } }));
       try {
@@ -249,7 +275,7 @@ export class Ledger {
         const etags = new Map(res.subResponses.map((sub) => [sub.rowKey, sub.etag]));
         for (const { next } of chunk) out.push({ ...next, etag: etags.get(next.taskId) ?? '*' });
       } catch {
-        for (const { record, next } of chunk) out.push(await this.updateMessage(record, next));
+        for (const { record, next } of chunk) out.push(await perRow(() => this.updateMessage(record, next)));
       }
     }
     return out;
@@ -281,16 +307,17 @@ export class Ledger {
    * Marks several rows removed (and where the mail was when it left) in table transactions of up
    * to 100 rows: one request instead of one per mail. Merge, so nothing else in the row changes.
    */
-  async markRemoved(mailbox: string, rows: { taskId: string; uid: number; uidValidity: string }[]): Promise<void> {
+  async markRemoved(mailbox: string, rows: { taskId: string; uid: number; uidValidity: string }[], options: { reconciled?: boolean } = {}): Promise<void> {
     if (rows.length === 0) return;
     const table = await this.table(MESSAGES_TABLE);
     const pk = partitionKey(mailbox);
     const updatedAt = new Date().toISOString();
+    const extra = options.reconciled ? { reconciledAt: updatedAt } : {};
     await this.op(`marking ${rows.length} mails removed`, async () => {
       for (let i = 0; i < rows.length; i += 100) {
         const actions = rows
           .slice(i, i + 100)
-          .map((r) => ['update', { partitionKey: pk, rowKey: r.taskId, removed: true, uid: r.uid, uidValidity: r.uidValidity, updatedAt }, 'Merge'] as const);
+          .map((r) => ['update', { partitionKey: pk, rowKey: r.taskId, removed: true, uid: r.uid, uidValidity: r.uidValidity, updatedAt, ...extra }, 'Merge'] as const);
         await table.submitTransaction(actions as never);
       }
     });
@@ -302,6 +329,23 @@ export class Ledger {
       const out: MessageRecord[] = [];
       const filter = `PartitionKey eq '${partitionKey(mailbox).replace(/'/g, "''")}'`;
       for await (const e of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) out.push(fromMessageEntity(e));
+      return out;
+    });
+  }
+
+  /**
+   * Rows whose mail the ledger still believes in INBOX (`removed = false`), at most `max`. A
+   * partition scan: the drain runs it only after a run that did not end cleanly.
+   */
+  async listUnremoved(mailbox: string, max: number): Promise<MessageRecord[]> {
+    const table = await this.table(MESSAGES_TABLE);
+    return this.op('listing of mails not marked removed', async () => {
+      const out: MessageRecord[] = [];
+      const filter = `PartitionKey eq '${partitionKey(mailbox).replace(/'/g, "''")}' and removed eq false`;
+      for await (const e of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) {
+        out.push(fromMessageEntity(e));
+        if (out.length >= max) break;
+      }
       return out;
     });
   }
@@ -410,83 +454,7 @@ export class Ledger {
   }
 }
 
-const LEASE_PARTITION = 'lease';
 const PACE_PARTITION = 'pace';
-
-export interface Lease {
-  owner: string;
-  expiresAt: number;
-  etag: string;
-}
-
-export class LeaseLostError extends Error {
-  override readonly name = 'LeaseLostError';
-}
-
-/**
- * One drain of a mailbox at a time, across instances, apps and hosts: a row with an owner and an
- * expiry, taken and renewed with etag-conditional writes. A run that dies holds it until it
- * expires; a run that can't renew it stops before its next mail.
- */
-export class MailboxLease {
-  private constructor(
-    private readonly table: TableClient,
-    private readonly key: string,
-    readonly owner: string,
-    private readonly durationMs: number,
-    private etag: string,
-    private readonly now: () => number,
-  ) {}
-
-  static async acquire(storage: StorageClients, mailbox: string, owner: string, durationMs: number, now: () => number = Date.now): Promise<MailboxLease | { heldBy: string; until: number }> {
-    const table = await storage.table(MAILBOXES_TABLE);
-    const key = partitionKey(mailbox);
-    const entity = { partitionKey: LEASE_PARTITION, rowKey: key, owner, expiresAt: now() + durationMs };
-    try {
-      const res = await table.createEntity(entity);
-      return new MailboxLease(table, key, owner, durationMs, res.etag ?? '*', now);
-    } catch (err) {
-      if (tableErrorCode(err) !== 'EntityAlreadyExists') throw storageError('Taking the run lease failed', err, mailbox);
-    }
-    let current;
-    try {
-      current = await table.getEntity<{ owner: string; expiresAt: number }>(LEASE_PARTITION, key);
-    } catch (err) {
-      throw storageError('Reading the run lease failed', err, mailbox);
-    }
-    if (Number(current.expiresAt) > now()) return { heldBy: String(current.owner), until: Number(current.expiresAt) };
-    try {
-      const res = await table.updateEntity(entity, 'Replace', { etag: current.etag });
-      return new MailboxLease(table, key, owner, durationMs, res.etag ?? '*', now);
-    } catch (err) {
-      if (tableErrorCode(err) === 'UpdateConditionNotSatisfied') return { heldBy: 'another run (taken just now)', until: now() + durationMs };
-      throw storageError('Taking over an expired run lease failed', err, mailbox);
-    }
-  }
-
-  /** Extends the lease; throws LeaseLostError when another run has taken it. */
-  async renew(): Promise<void> {
-    try {
-      const res = await this.table.updateEntity(
-        { partitionKey: LEASE_PARTITION, rowKey: this.key, owner: this.owner, expiresAt: this.now() + this.durationMs },
-        'Replace',
-        { etag: this.etag },
-      );
-      this.etag = res.etag ?? this.etag;
-    } catch (err) {
-      if (tableErrorCode(err) === 'UpdateConditionNotSatisfied') throw new LeaseLostError(`the run lease was taken over by another run`);
-      throw err;
-    }
-  }
-
-  async release(): Promise<void> {
-    try {
-      await this.table.deleteEntity(LEASE_PARTITION, this.key, { etag: this.etag });
-    } catch {
-      // Lost or already gone: it expires on its own.
-    }
-  }
-}
 
 /**
  * Exchange Online accepts 30 messages a minute per mailbox over SMTP. A reply takes a slot in the

@@ -2,11 +2,21 @@
  * Separates what the sender wrote in this mail from the history quoted below it ("On ... wrote:",
  * Outlook's "From: ... Sent: ..." block, "> " lines), with Crisp's email-reply-parser (a maintained
  * port of GitHub's EmailReplyParser, with the reply headers of many languages and clients).
+ *
+ * The library's patterns backtrack (`.+\s.+`, `[\s\S]+?` across lines): without the native RE2
+ * module, which can't be built here, 40 KB of "On a a a ..." take a second and 300 KB of crafted
+ * lines minutes. So the library only ever sees a bounded probe: the first PROBE_CHARS of the text,
+ * with every line longer than PROBE_LINE_CHARS replaced by a short marker (a quote header is never
+ * that long) and put back afterwards. Where the probe holds the first quote, everything after the
+ * probe is quoted history too; where it holds none, the whole text is new. Every step outside the
+ * library is a linear scan.
  */
 import EmailReplyParser from 'email-reply-parser';
 
-/** Bodies longer than this are not split (the parser's patterns run over the whole text): all of it counts as new. */
-export const MAX_SPLIT_CHARS = 512 * 1024;
+/** Characters of the text's start that the parser looks at. */
+export const PROBE_CHARS = 4096;
+/** Lines longer than this are never a reply header: the parser sees a marker in their place. */
+export const PROBE_LINE_CHARS = 200;
 
 export interface SplitBody {
   /** What the sender wrote, signature included; the whole text when nothing is quoted. */
@@ -15,26 +25,70 @@ export interface SplitBody {
   quotedText: string;
 }
 
+const OUTLOOK_FROM = ['From', 'Von', 'De', 'Da', 'Van'];
+const OUTLOOK_SENT = ['Sent', 'Gesendet', 'Envoyé', 'Enviado', 'Inviato', 'Verzonden'];
+
+/** `label` + optional space + `:` at the start of the line: the rest of the line, or null. Linear. */
+function afterLabel(line: string, labels: string[]): string | null {
+  for (const label of labels) {
+    if (!line.startsWith(label)) continue;
+    let i = label.length;
+    if (line[i] === ' ') i++;
+    if (line[i] === ':') return line.slice(i + 1);
+  }
+  return null;
+}
+
 /**
  * Outlook's header block above a quoted mail when the sender has no display name ("From:
- * agent@company.com", then "Sent:"), which email-reply-parser only knows with an address in <>.
+ * agent@company.com", then "Sent:"), which email-reply-parser only knows with an address in <>:
+ * the bare address of such a "From:" line, or null.
  */
-const OUTLOOK_BARE_HEADER = /^(From|Von|De|Da|Van)\s?: *[^\s<>]+@[^\s<>]+ *\n(Sent|Gesendet|Envoyé|Enviado|Inviato|Verzonden)\s?: .+$/m;
+export function outlookBareAddress(line: string, next: string | undefined): string | null {
+  const rest = afterLabel(line, OUTLOOK_FROM);
+  if (rest === null || next === undefined) return null;
+  const sent = afterLabel(next, OUTLOOK_SENT);
+  if (sent === null || !sent.startsWith(' ')) return null;
+  const address = rest.trim();
+  const at = address.indexOf('@');
+  if (at <= 0 || at === address.length - 1 || /[\s<>]/.test(address)) return null;
+  return address;
+}
+
+const MARK_OPEN = '\uE000';
+const MARK_CLOSE = '\uE001';
 
 export function splitQuoted(text: string): SplitBody {
-  if (!text.trim() || text.length > MAX_SPLIT_CHARS) return { newText: text, quotedText: '' };
-  let normalized = text.replace(/\r\n/g, '\n');
-  // Give a bare address the angle brackets the parser looks for, so it sees the header block
-  // (and take them away again in the quoted text, which stays as the mail had it).
-  let bracketed: string | undefined;
-  normalized = normalized.replace(OUTLOOK_BARE_HEADER, (block) =>
-    block.replace(/^(\S+\s?: *)([^\s<>]+@[^\s<>]+)/, (_m, label: string, address: string) => {
-      bracketed = `${address} <${address}>`;
-      return `${label}${bracketed}`;
-    }),
-  );
-  const email = new EmailReplyParser().read(normalized);
-  const fragments = email.getFragments();
+  // Text that holds the markers' own private-use characters is not split (their meaning would be unclear).
+  if (!text.trim() || text.includes(MARK_OPEN)) return { newText: text, quotedText: '' };
+  const normalized = text.replace(/\r\n/g, '\n');
+  const probeEnd = normalized.length <= PROBE_CHARS ? normalized.length : normalized.lastIndexOf('\n', PROBE_CHARS) + 1;
+  if (probeEnd <= 0) return { newText: text, quotedText: '' };
+  const rest = normalized.slice(probeEnd);
+
+  // The probe: long lines become markers; a bare-address Outlook header gets the angle brackets
+  // the parser looks for (and loses them again in the quoted text, which stays as the mail had it).
+  const long: string[] = [];
+  let bracketed: { shown: string; original: string } | undefined;
+  const lines = normalized.slice(0, probeEnd).split('\n');
+  const probe = lines.map((line, i) => {
+    if (line.length > PROBE_LINE_CHARS) {
+      long.push(line);
+      return `${MARK_OPEN}${long.length - 1}${MARK_CLOSE}`;
+    }
+    const address = bracketed ? null : outlookBareAddress(line, lines[i + 1]);
+    if (!address) return line;
+    const shown = line.replace(address, `${address} <${address}>`);
+    bracketed = { shown, original: line };
+    return shown;
+  });
+  const restore = (s: string) => {
+    let out = long.length === 0 ? s : s.replace(/\uE000(\d+)\uE001/g, (_m, n: string) => long[Number(n)] ?? '');
+    if (bracketed) out = out.replace(bracketed.shown, bracketed.original);
+    return out;
+  };
+
+  const fragments = new EmailReplyParser().read(probe.join('\n')).getFragments();
   // A fragment is quoted history once the parser sees a reply header or "> " lines; everything
   // from the first such fragment on is history (a signature above it stays with the new text).
   const first = fragments.findIndex((f) => f.isQuoted());
@@ -44,14 +98,13 @@ export function splitQuoted(text: string): SplitBody {
     .map((f) => f.getContent())
     .join('\n')
     .trimEnd();
-  let quotedText = fragments
+  // Nothing above the quote: an inline answer or a forward with no words; keep it all as new text.
+  if (!newText.trim()) return { newText: text, quotedText: '' };
+  const quoted = fragments
     .slice(first)
     .map((f) => f.getContent())
     .filter((c) => c.trim())
     .join('\n')
     .trim();
-  if (bracketed) quotedText = quotedText.replace(bracketed, bracketed.slice(0, bracketed.indexOf(' <')));
-  // Nothing above the quote: an inline answer or a forward with no words; keep it all as new text.
-  if (!newText.trim()) return { newText: text, quotedText: '' };
-  return { newText: `${newText}\n`, quotedText };
+  return { newText: `${restore(newText)}\n`, quotedText: `${restore(quoted)}${rest ? `\n${rest.trimEnd()}` : ''}` };
 }

@@ -31,12 +31,17 @@ export interface MailboxEntry {
 
 /** A command throttled this many times ends the run; the next run continues. */
 const MAX_THROTTLED_ATTEMPTS = 2;
+/** A session with no command for this long gets a NOOP while a batch is being worked on. */
+const KEEPALIVE_MS = 20_000;
 
 export class MailboxSession {
   private knownFolders: Set<string> | undefined;
   uidValidity: bigint = 0n;
   /** Commands Exchange throttled in this session (each one waited out). */
   throttled = 0;
+  /** Commands under way, and a download stream not yet consumed: the session is not idle. */
+  private busy = 0;
+  private lastActivity = Date.now();
 
   private constructor(
     readonly client: ImapFlow,
@@ -129,7 +134,19 @@ export class MailboxSession {
   async download(uid: number): Promise<Readable> {
     for (let attempt = 1; ; attempt++) {
       const { content } = await this.run(`UID FETCH ${uid} (BODY.PEEK[])`, () => this.client.download(String(uid), undefined, { uid: true, chunkSize: 1024 * 1024 }));
-      if (content) return content;
+      if (content) {
+        // The stream fetches its chunks as it is read: the session is busy until it ends.
+        this.busy++;
+        let done = false;
+        const finish = () => {
+          if (done) return;
+          done = true;
+          this.busy--;
+          this.lastActivity = Date.now();
+        };
+        content.once('end', finish).once('close', finish).once('error', finish);
+        return content;
+      }
       // imapflow answers "no such message" when it can't match the server's answers to the UID it
       // asked for (unsolicited FETCH responses after an EXPUNGE can get in the way): a NOOP takes
       // in what the server has to say, and the download is tried once more.
@@ -191,6 +208,25 @@ export class MailboxSession {
     }
   }
 
+  /**
+   * Runs `work` (a batch's Storage writes and parsing, which can take a while) with the session kept
+   * alive: a NOOP whenever no command has gone out for KEEPALIVE_MS, so the server's or the socket's
+   * idle timeout never ends a session because of one slow mail.
+   */
+  async keepAlive<T>(work: () => Promise<T>): Promise<T> {
+    const timer = setInterval(() => {
+      if (this.busy > 0 || Date.now() - this.lastActivity < KEEPALIVE_MS) return;
+      this.run('NOOP', () => this.client.noop()).catch(() => {
+        // The next real command reports a broken session.
+      });
+    }, KEEPALIVE_MS / 4);
+    try {
+      return await work();
+    } finally {
+      clearInterval(timer);
+    }
+  }
+
   async close(): Promise<void> {
     try {
       await this.client.logout();
@@ -206,6 +242,7 @@ export class MailboxSession {
    */
   private async run<T>(what: string, op: () => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
+      this.busy++;
       try {
         return await op();
       } catch (err) {
@@ -215,6 +252,9 @@ export class MailboxSession {
           continue;
         }
         throw described;
+      } finally {
+        this.busy--;
+        this.lastActivity = Date.now();
       }
     }
   }

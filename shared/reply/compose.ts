@@ -1,14 +1,10 @@
 import type Mail from 'nodemailer/lib/mailer';
 import type { ReplyMessage } from '../contract/messages';
-import { withSubjectTag } from '../conversation/conversations';
+import { replyMessageId, withSubjectTag } from '../identity/ids';
 import type { MessageRecord } from '../ledger/ledger';
 import { renderMarkdown } from './markdown';
 
-/** Deterministic, so a resent reply is recognisable (in Sent Items, by the recipient's client). */
-export function replyMessageId(mailbox: string, taskId: string, replyId: string): string {
-  const domain = mailbox.slice(mailbox.lastIndexOf('@') + 1);
-  return `<inboxq.${taskId}.${replyId}@${domain}>`;
-}
+export { replyMessageId };
 
 export function replySubject(subject: string): string {
   const s = subject.trim();

@@ -3,23 +3,24 @@
  * is it a mail at all, and may its sender give work?
  */
 import type { SenderPolicy } from '../config/settings';
-import { parseMail, structuralProblem, type ParsedMail } from '../mail/parse';
+import { headerSection, parseHeader, structuralProblem, type ParsedHeader } from '../mail/parse';
 import { evaluateSender, type SenderVerdict } from './policy';
 
 export type Judgement =
   | { kind: 'malformed'; reason: string }
-  | { kind: 'mail'; parsed: ParsedMail; verdict: SenderVerdict };
+  | { kind: 'mail'; parsed: ParsedHeader; verdict: SenderVerdict };
 
 /**
- * `source` is the whole message, or only its header section (the drain reads the header first;
- * `totalSize` is then the message's size): the verdict reads headers only, never the body.
+ * `source` is the whole message, or only its header section (then `totalSize` is the message's
+ * size). Only the header section is read: a stranger's body is never parsed before the verdict.
  */
 export async function judgeMail(source: Buffer, policy: SenderPolicy, totalSize = source.length): Promise<Judgement> {
-  const problem = structuralProblem(source, totalSize);
+  const header = headerSection(source);
+  const problem = structuralProblem(header, totalSize);
   if (problem) return { kind: 'malformed', reason: problem };
-  let parsed: ParsedMail;
+  let parsed: ParsedHeader;
   try {
-    parsed = await parseMail(source);
+    parsed = await parseHeader(header);
   } catch (err) {
     return { kind: 'malformed', reason: `the parser failed: ${err instanceof Error ? err.message.slice(0, 200) : 'unknown error'}` };
   }

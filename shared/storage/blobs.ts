@@ -1,6 +1,7 @@
 /** Blob Storage for raw mail, large bodies and attachments. Names are deterministic, so a retried write overwrites the same blob. */
 import { createHash } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
+import contentType from 'content-type';
 import type { BlobRef } from '../contract/messages';
 import { storageError, type StorageClients } from './clients';
 
@@ -86,17 +87,68 @@ export class BlobStore {
   }
 }
 
+/** Code points a file name never keeps: bidi marks, overrides and isolates, zero-width and other invisible formatting. */
+const INVISIBLE = /[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]/gu;
+/** Code points a file name shows as `_`: controls (C0, C1) and what Windows forbids. */
+const FORBIDDEN = /[\u0000-\u001f\u007f-\u009f<>:"|?*]/gu;
+/** Names Windows reserves for devices, with any extension ("CON.txt" opens the console). */
+const RESERVED = /^(con|prn|aux|nul|com[0-9\u00b9\u00b2\u00b3]|lpt[0-9\u00b9\u00b2\u00b3]|conin\$|conout\$)(\.|$)/i;
+/** Length of a file name, in code points. */
+export const MAX_FILENAME_CODE_POINTS = 120;
+
 /**
- * A file name safe to use in a blob name and to hand to a worker: no directories (`../`), no
- * control characters, no leading dots, at most 120 characters, never empty.
+ * A file name safe to use in a blob name and to hand to a worker, cleaned code point by code point:
+ * well-formed UTF-16 (a lone surrogate becomes U+FFFD, a pair is never cut), no directories (`../`),
+ * no control, bidi or zero-width characters, none of `<>:"|?*`, no leading dots or spaces, no
+ * trailing dots or spaces, no Windows device name, at most 120 code points with the extension
+ * kept, never empty. Linear in the name's length.
  */
 export function sanitizeFilename(name: string | undefined, fallback: string): string {
-  const base = (name ?? '').split(/[\\/]/).pop() ?? '';
-  const cleaned = base
+  const base = (name ?? '').toWellFormed().split(/[\\/]/).pop() ?? '';
+  let cleaned = base
     .normalize('NFC')
-    .replace(/[\u0000-\u001f\u007f<>:"|?*]/g, '_')
-    .replace(/^[.\s]+/, '')
-    .trim()
-    .slice(-120);
+    .replace(INVISIBLE, '')
+    .replace(FORBIDDEN, '_')
+    .replace(/^[.\s]+/, '');
+  cleaned = trimEndDotsAndSpaces(cleaned);
+  const points = Array.from(cleaned);
+  if (points.length > MAX_FILENAME_CODE_POINTS) {
+    const dot = cleaned.lastIndexOf('.');
+    const ext = dot > 0 ? Array.from(cleaned.slice(dot)) : [];
+    const keptExt = ext.length > 1 && ext.length <= 16 ? ext : [];
+    cleaned = trimEndDotsAndSpaces([...points.slice(0, MAX_FILENAME_CODE_POINTS - keptExt.length), ...keptExt].join(''));
+  }
+  if (RESERVED.test(cleaned)) cleaned = `_${cleaned}`;
   return cleaned || fallback;
+}
+
+/** Without trailing dots and white space (Windows drops them, so "a.txt." would become another file's name). */
+function trimEndDotsAndSpaces(s: string): string {
+  let end = s.length;
+  while (end > 0 && (s[end - 1] === '.' || /\s/.test(s[end - 1]!))) end--;
+  return s.slice(0, end);
+}
+
+/**
+ * A content type fit for an HTTP header and a worker: the media type (and a charset) as the
+ * `content-type` package parses and formats it, printable ASCII only; anything it refuses is
+ * `application/octet-stream`.
+ */
+export function safeContentType(value: string | undefined): string {
+  const fallback = 'application/octet-stream';
+  if (!value || value.length > 1000) return fallback;
+  try {
+    let parsed: contentType.ParsedMediaType;
+    try {
+      parsed = contentType.parse(value);
+    } catch {
+      // Parameters the parser refuses: keep the media type alone.
+      parsed = { type: contentType.parse(value.split(';')[0]!.trim()).type, parameters: {} };
+    }
+    const charset = parsed.parameters['charset'];
+    const out = contentType.format({ type: parsed.type, parameters: charset && /^[A-Za-z0-9._:-]{1,40}$/.test(charset) ? { charset } : {} });
+    return /^[\x21-\x7e]+(; charset=[\x21-\x7e]+)?$/.test(out) && out.length <= 255 ? out : fallback;
+  } catch {
+    return fallback;
+  }
 }

@@ -134,6 +134,7 @@ export function storageError(what: string, err: unknown, mailbox?: string): Stor
   return new StorageError(`${what}: ${code}${status}`, {
     mailbox,
     cause: err,
+    status: e.statusCode,
     retryable: !denied,
     hint: denied
       ? "grant the Function App's identity Storage Queue/Table Data Contributor and Storage Blob Data Owner on the account"

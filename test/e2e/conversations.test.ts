@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalStack } from '../../localstack';
 import { runQueueTrigger } from '../../localstack/queue-runner';
 import type { TaskMessage } from '../../shared/contract/messages';
+import { conversationIdFor } from '../../shared/identity/ids';
 import { TaskWorker } from '../../shared/worker/worker';
 import { buildMail } from '../helpers/mail';
 import { clearTasks, drainNow, handlersFor, queue, REPLIES_QUEUE, sendReplies as sendRepliesOf, table, takeAllTasks } from '../helpers/stack';
@@ -58,7 +59,7 @@ describe('conversations', () => {
     // 1. Alice asks.
     await stack.appendMail(mailbox, buildMail({ from: 'Alice <alice@partner.test>', to: mailbox, subject: 'Travel budget', messageId: '<t1@partner.test>', body: 'What is left of the travel budget?' }));
     const first = await drainOne(env);
-    expect(first.conversation).toEqual({ id: first.taskId.slice(0, 12), isNew: true, continuedBy: null, previousTaskIds: [] });
+    expect(first.conversation).toEqual({ id: conversationIdFor(first.taskId), isNew: true, continuedBy: null, previousTaskIds: [] });
     await worker.reply({ taskId: first.taskId, mailbox, text: 'About 4,000 EUR are left.' });
     await sendReplies(env);
     const answer = (await inboxOf('alice@partner.test')).find((m) => m.messageId === `<inboxq.${first.taskId}.reply@company.test>`)!;
@@ -131,7 +132,7 @@ describe('conversations', () => {
     await stack.appendMail(mailbox, buildMail({ from: 'bob@partner.test', to: mailbox, subject: `Re: Salary review [#${alice.conversation.id}]` }));
     const copied = await drainOne(env);
     expect(copied.conversation.id).not.toBe(alice.conversation.id);
-    expect(copied.conversation).toMatchObject({ id: copied.taskId.slice(0, 12), isNew: true, continuedBy: null, previousTaskIds: [] });
+    expect(copied.conversation).toMatchObject({ id: conversationIdFor(copied.taskId), isNew: true, continuedBy: null, previousTaskIds: [] });
 
     // Bob answers Alice's mail itself, In-Reply-To and all.
     await stack.appendMail(mailbox, buildMail({ from: 'bob@partner.test', to: mailbox, subject: 'Re: Salary review', inReplyTo: '<alice-1@partner.test>' }));

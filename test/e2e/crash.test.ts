@@ -8,6 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalStack } from '../../localstack';
 import { LEASE_MS } from '../../shared/drain/drain';
+import { conversationIdFor } from '../../shared/identity/ids';
 import { runtimeFor } from '../../shared/host/runtime';
 import { REPLY_LEASE_MS } from '../../shared/reply/reply';
 import { buildMail, eopFail } from '../helpers/mail';
@@ -83,7 +84,7 @@ describe('a drain killed at each step boundary', () => {
 
     // Each mail started its own conversation, the same in a repeated task, and is acknowledged
     // once, however often the crash made its acknowledgement queued.
-    for (const t of tasks) expect(t.conversation).toEqual({ id: t.taskId.slice(0, 12), isNew: true, continuedBy: null, previousTaskIds: [] });
+    for (const t of tasks) expect(t.conversation).toEqual({ id: conversationIdFor(t.taskId), isNew: true, continuedBy: null, previousTaskIds: [] });
     const sent = await sendReplies(stack, settings);
     expect(sent.failed).toBe(0);
     for (const sender of senders) expect(await stack.readFolder(sender, 'INBOX'), sender).toHaveLength(1);

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { decodeQueueMessage, encodeQueueMessage, replyMessageSchema } from '../../shared/contract/messages';
-import { deriveTaskId, partitionKey } from '../../shared/ledger/ledger';
+import { deriveTaskId } from '../../shared/identity/ids';
+import { partitionKey } from '../../shared/ledger/ledger';
 import { replySubject } from '../../shared/reply/compose';
 import { sanitizeFilename } from '../../shared/storage/blobs';
 import { formatLine } from '../../shared/telemetry/log';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_SPLIT_CHARS, splitQuoted } from '../../shared/mail/quoted';
+import { outlookBareAddress, PROBE_CHARS, PROBE_LINE_CHARS, splitQuoted } from '../../shared/mail/quoted';
 import { subjectTags, withSubjectTag } from '../../shared/conversation/conversations';
 
 describe('quoted history', () => {
@@ -38,21 +38,53 @@ describe('quoted history', () => {
     expect(splitQuoted(text)).toEqual({ newText: text, quotedText: '' });
   });
 
-  it('leaves bodies over the limit whole', () => {
-    const text = `Hi\n\nOn Mon, Alice <a@b.c> wrote:\n> x\n${'y'.repeat(MAX_SPLIT_CHARS)}`;
+  it('finds a quote in the probe and takes everything after the probe as quoted history', () => {
+    const tail = '> older\n'.repeat(PROBE_CHARS / 4);
+    const text = `Hi\n\nOn Mon, Alice <a@b.c> wrote:\n> x\n${tail}`;
+    const split = splitQuoted(text);
+    expect(split.newText).toBe('Hi\n');
+    expect(split.quotedText.startsWith('On Mon, Alice <a@b.c> wrote:\n> x\n> older')).toBe(true);
+    expect(split.quotedText.length).toBeGreaterThan(tail.length);
+  });
+
+  it('looks for no quote past the probe: a text whose first quote is beyond it is all new', () => {
+    const text = `${'words words words\n'.repeat(PROBE_CHARS / 10)}On Mon, Alice <a@b.c> wrote:\n> x\n`;
     expect(splitQuoted(text)).toEqual({ newText: text, quotedText: '' });
   });
+
+  it('keeps long lines of the new text and the quote whole (the parser sees markers for them)', () => {
+    const paragraph = 'A long paragraph without a break. '.repeat(40);
+    const quotedLong = `> ${'quoted long line '.repeat(30)}`;
+    const split = splitQuoted(`${paragraph}\n\nOn Mon, Alice <a@b.c> wrote:\n${quotedLong}\n`);
+    expect(paragraph.length).toBeGreaterThan(PROBE_LINE_CHARS);
+    expect(split.newText).toBe(`${paragraph}\n`);
+    expect(split.quotedText).toBe(`On Mon, Alice <a@b.c> wrote:\n${quotedLong}`);
+  });
+
+  it('does not split a text holding the markers\' private-use characters', () => {
+    const text = `Hi \uE0000\uE001\n\nOn Mon, Alice <a@b.c> wrote:\n> x\n`;
+    expect(splitQuoted(text)).toEqual({ newText: text, quotedText: '' });
+  });
+
+  it.each([
+    ['From: agent@company.com', 'Sent: Monday', 'agent@company.com'],
+    ['Von : a@b.c', 'Gesendet: x', 'a@b.c'],
+    ['From: Agent <agent@company.com>', 'Sent: Monday', null],
+    ['From: agent@company.com', 'Subject: x', null],
+    ['From: @@@@', 'Sent: x', null],
+    [`From: ${'@'.repeat(1000)}`, 'Sent: x', null],
+  ])('Outlook bare-address header %j / %j -> %j', (line, next, expected) => expect(outlookBareAddress(line, next)).toBe(expected));
 });
 
 describe('subject tags', () => {
   it('are found anywhere in a subject, any case, and added once, replacing any other', () => {
-    expect(subjectTags('Re: Trip [#0123456789AB] and [#ffffffffffff]')).toEqual(['0123456789ab', 'ffffffffffff']);
-    expect(subjectTags('Re: Trip [#0123] [0123456789ab] #0123456789ab')).toEqual([]);
-    expect(withSubjectTag('Re: Trip', '0123456789ab')).toBe('Re: Trip [#0123456789ab]');
-    expect(withSubjectTag('Re: Trip [#0123456789ab]', '0123456789ab')).toBe('Re: Trip [#0123456789ab]');
-    expect(withSubjectTag('', '0123456789ab')).toBe('[#0123456789ab]');
+    expect(subjectTags('Re: Trip [#0123456789AB0123456789AB] and [#ffffffffffffffffffffffff]')).toEqual(['0123456789ab0123456789ab', 'ffffffffffffffffffffffff']);
+    expect(subjectTags('Re: Trip [#0123] [0123456789ab0123456789ab] #0123456789ab0123456789ab')).toEqual([]);
+    expect(withSubjectTag('Re: Trip', '0123456789ab0123456789ab')).toBe('Re: Trip [#0123456789ab0123456789ab]');
+    expect(withSubjectTag('Re: Trip [#0123456789ab0123456789ab]', '0123456789ab0123456789ab')).toBe('Re: Trip [#0123456789ab0123456789ab]');
+    expect(withSubjectTag('', '0123456789ab0123456789ab')).toBe('[#0123456789ab0123456789ab]');
     // Another conversation's tag (pasted by someone else) does not travel on.
-    expect(withSubjectTag('Re: Salary [#aaaaaaaaaaaa]', '0123456789ab')).toBe('Re: Salary [#0123456789ab]');
-    expect(withSubjectTag('Re: [#aaaaaaaaaaaa] Salary [#0123456789ab]', '0123456789ab')).toBe('Re: Salary [#0123456789ab]');
+    expect(withSubjectTag('Re: Salary [#aaaaaaaaaaaaaaaaaaaaaaaa]', '0123456789ab0123456789ab')).toBe('Re: Salary [#0123456789ab0123456789ab]');
+    expect(withSubjectTag('Re: [#aaaaaaaaaaaaaaaaaaaaaaaa] Salary [#0123456789ab0123456789ab]', '0123456789ab0123456789ab')).toBe('Re: Salary [#0123456789ab0123456789ab]');
   });
 });

@@ -1,0 +1,55 @@
+/**
+ * Step 3, claim: a ledger row for every mail before anything else happens to it (insert-if-absent
+ * under its task id). A row that was there already means a resumed run, or another copy of a mail.
+ *
+ * Every value of the row is bounded (ROW_BOUNDS), so Storage should take any mail's row; if it
+ * refuses one all the same, that mail is claimed with a row that keeps only its identifiers and is
+ * set aside. Only a Storage failure as a whole ends the run.
+ */
+import { isRefused, type Ledger, type MessageRecord } from '../../ledger/ledger';
+import { type ClaimedMail, type JudgedMail, type PerMail, ok } from '../mail';
+
+export function claimRecord(mail: JudgedMail, mailbox: string, uidValidity: bigint, nowIso: string): MessageRecord {
+  const parsed = mail.judged.kind === 'mail' ? mail.judged.parsed : undefined;
+  return {
+    mailbox,
+    taskId: mail.taskId,
+    state: 'claimed',
+    removed: false,
+    identity: mail.identity,
+    messageId: parsed?.messageId ?? null,
+    headerSha256: mail.headerSha256,
+    uid: mail.entry.uid,
+    uidValidity: uidValidity.toString(),
+    sender: null,
+    subject: parsed?.subject ?? '',
+    inReplyTo: parsed?.inReplyTo ?? null,
+    references: parsed?.references ?? [],
+    conversationId: null,
+    reasons: [],
+    receivedAt: (mail.entry.internalDate ?? new Date(nowIso)).toISOString(),
+    claimedAt: nowIso,
+    updatedAt: nowIso,
+  };
+}
+
+export async function claimBatch(ledger: Ledger, mails: JudgedMail[], mailbox: string, uidValidity: bigint): Promise<PerMail<ClaimedMail>[]> {
+  const nowIso = new Date().toISOString();
+  const records = mails.map((m) => claimRecord(m, mailbox, uidValidity, nowIso));
+  const claims = await ledger.claimMessages(records);
+  const out: PerMail<ClaimedMail>[] = [];
+  for (const [n, mail] of mails.entries()) {
+    const claim = claims[n]!;
+    if (!isRefused(claim)) {
+      out.push(ok({ ...mail, record: claim.record, resumed: !claim.created }));
+      continue;
+    }
+    // Storage refused this row for what it holds: keep only what identifies the mail, and set it aside.
+    const reason = `its ledger row was refused by Storage (${claim.refused.summary}); it was kept with its identifiers only and set aside`;
+    const bare: MessageRecord = { ...records[n]!, messageId: null, subject: '', inReplyTo: null, references: [], reasons: [reason] };
+    const again = (await ledger.claimMessages([bare]))[0]!;
+    if (isRefused(again)) throw again.refused;
+    out.push({ ok: false, uid: mail.entry.uid, failure: { kind: 'set-aside', reason }, record: again.record, taskId: mail.taskId });
+  }
+  return out;
+}

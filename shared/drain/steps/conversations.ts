@@ -1,0 +1,47 @@
+/**
+ * Step 4, conversations: each accepted mail's conversation, decided in order (a mail may continue
+ * one started earlier in the batch) and recorded before any of their tasks is queued. A new
+ * conversation is written insert-if-absent (shared/conversation/conversations.ts).
+ */
+import { ConversationBatch, ConversationStore } from '../../conversation/conversations';
+import type { Ledger } from '../../ledger/ledger';
+import type { StorageClients } from '../../storage/clients';
+import type { Logger } from '../../telemetry/log';
+import type { ClaimedMail, ConversedMail } from '../mail';
+
+export async function decideConversations(
+  deps: { storage: StorageClients; ledger: Ledger; log: Logger },
+  mailbox: string,
+  mails: ClaimedMail[],
+): Promise<ConversedMail[]> {
+  if (mails.length === 0) return [];
+  const { ledger, log } = deps;
+  const batch = new ConversationBatch(new ConversationStore(deps.storage, mailbox), async (taskId) => (await ledger.getMessage(mailbox, taskId))?.conversationId ?? null);
+  const out: ConversedMail[] = [];
+  for (const mail of mails) {
+    if (mail.judged.kind !== 'mail') continue;
+    const parsed = mail.judged.parsed;
+    const conversation = await batch.decide({
+      taskId: mail.taskId,
+      sender: (mail.judged.verdict.sender ?? '').toLowerCase(),
+      subject: parsed.subject,
+      messageId: parsed.messageId,
+      inReplyTo: parsed.inReplyTo,
+      references: parsed.references,
+      receivedAt: mail.record.receivedAt,
+      firstAttempt: !mail.resumed,
+    });
+    if (conversation.refusedConversationId) {
+      log.warn('Mail points at a conversation of other participants; it starts a new one', {
+        mailbox,
+        taskId: mail.taskId,
+        uid: mail.entry.uid,
+        conversationId: conversation.conversation.id,
+        refusedConversationId: conversation.refusedConversationId,
+      });
+    }
+    out.push({ ...mail, conversation });
+  }
+  await batch.commit();
+  return out;
+}
