@@ -126,7 +126,7 @@ export function createHandlers(getDeployment: () => DeploymentRuntime = processD
       const queueMessageId = String(context.triggerMetadata?.['id'] ?? '');
       try {
         const rt = replyRuntime(deployment(log, 'The reply'), message);
-        const deps = { config: rt.config, tokens: rt.tokens, ledger: rt.ledger, storage: rt.storage, log };
+        const deps = { config: rt.config, tokens: rt.tokens, ledger: rt.ledger, storage: rt.storage, log, ...(queueMessageId ? { deliveryId: queueMessageId } : {}) };
         if (isAcknowledgementsMessage(message)) await sendAcknowledgements(message, deps);
         else await sendReply(message, deps);
       } catch (err) {

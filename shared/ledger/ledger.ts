@@ -69,6 +69,8 @@ export interface ReplyRecord {
   messageId: string;
   attempts: number;
   sendingSince: string;
+  /** The queue message whose delivery is sending it (or sent it); '' when not known. */
+  deliveryId: string;
   sentAt: string | null;
   etag?: string;
 }
@@ -157,6 +159,7 @@ function toReplyEntity(r: ReplyRecord): Entity {
     messageId: r.messageId,
     attempts: r.attempts,
     sendingSince: r.sendingSince,
+    deliveryId: r.deliveryId,
     sentAt: r.sentAt ?? '',
   };
 }
@@ -171,6 +174,7 @@ function fromReplyEntity(e: TableEntityResult<Record<string, unknown>>): ReplyRe
     messageId: s('messageId'),
     attempts: Number(e['attempts'] ?? 0),
     sendingSince: s('sendingSince'),
+    deliveryId: s('deliveryId'),
     sentAt: s('sentAt') || null,
     etag: e.etag,
   };

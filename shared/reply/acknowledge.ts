@@ -12,7 +12,6 @@ import { ACKNOWLEDGEMENT_REPLY_ID, sendReply, type ReplyDeps } from './reply';
 
 export { ACKNOWLEDGEMENT_REPLY_ID };
 
-
 /** The acknowledgement text with its placeholders filled in. */
 export function acknowledgementText(template: string, values: { taskId: string; conversationId: string; subject: string; mailbox: string }): string {
   return template.replace(/\{(taskId|conversationId|subject|mailbox)\}/g, (_m, name: keyof typeof values) => values[name]);
@@ -59,7 +58,8 @@ export async function sendAcknowledgements(message: unknown, deps: ReplyDeps): P
   let sent = 0;
   let skipped = 0;
   let failure: unknown;
-  for (const taskId of parsed.data.taskIds) {
+  // A task named twice in one message is acknowledged once.
+  for (const taskId of new Set(parsed.data.taskIds)) {
     const record = await ledger.getMessage(config.mailbox, taskId);
     if (!record || (record.state !== 'queued' && record.state !== 'failed')) {
       // Expired, or never accepted: nothing to acknowledge.

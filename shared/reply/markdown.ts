@@ -35,6 +35,10 @@ export const INLINE_STYLES: Record<string, string> = {
   img: 'max-width:100%',
 };
 
+/** What a link and an image may point at: absolute URLs only (anchored, fixed prefixes: linear). */
+const ABSOLUTE_LINK = /^(https?:\/\/[^/\s]|mailto:)/i;
+const ABSOLUTE_IMAGE = /^https:\/\/[^/\s]/i;
+
 const markdown = new MarkdownIt({ html: false, linkify: true, typographer: false });
 
 const cssValue = [/^[\w\s#.,'"()%:/-]+$/];
@@ -49,7 +53,11 @@ const SANITIZE: sanitizeHtml.IOptions = {
     ol: ['start'],
   },
   allowedSchemes: ['https', 'http', 'mailto'],
-  allowedSchemesByTag: { img: ['https', 'cid'] },
+  allowedSchemesByTag: { img: ['https'] },
+  // Only absolute URLs: `//host/x` and `/x` would resolve against whatever the mail client decides.
+  allowProtocolRelative: false,
+  // An image whose source is not absolute https is dropped (its alt text with it).
+  exclusiveFilter: (frame) => frame.tag === 'img' && !ABSOLUTE_IMAGE.test(frame.attribs['src'] ?? ''),
   allowedStyles: { '*': Object.fromEntries([...allowedStyleProps, 'text-align'].map((p) => [p, cssValue])) },
   transformTags: Object.fromEntries(
     Object.entries(INLINE_STYLES).map(([tag, style]) => [
@@ -58,7 +66,10 @@ const SANITIZE: sanitizeHtml.IOptions = {
         // Keep what markdown-it sets itself (a table column's text-align), after the house style.
         const own = tag === 'th' || tag === 'td' ? (attribs['style'] ?? '') : '';
         const house = own.includes('text-align') ? style.replace(/;?text-align:[^;]*/, '') : style;
-        return { tagName, attribs: { ...attribs, style: own ? `${house};${own}` : house } };
+        const kept = { ...attribs };
+        // A link that is not absolute http, https or mailto keeps its text and loses its target.
+        if (tag === 'a' && !ABSOLUTE_LINK.test(kept['href'] ?? '')) delete kept['href'];
+        return { tagName, attribs: { ...kept, style: own ? `${house};${own}` : house } };
       },
     ]),
   ),

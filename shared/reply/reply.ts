@@ -5,7 +5,11 @@
  *   no row           -> claim it as `sending`, send, mark `sent`
  *   `sent`           -> a redelivery: nothing is sent
  *   `unsent`         -> the last attempt was refused by the server, so nothing went out: send again
- *   `sending`, fresh -> another delivery is sending it right now: retry later (ReplyInProgressError)
+ *   `sending`, fresh -> another delivery is sending it right now. When that delivery is of another
+ *                       queue message (a duplicate request: an acknowledgement asked for twice after
+ *                       a crash, a worker that answered twice), this one is settled without error:
+ *                       the other message stays on the queue until it has sent the reply. When it is
+ *                       this same message, redelivered, retry later (ReplyInProgressError).
  *   `sending`, old   -> a delivery died after the message data may have reached the server: look for
  *                       its Message-ID in the mailbox's Sent folder (Exchange keeps a copy of mail
  *                       submitted over SMTP AUTH) and send only if it is not there.
@@ -45,9 +49,11 @@ export interface ReplyDeps {
   log: Logger;
   onStep?: (step: ReplyStep, info: { taskId: string; replyId: string }) => void | Promise<void>;
   now?: () => number;
+  /** The id of the queue message being delivered (the trigger's `id`): tells a duplicate request from a redelivery. */
+  deliveryId?: string;
 }
 
-export type ReplyOutcome = 'sent' | 'already-sent' | 'found-in-sent-folder' | 'deferred';
+export type ReplyOutcome = 'sent' | 'already-sent' | 'found-in-sent-folder' | 'deferred' | 'in-progress-elsewhere';
 
 export function parseReplyMessage(input: unknown, mailbox: string): ReplyMessage {
   let value = input;
@@ -106,6 +112,7 @@ async function sendReplyOnce(input: unknown, deps: ReplyDeps): Promise<{ outcome
     messageId,
     attempts: 1,
     sendingSince: new Date(now()).toISOString(),
+    deliveryId: deps.deliveryId ?? '',
     sentAt: null,
   });
   let record: ReplyRecord = claim.record;
@@ -117,6 +124,10 @@ async function sendReplyOnce(input: unknown, deps: ReplyDeps): Promise<{ outcome
     }
     if (record.state === 'sending') {
       const age = now() - Date.parse(record.sendingSince);
+      if (age < REPLY_LEASE_MS && sentByAnotherRequest(record, deps)) {
+        log.info('Reply is being sent by the delivery of another request for it; this duplicate request is settled', ids);
+        return { outcome: 'in-progress-elsewhere', taskId, replyId, messageId };
+      }
       if (age < REPLY_LEASE_MS) {
         throw new ReplyInProgressError(`Reply ${replyId} to task ${taskId} is being sent by another delivery (since ${Math.round(age / 1000)} s)`, {
           mailbox: config.mailbox,
@@ -133,8 +144,13 @@ async function sendReplyOnce(input: unknown, deps: ReplyDeps): Promise<{ outcome
     // `unsent`, `failed` (a worker queued it again), or an interrupted send that did not go out:
     // claim this attempt; a concurrent delivery doing the same loses on the etag.
     try {
-      record = await ledger.updateReply(record, { state: 'sending', attempts: record.attempts + 1, sendingSince: new Date(now()).toISOString() });
+      record = await ledger.updateReply(record, { state: 'sending', attempts: record.attempts + 1, sendingSince: new Date(now()).toISOString(), deliveryId: deps.deliveryId ?? '' });
     } catch (err) {
+      const current = await ledger.getReply(config.mailbox, taskId, replyId);
+      if (current && (current.state === 'sent' || (current.state === 'sending' && sentByAnotherRequest(current, deps)))) {
+        log.info('Reply was taken over by the delivery of another request for it; this duplicate request is settled', ids);
+        return { outcome: current.state === 'sent' ? 'already-sent' : 'in-progress-elsewhere', taskId, replyId, messageId };
+      }
       throw new ReplyInProgressError(`Reply ${replyId} to task ${taskId} was taken over by another delivery`, { mailbox: config.mailbox, retryable: true, cause: err });
     }
   }
@@ -163,6 +179,11 @@ async function sendReplyOnce(input: unknown, deps: ReplyDeps): Promise<{ outcome
   await deps.onStep?.('recorded', { taskId, replyId });
   log.info('Reply sent', { ...ids, messageId, attempts: record.attempts });
   return { outcome: 'sent', taskId, replyId, messageId };
+}
+
+/** True when the row's sending delivery is of another queue message than this one (both known). */
+function sentByAnotherRequest(record: ReplyRecord, deps: ReplyDeps): boolean {
+  return Boolean(deps.deliveryId && record.deliveryId && record.deliveryId !== deps.deliveryId);
 }
 
 /**

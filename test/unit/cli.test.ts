@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { main } from '../../cli/inboxq';
+import { main, settingsFromEnvironment } from '../../cli/inboxq';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'inboxq-cli-'));
 function file(name: string, content: string): string {
@@ -70,5 +70,68 @@ describe('inboxq check-sender', () => {
     expect(r.code).toBe(2);
     expect(r.stdout).toBe('');
     expect(r.stderr).toContain(message);
+  });
+});
+
+describe('settings files for check-sender and doctor', () => {
+  const base = {
+    INBOXQ_MAILBOX: 'agent@example.com',
+    INBOXQ_TENANT_ID: '11111111-2222-3333-4444-555555555555',
+    INBOXQ_CLIENT_ID: '66666666-7777-8888-9999-000000000000',
+    INBOXQ_KEYVAULT_URL: 'https://kv-inboxq.vault.azure.net',
+    INBOXQ_KEYVAULT_SECRET_NAME: 'inboxq-client-secret',
+    INBOXQ_AUTHORIZED_SENDERS: '*@example.com',
+    AzureWebJobsStorage: 'UseDevelopmentStorage=true',
+  };
+  const settingsFile = (name: string, values: Record<string, string>) => file(name, JSON.stringify({ IsEncrypted: false, Values: values }, null, 2));
+
+  it('reads no local.settings.json by itself, from the current folder or anywhere', () => {
+    const cwd = process.cwd();
+    const here = mkdtempSync(path.join(os.tmpdir(), 'inboxq-cwd-'));
+    writeFileSync(path.join(here, 'local.settings.json'), JSON.stringify({ Values: { INBOXQ_KEYVAULT_URL: 'https://attacker.example' } }));
+    process.chdir(here);
+    try {
+      expect(settingsFromEnvironment({ A: '1' })).toEqual({ A: '1' });
+    } finally {
+      process.chdir(cwd);
+    }
+  });
+
+  it('uses a file named with --settings, the environment winning', async () => {
+    const f = settingsFile('ok.settings.json', base);
+    expect(settingsFromEnvironment({ INBOXQ_AUTHORIZED_SENDERS: 'bob@example.com' }, f)).toMatchObject({ INBOXQ_MAILBOX: 'agent@example.com', INBOXQ_AUTHORIZED_SENDERS: 'bob@example.com' });
+    const r = await main(['check-sender', '--mailbox', 'agent@example.com', '--settings', f, pass], {});
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).verdict).toBe('accept');
+  });
+
+  it.each([
+    ['a vault outside the Key Vault DNS suffixes', { INBOXQ_KEYVAULT_URL: 'https://attacker.example' }, 'INBOXQ_KEYVAULT_URL in the settings file is not an https URL of an Azure Key Vault'],
+    ['a look-alike vault host', { INBOXQ_KEYVAULT_URL: 'https://vault.azure.net.attacker.example' }, 'INBOXQ_KEYVAULT_URL in the settings file'],
+    ['a vault over http', { INBOXQ_KEYVAULT_URL: 'http://kv.vault.azure.net' }, 'INBOXQ_KEYVAULT_URL in the settings file'],
+    ['a per-mailbox vault elsewhere', { INBOXQ_MAILBOXES: 'sales', INBOXQ_SALES__KEYVAULT_URL: 'https://127.0.0.1:8443' }, 'INBOXQ_SALES__KEYVAULT_URL in the settings file'],
+    ['the challenge check switched off', { INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE: 'false' }, "INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE=false can't come from a settings file"],
+    ['a login host elsewhere', { INBOXQ_AUTHORITY_HOST: 'https://login.attacker.example' }, 'INBOXQ_AUTHORITY_HOST in the settings file is not an https URL of an Entra ID login host'],
+  ])('refuses %s, naming the setting (exit 2)', async (_name, values, message) => {
+    const f = settingsFile(`bad-${Math.random().toString(36).slice(2)}.json`, { ...base, ...values });
+    const r = await main(['doctor', '--settings', f], {});
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(message);
+    expect(r.stderr).not.toContain('attacker.example');
+  });
+
+  it('accepts from the environment what it refuses from a file (the user set it)', () => {
+    const env = { ...base, INBOXQ_KEYVAULT_URL: 'https://127.0.0.1:8443', INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE: 'false' };
+    expect(settingsFromEnvironment(env, settingsFile('env-wins.json', { ...base, INBOXQ_KEYVAULT_URL: 'https://attacker.example' }))).toMatchObject(env);
+  });
+
+  it('names the position of a JSON error and quotes nothing of the file', async () => {
+    const secret = 'Sup3r-s3cret-value';
+    const f = file('broken.settings.json', `{\n  "Values": {\n    "INBOXQ_CLIENT_SECRET": "${secret}"\n    "INBOXQ_MAILBOX": "agent@example.com"\n  }\n}\n`);
+    const r = await main(['doctor', '--settings', f], {});
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`settings file ${f} is not valid JSON: CommaExpected at line 4, column 5`);
+    expect(r.stderr).not.toContain(secret);
+    expect(r.stderr).not.toContain('INBOXQ_MAILBOX');
   });
 });

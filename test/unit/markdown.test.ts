@@ -19,9 +19,14 @@ describe('Markdown to HTML for a reply', () => {
     ['javascript: links are not links', '[click](javascript:alert(1))', '[click](javascript:alert(1))'],
     ['data: links are not links', '[x](data:text/html;base64,PHNjcmlwdD4=)', '[x](data:text/html;base64,PHNjcmlwdD4=)'],
     ['http images are dropped, https kept', '![a](http://x.example/a.png) ![b](https://x.example/b.png)', '<img src="https://x.example/b.png" alt="b" style="max-width:100%" />'],
+    ['protocol-relative images are dropped', 'x ![t](//tracker.example/p.gif) y', '<p style="margin:0 0 12px 0">x  y</p>'],
+    ['relative images are dropped', 'x ![t](/p.gif) ![u](p.gif) ![v](cid:logo) y', '<p style="margin:0 0 12px 0">x    y</p>'],
+    ['protocol-relative links keep their text only', '[site](//evil.example/x)', '<a style="color:#0563c1;text-decoration:underline">site</a>'],
+    ['relative links keep their text only', '[a](/x) [b](x.html) [c](#top)', '<a style="color:#0563c1;text-decoration:underline">a</a>'],
+    ['mailto links stay', '[mail](mailto:a@b.example)', '<a href="mailto:a@b.example" style="color:#0563c1;text-decoration:underline">mail</a>'],
   ])('%s', (_name, markdown, expected) => {
     const html = renderMarkdown(markdown);
     expect(html).toContain(expected);
-    expect(html).not.toMatch(/<script|<[a-z]+ [^>]*onerror|href="javascript|href="data|src="http:/i);
+    expect(html).not.toMatch(/<script|<[a-z]+ [^>]*onerror|href="javascript|href="data|src="http:|src="\/|href="\/|href="[a-z]+\.html|href="#|src="cid/i);
   });
 });

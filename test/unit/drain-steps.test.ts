@@ -1,0 +1,236 @@
+/**
+ * The drain's pure pieces, without servers: identities, the bounds of a ledger row, file names and
+ * content types, which failures are a mail's and which the run's, poison-mail planning, which mails
+ * are acknowledged, and the verdict's independence from the body.
+ */
+import { describe, expect, it } from 'vitest';
+import type { SenderPolicy } from '../../shared/config/settings';
+import { failureReason, isRunFailure } from '../../shared/drain/mail';
+import { toAcknowledge } from '../../shared/drain/steps/acknowledge';
+import { claimRecord } from '../../shared/drain/steps/claim';
+import { judgeOne, MAX_HEADER_BYTES } from '../../shared/drain/steps/judge';
+import { countsAgainstMails, forgetGone, nextPlan, POISON_RUNS, suspect } from '../../shared/drain/suspects';
+import { ImapError, StorageError, TokenError } from '../../shared/errors';
+import {
+  CONVERSATION_ID_CANDIDATES,
+  conversationIdFor,
+  deriveTaskId,
+  mailIdentity,
+  replyMessageId,
+  startedBy,
+  taskIdOfMessageId,
+  taskIdOfOwnMessageId,
+  taskIdOfReceived,
+} from '../../shared/identity/ids';
+import { LeaseLostError, suspectKey, type Suspects } from '../../shared/ledger/lease';
+import type { MessageRecord } from '../../shared/ledger/ledger';
+import { Ledger, ROW_BOUNDS } from '../../shared/ledger/ledger';
+import { headerSection, MailParseError, normalizeMessageId } from '../../shared/mail/parse';
+import { judgeMail } from '../../shared/sender/judge';
+import { safeContentType, sanitizeFilename } from '../../shared/storage/blobs';
+import { boundedJsonList, clip } from '../../shared/storage/bounded';
+import { eopPass } from '../helpers/mail';
+
+const MAILBOX = 'agent@company.test';
+
+describe('identities', () => {
+  const taskId = deriveTaskId(MAILBOX, 'mid:<a@b>');
+
+  it('a received mail and a Message-ID inboxq wrote lead back to the same task', () => {
+    expect(taskIdOfReceived(MAILBOX, ' <a@b> ')).toBe(taskId);
+    expect(taskIdOfMessageId(MAILBOX, '<a@b>')).toBe(taskId);
+    const own = replyMessageId(MAILBOX, taskId, 'r-1');
+    expect(own).toBe(`<inboxq.${taskId}.r-1@company.test>`);
+    expect(taskIdOfOwnMessageId(own)).toBe(taskId);
+    expect(taskIdOfMessageId(MAILBOX, own)).toBe(taskId);
+    expect(taskIdOfOwnMessageId('<inboxq.nothex.r@x>')).toBeNull();
+  });
+
+  it('only an accepted mail with a Message-ID is claimed under it', () => {
+    expect(mailIdentity(true, '<a@b>', 'h')).toBe('mid:<a@b>');
+    expect(mailIdentity(false, '<a@b>', 'h')).toBe('sha256:h');
+    expect(mailIdentity(true, null, 'h')).toBe('sha256:h');
+  });
+
+  it('conversation ids are 96 bits, a fixed chain of distinct candidates per task', () => {
+    const chain = Array.from({ length: CONVERSATION_ID_CANDIDATES }, (_, c) => conversationIdFor(taskId, c));
+    expect(chain.every((id) => /^[0-9a-f]{24}$/.test(id))).toBe(true);
+    expect(new Set(chain).size).toBe(CONVERSATION_ID_CANDIDATES);
+    expect(chain[0]).toBe(taskId.slice(0, 24));
+    expect(chain.every((id) => startedBy(id, taskId))).toBe(true);
+    expect(startedBy(conversationIdFor(deriveTaskId(MAILBOX, 'mid:<other@b>')), taskId)).toBe(false);
+  });
+
+  it('a Message-ID longer than a header line is no Message-ID', () => {
+    expect(normalizeMessageId(`<${'x'.repeat(996)}>`)).toHaveLength(998);
+    expect(normalizeMessageId(`<${'x'.repeat(997)}>`)).toBeNull();
+    expect(normalizeMessageId('a@b')).toBe('<a@b>');
+  });
+});
+
+describe('bounded row values', () => {
+  it('clip never ends inside a surrogate pair and returns well-formed text', () => {
+    const s = `ab${'\u{1F600}'.repeat(3)}`;
+    expect(clip(s, 3)).toBe('ab');
+    expect(clip(s, 4)).toBe('ab\u{1F600}');
+    expect(clip('a\uD800b', 10)).toBe('a\uFFFDb');
+  });
+
+  it('a list is bounded by the length of its JSON, escapes included', () => {
+    const quotes = Array.from({ length: 20 }, () => '"'.repeat(990));
+    const json = boundedJsonList(quotes, 16_000, 1000, 'last');
+    expect(json.length).toBeLessThanOrEqual(16_000);
+    expect(JSON.parse(json)).toEqual(quotes.slice(-8));
+    const controls = boundedJsonList(Array.from({ length: 30 }, () => '\u0001'.repeat(990)), 16_000, 1000, 'first');
+    expect(controls.length).toBeLessThanOrEqual(16_000);
+    expect(JSON.parse(controls)).toHaveLength(2);
+  });
+
+  it('every property of a claimed row stays within a table property, whatever the mail holds', async () => {
+    const huge = 'x'.repeat(100_000);
+    const mail = await judgeOne(
+      { entry: { uid: 1, size: 10, internalDate: undefined }, header: Buffer.from(`From: a@b.c\r\nSubject: ${'"'.repeat(40_000)}\r\nReferences: ${Array.from({ length: 50 }, () => `<${'"'.repeat(990)}@x>`).join(' ')}\r\n\r\n`), headerSha256: 'h', source: undefined },
+      MAILBOX,
+      policy,
+    );
+    const record: MessageRecord = { ...claimRecord(mail, MAILBOX, 1n, new Date().toISOString()), sender: huge, reasons: [huge, huge, huge], identity: `mid:${huge}` };
+    const writes: Record<string, unknown>[] = [];
+    const table = { createEntity: async (e: Record<string, unknown>) => (writes.push(e), { etag: '1' }) };
+    await new Ledger({ table: async () => table } as never).claimMessage(record);
+    const entity = writes[0]!;
+    for (const [k, v] of Object.entries(entity)) if (typeof v === 'string') expect(v.length, k).toBeLessThanOrEqual(16_000);
+    expect(JSON.stringify(entity).length).toBeLessThan(64_000);
+    expect((entity['subject'] as string).length).toBe(ROW_BOUNDS.subject);
+  });
+});
+
+const policy: SenderPolicy = { authorizedSenders: ['*@partner.test'], trustedAuthservId: '', microsoftInternalFallback: true };
+
+describe('the verdict reads the header section only', () => {
+  it('a body nobody could parse does not change the verdict or its cost', async () => {
+    const header = `Authentication-Results: ${eopPass('partner.test')}\r\nFrom: a@partner.test\r\nMessage-ID: <m@partner.test>\r\n\r\n`;
+    const body = Buffer.alloc(5 * 1024 * 1024, 0x3c);
+    const whole = Buffer.concat([Buffer.from(header), body]);
+    const judged = await judgeOne({ entry: { uid: 1, size: whole.length, internalDate: undefined }, header: headerSection(whole), headerSha256: 'h', source: whole }, MAILBOX, policy);
+    expect(judged.accepted).toBe(true);
+    expect(judged.identity).toBe('mid:<m@partner.test>');
+    // The whole mail handed to the judge (as check-sender does): only its header section is read.
+    const direct = await judgeMail(whole, policy);
+    expect(direct).toMatchObject({ kind: 'mail', verdict: { verdict: 'accept' } });
+  });
+
+  it('a header section over the bound is malformed, never parsed', async () => {
+    const header = Buffer.from(`From: a@partner.test\r\nX: ${'y'.repeat(MAX_HEADER_BYTES)}\r\n\r\n`);
+    const judged = await judgeOne({ entry: { uid: 1, size: header.length, internalDate: undefined }, header, headerSha256: 'h', source: header }, MAILBOX, policy);
+    expect(judged.judged).toMatchObject({ kind: 'malformed' });
+    expect(judged.identity).toBe('sha256:h');
+  });
+});
+
+describe('file names and content types', () => {
+  it.each([
+    ['emoji cut by code point, extension kept', `${'\u{1F600}'.repeat(200)}.pdf`, `${'\u{1F600}'.repeat(116)}.pdf`],
+    ['a lone surrogate becomes U+FFFD', 'a\uD800b.txt', 'a\uFFFDb.txt'],
+    ['bidi overrides are removed', 'invoice\u202Efdp.exe', 'invoicefdp.exe'],
+    ['bidi isolates and marks are removed', '\u2066a\u2069\u200Fb.txt', 'ab.txt'],
+    ['zero-width characters are removed', 'a\u200Bb\uFEFF.txt', 'ab.txt'],
+    ['only invisible characters: the fallback', '\u200B\u200C\u200D', 'attachment-1'],
+    ['C1 controls become _', 'a\u0085b.txt', 'a_b.txt'],
+    ['Windows device names get a prefix', 'con.txt', '_con.txt'],
+    ['Windows device names without extension', 'LPT1', '_LPT1'],
+    ['a device-like name is left alone', 'console.txt', 'console.txt'],
+    ['trailing dots and spaces go', 'report.pdf. . ', 'report.pdf'],
+    ['a long name without extension', 'n'.repeat(300), 'n'.repeat(120)],
+  ])('%s', (_why, name, expected) => {
+    const out = sanitizeFilename(name, 'attachment-1');
+    expect(out).toBe(expected);
+    expect(out.isWellFormed()).toBe(true);
+    expect(Array.from(out).length).toBeLessThanOrEqual(120);
+    expect(() => encodeURIComponent(out)).not.toThrow();
+  });
+
+  it.each([
+    ['application/pdf', 'application/pdf'],
+    ['Text/Plain; charset="UTF-8"; format=flowed', 'text/plain; charset=UTF-8'],
+    ['text/plain; name="\u00e9"', 'text/plain'],
+    ['application/pd\u0192', 'application/octet-stream'],
+    ['no-slash', 'application/octet-stream'],
+    ['', 'application/octet-stream'],
+    [`application/x-${'y'.repeat(2000)}`, 'application/octet-stream'],
+    ['text/plain; charset=\u00ff', 'text/plain'],
+  ])('content type %j -> %j', (value, expected) => expect(safeContentType(value)).toBe(expected));
+});
+
+describe('whose failure it is', () => {
+  const refused = new StorageError('x', { status: 400 });
+  const down = new StorageError('x', { status: 503 });
+  const offline = new StorageError('x', { cause: Object.assign(new Error('connect'), { code: 'ECONNREFUSED' }) });
+  const invalidChar = new StorageError('x', { cause: Object.assign(new TypeError('Invalid character in header content'), { code: 'ERR_INVALID_CHAR' }) });
+
+  it.each([
+    ['a request Storage refused for what it carried', refused, false, true],
+    ['a header the SDK refused to send', invalidChar, false, true],
+    ['Storage unavailable', down, true, false],
+    ['Storage unreachable', offline, true, false],
+    ['IMAP', new ImapError('x', 'unreachable'), true, true],
+    ['IMAP throttling', new ImapError('x', 'throttled'), true, false],
+    ['the credential', new TokenError('x', undefined), true, false],
+    ['a lost lease', new LeaseLostError('x'), true, false],
+    ['a parser refusal', new MailParseError('x'), false, true],
+    ['a bug tickled by a mail', new URIError('URI malformed'), false, true],
+  ])('%s: ends the run %s, counts against the batch\'s mails %s', (_name, err, run, counts) => {
+    expect(isRunFailure(err)).toBe(run);
+    expect(countsAgainstMails(err)).toBe(counts);
+  });
+
+  it('a reason never quotes the message of an error that is not inboxq\'s or the parser\'s', () => {
+    expect(failureReason('step', new SyntaxError('Unexpected token in "secret text"'))).toBe('step failed for this mail alone (SyntaxError)');
+    expect(failureReason('step', new MailParseError('Max allowed child nodes exceeded'))).toContain('Max allowed child nodes exceeded');
+  });
+});
+
+describe('poison-mail planning', () => {
+  const mails = [1, 2, 3, 4, 5].map((uid) => ({ uid, size: 100, internalDate: undefined }));
+
+  it('drains a batch up to the next suspect, a suspect alone, and sets aside one of POISON_RUNS runs', () => {
+    const suspects: Suspects = new Map();
+    suspect(suspects, 7n, [3], 'TypeError');
+    expect(nextPlan(mails, 0, 100, suspects, 7n)).toEqual({ kind: 'batch', entries: mails.slice(0, 2) });
+    expect(nextPlan(mails, 2, 100, suspects, 7n)).toEqual({ kind: 'batch', entries: [mails[2]] });
+    for (let i = 1; i < POISON_RUNS; i++) suspect(suspects, 7n, [3], 'TypeError');
+    expect(nextPlan(mails, 2, 100, suspects, 7n)).toMatchObject({ kind: 'poison', entry: mails[2], suspect: { runs: POISON_RUNS } });
+    expect(nextPlan(mails, 3, 100, suspects, 7n)).toEqual({ kind: 'batch', entries: mails.slice(3) });
+    // Another UIDVALIDITY numbers other mails: its suspects count for nothing here.
+    expect(nextPlan(mails, 2, 100, suspects, 8n)).toEqual({ kind: 'batch', entries: mails.slice(2) });
+  });
+
+  it('forgets suspects that left INBOX or belong to another numbering', () => {
+    const suspects: Suspects = new Map([
+      [suspectKey(7n, 1), { runs: 1, last: '' }],
+      [suspectKey(7n, 2), { runs: 1, last: '' }],
+      [suspectKey(6n, 1), { runs: 1, last: '' }],
+    ]);
+    forgetGone(suspects, 7n, new Set([2]));
+    expect([...suspects.keys()]).toEqual(['7:2']);
+  });
+});
+
+describe('acknowledgements', () => {
+  const row = (taskId: string, patch: Partial<MessageRecord>): MessageRecord =>
+    ({ taskId, state: 'queued', removed: false, conversationId: conversationIdFor(taskId), ...patch }) as MessageRecord;
+  const a = deriveTaskId(MAILBOX, 'mid:<a>');
+  const b = deriveTaskId(MAILBOX, 'mid:<b>');
+
+  it('go to the first mail of each new conversation, once, including one that took the next id of its chain', () => {
+    expect(
+      toAcknowledge([
+        row(a, {}),
+        row(a, {}),
+        row(b, { conversationId: conversationIdFor(b, 1) }),
+        row(deriveTaskId(MAILBOX, 'mid:<c>'), { conversationId: conversationIdFor(a) }),
+        row(deriveTaskId(MAILBOX, 'mid:<d>'), { state: 'rejected' }),
+        row(deriveTaskId(MAILBOX, 'mid:<e>'), { removed: true }),
+      ]),
+    ).toEqual([a, b]);
+  });
+});
