@@ -3,7 +3,9 @@
  * at a named step boundary: crash injection for the exactly-once tests.
  *
  *   node dist/localstack/crash-child.js '<json>'
- *   json: { kind: 'drain' | 'reply', settings: {...}, dieAt?: step, occurrence?: n, nowOffsetMs?: ms, reply?: {...} }
+ *   json: { kind: 'drain' | 'reply', settings: {...}, dieAt?: step, occurrence?: n, dieAfterMs?: ms, nowOffsetMs?: ms, reply?: {...} }
+ *
+ * `dieAfterMs` kills it at a moment rather than a step: wherever the run happens to be.
  *
  * Prints one JSON line with the outcome when it lives to the end.
  */
@@ -17,12 +19,15 @@ interface ChildOrder {
   settings: Record<string, string | undefined>;
   dieAt?: DrainStep | ReplyStep;
   occurrence?: number;
+  dieAfterMs?: number;
   nowOffsetMs?: number;
   reply?: unknown;
 }
 
 async function main(): Promise<void> {
+  const started = Date.now();
   const order = JSON.parse(process.argv[2] ?? '{}') as ChildOrder;
+  if (order.dieAfterMs !== undefined) setTimeout(() => process.kill(process.pid, 'SIGKILL'), order.dieAfterMs);
   const rt = runtimeFor(order.settings);
   const now = () => Date.now() + (order.nowOffsetMs ?? 0);
   let seen = 0;
@@ -32,7 +37,7 @@ async function main(): Promise<void> {
   const log = memoryLogger();
   if (order.kind === 'drain') {
     const summary = await drainMailbox({ ...rt, log, now, onStep });
-    process.stdout.write(`${JSON.stringify({ counts: summary.counts, stoppedBecause: summary.stoppedBecause })}\n`);
+    process.stdout.write(`${JSON.stringify({ counts: summary.counts, stoppedBecause: summary.stoppedBecause, elapsedMs: Date.now() - started })}\n`);
   } else {
     const result = await sendReply(order.reply, { ...rt, log, now, onStep });
     process.stdout.write(`${JSON.stringify(result)}\n`);

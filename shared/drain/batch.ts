@@ -14,9 +14,7 @@
 import pLimit from 'p-limit';
 import type { TaskMessage } from '../contract/messages';
 import type { MessageRecord } from '../ledger/ledger';
-import { isRefused } from '../ledger/ledger';
 import type { MailboxEntry, MailboxSession } from '../mailbox/imap';
-import { sendQueueMessage } from '../storage/queues';
 import { inboxqMetrics } from '../telemetry/metrics';
 import type { DrainDeps, DrainStep } from './drain';
 import { type ClaimedMail, type ConversedMail, type Failed, type JudgedMail, type MailOutcome, ok, partition, perMail } from './mail';
@@ -25,6 +23,8 @@ import { claimBatch } from './steps/claim';
 import { decideConversations } from './steps/conversations';
 import { judgeOne } from './steps/judge';
 import { readBatch, SMALL_MAIL_BYTES } from './steps/read';
+import { queuedPatch, queueTask } from './steps/queue';
+import { recordBatch } from './steps/record';
 import { removeBatch } from './steps/remove';
 import { buildTask } from './steps/task';
 
@@ -118,25 +118,12 @@ export async function drainBatch(deps: DrainDeps, session: MailboxSession, entri
   const limit = pLimit(STORAGE_CONCURRENCY);
   const queueOne = async (mail: ConversedMail, task: TaskMessage): Promise<void> => {
     await step('blobs-written', mail.entry.uid, mail.taskId);
-    const sent = await perMail(mail.entry.uid, 'queueing its task', async () => {
-      await sendQueueMessage(storage, config.tasksQueue, task, { mailbox });
-      return ok(mail);
-    });
+    const sent = await queueTask(storage, config.tasksQueue, mailbox, mail, task);
     if (!sent.ok) return settleFailure({ ...sent, record: mail.record, taskId: mail.taskId });
     await step('queued', mail.entry.uid, mail.taskId);
-    const j = mail.judged.kind === 'mail' ? mail.judged : undefined;
-    const refused = mail.conversation.refusedConversationId;
-    const reasons = [...(j?.verdict.reasons ?? [])];
-    if (refused) reasons.push(`it points at conversation ${refused} of other participants, so it started conversation ${task.conversation.id}`);
-    settled.push({
-      uid: mail.entry.uid,
-      taskId: mail.taskId,
-      resumed: mail.resumed,
-      record: mail.record,
-      patch: { state: 'queued', sender: j?.verdict.sender ?? null, reasons, conversationId: task.conversation.id },
-      destination: 'processed',
-    });
-    log.info('Mail queued as a task', { mailbox, taskId: mail.taskId, uid: mail.entry.uid, messageId: mail.record.messageId, sender: j?.verdict.sender, attachments: task.attachments.length, bytes: mail.entry.size });
+    const patch = queuedPatch(mail, task);
+    settled.push({ uid: mail.entry.uid, taskId: mail.taskId, resumed: mail.resumed, record: mail.record, patch, destination: 'processed' });
+    log.info('Mail queued as a task', { mailbox, taskId: mail.taskId, uid: mail.entry.uid, messageId: mail.record.messageId, sender: patch.sender, attachments: task.attachments.length, bytes: mail.entry.size });
   };
   const buildOne = async (mail: ConversedMail): Promise<void> => {
     const j = mail.judged.kind === 'mail' ? mail.judged : undefined;
@@ -163,23 +150,24 @@ export async function drainBatch(deps: DrainDeps, session: MailboxSession, entri
 
   // 7. record: the batch's rows in one transaction; a row Storage refuses holds its mail in INBOX.
   const patched = settled.filter((s) => s.patch);
-  const recorded = await ledger.updateMessages(patched.map((s) => ({ record: s.record, patch: s.patch! })));
+  const recorded = await recordBatch(ledger, patched.map((s) => ({ uid: s.uid, record: s.record, patch: s.patch! })));
   for (const [n, s] of patched.entries()) {
     const r = recorded[n]!;
-    if (isRefused(r)) {
+    if (!r.ok) {
       s.destination = 'stay';
       s.outcome = 'held';
-      s.record = { ...s.record, reasons: [`its ledger row could not be recorded (${r.refused.summary}); it stays in INBOX for the next run`] };
-      log.warn('Mail held in the inbox: its ledger row could not be recorded', { ...logProps(s), error: r.refused.summary });
+      s.record = { ...s.record, reasons: [r.failure.reason] };
+      log.warn(`Mail held in the inbox: ${r.failure.reason}`, logProps(s));
       continue;
     }
-    s.record = r;
-    if (r.state === 'rejected') {
+    s.record = r.mail;
+    const rec = r.mail;
+    if (rec.state === 'rejected') {
       inboxqMetrics.rejected(mailbox, s.code ?? 'unknown');
-      log.warn(`Mail rejected: ${r.reasons.join('; ')}`, { ...logProps(s), sender: r.sender, code: s.code });
-    } else if (r.state === 'quarantined') {
-      const malformed = r.reasons[0]?.startsWith('the mail is malformed');
-      log.warn(malformed ? 'Mail is malformed; moving it to quarantine' : `Mail set aside; moving it to ${config.drain.quarantineFolder}`, { ...logProps(s), reason: r.reasons[0] });
+      log.warn(`Mail rejected: ${rec.reasons.join('; ')}`, { ...logProps(s), sender: rec.sender, code: s.code });
+    } else if (rec.state === 'quarantined') {
+      const malformed = rec.reasons[0]?.startsWith('the mail is malformed');
+      log.warn(malformed ? 'Mail is malformed; moving it to quarantine' : `Mail set aside; moving it to ${config.drain.quarantineFolder}`, { ...logProps(s), reason: rec.reasons[0] });
     }
     await step('recorded', s.uid, s.taskId);
   }

@@ -354,6 +354,16 @@ export class Ledger {
     });
   }
 
+  /** The row of the mail numbered `uid` under `uidValidity`, if one was claimed (a partition scan: for rare paths only). */
+  async findByUid(mailbox: string, uidValidity: string, uid: number): Promise<MessageRecord | undefined> {
+    const table = await this.table(MESSAGES_TABLE);
+    return this.op('lookup of a mail by UID', async () => {
+      const filter = `PartitionKey eq '${partitionKey(mailbox).replace(/'/g, "''")}' and uid eq ${Math.trunc(uid)} and uidValidity eq '${uidValidity.replace(/'/g, "''")}'`;
+      for await (const e of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) return fromMessageEntity(e);
+      return undefined;
+    });
+  }
+
   /** Mails claimed before `cutoff` (ISO date) and finished, oldest first, at most `max`. */
   async listMessagesClaimedBefore(mailbox: string, cutoff: string, max: number): Promise<MessageRecord[]> {
     const table = await this.table(MESSAGES_TABLE);

@@ -13,6 +13,8 @@ import { runtimeFor } from '../../shared/host/runtime';
 import { REPLY_LEASE_MS } from '../../shared/reply/reply';
 import { buildMail, eopFail } from '../helpers/mail';
 import { clearTasks, sendReplies, takeAllTasks } from '../helpers/stack';
+import { QueueClient } from '@azure/storage-queue';
+import { decodeQueueMessage, type TaskMessage } from '../../shared/contract/messages';
 
 let stack: LocalStack;
 beforeAll(async () => {
@@ -93,6 +95,77 @@ describe('a drain killed at each step boundary', () => {
     expect(sent.failed).toBe(0);
     for (const sender of senders) expect(await stack.readFolder(sender, 'INBOX'), sender).toHaveLength(1);
     expect(await stack.readFolder('ceo@company.test', 'INBOX')).toHaveLength(0);
+  });
+});
+
+describe('a drain killed at random moments', () => {
+  it('leaves no mail lost, none done twice under two ids, and a ledger that tells the truth', async () => {
+    const mailbox = 'crash-random@company.test';
+    // No sending pace: 42 acknowledgements go out at once (Exchange's 30 a minute would defer some).
+    const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS, INBOXQ_TASKS_QUEUE: 'tasks-crash-random', INBOXQ_SMTP_MAX_PER_MINUTE: '0' });
+    // Six rounds: new mail arrives (one forged in four), and a drain is killed wherever it happens
+    // to be: at a random moment within the time a whole run of one round took (the first round,
+    // not killed, measures it). Each run starts after the last one's lease has expired. Then runs
+    // until the inbox is empty.
+    let run = 0;
+    let killed = 0;
+    let roundMs = 0;
+    const kills: number[] = [];
+    for (let round = 0; round < 7; round++) {
+      for (let i = 0; i < 8; i++) {
+        const n = round * 8 + i;
+        const forged = i % 4 === 3;
+        const attachments = n % 3 === 0 ? [{ filename: `f${n}.bin`, contentType: 'application/octet-stream', content: Buffer.alloc(40_000 + n, n) }] : [];
+        await stack.appendMail(mailbox, buildMail(forged ? { from: `ceo${n}@company.test`, to: mailbox, subject: 'forged', authResults: eopFail('company.test') } : { from: `r${n}@partner.test`, to: mailbox, subject: `m${n}`, attachments }));
+      }
+      if (round === 0) {
+        const calibration = await runChild({ kind: 'drain', settings, nowOffsetMs: AFTER_LEASE * run++ });
+        expect(calibration.code, calibration.stderr).toBe(0);
+        roundMs = (JSON.parse(calibration.stdout) as { elapsedMs: number }).elapsedMs;
+        continue;
+      }
+      const dieAfterMs = Math.floor(roundMs * (0.2 + Math.random() * 0.7));
+      kills.push(dieAfterMs);
+      const child = await runChild({ kind: 'drain', settings, dieAfterMs, nowOffsetMs: AFTER_LEASE * run++ });
+      if (child.signal === 'SIGKILL') killed++;
+    }
+    for (let left = 0; left < 6 && (left === 0 || (await stack.readFolder(mailbox, 'INBOX')).length > 0); left++) {
+      const again = await runChild({ kind: 'drain', settings, nowOffsetMs: AFTER_LEASE * run++ });
+      expect(again.code, again.stderr).toBe(0);
+    }
+    // Killed before it started, while it drained, or after it finished: only the middle proves anything.
+    expect(killed, 'kills that landed before the child finished').toBeGreaterThanOrEqual(2);
+
+    expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
+    const processed = await stack.readFolder(mailbox, 'inboxq-processed');
+    const quarantined = await stack.readFolder(mailbox, 'inboxq-quarantine');
+    expect(processed.length + quarantined.length).toBe(56);
+    const rows = await runtimeFor(settings).ledger.listMessages(mailbox);
+    expect(rows.every((r) => r.removed), 'every row says its mail left INBOX').toBe(true);
+    // A mail killed in three runs in a row is set aside unread (poison-mail detection); any other
+    // is a task or a rejection.
+    const poisoned = rows.filter((r) => r.state === 'quarantined');
+    for (const r of poisoned) expect(r.reasons[0]).toContain('drain runs in a row that failed or were stopped');
+    expect(quarantined).toHaveLength(poisoned.length);
+    expect(rows.filter((r) => r.state === 'rejected').length + poisoned.length).toBeGreaterThanOrEqual(14);
+    expect(rows.filter((r) => r.state === 'queued').length + poisoned.length).toBeGreaterThanOrEqual(42);
+    expect(rows.filter((r) => r.state === 'rejected' || r.state === 'queued').length + poisoned.length).toBe(56);
+
+    const q = new QueueClient(stack.azurite.connectionString, 'tasks-crash-random');
+    const ids: string[] = [];
+    for (;;) {
+      const { receivedMessageItems } = await q.receiveMessages({ numberOfMessages: 32 });
+      if (receivedMessageItems.length === 0) break;
+      for (const m of receivedMessageItems) {
+        ids.push((decodeQueueMessage(m.messageText) as TaskMessage).taskId);
+        await q.deleteMessage(m.messageId, m.popReceipt);
+      }
+    }
+    expect(new Set(ids)).toEqual(new Set(rows.filter((r) => r.state === 'queued').map((r) => r.taskId)));
+    const sent = await sendReplies(stack, settings);
+    expect(sent.failed).toBe(0);
+    for (const r of rows.filter((x) => x.state === 'queued')) expect(await stack.readFolder(r.sender!, 'INBOX'), r.sender!).toHaveLength(1);
+    console.log(`random kills at ${kills.join(', ')} ms (${killed} landed; a whole run took ${roundMs} ms): ${run} runs, ${poisoned.length} set aside as poison, ${ids.length - new Set(ids).size} tasks queued twice under their own id`);
   });
 });
 

@@ -8,6 +8,7 @@ import type { SenderPolicy } from '../../shared/config/settings';
 import { failureReason, isRunFailure } from '../../shared/drain/mail';
 import { toAcknowledge } from '../../shared/drain/steps/acknowledge';
 import { claimRecord } from '../../shared/drain/steps/claim';
+import { queuedPatch } from '../../shared/drain/steps/queue';
 import { judgeOne, MAX_HEADER_BYTES } from '../../shared/drain/steps/judge';
 import { countsAgainstMails, forgetGone, nextPlan, POISON_RUNS, suspect } from '../../shared/drain/suspects';
 import { ImapError, StorageError, TokenError } from '../../shared/errors';
@@ -232,5 +233,21 @@ describe('acknowledgements', () => {
         row(deriveTaskId(MAILBOX, 'mid:<e>'), { removed: true }),
       ]),
     ).toEqual([a, b]);
+  });
+});
+
+describe('the row of a queued mail', () => {
+  it('says who sent it, why it was accepted, and why it did not join the conversation it pointed at', () => {
+    const mail = {
+      judged: { kind: 'mail', verdict: { sender: 'a@partner.test', reasons: ['DMARC pass'] } },
+      conversation: { refusedConversationId: 'c'.repeat(24) },
+    } as unknown as Parameters<typeof queuedPatch>[0];
+    const task = { conversation: { id: 'd'.repeat(24) } } as unknown as Parameters<typeof queuedPatch>[1];
+    expect(queuedPatch(mail, task)).toEqual({
+      state: 'queued',
+      sender: 'a@partner.test',
+      reasons: ['DMARC pass', `it points at conversation ${'c'.repeat(24)} of other participants, so it started conversation ${'d'.repeat(24)}`],
+      conversationId: 'd'.repeat(24),
+    });
   });
 });
