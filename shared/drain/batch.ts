@@ -89,7 +89,11 @@ export async function drainBatch(deps: DrainDeps, session: MailboxSession, entri
   for (const mail of claims.going) await step('claimed', mail.entry.uid, mail.taskId);
 
   const toBuild: ClaimedMail[] = [];
-  for (const mail of claims.going) {
+  /** Notes of mails a person moved back to INBOX, kept in their rows' reasons. */
+  const notes = new Map<number, string>();
+  for (const claimed of claims.going) {
+    const mail = released(claimed);
+    if (mail !== claimed) notes.set(mail.entry.uid, mail.record.reasons[0]!);
     const { record, judged: j } = mail;
     const base = { uid: mail.entry.uid, taskId: mail.taskId, resumed: mail.resumed, record };
     if (mail.resumed && record.headerSha256 !== mail.headerSha256 && record.state !== 'claimed') {
@@ -150,7 +154,11 @@ export async function drainBatch(deps: DrainDeps, session: MailboxSession, entri
 
   // 7. record: the batch's rows in one transaction; a row Storage refuses holds its mail in INBOX.
   const patched = settled.filter((s) => s.patch);
-  const recorded = await recordBatch(ledger, patched.map((s) => ({ uid: s.uid, record: s.record, patch: s.patch! })));
+  const withNote = (s: Settlement): Partial<MessageRecord> => {
+    const note = notes.get(s.uid);
+    return note ? { ...s.patch, reasons: [...(s.patch!.reasons ?? []), note] } : s.patch!;
+  };
+  const recorded = await recordBatch(ledger, patched.map((s) => ({ uid: s.uid, record: s.record, patch: withNote(s) })));
   for (const [n, s] of patched.entries()) {
     const r = recorded[n]!;
     if (!r.ok) {
@@ -213,6 +221,19 @@ export async function drainBatch(deps: DrainDeps, session: MailboxSession, entri
       ...(f.failure.kind === 'set-aside' ? { patch: { state: 'quarantined' as const, sender, reasons: [reason] }, destination: 'quarantine' as const } : { destination: 'stay' as const, outcome: 'held' as const }),
     });
   }
+}
+
+/**
+ * A mail set aside earlier that a person moved back to INBOX: its row says `quarantined` and
+ * removed. It is drained again from the start under the same identity (the row keeps why it was
+ * set aside, and says it came back). A copy of a processed mail with other headers is not released:
+ * its row is another mail's.
+ */
+export function released<T extends ClaimedMail>(mail: T): T {
+  const { record } = mail;
+  if (!mail.resumed || record.state !== 'quarantined' || !record.removed || record.headerSha256 !== mail.headerSha256) return mail;
+  const note = `it was moved back to INBOX after being set aside, and drained again (it had been set aside because ${record.reasons[0] ?? 'of an unknown reason'})`;
+  return { ...mail, record: { ...record, state: 'claimed', removed: false, reasons: [note] } };
 }
 
 /**

@@ -303,7 +303,7 @@ describe(`${cases.length} hostile mails, each between genuine mails of the same 
 });
 
 describe('a failure nobody thought of', () => {
-  it(`is survived: the mail in the batch of ${POISON_RUNS} failed runs in a row is set aside unread, the rest drains`, async () => {
+  it(`is survived: the mail in the batch of ${POISON_RUNS} failed runs in a row is set aside unread, the rest drains; moved back, it is drained once`, async () => {
     const { mailbox, tasksQueue, env } = mailboxFor();
     const mails = ['one', 'two', 'three', 'four'].map((s) => buildMail({ from: 'bob@partner.test', to: mailbox, subject: s }));
     for (const m of mails) await stack.appendMail(mailbox, m);
@@ -333,6 +333,24 @@ describe('a failure nobody thought of', () => {
     const row = rows.find((r) => r.state === 'quarantined')!;
     expect(row).toMatchObject({ state: 'quarantined', removed: true });
     expect(row.reasons[0]).toContain(`it was in the batch of ${POISON_RUNS} drain runs in a row that failed`);
+
+    // The cause is fixed; a person moves the mail back to INBOX, and it is drained again, once.
+    const client = await stack.imap(mailbox);
+    try {
+      await client.mailboxOpen('inboxq-quarantine');
+      await client.messageMove('1:*', 'INBOX');
+    } finally {
+      await client.logout();
+    }
+    const again = await drainMailbox({ ...rt, log: memoryLogger() });
+    expect(again.counts).toMatchObject({ seen: 1, queued: 1 });
+    expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
+    expect((await takeTasks(tasksQueue)).map((t) => t.subject)).toEqual(['two']);
+    const back = await rt.ledger.getMessage(mailbox, row.taskId);
+    expect(back).toMatchObject({ state: 'queued', removed: true });
+    expect(back!.reasons.at(-1)).toContain('it was moved back to INBOX after being set aside, and drained again');
+    // Four mails, four queued rows: the one that came back kept its row and its identity.
+    expect((await rt.ledger.listMessages(mailbox)).filter((r) => r.state === 'queued')).toHaveLength(4);
   });
 });
 
