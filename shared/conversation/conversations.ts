@@ -25,7 +25,7 @@
 import type { TableClient, TableEntityResult, TransactionAction } from '@azure/data-tables';
 import { CONVERSATION_ID_CANDIDATES, conversationIdFor, subjectTags, taskIdOfMessageId } from '../identity/ids';
 import { partitionKey } from '../ledger/ledger';
-import { clip } from '../storage/bounded';
+import { boundedJsonList, clip } from '../storage/bounded';
 import { storageError, tableErrorCode, type StorageClients } from '../storage/clients';
 
 export { conversationIdFor, subjectTag, subjectTags, withSubjectTag } from '../identity/ids';
@@ -74,7 +74,7 @@ function toConversationEntity(mailbox: string, c: Conversation): Entity {
     partitionKey: partitionKey(mailbox),
     rowKey: `c.${c.id}`,
     conversationId: c.id,
-    participants: JSON.stringify(c.participants),
+    participants: boundedJsonList(c.participants, 4000, 320, 'first'),
     subject: clip(c.subject, 1000),
     createdAt: c.createdAt,
     updatedAt: c.updatedAt,

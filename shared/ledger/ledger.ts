@@ -446,7 +446,7 @@ export class Ledger {
           lastRunFinishedAt: run.finishedAt,
           lastRunOutcome: run.outcome,
           lastRunCounts: JSON.stringify(run.counts),
-          lastError: run.error ?? '',
+          lastError: clip(run.error ?? '', 2000),
           ...(run.outcome === 'ok' ? { lastSuccessAt: run.finishedAt } : {}),
           totals: JSON.stringify(totals),
         },

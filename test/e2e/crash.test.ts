@@ -13,8 +13,6 @@ import { runtimeFor } from '../../shared/host/runtime';
 import { REPLY_LEASE_MS } from '../../shared/reply/reply';
 import { buildMail, eopFail } from '../helpers/mail';
 import { clearTasks, sendReplies, takeAllTasks } from '../helpers/stack';
-import { QueueClient } from '@azure/storage-queue';
-import { decodeQueueMessage, type TaskMessage } from '../../shared/contract/messages';
 
 let stack: LocalStack;
 beforeAll(async () => {
@@ -151,16 +149,7 @@ describe('a drain killed at random moments', () => {
     expect(rows.filter((r) => r.state === 'queued').length + poisoned.length).toBeGreaterThanOrEqual(42);
     expect(rows.filter((r) => r.state === 'rejected' || r.state === 'queued').length + poisoned.length).toBe(56);
 
-    const q = new QueueClient(stack.azurite.connectionString, 'tasks-crash-random');
-    const ids: string[] = [];
-    for (;;) {
-      const { receivedMessageItems } = await q.receiveMessages({ numberOfMessages: 32 });
-      if (receivedMessageItems.length === 0) break;
-      for (const m of receivedMessageItems) {
-        ids.push((decodeQueueMessage(m.messageText) as TaskMessage).taskId);
-        await q.deleteMessage(m.messageId, m.popReceipt);
-      }
-    }
+    const ids = (await takeAllTasks(stack, 'tasks-crash-random')).map((t) => t.taskId);
     expect(new Set(ids)).toEqual(new Set(rows.filter((r) => r.state === 'queued').map((r) => r.taskId)));
     const sent = await sendReplies(stack, settings);
     expect(sent.failed).toBe(0);

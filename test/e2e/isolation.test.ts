@@ -8,10 +8,9 @@
  * tests measure the machine, not the code).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { QueueClient } from '@azure/storage-queue';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalStack } from '../../localstack';
-import { decodeQueueMessage, encodeQueueMessage, type TaskMessage } from '../../shared/contract/messages';
+import { encodeQueueMessage, type TaskMessage } from '../../shared/contract/messages';
 import { ConversationStore } from '../../shared/conversation/conversations';
 import { drainMailbox, type DrainSummary } from '../../shared/drain/drain';
 import { POISON_RUNS } from '../../shared/drain/suspects';
@@ -20,7 +19,7 @@ import { conversationIdFor, deriveTaskId, replyMessageId } from '../../shared/id
 import { memoryLogger } from '../../shared/telemetry/log';
 import { TaskWorker } from '../../shared/worker/worker';
 import { buildMail, eopFail, eopPass } from '../helpers/mail';
-import { queue, REPLIES_QUEUE, sendReplies } from '../helpers/stack';
+import { queue, REPLIES_QUEUE, sendReplies, takeAllTasks } from '../helpers/stack';
 
 const SENDERS = '*@partner.test';
 const crlf = (lines: string[]) => lines.join('\r\n');
@@ -220,19 +219,7 @@ afterAll(async () => {
   }
 });
 
-async function takeTasks(name: string): Promise<TaskMessage[]> {
-  const q = new QueueClient(stack.azurite.connectionString, name);
-  await q.createIfNotExists();
-  const out: TaskMessage[] = [];
-  for (;;) {
-    const { receivedMessageItems } = await q.receiveMessages({ numberOfMessages: 32, visibilityTimeout: 60 });
-    if (receivedMessageItems.length === 0) return out;
-    for (const m of receivedMessageItems) {
-      out.push(decodeQueueMessage(m.messageText) as TaskMessage);
-      await q.deleteMessage(m.messageId, m.popReceipt);
-    }
-  }
-}
+const takeTasks = (name: string) => takeAllTasks(stack, name);
 
 /** One drain run, its time and its peak RSS growth (sampled every 10 ms). */
 async function measuredRun(name: string, run: () => Promise<DrainSummary>): Promise<DrainSummary> {

@@ -87,9 +87,9 @@ export function table(stack: LocalStack, name: string): TableClient {
 
 export { REPLIES_QUEUE, TASKS_QUEUE };
 
-/** Receives and deletes every task message on the queue (call `clearTasks` first for a clean slate). */
-export async function takeAllTasks(stack: LocalStack): Promise<TaskMessage[]> {
-  const q = queue(stack, TASKS_QUEUE);
+/** Receives and deletes every task message on a tasks queue (call `clearTasks` first for a clean slate). */
+export async function takeAllTasks(stack: LocalStack, name = TASKS_QUEUE): Promise<TaskMessage[]> {
+  const q = queue(stack, name);
   await q.createIfNotExists();
   const out: TaskMessage[] = [];
   for (;;) {
