@@ -13,15 +13,14 @@
  *
  * A problem of one mail is that mail's outcome, never the run's (mail.ts). Only the mailbox (IMAP),
  * Storage as a whole, the credential or a lost lease end a run; and a mail in the batch of failed
- * runs again and again is set aside by itself (suspects.ts).
+ * runs again and again is set aside by itself (suspects.ts, poison.ts).
  */
 import { randomUUID } from 'node:crypto';
 import type { InboxqConfig } from '../config/settings';
 import type { TokenSource } from '../credentials/token';
 import { describeError } from '../errors';
-import { deriveTaskId } from '../identity/ids';
-import { LeaseLostError, MailboxLease } from '../ledger/lease';
-import { isRefused, type Ledger } from '../ledger/ledger';
+import { LeaseLostError, MailboxLease, suspectKey } from '../ledger/lease';
+import type { Ledger } from '../ledger/ledger';
 import { MailboxSession } from '../mailbox/imap';
 import type { StorageClients } from '../storage/clients';
 import type { Logger } from '../telemetry/log';
@@ -30,8 +29,7 @@ import { drainBatch, type MailResult } from './batch';
 import type { MailOutcome } from './mail';
 import { reconcileLedger } from './reconcile';
 import { expireOldMail } from './retention';
-import { requestAcknowledgements } from './steps/acknowledge';
-import { claimRecord } from './steps/claim';
+import { setAsidePoison } from './poison';
 import { countsAgainstMails, forgetGone, nextPlan, suspect } from './suspects';
 
 export type { MailOutcome } from './mail';
@@ -135,7 +133,7 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
       let results: MailResult[];
       if (plan.kind === 'poison') {
         results = [await setAsidePoison(deps, session, plan.entry.uid, plan.suspect.runs, plan.suspect.last)];
-        suspects.delete(`${session.uidValidity}:${plan.entry.uid}`);
+        suspects.delete(suspectKey(session.uidValidity, plan.entry.uid));
         index += 1;
       } else {
         const uids = plan.entries.map((e) => e.uid);
@@ -162,7 +160,7 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
         if (result.resumed) summary.counts.resumed++;
         summary.outcomes.push(result);
         if (result.outcome === 'held') suspect(suspects, session.uidValidity, [result.uid], result.reasons[0] ?? 'held');
-        else suspects.delete(`${session.uidValidity}:${result.uid}`);
+        else suspects.delete(suspectKey(session.uidValidity, result.uid));
       }
     }
     summary.remaining = mails.length - Math.min(index, mails.length) + summary.counts.held;
@@ -220,50 +218,4 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
   }
   log.info('Drain run finished', props);
   return summary;
-}
-
-/**
- * A mail that was in the batch of POISON_RUNS failed runs in a row. If its row says everything but
- * its removal was done (queued, rejected or set aside before), it is only finished: removed, and
- * acknowledged if it started a conversation. Otherwise it is set aside to the quarantine folder
- * without being read again, its row (or a new one, under an identity of its UID) saying why.
- */
-async function setAsidePoison(deps: DrainDeps, session: MailboxSession, uid: number, runs: number, last: string): Promise<MailResult> {
-  const { config, ledger, log } = deps;
-  const mailbox = config.mailbox;
-  const uidValidity = session.uidValidity.toString();
-  const existing = await ledger.findByUid(mailbox, uidValidity, uid);
-  if (existing && existing.state !== 'claimed') {
-    if (config.acknowledgement.enabled) await requestAcknowledgements(deps.storage, mailbox, [existing]);
-    if (existing.state === 'quarantined') await session.remove([uid], 'move', config.drain.quarantineFolder);
-    else await session.remove([uid], config.drain.processedAction, config.drain.processedFolder);
-    await ledger.markRemoved(mailbox, [{ taskId: existing.taskId, uid, uidValidity }]);
-    log.warn(`Mail in the batch of ${runs} failed drain runs was already ${existing.state}; it was only removed`, { mailbox, uid, taskId: existing.taskId });
-    const outcome = existing.state === 'queued' ? 'queued' : existing.state === 'rejected' ? 'rejected' : 'quarantined';
-    return { uid, taskId: existing.taskId, outcome, reasons: existing.reasons, resumed: true };
-  }
-  const reason = `it was in the batch of ${runs} drain runs in a row that failed or were stopped (the last: ${last}); it was set aside unread, moved to ${config.drain.quarantineFolder}, so the rest of the inbox could drain`;
-  let record;
-  if (existing) {
-    record = await ledger.updateMessage(existing, { state: 'quarantined', reasons: [reason] });
-  } else {
-    const identity = `uid:${uidValidity}:${uid}`;
-    const bare = {
-      ...claimRecord(
-        { entry: { uid, size: 0, internalDate: undefined }, header: Buffer.alloc(0), headerSha256: '', source: undefined, judged: { kind: 'malformed', reason }, accepted: false, identity, taskId: deriveTaskId(mailbox, identity) },
-        mailbox,
-        session.uidValidity,
-        new Date().toISOString(),
-      ),
-      state: 'quarantined' as const,
-      reasons: [reason],
-    };
-    const [claim] = await ledger.claimMessages([bare]);
-    if (!claim || isRefused(claim)) throw claim?.refused ?? new Error('the ledger returned no claim');
-    record = claim.record;
-  }
-  await session.remove([uid], 'move', config.drain.quarantineFolder);
-  await ledger.markRemoved(mailbox, [{ taskId: record.taskId, uid, uidValidity }]);
-  log.warn(`Mail set aside after ${runs} failed drain runs with it in the batch`, { mailbox, uid, taskId: record.taskId });
-  return { uid, taskId: record.taskId, outcome: 'quarantined', reasons: [reason], resumed: false };
 }

@@ -1,7 +1,7 @@
 /**
  * The drain's pure pieces, without servers: identities, the bounds of a ledger row, file names and
  * content types, which failures are a mail's and which the run's, poison-mail planning, which mails
- * are acknowledged, and the verdict's independence from the body.
+ * are acknowledged, the verdict's independence from the body, and the header parse.
  */
 import { describe, expect, it } from 'vitest';
 import type { SenderPolicy } from '../../shared/config/settings';
@@ -26,7 +26,8 @@ import {
 import { LeaseLostError, suspectKey, type Suspects } from '../../shared/ledger/lease';
 import type { MessageRecord } from '../../shared/ledger/ledger';
 import { Ledger, ROW_BOUNDS } from '../../shared/ledger/ledger';
-import { headerSection, MailParseError, normalizeMessageId } from '../../shared/mail/parse';
+import { simpleParser, type AddressObject } from 'mailparser';
+import { headerSection, MailParseError, normalizeMessageId, parseHeader } from '../../shared/mail/parse';
 import { judgeMail } from '../../shared/sender/judge';
 import { safeContentType, sanitizeFilename } from '../../shared/storage/blobs';
 import { boundedJsonList, clip } from '../../shared/storage/bounded';
@@ -249,5 +250,40 @@ describe('the row of a queued mail', () => {
       reasons: ['DMARC pass', `it points at conversation ${'c'.repeat(24)} of other participants, so it started conversation ${'d'.repeat(24)}`],
       conversationId: 'd'.repeat(24),
     });
+  });
+});
+
+describe('the header parse', () => {
+  // parseHeader runs mailparser's header decoding without its parsing stream (shared/mail/parse.ts);
+  // it must read a header section exactly as simpleParser does, whatever mailparser version is installed.
+  async function viaSimpleParser(source: Buffer) {
+    const parsed = await simpleParser(headerSection(source));
+    const refs = parsed.references === undefined ? [] : Array.isArray(parsed.references) ? parsed.references : [parsed.references];
+    const addresses = (v: AddressObject | AddressObject[] | undefined) => (!v ? [] : (Array.isArray(v) ? v : [v]).flatMap((a) => a.value.map((x) => x.address ?? '').filter(Boolean)));
+    return {
+      headerLines: parsed.headerLines.map((h) => ({ key: h.key.toLowerCase(), line: h.line })),
+      messageId: normalizeMessageId(parsed.messageId),
+      inReplyTo: normalizeMessageId(parsed.inReplyTo),
+      references: refs.map((r) => normalizeMessageId(r)).filter((r): r is string => r !== null),
+      subject: parsed.subject ?? '',
+      fromName: parsed.from?.value[0]?.name ?? '',
+      to: addresses(parsed.to),
+      cc: addresses(parsed.cc),
+      date: parsed.date,
+    };
+  }
+
+  it.each([
+    'From: "Alice A." <a@p.test>\r\nTo: x@y.test, "Bob" <b@y.test>\r\nCc: c@y.test\r\nSubject: =?utf-8?B?R3LDvMOfZQ==?= und =?iso-8859-1?Q?K=F6ln?=\r\nMessage-ID: <m1@p.test>\r\nIn-Reply-To: <r@p.test>\r\nReferences: <a@x> <b@x>\r\n <c@x>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\nbody',
+    'From: a@p.test\r\nFrom: b@p.test\r\nSubject: two\r\n\tfolded\r\n\r\n',
+    'From: =?utf-8?Q?Ren=C3=A9?= <r@p.test>\r\nSubject: Grüße ✓\r\nMessage-ID: m2@p.test\r\n\r\n',
+    'From: a@p.test\nSubject: lf only\nReferences: <x@y>\n\nbody',
+    'X-Weird: a\u0000b\r\nFrom: a@p.test\r\n\r\n',
+    'this is not a header\r\nFrom: a@p.test\r\nSubject: s\r\n\r\n',
+    `From: a@p.test\r\nMessage-ID: <${'m'.repeat(2000)}@x>\r\nReferences: ${Array.from({ length: 50 }, (_, i) => `<r${i}@x>`).join(' ')}\r\n\r\n`,
+    'From: group: a@p.test, b@p.test;\r\nTo: undisclosed-recipients:;\r\n\r\n',
+  ])('reads %j as simpleParser does', async (raw) => {
+    const source = Buffer.from(raw, 'utf8');
+    expect(await parseHeader(source)).toEqual(await viaSimpleParser(source));
   });
 });
