@@ -250,10 +250,9 @@ export class Ledger {
         const etags = new Map(res.subResponses.map((sub) => [sub.rowKey, sub.etag]));
         for (const r of chunk) out.push({ created: true, record: { ...r, etag: etags.get(r.taskId) ?? '*' } });
       } catch (err) {
-        const status = (err as { statusCode?: number }).statusCode;
-        if (tableErrorCode(err) !== 'EntityAlreadyExists' && status !== 409 && !storageError('', err).refusedThisRequest) {
-          throw storageError('Ledger claim of a batch of mails failed', err, this.mailboxForErrors);
-        }
+        const failure = storageError('Ledger claim of a batch of mails failed', err, this.mailboxForErrors);
+        // A row that exists, or one Storage refuses for what it holds: the rows are claimed one by one.
+        if (tableErrorCode(err) !== 'EntityAlreadyExists' && failure.status !== 409 && !failure.refusedThisRequest) throw failure;
         for (const r of chunk) out.push(await perRow(() => this.claimMessage(r)));
       }
     }
