@@ -150,7 +150,12 @@ describe('a drain killed at random moments', () => {
     expect(rows.filter((r) => r.state === 'rejected' || r.state === 'queued').length + poisoned.length).toBe(56);
 
     const ids = (await takeAllTasks(stack, 'tasks-crash-random')).map((t) => t.taskId);
-    expect(new Set(ids)).toEqual(new Set(rows.filter((r) => r.state === 'queued').map((r) => r.taskId)));
+    // Every queued mail's task is there, under its own id; no other task exists, except (rarely) one of
+    // a mail poisoned after its task went out but before its row said so (docs/delivery-guarantees.md).
+    const queuedIds = new Set(rows.filter((r) => r.state === 'queued').map((r) => r.taskId));
+    const poisonedIds = new Set(poisoned.map((r) => r.taskId));
+    for (const id of queuedIds) expect(ids).toContain(id);
+    for (const id of ids) expect(queuedIds.has(id) || poisonedIds.has(id), id).toBe(true);
     const sent = await sendReplies(stack, settings);
     expect(sent.failed).toBe(0);
     for (const r of rows.filter((x) => x.state === 'queued')) expect(await stack.readFolder(r.sender!, 'INBOX'), r.sender!).toHaveLength(1);
