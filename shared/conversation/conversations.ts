@@ -25,6 +25,7 @@
 import type { TableClient, TableEntityResult, TransactionAction } from '@azure/data-tables';
 import { CONVERSATION_ID_CANDIDATES, conversationIdFor, subjectTags, taskIdOfMessageId } from '../identity/ids';
 import { partitionKey } from '../ledger/ledger';
+import { MAX_MESSAGE_ID_CHARS } from '../mail/parse';
 import { boundedJsonList, clip } from '../storage/bounded';
 import { storageError, tableErrorCode, type StorageClients } from '../storage/clients';
 
@@ -39,8 +40,6 @@ export const MAX_PREVIOUS_TASK_IDS = 50;
 const MAX_REFERENCES_LOOKED_UP = 20;
 /** Subject tags looked up per mail, the first ones (a hostile subject may carry thousands). */
 const MAX_TAGS_LOOKED_UP = 5;
-/** A Message-ID longer than this can't be one inboxq knows (RFC 5322 lines hold 998 characters). */
-const MAX_MESSAGE_ID_CHARS = 998;
 
 export interface Conversation {
   id: string;
