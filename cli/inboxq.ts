@@ -46,9 +46,19 @@ export const policyFileSchema = z
   .strict();
 
 /** Key Vault's DNS suffixes in Azure's clouds: a vault named in a settings file must end in one. */
-export const VAULT_DNS_SUFFIXES = ['.vault.azure.net', '.vault.azure.cn', '.vault.usgovcloudapi.net', '.vault.microsoftazure.de'];
+export const VAULT_DNS_SUFFIXES = [
+  '.vault.azure.net',
+  '.vault.azure.cn',
+  '.vault.usgovcloudapi.net',
+  '.vault.microsoftazure.de',
+];
 /** Entra ID's login hosts in Azure's clouds: an authority named in a settings file must be one. */
-export const LOGIN_HOSTS = ['login.microsoftonline.com', 'login.microsoftonline.us', 'login.chinacloudapi.cn', 'login.partner.microsoftonline.cn'];
+export const LOGIN_HOSTS = [
+  'login.microsoftonline.com',
+  'login.microsoftonline.us',
+  'login.chinacloudapi.cn',
+  'login.partner.microsoftonline.cn',
+];
 
 /** The host of an https URL, lower-case, or null. */
 function httpsHost(value: string): string | null {
@@ -71,7 +81,8 @@ function unsafeFromFile(name: string, value: string): string | undefined {
   }
   if ((setting === 'INBOXQ_AUTHORITY_HOST' || name === 'AZURE_AUTHORITY_HOST') && value) {
     const host = httpsHost(value);
-    if (!host || !LOGIN_HOSTS.includes(host)) return `${name} in the settings file is not an https URL of an Entra ID login host (${LOGIN_HOSTS.join(', ')}); set it in the environment to use another one`;
+    if (!host || !LOGIN_HOSTS.includes(host))
+      return `${name} in the settings file is not an https URL of an Entra ID login host (${LOGIN_HOSTS.join(', ')}); set it in the environment to use another one`;
   }
   if (setting === 'INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE' && value.trim().toLowerCase() === 'false') {
     return `${name}=false can't come from a settings file (it lets a vault endpoint ask for a token meant elsewhere); set it in the environment if you mean it`;
@@ -103,16 +114,25 @@ export function settingsFromEnvironment(env: Env = process.env, settingsFile?: s
   try {
     text = readFileSync(settingsFile, 'utf8');
   } catch (err) {
-    throw new UsageError(`settings file ${settingsFile} can't be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+    throw new UsageError(
+      `settings file ${settingsFile} can't be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+    );
   }
   const errors: ParseError[] = [];
-  const parsed = parseJson(text, errors, { disallowComments: false, allowTrailingComma: false, allowEmptyContent: false }) as unknown;
+  const parsed = parseJson(text, errors, {
+    disallowComments: false,
+    allowTrailingComma: false,
+    allowEmptyContent: false,
+  }) as unknown;
   if (errors.length > 0) {
     const first = errors[0]!;
-    throw new UsageError(`settings file ${settingsFile} is not valid JSON: ${printParseErrorCode(first.error)} at ${position(text, first.offset)}`);
+    throw new UsageError(
+      `settings file ${settingsFile} is not valid JSON: ${printParseErrorCode(first.error)} at ${position(text, first.offset)}`,
+    );
   }
   const values = (parsed as { Values?: unknown } | null)?.Values;
-  if (typeof values !== 'object' || values === null || Array.isArray(values)) throw new UsageError(`settings file ${settingsFile} has no "Values" object (the shape of local.settings.json)`);
+  if (typeof values !== 'object' || values === null || Array.isArray(values))
+    throw new UsageError(`settings file ${settingsFile} has no "Values" object (the shape of local.settings.json)`);
   const fromFile: Env = {};
   const problems: string[] = [];
   for (const [name, value] of Object.entries(values as Record<string, unknown>)) {
@@ -131,11 +151,15 @@ function readPolicy(path: string): SenderPolicy {
   try {
     raw = JSON.parse(readFileSync(path, 'utf8'));
   } catch (err) {
-    throw new UsageError(`policy file ${path} can't be read as JSON: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new UsageError(
+      `policy file ${path} can't be read as JSON: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+    );
   }
   const parsed = policyFileSchema.safeParse(raw);
   if (!parsed.success) {
-    throw new UsageError(`policy file ${path} is not a sender policy: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'policy'}: ${i.message}`).join('; ')}`);
+    throw new UsageError(
+      `policy file ${path} is not a sender policy: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'policy'}: ${i.message}`).join('; ')}`,
+    );
   }
   return {
     authorizedSenders: parsed.data.authorizedSenders.map((s) => s.trim().toLowerCase()),
@@ -165,18 +189,27 @@ export interface CliResult {
 export async function checkSender(args: string[], env: Env = process.env): Promise<CliResult> {
   const { values, positionals } = parseArgs({
     args,
-    options: { policy: { type: 'string' }, mailbox: { type: 'string' }, settings: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      policy: { type: 'string' },
+      mailbox: { type: 'string' },
+      settings: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
     allowPositionals: true,
   });
   if (values.help) return { code: 0, stdout: `${USAGE}\n`, stderr: '' };
   if (positionals.length !== 1) throw new UsageError('name exactly one message file (.eml)');
   if (!values.policy === !values.mailbox) throw new UsageError('give either --policy FILE or --mailbox ADDRESS');
-  const policy = values.policy ? readPolicy(values.policy) : mailboxPolicy(values.mailbox!, settingsFromEnvironment(env, values.settings));
+  const policy = values.policy
+    ? readPolicy(values.policy)
+    : mailboxPolicy(values.mailbox!, settingsFromEnvironment(env, values.settings));
   let source: Buffer;
   try {
     source = readFileSync(positionals[0]!);
   } catch (err) {
-    throw new UsageError(`message file ${positionals[0]} can't be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+    throw new UsageError(
+      `message file ${positionals[0]} can't be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+    );
   }
   const judged = await judgeMail(source, policy);
   const out =
@@ -187,13 +220,24 @@ export async function checkSender(args: string[], env: Env = process.env): Promi
 }
 
 export async function doctor(args: string[], env: Env = process.env): Promise<CliResult> {
-  const { values } = parseArgs({ args, options: { mailbox: { type: 'string' }, settings: { type: 'string' }, json: { type: 'boolean' } }, allowPositionals: false });
+  const { values } = parseArgs({
+    args,
+    options: { mailbox: { type: 'string' }, settings: { type: 'string' }, json: { type: 'boolean' } },
+    allowPositionals: false,
+  });
   const settings = settingsFromEnvironment(env, values.settings);
   const reports = await runDoctorAll(settings, values.mailbox ? { mailbox: values.mailbox } : {});
   const ok = reports.every((r) => r.checks.every((c) => c.status === 'pass'));
   // One mailbox: one report (an object in JSON); several: one after another (an array).
-  const json = reports.map((r) => ({ mailbox: r.mailbox, ...(r.key && r.key !== 'default' ? { key: r.key } : {}), ok: r.checks.every((c) => c.status === 'pass'), checks: r.checks }));
-  const stdout = values.json ? `${JSON.stringify(json.length === 1 ? json[0] : json)}\n` : reports.map((r) => formatDoctorReport(r.mailbox, r.checks)).join('\n');
+  const json = reports.map((r) => ({
+    mailbox: r.mailbox,
+    ...(r.key && r.key !== 'default' ? { key: r.key } : {}),
+    ok: r.checks.every((c) => c.status === 'pass'),
+    checks: r.checks,
+  }));
+  const stdout = values.json
+    ? `${JSON.stringify(json.length === 1 ? json[0] : json)}\n`
+    : reports.map((r) => formatDoctorReport(r.mailbox, r.checks)).join('\n');
   return { code: ok ? 0 : 1, stdout, stderr: '' };
 }
 
@@ -209,7 +253,11 @@ export async function main(argv: string[], env: Env = process.env): Promise<CliR
       case 'help':
       case '--help':
       case '-h':
-        return { code: command === undefined ? 2 : 0, stdout: command === undefined ? '' : `${USAGE}\n`, stderr: command === undefined ? `${USAGE}\n` : '' };
+        return {
+          code: command === undefined ? 2 : 0,
+          stdout: command === undefined ? '' : `${USAGE}\n`,
+          stderr: command === undefined ? `${USAGE}\n` : '',
+        };
       default:
         throw new UsageError(`unknown command "${command}"`);
     }

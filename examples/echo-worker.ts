@@ -38,9 +38,15 @@ export async function work(worker: TaskWorker, task: TaskMessage): Promise<Answe
   const attachments: Answer['attachments'] = [];
   if (task.attachments.length > 0) {
     lines.push('', '| File | Type | Size | SHA-256 |', '|:-----|:-----|-----:|:--------|');
-    for (const a of task.attachments) lines.push(`| ${cell(a.filename)} | ${cell(a.contentType)} | ${a.size} | \`${a.sha256.slice(0, 12)}…\` |`);
-    const csv = ['filename,content_type,size,sha256', ...task.attachments.map((a) => `"${a.filename.replace(/"/g, '""')}",${a.contentType},${a.size},${a.sha256}`)].join('\r\n');
-    attachments.push(await worker.putReplyAttachment(task, 'received-files.csv', Buffer.from(`${csv}\r\n`), 'text/csv'));
+    for (const a of task.attachments)
+      lines.push(`| ${cell(a.filename)} | ${cell(a.contentType)} | ${a.size} | \`${a.sha256.slice(0, 12)}…\` |`);
+    const csv = [
+      'filename,content_type,size,sha256',
+      ...task.attachments.map((a) => `"${a.filename.replace(/"/g, '""')}",${a.contentType},${a.size},${a.sha256}`),
+    ].join('\r\n');
+    attachments.push(
+      await worker.putReplyAttachment(task, 'received-files.csv', Buffer.from(`${csv}\r\n`), 'text/csv'),
+    );
     lines.push('', 'The list is attached as `received-files.csv`.');
   }
   lines.push('', '*Answered by the inboxq sample worker.*');
@@ -51,20 +57,27 @@ export async function work(worker: TaskWorker, task: TaskMessage): Promise<Answe
 export async function runOnce(worker: TaskWorker, log: (line: string) => void = console.log): Promise<number> {
   let answered = 0;
   for (;;) {
-    const batch = await worker.receive({ max: 16, onInvalid: (err) => log(`skipping an invalid task message: ${err.message}`) });
+    const batch = await worker.receive({
+      max: 16,
+      onInvalid: (err) => log(`skipping an invalid task message: ${err.message}`),
+    });
     if (batch.length === 0) return answered;
     for (const { task, complete } of batch) {
       const { markdown, attachments } = await work(worker, task);
       await worker.reply({ taskId: task.taskId, mailbox: task.mailbox, markdown, attachments });
       await complete();
       answered++;
-      log(`answered task ${task.taskId} from ${task.from.address} (conversation ${task.conversation.id}${task.conversation.isNew ? ', new' : `, continued by ${task.conversation.continuedBy}`})`);
+      log(
+        `answered task ${task.taskId} from ${task.from.address} (conversation ${task.conversation.id}${task.conversation.isNew ? ', new' : `, continued by ${task.conversation.continuedBy}`})`,
+      );
     }
   }
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { queue: { type: 'string', default: TASKS_QUEUE }, once: { type: 'boolean', default: false } } });
+  const { values } = parseArgs({
+    options: { queue: { type: 'string', default: TASKS_QUEUE }, once: { type: 'boolean', default: false } },
+  });
   const connection = process.env['AzureWebJobsStorage'];
   if (!connection) {
     console.error('Set AzureWebJobsStorage to the storage connection string (UseDevelopmentStorage=true for Azurite).');

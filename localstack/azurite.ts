@@ -3,7 +3,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 
-
 /** Azurite's well-known development account (public, documented by Microsoft; not a secret). */
 const ACCOUNT = 'devstoreaccount1';
 const ACCOUNT_KEY = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
@@ -44,9 +43,18 @@ export class LocalAzurite {
       '--silent',
       // Port 0: each service binds a port the kernel gives it, and says which. Ports picked
       // beforehand could be taken by another test process before Azurite binds them.
-      '--blobHost', '127.0.0.1', '--blobPort', '0',
-      '--queueHost', '127.0.0.1', '--queuePort', '0',
-      '--tableHost', '127.0.0.1', '--tablePort', '0',
+      '--blobHost',
+      '127.0.0.1',
+      '--blobPort',
+      '0',
+      '--queueHost',
+      '127.0.0.1',
+      '--queuePort',
+      '0',
+      '--tableHost',
+      '127.0.0.1',
+      '--tablePort',
+      '0',
     ];
     const child = spawn(process.execPath, args, { cwd: this.dir, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
@@ -58,13 +66,23 @@ export class LocalAzurite {
     this.child.stdout!.on('data', keep);
     this.child.stderr!.on('data', keep);
     const exited = new Promise<never>((_, reject) =>
-      this.child!.once('exit', (code) => reject(new Error(`Azurite exited at start (code ${code}):\n${this.output.slice(-2000)}`))),
+      this.child!.once('exit', (code) =>
+        reject(new Error(`Azurite exited at start (code ${code}):\n${this.output.slice(-2000)}`)),
+      ),
     );
     // "Azurite Blob service is successfully listening at http://127.0.0.1:38429", one per service.
     const listening = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`Azurite did not start within 30 s:\n${this.output.slice(-2000)}`)), 30_000);
+      const timer = setTimeout(
+        () => reject(new Error(`Azurite did not start within 30 s:\n${this.output.slice(-2000)}`)),
+        30_000,
+      );
       const check = () => {
-        const port = (service: string) => Number(new RegExp(`Azurite ${service} service is successfully listening at http://127\\.0\\.0\\.1:(\\d+)`).exec(this.output)?.[1] ?? 0);
+        const port = (service: string) =>
+          Number(
+            new RegExp(`Azurite ${service} service is successfully listening at http://127\\.0\\.0\\.1:(\\d+)`).exec(
+              this.output,
+            )?.[1] ?? 0,
+          );
         [this.blobPort, this.queuePort, this.tablePort] = [port('Blob'), port('Queue'), port('Table')];
         if (this.blobPort && this.queuePort && this.tablePort) {
           clearTimeout(timer);
@@ -78,7 +96,10 @@ export class LocalAzurite {
     exited.catch(() => undefined);
     // An Azurite that dies under a test would only show as ECONNREFUSED: say that it died, and how.
     child.once('exit', (code, signal) => {
-      if (this.child === child) process.stderr.write(`local stack: Azurite (ports ${this.blobPort}/${this.queuePort}/${this.tablePort}) exited unexpectedly (code ${code}, signal ${signal}):\n${this.output.slice(-3000)}\n`);
+      if (this.child === child)
+        process.stderr.write(
+          `local stack: Azurite (ports ${this.blobPort}/${this.queuePort}/${this.tablePort}) exited unexpectedly (code ${code}, signal ${signal}):\n${this.output.slice(-3000)}\n`,
+        );
     });
   }
 

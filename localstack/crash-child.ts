@@ -37,7 +37,9 @@ async function main(): Promise<void> {
   const log = memoryLogger();
   if (order.kind === 'drain') {
     const summary = await drainMailbox({ ...rt, log, now, onStep });
-    process.stdout.write(`${JSON.stringify({ counts: summary.counts, stoppedBecause: summary.stoppedBecause, elapsedMs: Date.now() - started })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ counts: summary.counts, stoppedBecause: summary.stoppedBecause, elapsedMs: Date.now() - started })}\n`,
+    );
   } else {
     const result = await sendReply(order.reply, { ...rt, log, now, onStep });
     process.stdout.write(`${JSON.stringify(result)}\n`);

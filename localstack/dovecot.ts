@@ -36,7 +36,9 @@ export class LocalDovecot {
   async start(certs: Certificates, idp: IdentityProvider): Promise<void> {
     const binary = findDovecot();
     if (!binary) {
-      throw new Error('Dovecot is not installed. Run `bash scripts/setup.sh` (it runs apt-get install -y dovecot-imapd dovecot-lmtpd) and try again.');
+      throw new Error(
+        'Dovecot is not installed. Run `bash scripts/setup.sh` (it runs apt-get install -y dovecot-imapd dovecot-lmtpd) and try again.',
+      );
     }
     const d = (...p: string[]) => path.join(this.dir, ...p);
     rmSync(this.dir, { recursive: true, force: true });
@@ -149,7 +151,10 @@ namespace inbox {
         if (attempt === 3) throw err;
       }
       await this.stop();
-      if (attempt === 3) throw new Error(`Dovecot's ports were taken by other processes three times (last: ${this.imapPort}, ${this.lmtpPort})`);
+      if (attempt === 3)
+        throw new Error(
+          `Dovecot's ports were taken by other processes three times (last: ${this.imapPort}, ${this.lmtpPort})`,
+        );
       [this.imapPort, this.lmtpPort] = [await freePort(), await freePort()];
     }
   }
@@ -175,7 +180,10 @@ namespace inbox {
   private async launch(): Promise<void> {
     // Its own process group: stopping it stops the IMAP session processes too, as a server outage
     // would (the master alone exiting leaves open sessions running).
-    const child = spawn(findDovecot()!, ['-F', '-c', path.join(this.dir, 'dovecot.conf')], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const child = spawn(findDovecot()!, ['-F', '-c', path.join(this.dir, 'dovecot.conf')], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
     this.child = child;
     const killGroup = () => signalGroup(child.pid, 'SIGKILL');
     process.once('exit', killGroup);
@@ -186,10 +194,18 @@ namespace inbox {
     child.stdout!.on('data', keep);
     child.stderr!.on('data', keep);
     const exited = new Promise<never>((_, reject) =>
-      child.once('exit', (code) => reject(new Error(`Dovecot exited at start (code ${code}):\n${this.output.slice(-2000)}`))),
+      child.once('exit', (code) =>
+        reject(new Error(`Dovecot exited at start (code ${code}):\n${this.output.slice(-2000)}`)),
+      ),
     );
     exited.catch(() => {});
-    await Promise.race([Promise.all([waitForPort(this.imapPort, 10_000, 'Dovecot IMAP'), waitForPort(this.lmtpPort, 10_000, 'Dovecot LMTP')]), exited]);
+    await Promise.race([
+      Promise.all([
+        waitForPort(this.imapPort, 10_000, 'Dovecot IMAP'),
+        waitForPort(this.lmtpPort, 10_000, 'Dovecot LMTP'),
+      ]),
+      exited,
+    ]);
   }
 
   /** Dovecot's log so far (authentication refusals and the like), for test failure messages. */

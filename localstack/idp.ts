@@ -141,16 +141,30 @@ export class IdentityProvider {
 
   private async managedIdentityToken(rawUrl: string, header: string | string[] | undefined) {
     const url = new URL(rawUrl, 'http://127.0.0.1');
-    if (header !== this.msiHeader) return { status: 401, body: { error: 'invalid_request', error_description: 'X-IDENTITY-HEADER is missing or wrong' } };
+    if (header !== this.msiHeader)
+      return {
+        status: 401,
+        body: { error: 'invalid_request', error_description: 'X-IDENTITY-HEADER is missing or wrong' },
+      };
     const resource = url.searchParams.get('resource') ?? '';
     const clientId = (url.searchParams.get('client_id') ?? [...this.identities.keys()][0] ?? '').toLowerCase();
     const identity = this.identities.get(clientId);
-    if (!identity) return { status: 400, body: { error: 'invalid_request', error_description: `Identity not found: ${clientId}` } };
+    if (!identity)
+      return { status: 400, body: { error: 'invalid_request', error_description: `Identity not found: ${clientId}` } };
     const issuer = resource === 'api://AzureADTokenExchange' ? this.federationIssuer : this.issuer;
-    const token = await this.sign({ oid: identity.principalId, appid: identity.clientId, idtyp: 'app' }, { issuer, audience: resource, subject: identity.principalId, expiresIn: 3600 });
+    const token = await this.sign(
+      { oid: identity.principalId, appid: identity.clientId, idtyp: 'app' },
+      { issuer, audience: resource, subject: identity.principalId, expiresIn: 3600 },
+    );
     return {
       status: 200,
-      body: { access_token: token, expires_on: String(Math.floor(Date.now() / 1000) + 3600), resource, token_type: 'Bearer', client_id: identity.clientId },
+      body: {
+        access_token: token,
+        expires_on: String(Math.floor(Date.now() / 1000) + 3600),
+        resource,
+        token_type: 'Bearer',
+        client_id: identity.clientId,
+      },
     };
   }
 
@@ -164,11 +178,17 @@ export class IdentityProvider {
   }
 
   /** Signs a token with the provider's key: for tests that need a token without a client (e.g. to seed a mailbox). */
-  async mint(claims: Record<string, unknown>, options: { audience: string; expiresIn?: number; subject?: string }): Promise<string> {
+  async mint(
+    claims: Record<string, unknown>,
+    options: { audience: string; expiresIn?: number; subject?: string },
+  ): Promise<string> {
     return this.sign(claims, { ...options, issuer: this.issuer });
   }
 
-  private async sign(claims: Record<string, unknown>, options: { issuer: string; audience: string; expiresIn?: number; subject?: string }): Promise<string> {
+  private async sign(
+    claims: Record<string, unknown>,
+    options: { issuer: string; audience: string; expiresIn?: number; subject?: string },
+  ): Promise<string> {
     const now = Math.floor(Date.now() / 1000);
     const exp = now + (options.expiresIn ?? this.tokenLifetimeSeconds);
     return new this.jose!.SignJWT({ tid: this.tenantId, ...claims })
@@ -185,7 +205,11 @@ export class IdentityProvider {
   /** Verifies a token this provider issued: signature, issuer, audience, expiry. Returns its claims. */
   async verify(token: string, audience: string): Promise<Record<string, unknown>> {
     const key = await this.jose!.importSPKI(this.publicKeyPem, 'RS256');
-    const { payload } = await this.jose!.jwtVerify(token, key, { issuer: this.issuer, audience, algorithms: ['RS256'] });
+    const { payload } = await this.jose!.jwtVerify(token, key, {
+      issuer: this.issuer,
+      audience,
+      algorithms: ['RS256'],
+    });
     return payload as Record<string, unknown>;
   }
 
@@ -194,7 +218,11 @@ export class IdentityProvider {
     const [tenant, ...rest] = url.pathname.split('/').filter(Boolean);
     const route = rest.join('/');
     if (tenant !== this.tenantId) {
-      return { status: 400, body: aadError('invalid_request', 'AADSTS90002', `Tenant '${tenant}' not found.`), headers: {} };
+      return {
+        status: 400,
+        body: aadError('invalid_request', 'AADSTS90002', `Tenant '${tenant}' not found.`),
+        headers: {},
+      };
     }
     if (method === 'GET' && route === 'v2.0/.well-known/openid-configuration') {
       const base = `${this.url}/${this.tenantId}`;
@@ -214,7 +242,8 @@ export class IdentityProvider {
         },
       };
     }
-    if (method === 'GET' && route === 'discovery/v2.0/keys') return { status: 200, headers: {}, body: { keys: [this.jwk] } };
+    if (method === 'GET' && route === 'discovery/v2.0/keys')
+      return { status: 200, headers: {}, body: { keys: [this.jwk] } };
     if (method === 'POST' && route === 'oauth2/v2.0/token') return this.token(new URLSearchParams(await readBody(req)));
     if (method === 'POST' && route === 'introspect') return this.introspect(new URLSearchParams(await readBody(req)));
     return { status: 404, headers: {}, body: { error: 'not_found' } };
@@ -225,7 +254,10 @@ export class IdentityProvider {
    * thumbprint), or is a token this provider gave a managed identity, matching one of the app's
    * federated credentials (issuer, subject, audience). Returns what Entra ID would refuse with.
    */
-  private async checkAssertion(app: RegisteredApp, assertion: string): Promise<{ status: number; code: string; text: string } | undefined> {
+  private async checkAssertion(
+    app: RegisteredApp,
+    assertion: string,
+  ): Promise<{ status: number; code: string; text: string } | undefined> {
     const jose = this.jose!;
     let header;
     try {
@@ -236,28 +268,53 @@ export class IdentityProvider {
     if (header.kid === this.kid) {
       let claims;
       try {
-        claims = (await jose.jwtVerify(assertion, await jose.importSPKI(this.publicKeyPem, 'RS256'), { algorithms: ['RS256'], clockTolerance: 300 })).payload;
+        claims = (
+          await jose.jwtVerify(assertion, await jose.importSPKI(this.publicKeyPem, 'RS256'), {
+            algorithms: ['RS256'],
+            clockTolerance: 300,
+          })
+        ).payload;
       } catch {
         return { status: 400, code: 'AADSTS700024', text: 'Client assertion is not within its valid time range.' };
       }
       const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
-      const match = (app.federated ?? []).find((f) => f.issuer === claims.iss && f.subject === claims.sub && f.audiences.some((a) => aud.includes(a)));
+      const match = (app.federated ?? []).find(
+        (f) => f.issuer === claims.iss && f.subject === claims.sub && f.audiences.some((a) => aud.includes(a)),
+      );
       if (!match) {
-        return { status: 400, code: 'AADSTS70021', text: `No matching federated identity record found for presented assertion. Assertion Issuer: '${claims.iss}'. Assertion Subject: '${claims.sub}'.` };
+        return {
+          status: 400,
+          code: 'AADSTS70021',
+          text: `No matching federated identity record found for presented assertion. Assertion Issuer: '${claims.iss}'. Assertion Subject: '${claims.sub}'.`,
+        };
       }
       return undefined;
     }
-    const thumbprint = typeof header['x5t#S256'] === 'string' ? Buffer.from(header['x5t#S256'], 'base64url').toString('hex') : undefined;
+    const thumbprint =
+      typeof header['x5t#S256'] === 'string' ? Buffer.from(header['x5t#S256'], 'base64url').toString('hex') : undefined;
     const cert = (app.certificates ?? []).find((c) => thumbprintSha256(c) === thumbprint);
     if (!cert) {
-      return { status: 401, code: 'AADSTS700027', text: `The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found.]` };
+      return {
+        status: 401,
+        code: 'AADSTS700027',
+        text: `The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found.]`,
+      };
     }
     try {
       const key = await jose.importX509(cert, String(header.alg));
       // Entra tolerates 5 minutes of clock skew on client assertions.
-      await jose.jwtVerify(assertion, key, { issuer: app.clientId, subject: app.clientId, audience: `${this.authority}/oauth2/v2.0/token`, clockTolerance: 300 });
+      await jose.jwtVerify(assertion, key, {
+        issuer: app.clientId,
+        subject: app.clientId,
+        audience: `${this.authority}/oauth2/v2.0/token`,
+        clockTolerance: 300,
+      });
     } catch (err) {
-      return { status: 401, code: 'AADSTS700027', text: `Client assertion failed signature validation. [Reason - ${(err as Error).message}]` };
+      return {
+        status: 401,
+        code: 'AADSTS700027',
+        text: `Client assertion failed signature validation. [Reason - ${(err as Error).message}]`,
+      };
     }
     return undefined;
   }
@@ -273,7 +330,8 @@ export class IdentityProvider {
       const claims = await this.verify(form.get('token') ?? '', EXCHANGE_AUDIENCE);
       const roles = Array.isArray(claims['roles']) ? (claims['roles'] as string[]) : [];
       const appid = String(claims['appid'] ?? '');
-      if (!roles.includes('IMAP.AccessAsApp') || this.imapRefusedApps.has(appid.toLowerCase())) return { status: 200, headers: {}, body: { active: false } };
+      if (!roles.includes('IMAP.AccessAsApp') || this.imapRefusedApps.has(appid.toLowerCase()))
+        return { status: 200, headers: {}, body: { active: false } };
       return { status: 200, headers: {}, body: { active: true, tid: claims['tid'], appid, roles, exp: claims['exp'] } };
     } catch {
       return { status: 200, headers: {}, body: { active: false } };
@@ -287,10 +345,16 @@ export class IdentityProvider {
       this.requests.push({ clientId, scope, outcome: 'refused', error: code });
       return { status, headers: {}, body: aadError(error, code, text) };
     };
-    if (form.get('grant_type') !== 'client_credentials') return refuse(400, 'unsupported_grant_type', 'AADSTS70003', 'The app requested an unsupported grant type.');
+    if (form.get('grant_type') !== 'client_credentials')
+      return refuse(400, 'unsupported_grant_type', 'AADSTS70003', 'The app requested an unsupported grant type.');
     const app = this.apps.get(clientId);
     if (!app) {
-      return refuse(400, 'unauthorized_client', 'AADSTS700016', `Application with identifier '${clientId}' was not found in the directory '${this.tenantId}'.`);
+      return refuse(
+        400,
+        'unauthorized_client',
+        'AADSTS700016',
+        `Application with identifier '${clientId}' was not found in the directory '${this.tenantId}'.`,
+      );
     }
     const assertion = form.get('client_assertion');
     if (assertion) {
@@ -300,10 +364,24 @@ export class IdentityProvider {
       const problem = await this.checkAssertion(app, assertion);
       if (problem) return refuse(problem.status, 'invalid_client', problem.code, problem.text);
     } else if (app.secret === undefined || form.get('client_secret') !== app.secret) {
-      return refuse(401, 'invalid_client', 'AADSTS7000215', `Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '${clientId}'.`);
+      return refuse(
+        401,
+        'invalid_client',
+        'AADSTS7000215',
+        `Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '${clientId}'.`,
+      );
     }
-    const resource = scope.split(' ').find((s) => s.endsWith('/.default'))?.replace(/\/\.default$/, '');
-    if (!resource) return refuse(400, 'invalid_scope', 'AADSTS1002012', `The provided value for scope ${scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.`);
+    const resource = scope
+      .split(' ')
+      .find((s) => s.endsWith('/.default'))
+      ?.replace(/\/\.default$/, '');
+    if (!resource)
+      return refuse(
+        400,
+        'invalid_scope',
+        'AADSTS1002012',
+        `The provided value for scope ${scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.`,
+      );
     const isExchange = resource === EXCHANGE_AUDIENCE;
     let expiresIn = this.tokenLifetimeSeconds;
     if (isExchange && this.expiredTokensToIssue > 0) {
@@ -319,7 +397,12 @@ export class IdentityProvider {
       status: 200,
       headers: {},
       // expires_in is what MSAL caches by: an "expired early" token still looks fresh to it.
-      body: { token_type: 'Bearer', expires_in: this.tokenLifetimeSeconds, ext_expires_in: this.tokenLifetimeSeconds, access_token: accessToken },
+      body: {
+        token_type: 'Bearer',
+        expires_in: this.tokenLifetimeSeconds,
+        ext_expires_in: this.tokenLifetimeSeconds,
+        access_token: accessToken,
+      },
     };
   }
 }

@@ -10,7 +10,17 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync as fsChown, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync as fsChown,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ImapFlow } from 'imapflow';
@@ -104,7 +114,11 @@ export class LocalStack {
    * Registers another app (its own client id and secret, the secret in the vault under its own
    * name) and returns the settings that point at it: a test gets a token provider of its own.
    */
-  registerApp(roles: string[] = EXCHANGE_ROLES): { clientId: string; secretName: string; settings: Record<string, string> } {
+  registerApp(roles: string[] = EXCHANGE_ROLES): {
+    clientId: string;
+    secretName: string;
+    settings: Record<string, string>;
+  } {
     const clientId = randomUUID();
     const secretName = `app-${clientId.slice(0, 8)}-secret`;
     const secret = `local~${randomBytes(24).toString('base64url')}`;
@@ -121,24 +135,66 @@ export class LocalStack {
     const clientId = randomUUID();
     const certificateName = `cert-${clientId.slice(0, 8)}`;
     const dir = mkdtempSync(path.join(this.dir, 'cert-'));
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'key.pem', '-out', 'cert.pem', '-days', '2', '-subj', `/CN=inboxq-${certificateName}`], {
-      cwd: dir,
-      stdio: 'ignore',
-    });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        'key.pem',
+        '-out',
+        'cert.pem',
+        '-days',
+        '2',
+        '-subj',
+        `/CN=inboxq-${certificateName}`,
+      ],
+      {
+        cwd: dir,
+        stdio: 'ignore',
+      },
+    );
     const cert = readFileSync(path.join(dir, 'cert.pem'), 'utf8');
     const key = readFileSync(path.join(dir, 'key.pem'), 'utf8');
     rmSync(dir, { recursive: true, force: true });
     this.idp.registerApp({ clientId, certificates: [cert], roles: EXCHANGE_ROLES });
     this.vault.setSecret(certificateName, `${key}${cert}`);
-    return { clientId, certificateName, settings: { INBOXQ_CLIENT_ID: clientId, INBOXQ_CLIENT_CREDENTIAL: 'certificate', INBOXQ_CLIENT_CERTIFICATE_NAME: certificateName } };
+    return {
+      clientId,
+      certificateName,
+      settings: {
+        INBOXQ_CLIENT_ID: clientId,
+        INBOXQ_CLIENT_CREDENTIAL: 'certificate',
+        INBOXQ_CLIENT_CERTIFICATE_NAME: certificateName,
+      },
+    };
   }
 
   /** An app with no secret at all: the stack's managed identity is a federated credential on it (or not, to test the refusal). */
   registerFederatedApp(options: { federated?: boolean } = {}): { clientId: string; settings: Record<string, string> } {
     const clientId = randomUUID();
-    const federated = options.federated === false ? [] : [{ issuer: this.idp.federationIssuer, subject: this.managedIdentity.principalId, audiences: ['api://AzureADTokenExchange'] }];
+    const federated =
+      options.federated === false
+        ? []
+        : [
+            {
+              issuer: this.idp.federationIssuer,
+              subject: this.managedIdentity.principalId,
+              audiences: ['api://AzureADTokenExchange'],
+            },
+          ];
     this.idp.registerApp({ clientId, federated, roles: EXCHANGE_ROLES });
-    return { clientId, settings: { INBOXQ_CLIENT_ID: clientId, INBOXQ_CLIENT_CREDENTIAL: 'managed-identity', AZURE_CLIENT_ID: this.managedIdentity.clientId } };
+    return {
+      clientId,
+      settings: {
+        INBOXQ_CLIENT_ID: clientId,
+        INBOXQ_CLIENT_CREDENTIAL: 'managed-identity',
+        AZURE_CLIENT_ID: this.managedIdentity.clientId,
+      },
+    };
   }
 
   /** Rotates an app's secret as an admin would: a new secret in Entra ID (the old one stops working) and a new version in the vault. */
@@ -177,7 +233,10 @@ export class LocalStack {
 
   /** An IMAP session on any mailbox, with a token minted by the identity provider (test-side access). */
   async imap(mailbox: string): Promise<ImapFlow> {
-    const accessToken = await this.idp.mint({ roles: EXCHANGE_ROLES, appid: 'inboxq-local-stack' }, { audience: EXCHANGE_AUDIENCE });
+    const accessToken = await this.idp.mint(
+      { roles: EXCHANGE_ROLES, appid: 'inboxq-local-stack' },
+      { audience: EXCHANGE_AUDIENCE },
+    );
     const client = new ImapFlow({
       host: '127.0.0.1',
       port: this.dovecot.imapPort,
@@ -247,7 +306,13 @@ export class LocalStack {
   }
 
   async stop(): Promise<void> {
-    await Promise.allSettled([this.smtp?.stop(), this.dovecot.stop(), this.azurite.stop(), this.vault.stop(), this.idp.stop()]);
+    await Promise.allSettled([
+      this.smtp?.stop(),
+      this.dovecot.stop(),
+      this.azurite.stop(),
+      this.vault.stop(),
+      this.idp.stop(),
+    ]);
     if (this.ownsDir) rmSync(this.dir, { recursive: true, force: true });
   }
 }
@@ -277,7 +342,10 @@ let signalsHandled = false;
 export function exitOnSignals(): void {
   if (signalsHandled) return;
   signalsHandled = true;
-  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+  for (const [signal, code] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const) {
     process.once(signal, () => process.exit(code));
   }
 }

@@ -42,35 +42,57 @@ export class LocalKeyVault {
         res.end(JSON.stringify(body));
       };
       req.resume();
-      if (!this.available) return send(503, { error: { code: 'ServiceUnavailable', message: 'The service is unavailable.' } });
+      if (!this.available)
+        return send(503, { error: { code: 'ServiceUnavailable', message: 'The service is unavailable.' } });
       const url = new URL(req.url ?? '/', this.url);
       const auth = req.headers.authorization ?? '';
       if (!auth.startsWith('Bearer ')) {
-        return send(401, { error: { code: 'Unauthorized', message: 'AKV10000: Request is missing a Bearer or PoP token.' } }, {
-          'www-authenticate': `Bearer authorization="${this.idp.authority}", resource="${VAULT_AUDIENCE}"`,
-        });
+        return send(
+          401,
+          { error: { code: 'Unauthorized', message: 'AKV10000: Request is missing a Bearer or PoP token.' } },
+          {
+            'www-authenticate': `Bearer authorization="${this.idp.authority}", resource="${VAULT_AUDIENCE}"`,
+          },
+        );
       }
       this.idp
         .verify(auth.slice('Bearer '.length), VAULT_AUDIENCE)
         .then(() => {
           const match = /^\/secrets\/([0-9A-Za-z-]+)\/?([0-9a-f]*)$/.exec(url.pathname);
-          if (req.method !== 'GET' || !match) return send(400, { error: { code: 'BadParameter', message: 'Unsupported request.' } });
+          if (req.method !== 'GET' || !match)
+            return send(400, { error: { code: 'BadParameter', message: 'Unsupported request.' } });
           const [, name, version] = match as unknown as [string, string, string];
           const versions = this.secrets.get(name);
           const found = version ? versions?.find((v) => v.version === version) : versions?.[versions.length - 1];
-          if (!found) return send(404, { error: { code: 'SecretNotFound', message: `A secret with (name/id) ${name} was not found in this key vault.` } });
+          if (!found)
+            return send(404, {
+              error: {
+                code: 'SecretNotFound',
+                message: `A secret with (name/id) ${name} was not found in this key vault.`,
+              },
+            });
           this.reads.push(name);
           send(200, {
             value: found.value,
             id: `${this.url}/secrets/${name}/${found.version}`,
-            attributes: { enabled: true, created: found.created, updated: found.created, recoveryLevel: 'Recoverable+Purgeable', recoverableDays: 90 },
+            attributes: {
+              enabled: true,
+              created: found.created,
+              updated: found.created,
+              recoveryLevel: 'Recoverable+Purgeable',
+              recoverableDays: 90,
+            },
             tags: {},
           });
         })
         .catch(() =>
-          send(401, { error: { code: 'Unauthorized', message: 'AKV10032: Invalid issuer or token.' } }, {
-            'www-authenticate': `Bearer authorization="${this.idp.authority}", resource="${VAULT_AUDIENCE}"`,
-          }),
+          send(
+            401,
+            { error: { code: 'Unauthorized', message: 'AKV10032: Invalid issuer or token.' } },
+            {
+              'www-authenticate': `Bearer authorization="${this.idp.authority}", resource="${VAULT_AUDIENCE}"`,
+            },
+          ),
         );
     });
     await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));

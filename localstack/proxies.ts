@@ -88,7 +88,12 @@ export class ImapFaultProxy {
 
   async start(): Promise<void> {
     this.server = tls.createServer({ key: this.certs.key, cert: this.certs.cert }, (client) => {
-      const upstream = tls.connect({ host: '127.0.0.1', port: this.targetPort, ca: this.certs.ca, servername: 'localhost' });
+      const upstream = tls.connect({
+        host: '127.0.0.1',
+        port: this.targetPort,
+        ca: this.certs.ca,
+        servername: 'localhost',
+      });
       pair(client, upstream, this.sockets);
       upstream.pipe(client);
       let pending = Buffer.alloc(0);
@@ -112,7 +117,9 @@ export class ImapFaultProxy {
             upstream.destroy();
             return;
           }
-          client.write(`${tag} BAD Request is throttled. Suggested Backoff Time: ${rule.action.backoffMs} milliseconds\r\n`);
+          client.write(
+            `${tag} BAD Request is throttled. Suggested Backoff Time: ${rule.action.backoffMs} milliseconds\r\n`,
+          );
         }
       });
     });

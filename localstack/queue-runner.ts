@@ -27,9 +27,15 @@ function findHostJson(): string {
 }
 
 export function hostQueueSettings(hostJsonPath = findHostJson()): HostQueueSettings {
-  const host = JSON.parse(readFileSync(hostJsonPath, 'utf8')) as { extensions?: { queues?: Partial<HostQueueSettings> } };
+  const host = JSON.parse(readFileSync(hostJsonPath, 'utf8')) as {
+    extensions?: { queues?: Partial<HostQueueSettings> };
+  };
   const q = host.extensions?.queues ?? {};
-  return { maxDequeueCount: q.maxDequeueCount ?? 5, messageEncoding: q.messageEncoding ?? 'base64', batchSize: q.batchSize ?? 16 };
+  return {
+    maxDequeueCount: q.maxDequeueCount ?? 5,
+    messageEncoding: q.messageEncoding ?? 'base64',
+    batchSize: q.batchSize ?? 16,
+  };
 }
 
 export interface QueueRunResult {
@@ -55,14 +61,20 @@ export async function runQueueTrigger(options: {
   await options.poisonQueue.createIfNotExists();
   let deliveries = 0;
   for (;;) {
-    const { receivedMessageItems: items } = await options.queue.receiveMessages({ numberOfMessages: settings.batchSize, visibilityTimeout: 30 });
+    const { receivedMessageItems: items } = await options.queue.receiveMessages({
+      numberOfMessages: settings.batchSize,
+      visibilityTimeout: 30,
+    });
     if (items.length === 0) break;
     // Like the host: the messages of a batch are handled at the same time.
     await Promise.all(
       items.map(async (item) => {
         deliveries++;
         let payload: unknown;
-        const text = settings.messageEncoding === 'base64' ? Buffer.from(item.messageText, 'base64').toString('utf8') : item.messageText;
+        const text =
+          settings.messageEncoding === 'base64'
+            ? Buffer.from(item.messageText, 'base64').toString('utf8')
+            : item.messageText;
         try {
           payload = JSON.parse(text);
         } catch {
@@ -90,9 +102,16 @@ export async function runQueueTrigger(options: {
             await options.poisonQueue.sendMessage(item.messageText);
             await options.queue.deleteMessage(item.messageId, item.popReceipt);
             result.poisoned++;
-            result.logs.push(`host: message ${item.messageId} moved to ${options.poisonQueue.name} after ${item.dequeueCount} deliveries`);
+            result.logs.push(
+              `host: message ${item.messageId} moved to ${options.poisonQueue.name} after ${item.dequeueCount} deliveries`,
+            );
           } else {
-            await options.queue.updateMessage(item.messageId, item.popReceipt, undefined, options.retryDelaySeconds ?? 0);
+            await options.queue.updateMessage(
+              item.messageId,
+              item.popReceipt,
+              undefined,
+              options.retryDelaySeconds ?? 0,
+            );
           }
         }
       }),

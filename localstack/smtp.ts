@@ -41,7 +41,12 @@ export class LocalSmtpServer {
   ) {}
 
   async start(certs: Certificates): Promise<void> {
-    this.lmtp = nodemailer.createTransport({ lmtp: true, host: '127.0.0.1', port: this.delivery.lmtpPort, tls: { ca: certs.ca } } as never);
+    this.lmtp = nodemailer.createTransport({
+      lmtp: true,
+      host: '127.0.0.1',
+      port: this.delivery.lmtpPort,
+      tls: { ca: certs.ca },
+    } as never);
     this.server = new SMTPServer({
       secure: false,
       key: certs.key,
@@ -65,7 +70,9 @@ export class LocalSmtpServer {
       },
       onMailFrom: (address, session, callback) => {
         if (address.address.toLowerCase() !== String(session.user).toLowerCase()) {
-          return callback(smtpError(554, `5.2.252 SendAsDenied; ${session.user} not allowed to send as ${address.address}`));
+          return callback(
+            smtpError(554, `5.2.252 SendAsDenied; ${session.user} not allowed to send as ${address.address}`),
+          );
         }
         callback();
       },
@@ -91,7 +98,10 @@ export class LocalSmtpServer {
   private async authenticate(auth: SMTPServerAuthentication, _session: SMTPServerSession): Promise<string> {
     const user = (auth.username ?? '').toLowerCase();
     if (this.smtpAuthDisabled.has(user)) {
-      throw smtpError(535, '5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox.');
+      throw smtpError(
+        535,
+        '5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox.',
+      );
     }
     let claims: Record<string, unknown>;
     try {

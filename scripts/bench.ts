@@ -62,7 +62,14 @@ async function seed(stack: LocalStack, mailbox: string, count: number, bodyBytes
 }
 
 async function bareImap(stack: LocalStack, mailbox: string, token: string): Promise<ImapFlow> {
-  const client = new ImapFlow({ host: '127.0.0.1', port: stack.dovecot.imapPort, secure: true, tls: { ca: stack.certs.ca }, auth: { user: mailbox, accessToken: token }, logger: false });
+  const client = new ImapFlow({
+    host: '127.0.0.1',
+    port: stack.dovecot.imapPort,
+    secure: true,
+    tls: { ca: stack.certs.ca },
+    auth: { user: mailbox, accessToken: token },
+    logger: false,
+  });
   client.on('error', () => {});
   await client.connect();
   return client;
@@ -87,23 +94,44 @@ async function bareDrain(stack: LocalStack, mailbox: string, token: string, queu
  * fault) leaves its mail for the next run, and the time that costs counts. Failures are counted
  * and reported, with what Dovecot logged.
  */
-async function drainAll(stack: LocalStack, rt: ReturnType<typeof runtimeFor>, count: number, failures: string[]): Promise<number> {
+async function drainAll(
+  stack: LocalStack,
+  rt: ReturnType<typeof runtimeFor>,
+  count: number,
+  failures: string[],
+): Promise<number> {
   for (let attempt = 0; attempt < 5; attempt++) {
     try {
       // After a failed run its lease may still stand: the next run looks from past its expiry.
-      const summary = await drainMailbox({ ...rt, log: silentLogger, ...(attempt > 0 ? { now: () => Date.now() + 10 * 60_000 } : {}) });
+      const summary = await drainMailbox({
+        ...rt,
+        log: silentLogger,
+        ...(attempt > 0 ? { now: () => Date.now() + 10 * 60_000 } : {}),
+      });
       // Done when a run ends with the inbox empty: every mail was queued by this run or an earlier one.
       if (summary.stoppedBecause === 'empty') return count;
     } catch (err) {
       failures.push((err as Error).message.slice(0, 300));
-      const dovecot = stack.dovecot.log().split('\n').filter((l) => /error|fatal|panic|killed/i.test(l)).slice(-5);
-      log(`  a run failed: ${(err as Error).message.slice(0, 200)}${dovecot.length ? `\n    dovecot: ${dovecot.join('\n    dovecot: ')}` : ''}`);
+      const dovecot = stack.dovecot
+        .log()
+        .split('\n')
+        .filter((l) => /error|fatal|panic|killed/i.test(l))
+        .slice(-5);
+      log(
+        `  a run failed: ${(err as Error).message.slice(0, 200)}${dovecot.length ? `\n    dovecot: ${dovecot.join('\n    dovecot: ')}` : ''}`,
+      );
     }
   }
   return 0;
 }
 
-async function measureDrain(stack: LocalStack, count: number, bodyBytes: number, label: string, failures: string[] = []) {
+async function measureDrain(
+  stack: LocalStack,
+  count: number,
+  bodyBytes: number,
+  label: string,
+  failures: string[] = [],
+) {
   const token = await stack.idp.mint({ roles: EXCHANGE_ROLES }, { audience: EXCHANGE_AUDIENCE });
   const queue = new QueueClient(stack.azurite.connectionString, TASKS_QUEUE);
   await queue.createIfNotExists();
@@ -128,7 +156,8 @@ async function measureDrain(stack: LocalStack, count: number, bodyBytes: number,
       await seed(stack, mailbox, count, bodyBytes);
       await queue.clearMessages();
       const started = process.hrtime.bigint();
-      const n = side === 'inboxq' ? await drainAll(stack, rt, count, failures) : await bareDrain(stack, mailbox, token, queue);
+      const n =
+        side === 'inboxq' ? await drainAll(stack, rt, count, failures) : await bareDrain(stack, mailbox, token, queue);
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       if (n !== count) throw new Error(`${side} drained ${n} of ${count} mails`);
       rate[side] = n / seconds;
@@ -140,7 +169,9 @@ async function measureDrain(stack: LocalStack, count: number, bodyBytes: number,
     rates.inboxq.push(rate['inboxq']!);
     rates.baseline.push(rate['baseline']!);
     ratios.push(rate['inboxq']! / rate['baseline']!);
-    log(`  ${label} run ${run + 1}: inboxq ${rate['inboxq']!.toFixed(1)}/s, baseline ${rate['baseline']!.toFixed(1)}/s, ratio ${(rate['inboxq']! / rate['baseline']!).toFixed(2)}`);
+    log(
+      `  ${label} run ${run + 1}: inboxq ${rate['inboxq']!.toFixed(1)}/s, baseline ${rate['baseline']!.toFixed(1)}/s, ratio ${(rate['inboxq']! / rate['baseline']!).toFixed(2)}`,
+    );
   }
   await queue.clearMessages();
   return { ratio: median(ratios), inboxq: median(rates.inboxq), baseline: median(rates.baseline), failures };
@@ -148,7 +179,13 @@ async function measureDrain(stack: LocalStack, count: number, bodyBytes: number,
 
 /** What the drain schedule puts on the queue for this mailbox: the bench invokes the queue-triggered drain with it. */
 function drainRequest(settings: Record<string, string | undefined>) {
-  return { type: 'inboxq.drain-request', version: 1, key: 'default', mailbox: settings['INBOXQ_MAILBOX'], requestedAt: new Date().toISOString() };
+  return {
+    type: 'inboxq.drain-request',
+    version: 1,
+    key: 'default',
+    mailbox: settings['INBOXQ_MAILBOX'],
+    requestedAt: new Date().toISOString(),
+  };
 }
 
 async function measureEmptyRun(stack: LocalStack) {
@@ -180,14 +217,21 @@ async function measureTokenCalls(stack: LocalStack) {
   const settings = stack.settings('bench-token@company.test', app.settings);
   const handlers = createHandlers(() => deploymentFor(settings));
   for (let i = 0; i < 100; i++) {
-    await handlers.drain(drainRequest(settings), new InvocationContext({ functionName: 'drain', invocationId: randomUUID(), logHandler: () => {} }));
+    await handlers.drain(
+      drainRequest(settings),
+      new InvocationContext({ functionName: 'drain', invocationId: randomUUID(), logHandler: () => {} }),
+    );
   }
   return stack.idp.requests.filter((r) => r.clientId === app.clientId && r.scope.startsWith(EXCHANGE_AUDIENCE)).length;
 }
 
 async function measureReplies(stack: LocalStack) {
   const mailbox = 'bench-reply@company.test';
-  const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', INBOXQ_SMTP_MAX_PER_MINUTE: '0', INBOXQ_MAX_MESSAGES_PER_RUN: '100000' });
+  const settings = stack.settings(mailbox, {
+    INBOXQ_AUTHORIZED_SENDERS: '*@partner.test',
+    INBOXQ_SMTP_MAX_PER_MINUTE: '0',
+    INBOXQ_MAX_MESSAGES_PER_RUN: '100000',
+  });
   const rt = runtimeFor(settings);
   const handlers = createHandlers(() => deploymentFor(settings));
   const token = await stack.idp.mint({ roles: EXCHANGE_ROLES }, { audience: EXCHANGE_AUDIENCE });
@@ -205,17 +249,49 @@ async function measureReplies(stack: LocalStack) {
     for (const side of sides) {
       if (side === 'inboxq') {
         await replies.clearMessages();
-        for (const taskId of ids) await replies.sendMessage(encodeQueueMessage({ type: 'inboxq.reply', version: 1, taskId, mailbox, text: `Answer to ${taskId}` }));
+        for (const taskId of ids)
+          await replies.sendMessage(
+            encodeQueueMessage({ type: 'inboxq.reply', version: 1, taskId, mailbox, text: `Answer to ${taskId}` }),
+          );
         const started = process.hrtime.bigint();
-        const result = await runQueueTrigger({ queue: replies, poisonQueue: new QueueClient(stack.azurite.connectionString, `${REPLIES_QUEUE}-poison`), functionName: 'reply', handler: (m, c) => handlers.reply(m, c) });
-        if (result.succeeded !== ids.length) throw new Error(`inboxq sent ${result.succeeded} of ${ids.length} replies`);
+        const result = await runQueueTrigger({
+          queue: replies,
+          poisonQueue: new QueueClient(stack.azurite.connectionString, `${REPLIES_QUEUE}-poison`),
+          functionName: 'reply',
+          handler: (m, c) => handlers.reply(m, c),
+        });
+        if (result.succeeded !== ids.length)
+          throw new Error(`inboxq sent ${result.succeeded} of ${ids.length} replies`);
         rate[side] = ids.length / (Number(process.hrtime.bigint() - started) / 1e9);
       } else {
-        const transport = nodemailer.createTransport({ pool: true, maxConnections: 1, host: '127.0.0.1', port: stack.smtp.port, secure: false, requireTLS: true, tls: { ca: stack.certs.ca }, auth: { type: 'OAuth2', user: mailbox, accessToken: token } });
+        const transport = nodemailer.createTransport({
+          pool: true,
+          maxConnections: 1,
+          host: '127.0.0.1',
+          port: stack.smtp.port,
+          secure: false,
+          requireTLS: true,
+          tls: { ca: stack.certs.ca },
+          auth: { type: 'OAuth2', user: mailbox, accessToken: token },
+        });
         const rows = await Promise.all(ids.map((id) => rt.ledger.getMessage(mailbox, id)));
         const started = process.hrtime.bigint();
         for (const row of rows) {
-          await transport.sendMail({ ...composeReply(row!, { type: 'inboxq.reply', version: 1, taskId: row!.taskId, mailbox, replyId: `bare-${run}`, text: `Answer to ${row!.taskId}`, attachments: [] }, []) });
+          await transport.sendMail({
+            ...composeReply(
+              row!,
+              {
+                type: 'inboxq.reply',
+                version: 1,
+                taskId: row!.taskId,
+                mailbox,
+                replyId: `bare-${run}`,
+                text: `Answer to ${row!.taskId}`,
+                attachments: [],
+              },
+              [],
+            ),
+          });
         }
         rate[side] = ids.length / (Number(process.hrtime.bigint() - started) / 1e9);
         transport.close();
@@ -224,13 +300,17 @@ async function measureReplies(stack: LocalStack) {
     rates.inboxq.push(rate['inboxq']!);
     rates.baseline.push(rate['baseline']!);
     ratios.push(rate['inboxq']! / rate['baseline']!);
-    log(`  replies run ${run + 1}: inboxq ${rate['inboxq']!.toFixed(1)}/s, baseline ${rate['baseline']!.toFixed(1)}/s, ratio ${(rate['inboxq']! / rate['baseline']!).toFixed(2)}`);
+    log(
+      `  replies run ${run + 1}: inboxq ${rate['inboxq']!.toFixed(1)}/s, baseline ${rate['baseline']!.toFixed(1)}/s, ratio ${(rate['inboxq']! / rate['baseline']!).toFixed(2)}`,
+    );
   }
   return { ratio: median(ratios), inboxq: median(rates.inboxq), baseline: median(rates.baseline) };
 }
 
 async function seedLargeMail(stack: LocalStack, mailbox: string): Promise<number> {
-  const attachment = randomBytes(50 * 1024 * 1024).toString('base64').replace(/(.{76})/g, '$1\r\n');
+  const attachment = randomBytes(50 * 1024 * 1024)
+    .toString('base64')
+    .replace(/(.{76})/g, '$1\r\n');
   const raw = Buffer.from(
     [
       'Authentication-Results: spf=pass smtp.mailfrom=partner.test; dmarc=pass action=none header.from=partner.test',
@@ -267,17 +347,27 @@ async function measureLargeMail(stack: LocalStack) {
     const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test' });
     const size = await seedLargeMail(stack, mailbox);
     const result = await new Promise<{ peakGrowth: number; size: number }>((resolve, reject) => {
-      const child = spawn(process.execPath, ['--expose-gc', path.join(__dirname, 'bench-large-mail.js'), JSON.stringify({ settings, size })], {
-        env: process.env,
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
+      const child = spawn(
+        process.execPath,
+        ['--expose-gc', path.join(__dirname, 'bench-large-mail.js'), JSON.stringify({ settings, size })],
+        {
+          env: process.env,
+          stdio: ['ignore', 'pipe', 'inherit'],
+        },
+      );
       let out = '';
       child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-      child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop()!)) : reject(new Error(`large-mail child exited ${code}`))));
+      child.on('exit', (code) =>
+        code === 0
+          ? resolve(JSON.parse(out.trim().split('\n').pop()!))
+          : reject(new Error(`large-mail child exited ${code}`)),
+      );
     });
     factors.push(result.peakGrowth / result.size);
     details.push(`${(result.peakGrowth / 1048576).toFixed(0)} MB for ${(result.size / 1048576).toFixed(0)} MB`);
-    log(`  large mail run ${run + 1}: peak RSS growth ${(result.peakGrowth / 1048576).toFixed(1)} MB for a ${(result.size / 1048576).toFixed(1)} MB mail`);
+    log(
+      `  large mail run ${run + 1}: peak RSS growth ${(result.peakGrowth / 1048576).toFixed(1)} MB for a ${(result.size / 1048576).toFixed(1)} MB mail`,
+    );
   }
   return { factor: median(factors), details };
 }

@@ -40,7 +40,14 @@ function context(name: string): InvocationContext {
   });
 }
 
-function mail(opts: { from: string; authResults: string; subject: string; body: string; inReplyTo?: string; attachment?: { name: string; content: string } }): string {
+function mail(opts: {
+  from: string;
+  authResults: string;
+  subject: string;
+  body: string;
+  inReplyTo?: string;
+  attachment?: { name: string; content: string };
+}): string {
   const domain = /@([^>\s]+)/.exec(opts.from)![1];
   const id = `<${randomUUID()}@${domain}>`;
   const head = [
@@ -80,8 +87,12 @@ async function main(): Promise<void> {
   const stack = await LocalStack.start();
   try {
     console.log(`   identity provider ${stack.idp.url}   Key Vault ${stack.vault.url}`);
-    console.log(`   IMAP 127.0.0.1:${stack.dovecot.imapPort} (Dovecot, XOAUTH2)   SMTP 127.0.0.1:${stack.smtp.port} (STARTTLS, XOAUTH2)`);
-    console.log(`   Azurite queues :${stack.azurite.queuePort} tables :${stack.azurite.tablePort} blobs :${stack.azurite.blobPort}   (${Date.now() - started} ms)`);
+    console.log(
+      `   IMAP 127.0.0.1:${stack.dovecot.imapPort} (Dovecot, XOAUTH2)   SMTP 127.0.0.1:${stack.smtp.port} (STARTTLS, XOAUTH2)`,
+    );
+    console.log(
+      `   Azurite queues :${stack.azurite.queuePort} tables :${stack.azurite.tablePort} blobs :${stack.azurite.blobPort}   (${Date.now() - started} ms)`,
+    );
 
     const settings = stack.settings(MAILBOX, { INBOXQ_AUTHORIZED_SENDERS: `${SENDER}, ceo@contoso.test` });
     const handlers = createHandlers(() => deploymentFor(settings));
@@ -91,7 +102,8 @@ async function main(): Promise<void> {
       MAILBOX,
       mail({
         from: `Alice Smith <${SENDER}>`,
-        authResults: 'spf=pass (sender IP is 203.0.113.5) smtp.mailfrom=fabrikam.test; dkim=pass (signature was verified) header.d=fabrikam.test;dmarc=pass action=none header.from=fabrikam.test;compauth=pass reason=100',
+        authResults:
+          'spf=pass (sender IP is 203.0.113.5) smtp.mailfrom=fabrikam.test; dkim=pass (signature was verified) header.d=fabrikam.test;dmarc=pass action=none header.from=fabrikam.test;compauth=pass reason=100',
         subject: 'Please check the Q3 figures',
         body: 'Hi, could you check the attached figures and tell me the total?',
         attachment: { name: 'q3.csv', content: 'month,revenue\r\nJul,14\r\nAug,12\r\nSep,16' },
@@ -102,7 +114,8 @@ async function main(): Promise<void> {
       MAILBOX,
       mail({
         from: 'ceo@contoso.test',
-        authResults: 'spf=fail (sender IP is 198.51.100.7) smtp.mailfrom=contoso.test; dkim=none (message not signed) header.d=none;dmarc=fail action=quarantine header.from=contoso.test;compauth=fail reason=000',
+        authResults:
+          'spf=fail (sender IP is 198.51.100.7) smtp.mailfrom=contoso.test; dkim=none (message not signed) header.d=none;dmarc=fail action=quarantine header.from=contoso.test;compauth=fail reason=000',
         subject: 'Urgent: wire transfer',
         body: 'Please pay the attached invoice today.',
       }),
@@ -125,7 +138,8 @@ async function main(): Promise<void> {
       });
       if (!summary) throw new Error('the drain did not run');
       for (const o of summary.outcomes) {
-        const what = o.outcome === 'queued' ? ` as task ${o.taskId}` : ` (ledger row ${o.taskId}) because ${o.reasons.join('; ')}`;
+        const what =
+          o.outcome === 'queued' ? ` as task ${o.taskId}` : ` (ledger row ${o.taskId}) because ${o.reasons.join('; ')}`;
         console.log(`   UID ${o.uid}: ${bold(o.outcome)}${what}`);
       }
       return summary;
@@ -143,12 +157,18 @@ async function main(): Promise<void> {
       console.log(`   From:        ${m.from?.text}`);
       console.log(`   Subject:     ${m.subject}`);
       console.log(`   In-Reply-To: ${m.inReplyTo}`);
-      const parts = [`text/plain${m.html ? ' + text/html' : ''}`, ...m.attachments.map((a) => `${a.filename} (${a.size} bytes)`)];
+      const parts = [
+        `text/plain${m.html ? ' + text/html' : ''}`,
+        ...m.attachments.map((a) => `${a.filename} (${a.size} bytes)`),
+      ];
       console.log(`   Parts:       ${parts.join(', ')}`);
       console.log(`   ${String(m.text).trim().split('\n').join('\n   ')}\n`);
     };
 
-    step(3, 'Running the drain schedule (timer trigger), then the drain it requests (queue trigger on "drain-requests")');
+    step(
+      3,
+      'Running the drain schedule (timer trigger), then the drain it requests (queue trigger on "drain-requests")',
+    );
     const first = await drain();
     const inbox = await stack.readFolder(MAILBOX, 'INBOX');
     console.log(`   INBOX now holds ${inbox.length} mail(s); processed mail is in inboxq-processed`);
@@ -170,7 +190,8 @@ async function main(): Promise<void> {
       MAILBOX,
       mail({
         from: `Alice Smith <${SENDER}>`,
-        authResults: 'spf=pass (sender IP is 203.0.113.5) smtp.mailfrom=fabrikam.test; dkim=pass (signature was verified) header.d=fabrikam.test;dmarc=pass action=none header.from=fabrikam.test;compauth=pass reason=100',
+        authResults:
+          'spf=pass (sender IP is 203.0.113.5) smtp.mailfrom=fabrikam.test; dkim=pass (signature was verified) header.d=fabrikam.test;dmarc=pass action=none header.from=fabrikam.test;compauth=pass reason=100',
         subject: answer.subject ?? '',
         inReplyTo: answer.messageId,
         body: `Thanks! And what about Q4?\r\n\r\nOn ${new Date().toUTCString()} ${MAILBOX} wrote:\r\n> ${String(answer.text).trim().split('\n')[0]}\r\n`,
@@ -187,7 +208,14 @@ async function main(): Promise<void> {
     console.log(
       `${bold('Done.')} 1 mail became a task, was acknowledged and answered, threaded; its follow-up joined the conversation and was answered too; the forged mail was recorded as rejected and got ${forged.length} replies.`,
     );
-    if (received.length !== 2 || all.length !== 3 || forged.length !== 0 || first.counts.queued !== 1 || first.counts.rejected !== 1 || second.counts.queued !== 1) {
+    if (
+      received.length !== 2 ||
+      all.length !== 3 ||
+      forged.length !== 0 ||
+      first.counts.queued !== 1 ||
+      first.counts.rejected !== 1 ||
+      second.counts.queued !== 1
+    ) {
       throw new Error('the demo did not end as expected (see above)');
     }
   } finally {

@@ -128,7 +128,13 @@ export class StorageError extends InboxqError {
   get refusedThisRequest(): boolean {
     if (this.status !== undefined) return this.status === 400 || this.status === 413 || this.status === 414;
     const cause = this.cause as { code?: unknown; name?: unknown } | undefined;
-    return cause instanceof TypeError || cause instanceof RangeError || cause instanceof URIError || cause?.code === 'ERR_INVALID_CHAR' || cause?.code === 'ERR_HTTP_INVALID_HEADER_VALUE';
+    return (
+      cause instanceof TypeError ||
+      cause instanceof RangeError ||
+      cause instanceof URIError ||
+      cause?.code === 'ERR_INVALID_CHAR' ||
+      cause?.code === 'ERR_HTTP_INVALID_HEADER_VALUE'
+    );
   }
 }
 

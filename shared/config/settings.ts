@@ -125,7 +125,10 @@ const emailAddress = (name: string) =>
     .string()
     .trim()
     .toLowerCase()
-    .regex(/^[^\s@<>(),;:"]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/, `${name} must be an e-mail address like agent@example.com`);
+    .regex(
+      /^[^\s@<>(),;:"]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/,
+      `${name} must be an e-mail address like agent@example.com`,
+    );
 
 const tenantId = (name: string) =>
   z
@@ -134,9 +137,14 @@ const tenantId = (name: string) =>
     .refine((v) => !['common', 'organizations', 'consumers'].includes(v.toLowerCase()), {
       message: `${name} must be your tenant id (a GUID) or verified domain: app-only tokens need a specific tenant, not common/organizations`,
     })
-    .refine((v) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(v) || /^[a-z0-9-]+(\.[a-z0-9-]+)+$/i.test(v), {
-      message: `${name} must be a GUID or a verified domain name`,
-    });
+    .refine(
+      (v) =>
+        /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(v) ||
+        /^[a-z0-9-]+(\.[a-z0-9-]+)+$/i.test(v),
+      {
+        message: `${name} must be a GUID or a verified domain name`,
+      },
+    );
 
 const vaultObjectName = (name: string, what: string) =>
   z
@@ -154,7 +162,9 @@ const queueName = (name: string) =>
     .refine((v) => /^[a-z0-9](?:[a-z0-9]|-(?!-)){1,61}[a-z0-9]$/.test(v), {
       message: `${name} must be a Storage queue name: 3-63 lower-case letters, digits and single dashes, starting and ending with a letter or digit`,
     })
-    .refine((v) => !RESERVED_QUEUES.has(v) && !v.endsWith('-poison'), { message: `${name} must not be one of inboxq's own queues (replies, drain-requests, *-poison)` });
+    .refine((v) => !RESERVED_QUEUES.has(v) && !v.endsWith('-poison'), {
+      message: `${name} must not be one of inboxq's own queues (replies, drain-requests, *-poison)`,
+    });
 
 /** An entry of INBOXQ_AUTHORIZED_SENDERS: `someone@example.com` or `*@example.com`. */
 const senderPattern = /^(\*|[^\s@<>(),;:"*]+)@[a-z0-9-]+(\.[a-z0-9-]+)+$/;
@@ -205,14 +215,23 @@ function schemaFor(n: (setting: string) => string) {
     INBOXQ_CLIENT_ID: z
       .string()
       .trim()
-      .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, `${n('INBOXQ_CLIENT_ID')} must be the application (client) id, a GUID`),
+      .regex(
+        /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i,
+        `${n('INBOXQ_CLIENT_ID')} must be the application (client) id, a GUID`,
+      ),
     INBOXQ_CLIENT_SECRET: z.string().optional(),
     INBOXQ_KEYVAULT_URL: httpsUrl(n('INBOXQ_KEYVAULT_URL')).optional(),
-    INBOXQ_CLIENT_SECRET_NAME: vaultObjectName(n('INBOXQ_CLIENT_SECRET_NAME'), 'secret').default(DEFAULT_CLIENT_SECRET_NAME),
+    INBOXQ_CLIENT_SECRET_NAME: vaultObjectName(n('INBOXQ_CLIENT_SECRET_NAME'), 'secret').default(
+      DEFAULT_CLIENT_SECRET_NAME,
+    ),
     INBOXQ_CLIENT_CREDENTIAL: z
-      .enum(['secret', 'certificate', 'managed-identity'], { message: `${n('INBOXQ_CLIENT_CREDENTIAL')} must be secret, certificate or managed-identity` })
+      .enum(['secret', 'certificate', 'managed-identity'], {
+        message: `${n('INBOXQ_CLIENT_CREDENTIAL')} must be secret, certificate or managed-identity`,
+      })
       .default('secret'),
-    INBOXQ_CLIENT_CERTIFICATE_NAME: vaultObjectName(n('INBOXQ_CLIENT_CERTIFICATE_NAME'), 'certificate').default(DEFAULT_CLIENT_CERTIFICATE_NAME),
+    INBOXQ_CLIENT_CERTIFICATE_NAME: vaultObjectName(n('INBOXQ_CLIENT_CERTIFICATE_NAME'), 'certificate').default(
+      DEFAULT_CLIENT_CERTIFICATE_NAME,
+    ),
     AZURE_CLIENT_ID: z.string().trim().optional(),
     INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE: bool(n('INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE')).default(true),
     INBOXQ_AUTHORITY_HOST: httpsUrl(n('INBOXQ_AUTHORITY_HOST')).default(DEFAULT_AUTHORITY_HOST),
@@ -226,7 +245,9 @@ function schemaFor(n: (setting: string) => string) {
     INBOXQ_AUTHORIZED_SENDERS: z.string().default(''),
     INBOXQ_TRUSTED_AUTHSERV_ID: z.string().trim().toLowerCase().default(''),
     INBOXQ_MICROSOFT_INTERNAL_FALLBACK: bool(n('INBOXQ_MICROSOFT_INTERNAL_FALLBACK')).default(false),
-    INBOXQ_PROCESSED_ACTION: z.enum(['move', 'delete'], { message: `${n('INBOXQ_PROCESSED_ACTION')} must be move or delete` }).default('move'),
+    INBOXQ_PROCESSED_ACTION: z
+      .enum(['move', 'delete'], { message: `${n('INBOXQ_PROCESSED_ACTION')} must be move or delete` })
+      .default('move'),
     INBOXQ_PROCESSED_FOLDER: z.string().trim().min(1).default('inboxq-processed'),
     INBOXQ_QUARANTINE_FOLDER: z.string().trim().min(1).default('inboxq-quarantine'),
     INBOXQ_MAX_MESSAGES_PER_RUN: intIn(n('INBOXQ_MAX_MESSAGES_PER_RUN'), 1, 100000).default(500),
@@ -238,11 +259,15 @@ function schemaFor(n: (setting: string) => string) {
     INBOXQ_ACKNOWLEDGEMENT_TEXT: z
       .string()
       .transform(settingText)
-      .refine((v) => v.trim().length > 0 && v.length <= 4000, { message: `${n('INBOXQ_ACKNOWLEDGEMENT_TEXT')} must be 1 to 4000 characters` })
+      .refine((v) => v.trim().length > 0 && v.length <= 4000, {
+        message: `${n('INBOXQ_ACKNOWLEDGEMENT_TEXT')} must be 1 to 4000 characters`,
+      })
       .default(DEFAULT_ACKNOWLEDGEMENT_TEXT),
     INBOXQ_DRAIN_SCHEDULE: z
       .string()
-      .refine(isNcrontab, { message: 'INBOXQ_DRAIN_SCHEDULE must be an NCRONTAB expression with six fields, e.g. "0 */1 * * * *"' })
+      .refine(isNcrontab, {
+        message: 'INBOXQ_DRAIN_SCHEDULE must be an NCRONTAB expression with six fields, e.g. "0 */1 * * * *"',
+      })
       .optional(),
     AzureWebJobsStorage: z.string().trim().min(1).optional(),
     AzureWebJobsStorage__queueServiceUri: httpsUrl('AzureWebJobsStorage__queueServiceUri').optional(),
@@ -304,20 +329,27 @@ export function loadDeployment(env: Env): Deployment {
 
   const problems: string[] = [];
   if (env['INBOXQ_MAILBOX']) {
-    problems.push('INBOXQ_MAILBOX is set, but with INBOXQ_MAILBOXES each mailbox names its address in INBOXQ_<KEY>__MAILBOX: remove INBOXQ_MAILBOX');
+    problems.push(
+      'INBOXQ_MAILBOX is set, but with INBOXQ_MAILBOXES each mailbox names its address in INBOXQ_<KEY>__MAILBOX: remove INBOXQ_MAILBOX',
+    );
   }
   const keys: string[] = [];
   for (const part of listed.split(/[,;\s]+/).filter(Boolean)) {
     const key = part.toLowerCase();
-    if (!MAILBOX_KEY.test(key)) problems.push(`INBOXQ_MAILBOXES: "${part}" is not a mailbox key (a letter, then up to 23 letters or digits)`);
+    if (!MAILBOX_KEY.test(key))
+      problems.push(`INBOXQ_MAILBOXES: "${part}" is not a mailbox key (a letter, then up to 23 letters or digits)`);
     else if (keys.includes(key)) problems.push(`INBOXQ_MAILBOXES lists "${key}" twice`);
     else keys.push(key);
   }
   for (const name of overrides) {
     const [, key, rest] = OVERRIDE.exec(name)!;
     const setting = `INBOXQ_${rest}`;
-    if (!keys.includes(key!.toLowerCase())) problems.push(`${name} names mailbox "${key!.toLowerCase()}", which INBOXQ_MAILBOXES does not list (${keys.join(', ')})`);
-    else if (DEPLOYMENT_SETTINGS.has(setting)) problems.push(`${name}: ${setting} applies to the whole deployment and can't be set per mailbox`);
+    if (!keys.includes(key!.toLowerCase()))
+      problems.push(
+        `${name} names mailbox "${key!.toLowerCase()}", which INBOXQ_MAILBOXES does not list (${keys.join(', ')})`,
+      );
+    else if (DEPLOYMENT_SETTINGS.has(setting))
+      problems.push(`${name}: ${setting} applies to the whole deployment and can't be set per mailbox`);
     else if (!(setting in CANONICAL.shape)) problems.push(`${name}: inboxq has no setting ${setting}`);
   }
 
@@ -354,7 +386,9 @@ export function loadConfig(env: Env, mailbox?: string): InboxqConfig {
   const { mailboxes } = loadDeployment(env);
   if (mailbox === undefined) {
     if (mailboxes.length === 1) return mailboxes[0]!;
-    throw new ConfigError([`this deployment serves ${mailboxes.length} mailboxes (${mailboxes.map((m) => m.key).join(', ')}): name one`]);
+    throw new ConfigError([
+      `this deployment serves ${mailboxes.length} mailboxes (${mailboxes.map((m) => m.key).join(', ')}): name one`,
+    ]);
   }
   const found = findMailbox(mailboxes, mailbox);
   if (!found) throw new ConfigError([notConfiguredHere(mailbox, mailboxes)]);
@@ -362,20 +396,29 @@ export function loadConfig(env: Env, mailbox?: string): InboxqConfig {
 }
 
 /** The mailbox named by its key or its address, case aside. */
-export function findMailbox<T extends Pick<InboxqConfig, 'key' | 'mailbox'>>(mailboxes: readonly T[], keyOrAddress: string): T | undefined {
+export function findMailbox<T extends Pick<InboxqConfig, 'key' | 'mailbox'>>(
+  mailboxes: readonly T[],
+  keyOrAddress: string,
+): T | undefined {
   const wanted = keyOrAddress.trim().toLowerCase();
   return mailboxes.find((m) => m.key === wanted || m.mailbox === wanted);
 }
 
 /** "mailbox X is not configured here (INBOXQ_MAILBOX is a@b)" or "(sales: a@b, support: c@d)". */
-export function notConfiguredHere(keyOrAddress: string, mailboxes: readonly Pick<InboxqConfig, 'key' | 'mailbox'>[]): string {
-  const served = mailboxes.map((m) => (m.key === 'default' ? `INBOXQ_MAILBOX is ${m.mailbox}` : `${m.key}: ${m.mailbox}`)).join(', ');
+export function notConfiguredHere(
+  keyOrAddress: string,
+  mailboxes: readonly Pick<InboxqConfig, 'key' | 'mailbox'>[],
+): string {
+  const served = mailboxes
+    .map((m) => (m.key === 'default' ? `INBOXQ_MAILBOX is ${m.mailbox}` : `${m.key}: ${m.mailbox}`))
+    .join(', ');
   return `mailbox ${keyOrAddress} is not configured here (${served})`;
 }
 
 /** One mailbox's config: `key` null for a single-mailbox deployment (plain INBOXQ_* settings). */
 function loadMailbox(env: Env, key: string, overrideKey: string | null): InboxqConfig {
-  const perMailbox = (setting: string) => overrideKey !== null && setting.startsWith('INBOXQ_') && !DEPLOYMENT_SETTINGS.has(setting);
+  const perMailbox = (setting: string) =>
+    overrideKey !== null && setting.startsWith('INBOXQ_') && !DEPLOYMENT_SETTINGS.has(setting);
   const nameOf = (setting: string): string => {
     if (!perMailbox(setting)) return setting;
     const own = mailboxSettingName(overrideKey!, setting);
@@ -398,7 +441,9 @@ function loadMailbox(env: Env, key: string, overrideKey: string | null): InboxqC
         const setting = String(issue.path[0] ?? 'settings');
         const name = nameOf(setting);
         if (issue.code === 'invalid_type' && present[setting] === undefined) {
-          return setting === 'INBOXQ_MAILBOX' && overrideKey ? `${name} is required: the address of mailbox "${overrideKey}"` : `${name} is required`;
+          return setting === 'INBOXQ_MAILBOX' && overrideKey
+            ? `${name} is required: the address of mailbox "${overrideKey}"`
+            : `${name} is required`;
         }
         return issue.message.startsWith(name) ? issue.message : `${name}: ${issue.message}`;
       }),
@@ -411,8 +456,14 @@ function loadMailbox(env: Env, key: string, overrideKey: string | null): InboxqC
   if (s.INBOXQ_CLIENT_CREDENTIAL === 'managed-identity') {
     credential = { kind: 'managed-identity', identityClientId: s.AZURE_CLIENT_ID || undefined };
   } else if (s.INBOXQ_CLIENT_CREDENTIAL === 'certificate') {
-    if (s.INBOXQ_KEYVAULT_URL === undefined) problems.push(`${nameOf('INBOXQ_KEYVAULT_URL')} is required: the client certificate is read from Key Vault`);
-    else credential = { kind: 'keyvault-certificate', vaultUrl: s.INBOXQ_KEYVAULT_URL, certificateName: s.INBOXQ_CLIENT_CERTIFICATE_NAME };
+    if (s.INBOXQ_KEYVAULT_URL === undefined)
+      problems.push(`${nameOf('INBOXQ_KEYVAULT_URL')} is required: the client certificate is read from Key Vault`);
+    else
+      credential = {
+        kind: 'keyvault-certificate',
+        vaultUrl: s.INBOXQ_KEYVAULT_URL,
+        certificateName: s.INBOXQ_CLIENT_CERTIFICATE_NAME,
+      };
   } else if (s.INBOXQ_CLIENT_SECRET !== undefined) {
     credential = { kind: 'secret-setting', secret: s.INBOXQ_CLIENT_SECRET };
   } else if (s.INBOXQ_KEYVAULT_URL !== undefined) {
@@ -425,13 +476,19 @@ function loadMailbox(env: Env, key: string, overrideKey: string | null): InboxqC
 
   const { senders, invalid } = parseSenderList(s.INBOXQ_AUTHORIZED_SENDERS);
   if (invalid.length > 0) {
-    problems.push(`${nameOf('INBOXQ_AUTHORIZED_SENDERS')} has entries that are neither an address nor *@domain: ${invalid.join(', ')}`);
+    problems.push(
+      `${nameOf('INBOXQ_AUTHORIZED_SENDERS')} has entries that are neither an address nor *@domain: ${invalid.join(', ')}`,
+    );
   }
 
   let storage: StorageConnection | undefined;
   if (s.AzureWebJobsStorage !== undefined) {
     storage = { kind: 'connection-string', connectionString: s.AzureWebJobsStorage };
-  } else if (s.AzureWebJobsStorage__queueServiceUri && s.AzureWebJobsStorage__tableServiceUri && s.AzureWebJobsStorage__blobServiceUri) {
+  } else if (
+    s.AzureWebJobsStorage__queueServiceUri &&
+    s.AzureWebJobsStorage__tableServiceUri &&
+    s.AzureWebJobsStorage__blobServiceUri
+  ) {
     storage = {
       kind: 'identity',
       queueServiceUri: s.AzureWebJobsStorage__queueServiceUri,
@@ -450,7 +507,9 @@ function loadMailbox(env: Env, key: string, overrideKey: string | null): InboxqC
     try {
       tlsCa = readFileSync(s.INBOXQ_TLS_CA_FILE);
     } catch (err) {
-      problems.push(`INBOXQ_TLS_CA_FILE names a file that can't be read (${(err as NodeJS.ErrnoException).code ?? 'error'}): ${s.INBOXQ_TLS_CA_FILE}`);
+      problems.push(
+        `INBOXQ_TLS_CA_FILE names a file that can't be read (${(err as NodeJS.ErrnoException).code ?? 'error'}): ${s.INBOXQ_TLS_CA_FILE}`,
+      );
     }
   }
 

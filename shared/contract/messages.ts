@@ -21,9 +21,13 @@ export const MAX_QUEUE_MESSAGE_CHARS = 64 * 1024;
 
 const isoDate = z.string().refine((v) => !Number.isNaN(Date.parse(v)), 'must be an ISO 8601 date');
 const email = z.string().regex(/^[^\s@]+@[^\s@]+$/, 'must be an e-mail address');
-export const taskIdSchema = z.string().regex(/^[0-9a-f]{32}$/, 'must be 32 lower-case hex digits (a task id from a task message)');
+export const taskIdSchema = z
+  .string()
+  .regex(/^[0-9a-f]{32}$/, 'must be 32 lower-case hex digits (a task id from a task message)');
 
-export const conversationIdSchema = z.string().regex(/^[0-9a-f]{24}$/, 'must be 24 lower-case hex digits (a conversation id)');
+export const conversationIdSchema = z
+  .string()
+  .regex(/^[0-9a-f]{24}$/, 'must be 24 lower-case hex digits (a conversation id)');
 
 export const blobRefSchema = z.object({
   container: z.string().min(3),
@@ -44,50 +48,53 @@ export type AttachmentRef = z.infer<typeof attachmentRefSchema>;
 
 export const taskMessageSchema = z
   .object({
-  type: z.literal('inboxq.task'),
-  version: z.literal(1),
-  taskId: taskIdSchema,
-  mailbox: email,
-  receivedAt: isoDate,
-  queuedAt: isoDate,
-  from: z.object({ address: email, name: z.string() }),
-  to: z.array(z.string()),
-  cc: z.array(z.string()),
-  subject: z.string(),
-  messageId: z.string().nullable(),
-  inReplyTo: z.string().nullable(),
-  references: z.array(z.string()),
-  /** The conversation the mail belongs to (docs/conversations.md). */
-  conversation: z.object({
-    id: conversationIdSchema,
-    /** True for the first mail of a conversation. */
-    isNew: z.boolean(),
-    /** How the mail was tied to an existing conversation; null when it started one. */
-    continuedBy: z.enum(['in-reply-to', 'references', 'subject-tag']).nullable(),
-    /** The conversation's earlier tasks, oldest first (the 50 most recent). */
-    previousTaskIds: z.array(taskIdSchema).max(50),
-  }),
-  body: z.object({
-    /** The plain-text body, inline when it fits; null when only `textBlob` has it. */
-    text: z.string().nullable(),
-    textBlob: blobRefSchema.nullable(),
-    htmlBlob: blobRefSchema.nullable(),
-    /** What the sender wrote in this mail: the text without the quoted history below it. Inline when it fits, else in `newTextBlob`. */
-    newText: z.string().nullable(),
-    newTextBlob: blobRefSchema.nullable(),
-    /** The quoted history ("On ... wrote:", "From: ... Sent: ...", "> " lines); "" when there is none. Inline when it fits, else in `quotedTextBlob`. */
-    quotedText: z.string().nullable(),
-    quotedTextBlob: blobRefSchema.nullable(),
-  }),
-  /** Inline when the list fits the queue message; otherwise in `attachmentsBlob` as a JSON array. */
-  attachments: z.array(attachmentRefSchema),
-  attachmentsBlob: blobRefSchema.nullable(),
-  /** The whole message as received (RFC 5322), in Blob Storage; null when it is inline. */
-  raw: blobRefSchema.nullable(),
-  /** The whole message, base64, when it is small enough to travel in the task (up to 32 KiB); otherwise null. */
-  rawInline: z.string().nullable(),
-})
-  .refine((t) => (t.raw === null) !== (t.rawInline === null), { message: 'exactly one of raw and rawInline is set', path: ['raw'] });
+    type: z.literal('inboxq.task'),
+    version: z.literal(1),
+    taskId: taskIdSchema,
+    mailbox: email,
+    receivedAt: isoDate,
+    queuedAt: isoDate,
+    from: z.object({ address: email, name: z.string() }),
+    to: z.array(z.string()),
+    cc: z.array(z.string()),
+    subject: z.string(),
+    messageId: z.string().nullable(),
+    inReplyTo: z.string().nullable(),
+    references: z.array(z.string()),
+    /** The conversation the mail belongs to (docs/conversations.md). */
+    conversation: z.object({
+      id: conversationIdSchema,
+      /** True for the first mail of a conversation. */
+      isNew: z.boolean(),
+      /** How the mail was tied to an existing conversation; null when it started one. */
+      continuedBy: z.enum(['in-reply-to', 'references', 'subject-tag']).nullable(),
+      /** The conversation's earlier tasks, oldest first (the 50 most recent). */
+      previousTaskIds: z.array(taskIdSchema).max(50),
+    }),
+    body: z.object({
+      /** The plain-text body, inline when it fits; null when only `textBlob` has it. */
+      text: z.string().nullable(),
+      textBlob: blobRefSchema.nullable(),
+      htmlBlob: blobRefSchema.nullable(),
+      /** What the sender wrote in this mail: the text without the quoted history below it. Inline when it fits, else in `newTextBlob`. */
+      newText: z.string().nullable(),
+      newTextBlob: blobRefSchema.nullable(),
+      /** The quoted history ("On ... wrote:", "From: ... Sent: ...", "> " lines); "" when there is none. Inline when it fits, else in `quotedTextBlob`. */
+      quotedText: z.string().nullable(),
+      quotedTextBlob: blobRefSchema.nullable(),
+    }),
+    /** Inline when the list fits the queue message; otherwise in `attachmentsBlob` as a JSON array. */
+    attachments: z.array(attachmentRefSchema),
+    attachmentsBlob: blobRefSchema.nullable(),
+    /** The whole message as received (RFC 5322), in Blob Storage; null when it is inline. */
+    raw: blobRefSchema.nullable(),
+    /** The whole message, base64, when it is small enough to travel in the task (up to 32 KiB); otherwise null. */
+    rawInline: z.string().nullable(),
+  })
+  .refine((t) => (t.raw === null) !== (t.rawInline === null), {
+    message: 'exactly one of raw and rawInline is set',
+    path: ['raw'],
+  });
 export type TaskMessage = z.infer<typeof taskMessageSchema>;
 
 export const replyAttachmentSchema = z.object({
@@ -97,29 +104,36 @@ export const replyAttachmentSchema = z.object({
   blob: z.object({ container: z.literal(MAIL_CONTAINER), name: z.string().min(1).max(1024) }),
 });
 
-export const replyMessageSchema = z.object({
-  type: z.literal('inboxq.reply'),
-  version: z.literal(1),
-  taskId: taskIdSchema,
-  mailbox: email,
-  /** Tells several replies to one task apart; the same replyId is sent once, however often it is queued. */
-  replyId: z
-    .string()
-    .regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 letters, digits, dots, dashes or underscores')
-    .default('reply'),
-  /** The answer as plain text; the mail's text/plain part (and its only part unless `html` is given). */
-  text: z.string().min(1, 'must not be empty').optional(),
-  /**
-   * The answer as Markdown (CommonMark with tables): the mail's text/plain part is the Markdown
-   * itself, its text/html part the Markdown rendered, sanitized and styled inline for Outlook.
-   */
-  markdown: z.string().min(1, 'must not be empty').max(200_000).optional(),
-  /** Ready-made HTML for the text/html part, with `text`; sent as given. */
-  html: z.string().optional(),
-  attachments: z.array(replyAttachmentSchema).max(100).default([]),
-})
-  .refine((r) => (r.text === undefined) !== (r.markdown === undefined), { message: 'give exactly one of text and markdown', path: ['text'] })
-  .refine((r) => r.markdown === undefined || r.html === undefined, { message: 'html goes with text; markdown is rendered to HTML by inboxq', path: ['html'] });
+export const replyMessageSchema = z
+  .object({
+    type: z.literal('inboxq.reply'),
+    version: z.literal(1),
+    taskId: taskIdSchema,
+    mailbox: email,
+    /** Tells several replies to one task apart; the same replyId is sent once, however often it is queued. */
+    replyId: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 letters, digits, dots, dashes or underscores')
+      .default('reply'),
+    /** The answer as plain text; the mail's text/plain part (and its only part unless `html` is given). */
+    text: z.string().min(1, 'must not be empty').optional(),
+    /**
+     * The answer as Markdown (CommonMark with tables): the mail's text/plain part is the Markdown
+     * itself, its text/html part the Markdown rendered, sanitized and styled inline for Outlook.
+     */
+    markdown: z.string().min(1, 'must not be empty').max(200_000).optional(),
+    /** Ready-made HTML for the text/html part, with `text`; sent as given. */
+    html: z.string().optional(),
+    attachments: z.array(replyAttachmentSchema).max(100).default([]),
+  })
+  .refine((r) => (r.text === undefined) !== (r.markdown === undefined), {
+    message: 'give exactly one of text and markdown',
+    path: ['text'],
+  })
+  .refine((r) => r.markdown === undefined || r.html === undefined, {
+    message: 'html goes with text; markdown is rendered to HTML by inboxq',
+    path: ['html'],
+  });
 export type ReplyMessage = z.infer<typeof replyMessageSchema>;
 export type ReplyMessageInput = z.input<typeof replyMessageSchema>;
 

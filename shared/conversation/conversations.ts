@@ -105,7 +105,11 @@ export class ConversationStore {
     return this.storage.table(CONVERSATIONS_TABLE);
   }
 
-  private async read<T>(what: string, rowKey: string, map: (e: TableEntityResult<Record<string, unknown>>) => T): Promise<T | undefined> {
+  private async read<T>(
+    what: string,
+    rowKey: string,
+    map: (e: TableEntityResult<Record<string, unknown>>) => T,
+  ): Promise<T | undefined> {
     const table = await this.table();
     try {
       return map(await table.getEntity<Record<string, unknown>>(partitionKey(this.mailbox), rowKey));
@@ -168,7 +172,9 @@ export class ConversationStore {
       const there = await this.get(c.id);
       if (there && (!change.created || there.taskIds.includes(first))) {
         // The same conversation, written by a resumed run or changed since it was read: merge.
-        c.taskIds = [...there.taskIds, ...c.taskIds.filter((t) => !there.taskIds.includes(t))].slice(-MAX_TASKS_PER_CONVERSATION);
+        c.taskIds = [...there.taskIds, ...c.taskIds.filter((t) => !there.taskIds.includes(t))].slice(
+          -MAX_TASKS_PER_CONVERSATION,
+        );
         c.participants = there.participants;
         c.createdAt = there.createdAt;
         c.etag = there.etag;
@@ -195,7 +201,8 @@ function isConflict(err: unknown): boolean {
 }
 
 function nextCandidate(taskId: string, current: string): string | null {
-  for (let n = 0; n < CONVERSATION_ID_CANDIDATES - 1; n++) if (conversationIdFor(taskId, n) === current) return conversationIdFor(taskId, n + 1);
+  for (let n = 0; n < CONVERSATION_ID_CANDIDATES - 1; n++)
+    if (conversationIdFor(taskId, n) === current) return conversationIdFor(taskId, n + 1);
   return null;
 }
 
@@ -249,7 +256,8 @@ export class ConversationBatch {
     // 1. The thread's headers: the message it answers, then its references, the most recent first.
     const candidates: { id: string; by: ContinuedBy }[] = [];
     if (mail.inReplyTo) candidates.push({ id: mail.inReplyTo, by: 'in-reply-to' });
-    for (const id of [...mail.references].reverse().slice(0, MAX_REFERENCES_LOOKED_UP)) candidates.push({ id, by: 'references' });
+    for (const id of [...mail.references].reverse().slice(0, MAX_REFERENCES_LOOKED_UP))
+      candidates.push({ id, by: 'references' });
     for (const candidate of candidates) {
       if (candidate.id.length > MAX_MESSAGE_ID_CHARS) continue;
       if (mail.messageId && candidate.id.trim() === mail.messageId.trim()) continue;
@@ -283,18 +291,29 @@ export class ConversationBatch {
       isNew = false;
     } else {
       // A new conversation, or this mail's own when a resumed run finds what it wrote before.
-      conversation = (found?.conversation ?? (mail.firstAttempt ? null : await this.ownConversation(mail.taskId))) ?? this.create(mail);
+      conversation =
+        found?.conversation ??
+        (mail.firstAttempt ? null : await this.ownConversation(mail.taskId)) ??
+        this.create(mail);
       isNew = true;
     }
     const position = conversation.taskIds.indexOf(mail.taskId);
-    const previousTaskIds = (position >= 0 ? conversation.taskIds.slice(0, position) : conversation.taskIds).slice(-MAX_PREVIOUS_TASK_IDS);
+    const previousTaskIds = (position >= 0 ? conversation.taskIds.slice(0, position) : conversation.taskIds).slice(
+      -MAX_PREVIOUS_TASK_IDS,
+    );
     if (position < 0) {
       conversation.taskIds = [...conversation.taskIds, mail.taskId].slice(-MAX_TASKS_PER_CONVERSATION);
       conversation.updatedAt = new Date().toISOString();
       this.dirty.add(conversation);
     }
     this.tasks.set(mail.taskId, conversation.id);
-    return { conversation, isNew, continuedBy: isNew ? null : found!.by, previousTaskIds, refusedConversationId: refused };
+    return {
+      conversation,
+      isNew,
+      continuedBy: isNew ? null : found!.by,
+      previousTaskIds,
+      refusedConversationId: refused,
+    };
   }
 
   /** The conversation a mail started in an earlier attempt, found along its id chain. */

@@ -82,7 +82,11 @@ function describeVaultFailure(err: unknown, opts: KeyVaultReadOptions): KeyVault
       hint: "grant the Function App's identity the role Key Vault Secrets User on the vault (the vault must use RBAC authorization)",
     });
   }
-  if (e.name === 'CredentialUnavailableError' || e.name === 'AuthenticationError' || e.name === 'AggregateAuthenticationError') {
+  if (
+    e.name === 'CredentialUnavailableError' ||
+    e.name === 'AuthenticationError' ||
+    e.name === 'AggregateAuthenticationError'
+  ) {
     return new KeyVaultError(`${where} can't be read: no credential for the vault (${e.name})`, {
       mailbox: opts.mailbox,
       cause: err,
@@ -90,10 +94,13 @@ function describeVaultFailure(err: unknown, opts: KeyVaultReadOptions): KeyVault
       retryable: e.name === 'AuthenticationError',
     });
   }
-  return new KeyVaultError(`${where} can't be read: ${e.code ?? e.name ?? 'error'}${e.statusCode ? ` (HTTP ${e.statusCode})` : ''}`, {
-    mailbox: opts.mailbox,
-    cause: err,
-    hint: 'check INBOXQ_KEYVAULT_URL and that the vault is reachable from the Function App; this run stops and the next one tries again',
-    retryable: true,
-  });
+  return new KeyVaultError(
+    `${where} can't be read: ${e.code ?? e.name ?? 'error'}${e.statusCode ? ` (HTTP ${e.statusCode})` : ''}`,
+    {
+      mailbox: opts.mailbox,
+      cause: err,
+      hint: 'check INBOXQ_KEYVAULT_URL and that the vault is reachable from the Function App; this run stops and the next one tries again',
+      retryable: true,
+    },
+  );
 }

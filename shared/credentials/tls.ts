@@ -17,7 +17,12 @@ export class CaTrustingNetworkClient implements INetworkModule {
     return this.request<T>('POST', url, options);
   }
 
-  private request<T>(method: string, url: string, options?: NetworkRequestOptions, timeout?: number): Promise<NetworkResponse<T>> {
+  private request<T>(
+    method: string,
+    url: string,
+    options?: NetworkRequestOptions,
+    timeout?: number,
+  ): Promise<NetworkResponse<T>> {
     return new Promise((resolve, reject) => {
       const body = options?.body ?? '';
       const headers: Record<string, string | number> = { ...(options?.headers ?? {}) };

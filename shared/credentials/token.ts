@@ -35,15 +35,22 @@ type TokenConfig = Pick<InboxqConfig, 'mailbox' | 'identity' | 'keyVault' | 'tls
 
 /** AADSTS codes an operator meets with client credentials, and what each means for them. */
 const AADSTS_HINTS: Record<string, (c: TokenConfig, secretSource: string) => string> = {
-  AADSTS7000215: (_c, s) => `the client secret in ${s} is wrong: store the secret's Value (not its Secret ID) from the app registration's Certificates & secrets page`,
-  AADSTS7000222: (_c, s) => `the client secret in ${s} has expired: create a new one in the app registration and store it in ${s}`,
-  AADSTS700016: (c) => `no application with client id ${c.identity.clientId} in tenant ${c.identity.tenantId}: check INBOXQ_CLIENT_ID and INBOXQ_TENANT_ID`,
+  AADSTS7000215: (_c, s) =>
+    `the client secret in ${s} is wrong: store the secret's Value (not its Secret ID) from the app registration's Certificates & secrets page`,
+  AADSTS7000222: (_c, s) =>
+    `the client secret in ${s} has expired: create a new one in the app registration and store it in ${s}`,
+  AADSTS700016: (c) =>
+    `no application with client id ${c.identity.clientId} in tenant ${c.identity.tenantId}: check INBOXQ_CLIENT_ID and INBOXQ_TENANT_ID`,
   AADSTS90002: (c) => `tenant ${c.identity.tenantId} was not found: check INBOXQ_TENANT_ID`,
-  AADSTS500011: () => 'the Office 365 Exchange Online resource was not found in the tenant: check INBOXQ_EXCHANGE_RESOURCE and that the tenant has Exchange Online',
+  AADSTS500011: () =>
+    'the Office 365 Exchange Online resource was not found in the tenant: check INBOXQ_EXCHANGE_RESOURCE and that the tenant has Exchange Online',
   AADSTS1002012: () => 'the scope is not a /.default scope: check INBOXQ_EXCHANGE_RESOURCE',
-  AADSTS700027: (_c, s) => `the certificate in ${s} is not registered on the app registration (Certificates & secrets): upload its public part there`,
-  AADSTS70021: (c) => `the app registration has no federated credential for this managed identity: ${federatedCredentialCommand(c)}`,
-  AADSTS700211: (c) => `the managed identity's token has an issuer the federated credential does not name: ${federatedCredentialCommand(c)}`,
+  AADSTS700027: (_c, s) =>
+    `the certificate in ${s} is not registered on the app registration (Certificates & secrets): upload its public part there`,
+  AADSTS70021: (c) =>
+    `the app registration has no federated credential for this managed identity: ${federatedCredentialCommand(c)}`,
+  AADSTS700211: (c) =>
+    `the managed identity's token has an issuer the federated credential does not name: ${federatedCredentialCommand(c)}`,
   AADSTS700213: (c) => `no federated credential matches the managed identity: ${federatedCredentialCommand(c)}`,
 };
 
@@ -62,7 +69,10 @@ export function secretSourceName(config: TokenConfig): string {
 }
 
 /** The federated-credential command for a managed identity, as docs/m365-setup.md gives it. */
-export function federatedCredentialCommand(config: TokenConfig, principalId = '<principal id of the managed identity>'): string {
+export function federatedCredentialCommand(
+  config: TokenConfig,
+  principalId = '<principal id of the managed identity>',
+): string {
   const { clientId, tenantId, authorityHost } = config.identity;
   return `az ad app federated-credential create --id ${clientId} --parameters '{"name":"inboxq","issuer":"${authorityHost}/${tenantId}/v2.0","subject":"${principalId}","audiences":["api://AzureADTokenExchange"]}'`;
 }
@@ -98,7 +108,8 @@ export class ExchangeTokenProvider implements TokenSource {
         const before = this.secretVersion;
         this.client = undefined;
         await this.ensureClient();
-        if (this.secretVersion !== before) return this.acquireOnce(forceRefresh).catch((e) => Promise.reject(this.describe(e)));
+        if (this.secretVersion !== before)
+          return this.acquireOnce(forceRefresh).catch((e) => Promise.reject(this.describe(e)));
       }
       throw this.describe(err);
     }
@@ -108,7 +119,10 @@ export class ExchangeTokenProvider implements TokenSource {
     const client = await this.ensureClient();
     const result = await client.acquireTokenByClientCredential({ scopes: [this.scope], skipCache: forceRefresh });
     if (!result?.accessToken || !result.expiresOn) {
-      throw new TokenError('Entra ID returned no access token', undefined, { mailbox: this.config.mailbox, retryable: true });
+      throw new TokenError('Entra ID returned no access token', undefined, {
+        mailbox: this.config.mailbox,
+        retryable: true,
+      });
     }
     if (result.fromCache === false) {
       this.tokenRequests++;
@@ -138,11 +152,19 @@ export class ExchangeTokenProvider implements TokenSource {
   }
 
   /** The credential part of MSAL's configuration, for each kind of credential. */
-  private async credentialForMsal(): Promise<Pick<Configuration['auth'], 'clientSecret' | 'clientCertificate' | 'clientAssertion'>> {
+  private async credentialForMsal(): Promise<
+    Pick<Configuration['auth'], 'clientSecret' | 'clientCertificate' | 'clientAssertion'>
+  > {
     const { identity, mailbox } = this.config;
     const c = identity.credential;
     const vault = (vaultUrl: string, secretName: string) =>
-      readVaultSecret({ vaultUrl, secretName, mailbox, verifyChallengeResource: this.config.keyVault.verifyChallengeResource, tlsCa: this.config.tlsCa });
+      readVaultSecret({
+        vaultUrl,
+        secretName,
+        mailbox,
+        verifyChallengeResource: this.config.keyVault.verifyChallengeResource,
+        tlsCa: this.config.tlsCa,
+      });
     switch (c.kind) {
       case 'secret-setting':
         this.secretVersion = 'setting';
@@ -159,12 +181,22 @@ export class ExchangeTokenProvider implements TokenSource {
         try {
           cert = parseClientCertificate(read.value);
         } catch (err) {
-          throw new TokenError(`Key Vault certificate ${c.certificateName} can't be used: ${(err as Error).message}`, undefined, {
-            mailbox,
-            hint: `az keyvault certificate import --vault-name <vault> --name ${c.certificateName} --file cert-and-key.pem (PEM policy)`,
-          });
+          throw new TokenError(
+            `Key Vault certificate ${c.certificateName} can't be used: ${(err as Error).message}`,
+            undefined,
+            {
+              mailbox,
+              hint: `az keyvault certificate import --vault-name <vault> --name ${c.certificateName} --file cert-and-key.pem (PEM policy)`,
+            },
+          );
         }
-        return { clientCertificate: { thumbprintSha256: cert.thumbprintSha256, privateKey: cert.privateKey, x5c: cert.chainPem } };
+        return {
+          clientCertificate: {
+            thumbprintSha256: cert.thumbprintSha256,
+            privateKey: cert.privateKey,
+            x5c: cert.chainPem,
+          },
+        };
       }
       case 'managed-identity': {
         this.secretVersion = 'managed-identity';
@@ -175,12 +207,16 @@ export class ExchangeTokenProvider implements TokenSource {
             try {
               return (await mi.getToken(FEDERATION_SCOPE)).token;
             } catch (err) {
-              throw new TokenError(`The managed identity${c.identityClientId ? ` ${c.identityClientId}` : ''} gave no token for ${FEDERATION_SCOPE} (${(err as Error).name})`, undefined, {
-                mailbox,
-                cause: err,
-                retryable: true,
-                hint: 'INBOXQ_CLIENT_CREDENTIAL=managed-identity needs a managed identity on the Function App; set AZURE_CLIENT_ID to the client id of a user-assigned one',
-              });
+              throw new TokenError(
+                `The managed identity${c.identityClientId ? ` ${c.identityClientId}` : ''} gave no token for ${FEDERATION_SCOPE} (${(err as Error).name})`,
+                undefined,
+                {
+                  mailbox,
+                  cause: err,
+                  retryable: true,
+                  hint: 'INBOXQ_CLIENT_CREDENTIAL=managed-identity needs a managed identity on the Function App; set AZURE_CLIENT_ID to the client id of a user-assigned one',
+                },
+              );
             }
           },
         };
@@ -206,13 +242,20 @@ export class ExchangeTokenProvider implements TokenSource {
         retryable: false,
       });
     }
-    if (e.errorCode === 'endpoints_resolution_error' || /fetch failed|ECONNREFUSED|ENOTFOUND|ETIMEDOUT|timed out/i.test(text)) {
-      return new TokenError(`Can't reach the identity provider at ${identity.authorityHost} for ${who} (${e.errorCode ?? 'network error'})`, undefined, {
-        mailbox,
-        cause: err,
-        hint: 'check INBOXQ_AUTHORITY_HOST and outbound network access; this run stops and the next one tries again',
-        retryable: true,
-      });
+    if (
+      e.errorCode === 'endpoints_resolution_error' ||
+      /fetch failed|ECONNREFUSED|ENOTFOUND|ETIMEDOUT|timed out/i.test(text)
+    ) {
+      return new TokenError(
+        `Can't reach the identity provider at ${identity.authorityHost} for ${who} (${e.errorCode ?? 'network error'})`,
+        undefined,
+        {
+          mailbox,
+          cause: err,
+          hint: 'check INBOXQ_AUTHORITY_HOST and outbound network access; this run stops and the next one tries again',
+          retryable: true,
+        },
+      );
     }
     return new TokenError(`No token for ${who}: ${e.errorCode ?? (err as Error)?.name ?? 'error'}`, undefined, {
       mailbox,

@@ -8,7 +8,13 @@
  */
 import { ManagedIdentityCredential } from '@azure/identity';
 import { findMailbox, loadDeployment, notConfiguredHere, type Env, type InboxqConfig } from '../config/settings';
-import { FEDERATION_SCOPE, peekClaims, secretSourceName, tokenProviderFor, type ExchangeTokenProvider } from '../credentials/token';
+import {
+  FEDERATION_SCOPE,
+  peekClaims,
+  secretSourceName,
+  tokenProviderFor,
+  type ExchangeTokenProvider,
+} from '../credentials/token';
 import { readVaultSecret } from '../credentials/keyvault';
 import { parseClientCertificate } from '../credentials/certificate';
 import { CONVERSATIONS_TABLE } from '../conversation/conversations';
@@ -56,7 +62,10 @@ function settingsFailed(mailbox: string, detail: string, fix: string, why: strin
   return {
     mailbox,
     key: '',
-    checks: [{ step: 'settings', status: 'fail', detail, fix }, ...AFTER_SETTINGS.map((step): DoctorCheck => ({ step, status: 'skipped', detail: why }))],
+    checks: [
+      { step: 'settings', status: 'fail', detail, fix },
+      ...AFTER_SETTINGS.map((step): DoctorCheck => ({ step, status: 'skipped', detail: why })),
+    ],
   };
 }
 
@@ -91,7 +100,8 @@ export async function runDoctorAll(env: Env, options: { mailbox?: string } = {})
     mailboxes = [found];
   }
   const reports: MailboxReport[] = [];
-  for (const config of mailboxes) reports.push({ mailbox: config.mailbox, key: config.key, checks: await checkMailbox(config) });
+  for (const config of mailboxes)
+    reports.push({ mailbox: config.mailbox, key: config.key, checks: await checkMailbox(config) });
   return reports;
 }
 
@@ -99,16 +109,26 @@ export async function runDoctorAll(env: Env, options: { mailbox?: string } = {})
 export async function runDoctor(env: Env, options: { mailbox?: string } = {}): Promise<DoctorCheck[]> {
   const reports = await runDoctorAll(env, options);
   if (reports.length > 1) {
-    return settingsFailed('', `these settings serve ${reports.length} mailboxes (${reports.map((r) => r.key).join(', ')})`, 'name one with --mailbox', 'no mailbox named').checks;
+    return settingsFailed(
+      '',
+      `these settings serve ${reports.length} mailboxes (${reports.map((r) => r.key).join(', ')})`,
+      'name one with --mailbox',
+      'no mailbox named',
+    ).checks;
   }
   return reports[0]!.checks;
 }
 
 async function checkMailbox(config: InboxqConfig): Promise<DoctorCheck[]> {
   const checks: DoctorCheck[] = [];
-  const skip = (steps: StepName[], why: string) => steps.forEach((step) => checks.push({ step, status: 'skipped', detail: why }));
+  const skip = (steps: StepName[], why: string) =>
+    steps.forEach((step) => checks.push({ step, status: 'skipped', detail: why }));
   const which = config.key === 'default' ? '' : ` (mailbox "${config.key}")`;
-  checks.push({ step: 'settings', status: 'pass', detail: `valid for ${config.mailbox}${which} (tenant ${config.identity.tenantId}, app ${config.identity.clientId})` });
+  checks.push({
+    step: 'settings',
+    status: 'pass',
+    detail: `valid for ${config.mailbox}${which} (tenant ${config.identity.tenantId}, app ${config.identity.clientId})`,
+  });
 
   const credentialOk = await checkCredential(config, checks);
   let tokenOk = false;
@@ -130,29 +150,58 @@ async function checkCredential(config: InboxqConfig, checks: DoctorCheck[]): Pro
   try {
     switch (c.kind) {
       case 'secret-setting':
-        checks.push({ step: 'credential', status: 'pass', detail: `client secret from ${name} (for local development only)` });
+        checks.push({
+          step: 'credential',
+          status: 'pass',
+          detail: `client secret from ${name} (for local development only)`,
+        });
         return true;
       case 'keyvault-secret': {
-        const read = await readVaultSecret({ vaultUrl: c.vaultUrl, secretName: c.secretName, mailbox: config.mailbox, verifyChallengeResource: config.keyVault.verifyChallengeResource, tlsCa: config.tlsCa });
+        const read = await readVaultSecret({
+          vaultUrl: c.vaultUrl,
+          secretName: c.secretName,
+          mailbox: config.mailbox,
+          verifyChallengeResource: config.keyVault.verifyChallengeResource,
+          tlsCa: config.tlsCa,
+        });
         checks.push({ step: 'credential', status: 'pass', detail: `${name} is readable (version ${read.version})` });
         return true;
       }
       case 'keyvault-certificate': {
-        const read = await readVaultSecret({ vaultUrl: c.vaultUrl, secretName: c.certificateName, mailbox: config.mailbox, verifyChallengeResource: config.keyVault.verifyChallengeResource, tlsCa: config.tlsCa });
+        const read = await readVaultSecret({
+          vaultUrl: c.vaultUrl,
+          secretName: c.certificateName,
+          mailbox: config.mailbox,
+          verifyChallengeResource: config.keyVault.verifyChallengeResource,
+          tlsCa: config.tlsCa,
+        });
         const cert = parseClientCertificate(read.value);
         const days = Math.floor((cert.notAfter.getTime() - Date.now()) / 86_400_000);
         if (days < 0) {
-          checks.push({ step: 'credential', status: 'fail', detail: `${name} expired on ${cert.notAfter.toISOString().slice(0, 10)}`, fix: 'renew the certificate in Key Vault and upload its public part to the app registration' });
+          checks.push({
+            step: 'credential',
+            status: 'fail',
+            detail: `${name} expired on ${cert.notAfter.toISOString().slice(0, 10)}`,
+            fix: 'renew the certificate in Key Vault and upload its public part to the app registration',
+          });
           return false;
         }
-        checks.push({ step: 'credential', status: 'pass', detail: `${name} is readable (thumbprint ${cert.thumbprintSha256.slice(0, 16)}…, valid ${days} more days)` });
+        checks.push({
+          step: 'credential',
+          status: 'pass',
+          detail: `${name} is readable (thumbprint ${cert.thumbprintSha256.slice(0, 16)}…, valid ${days} more days)`,
+        });
         return true;
       }
       case 'managed-identity': {
         const mi = new ManagedIdentityCredential(c.identityClientId ? { clientId: c.identityClientId } : {});
         const token = await mi.getToken(FEDERATION_SCOPE);
         const claims = peekClaims(token.token);
-        checks.push({ step: 'credential', status: 'pass', detail: `${name} gives a token for ${FEDERATION_SCOPE} (subject ${String(claims['sub'] ?? '?')})` });
+        checks.push({
+          step: 'credential',
+          status: 'pass',
+          detail: `${name} gives a token for ${FEDERATION_SCOPE} (subject ${String(claims['sub'] ?? '?')})`,
+        });
         return true;
       }
     }
@@ -166,7 +215,11 @@ async function checkCredential(config: InboxqConfig, checks: DoctorCheck[]): Pro
   }
 }
 
-async function checkToken(config: InboxqConfig, tokens: ExchangeTokenProvider, checks: DoctorCheck[]): Promise<boolean> {
+async function checkToken(
+  config: InboxqConfig,
+  tokens: ExchangeTokenProvider,
+  checks: DoctorCheck[],
+): Promise<boolean> {
   let token: string;
   try {
     token = (await tokens.getToken({ forceRefresh: true })).token;
@@ -175,7 +228,11 @@ async function checkToken(config: InboxqConfig, tokens: ExchangeTokenProvider, c
     return false;
   }
   const claims = peekClaims(token);
-  checks.push({ step: 'token', status: 'pass', detail: `app-only token for ${String(claims['aud'])} from ${config.identity.authorityHost}` });
+  checks.push({
+    step: 'token',
+    status: 'pass',
+    detail: `app-only token for ${String(claims['aud'])} from ${config.identity.authorityHost}`,
+  });
   const roles = Array.isArray(claims['roles']) ? (claims['roles'] as string[]) : [];
   const missing = REQUIRED_ROLES.filter((r) => !roles.includes(r));
   if (missing.length > 0) {
@@ -196,7 +253,11 @@ async function checkImap(config: InboxqConfig, tokens: ExchangeTokenProvider, ch
     const session = await MailboxSession.open({ config, tokens, log: silentLogger, timeoutMs: 15_000 });
     const uids = await session.listUids();
     await session.close();
-    checks.push({ step: 'IMAP', status: 'pass', detail: `logged in to ${config.imap.host}:${config.imap.port} and selected INBOX (${uids.length} mails waiting)` });
+    checks.push({
+      step: 'IMAP',
+      status: 'pass',
+      detail: `logged in to ${config.imap.host}:${config.imap.port} and selected INBOX (${uids.length} mails waiting)`,
+    });
   } catch (err) {
     let fix = fixFor(err);
     if (err instanceof ImapError && err.failure === 'auth') {
@@ -213,7 +274,11 @@ async function checkImap(config: InboxqConfig, tokens: ExchangeTokenProvider, ch
 async function checkSmtp(config: InboxqConfig, tokens: ExchangeTokenProvider, checks: DoctorCheck[]): Promise<void> {
   try {
     await verifySmtp(config, tokens, silentLogger);
-    checks.push({ step: 'SMTP', status: 'pass', detail: `AUTH XOAUTH2 accepted by ${config.smtp.host}:${config.smtp.port}` });
+    checks.push({
+      step: 'SMTP',
+      status: 'pass',
+      detail: `AUTH XOAUTH2 accepted by ${config.smtp.host}:${config.smtp.port}`,
+    });
   } catch (err) {
     let fix = fixFor(err);
     if (err instanceof SmtpError && err.failure === 'auth-disabled') {
@@ -261,6 +326,10 @@ export function formatDoctorReport(mailbox: string, checks: DoctorCheck[]): stri
     if (c.status === 'fail' && c.fix) lines.push(`       fix: ${c.fix}`);
   });
   const failed = checks.filter((c) => c.status === 'fail');
-  lines.push(failed.length === 0 ? 'All checks passed.' : `${failed.length} check${failed.length === 1 ? '' : 's'} failed; fix the first one first (docs/m365-setup.md).`);
+  lines.push(
+    failed.length === 0
+      ? 'All checks passed.'
+      : `${failed.length} check${failed.length === 1 ? '' : 's'} failed; fix the first one first (docs/m365-setup.md).`,
+  );
   return `${lines.join('\n')}\n`;
 }

@@ -17,7 +17,16 @@ import type { MessageRecord } from '../ledger/ledger';
 import type { MailboxEntry, MailboxSession } from '../mailbox/imap';
 import { inboxqMetrics } from '../telemetry/metrics';
 import type { DrainDeps, DrainStep } from './drain';
-import { type ClaimedMail, type ConversedMail, type Failed, type JudgedMail, type MailOutcome, ok, partition, perMail } from './mail';
+import {
+  type ClaimedMail,
+  type ConversedMail,
+  type Failed,
+  type JudgedMail,
+  type MailOutcome,
+  ok,
+  partition,
+  perMail,
+} from './mail';
 import { requestAcknowledgements } from './steps/acknowledge';
 import { claimBatch } from './steps/claim';
 import { decideConversations } from './steps/conversations';
@@ -56,17 +65,33 @@ interface Settlement {
   code?: string;
 }
 
-export async function drainBatch(deps: DrainDeps, session: MailboxSession, entries: MailboxEntry[]): Promise<{ results: MailResult[]; deferred: MailboxEntry[] }> {
+export async function drainBatch(
+  deps: DrainDeps,
+  session: MailboxSession,
+  entries: MailboxEntry[],
+): Promise<{ results: MailResult[]; deferred: MailboxEntry[] }> {
   const { config, ledger, log, storage } = deps;
   const mailbox = config.mailbox;
   const step = async (s: DrainStep, uid: number, taskId?: string) => deps.onStep?.(s, { uid, taskId });
   const results: MailResult[] = [];
   const settled: Settlement[] = [];
-  const logProps = (s: { uid: number; taskId: string; record: MessageRecord }) => ({ mailbox, taskId: s.taskId, uid: s.uid, messageId: s.record.messageId });
+  const logProps = (s: { uid: number; taskId: string; record: MessageRecord }) => ({
+    mailbox,
+    taskId: s.taskId,
+    uid: s.uid,
+    messageId: s.record.messageId,
+  });
 
   // 1. read
   const { read, gone } = await readBatch(session, entries);
-  for (const uid of gone) results.push({ uid, taskId: null, outcome: 'gone', reasons: ['the mail left the inbox before it was read'], resumed: false });
+  for (const uid of gone)
+    results.push({
+      uid,
+      taskId: null,
+      outcome: 'gone',
+      reasons: ['the mail left the inbox before it was read'],
+      resumed: false,
+    });
   for (const mail of read) await step('fetched', mail.entry.uid);
 
   // 2. judge, from the header section alone. Two copies of one mail in a batch would share a
@@ -100,17 +125,39 @@ export async function drainBatch(deps: DrainDeps, session: MailboxSession, entri
       // Same Message-ID from the same accepted sender, different headers: not the mail we processed.
       // Never dropped, never run twice.
       const reason = `another mail with Message-ID ${record.messageId} was already processed as task ${mail.taskId}; this copy differs and was set aside`;
-      settled.push({ ...base, record: { ...record, reasons: [reason] }, destination: 'quarantine', outcome: 'duplicate', foreignRow: true });
+      settled.push({
+        ...base,
+        record: { ...record, reasons: [reason] },
+        destination: 'quarantine',
+        outcome: 'duplicate',
+        foreignRow: true,
+      });
       log.warn('Mail reuses a processed Message-ID with different headers; moved to quarantine', logProps(base));
     } else if (record.state !== 'claimed') {
       // Done before (a resumed run, or another copy of a processed mail): only its removal is left.
-      settled.push({ ...base, destination: record.state === 'quarantined' ? 'quarantine' : 'processed', ...(record.removed ? { outcome: 'duplicate' as const } : {}) });
+      settled.push({
+        ...base,
+        destination: record.state === 'quarantined' ? 'quarantine' : 'processed',
+        ...(record.removed ? { outcome: 'duplicate' as const } : {}),
+      });
     } else if (mail.accepted) {
       toBuild.push(mail);
     } else if (j.kind === 'malformed') {
-      settled.push({ ...base, patch: { state: 'quarantined', reasons: [`the mail is malformed: ${j.reason}; it was moved to ${config.drain.quarantineFolder}`] }, destination: 'quarantine' });
+      settled.push({
+        ...base,
+        patch: {
+          state: 'quarantined',
+          reasons: [`the mail is malformed: ${j.reason}; it was moved to ${config.drain.quarantineFolder}`],
+        },
+        destination: 'quarantine',
+      });
     } else {
-      settled.push({ ...base, patch: { state: 'rejected', sender: j.verdict.sender, reasons: j.verdict.reasons }, destination: 'processed', code: j.verdict.code });
+      settled.push({
+        ...base,
+        patch: { state: 'rejected', sender: j.verdict.sender, reasons: j.verdict.reasons },
+        destination: 'processed',
+        code: j.verdict.code,
+      });
     }
   }
 
@@ -126,8 +173,23 @@ export async function drainBatch(deps: DrainDeps, session: MailboxSession, entri
     if (!sent.ok) return settleFailure({ ...sent, record: mail.record, taskId: mail.taskId });
     await step('queued', mail.entry.uid, mail.taskId);
     const patch = queuedPatch(mail, task);
-    settled.push({ uid: mail.entry.uid, taskId: mail.taskId, resumed: mail.resumed, record: mail.record, patch, destination: 'processed' });
-    log.info('Mail queued as a task', { mailbox, taskId: mail.taskId, uid: mail.entry.uid, messageId: mail.record.messageId, sender: patch.sender, attachments: task.attachments.length, bytes: mail.entry.size });
+    settled.push({
+      uid: mail.entry.uid,
+      taskId: mail.taskId,
+      resumed: mail.resumed,
+      record: mail.record,
+      patch,
+      destination: 'processed',
+    });
+    log.info('Mail queued as a task', {
+      mailbox,
+      taskId: mail.taskId,
+      uid: mail.entry.uid,
+      messageId: mail.record.messageId,
+      sender: patch.sender,
+      attachments: task.attachments.length,
+      bytes: mail.entry.size,
+    });
   };
   const buildOne = async (mail: ConversedMail): Promise<void> => {
     const j = mail.judged.kind === 'mail' ? mail.judged : undefined;
@@ -140,15 +202,20 @@ export async function drainBatch(deps: DrainDeps, session: MailboxSession, entri
           header: j!.parsed,
           sender: j!.verdict.sender ?? '',
           conversation: mail.conversation,
-          source: mail.source ? { kind: 'buffer', data: mail.source } : { kind: 'stream', stream: await session.download(mail.entry.uid) },
+          source: mail.source
+            ? { kind: 'buffer', data: mail.source }
+            : { kind: 'stream', stream: await session.download(mail.entry.uid) },
         }),
       ),
     );
-    if (!built.ok) return settleFailure({ ...built, record: mail.record, taskId: mail.taskId }, j?.verdict.sender ?? null);
+    if (!built.ok)
+      return settleFailure({ ...built, record: mail.record, taskId: mail.taskId }, j?.verdict.sender ?? null);
     await queueOne(mail, built.mail);
   };
   await session.keepAlive(async () => {
-    await settleAll(conversed.filter((m) => m.source || m.entry.size <= SMALL_MAIL_BYTES).map((m) => limit(() => buildOne(m))));
+    await settleAll(
+      conversed.filter((m) => m.source || m.entry.size <= SMALL_MAIL_BYTES).map((m) => limit(() => buildOne(m))),
+    );
     for (const mail of conversed.filter((m) => !m.source && m.entry.size > SMALL_MAIL_BYTES)) await buildOne(mail);
   });
 
@@ -158,7 +225,10 @@ export async function drainBatch(deps: DrainDeps, session: MailboxSession, entri
     const note = notes.get(s.uid);
     return note ? { ...s.patch, reasons: [...(s.patch!.reasons ?? []), note] } : s.patch!;
   };
-  const recorded = await recordBatch(ledger, patched.map((s) => ({ uid: s.uid, record: s.record, patch: withNote(s) })));
+  const recorded = await recordBatch(
+    ledger,
+    patched.map((s) => ({ uid: s.uid, record: s.record, patch: withNote(s) })),
+  );
   for (const [n, s] of patched.entries()) {
     const r = recorded[n]!;
     if (!r.ok) {
@@ -175,14 +245,23 @@ export async function drainBatch(deps: DrainDeps, session: MailboxSession, entri
       log.warn(`Mail rejected: ${rec.reasons.join('; ')}`, { ...logProps(s), sender: rec.sender, code: s.code });
     } else if (rec.state === 'quarantined') {
       const malformed = rec.reasons[0]?.startsWith('the mail is malformed');
-      log.warn(malformed ? 'Mail is malformed; moving it to quarantine' : `Mail set aside; moving it to ${config.drain.quarantineFolder}`, { ...logProps(s), reason: rec.reasons[0] });
+      log.warn(
+        malformed
+          ? 'Mail is malformed; moving it to quarantine'
+          : `Mail set aside; moving it to ${config.drain.quarantineFolder}`,
+        { ...logProps(s), reason: rec.reasons[0] },
+      );
     }
     await step('recorded', s.uid, s.taskId);
   }
 
   // 8. acknowledge
   if (config.acknowledgement.enabled) {
-    await requestAcknowledgements(storage, mailbox, settled.filter((s) => s.destination !== 'stay' && !s.foreignRow).map((s) => s.record));
+    await requestAcknowledgements(
+      storage,
+      mailbox,
+      settled.filter((s) => s.destination !== 'stay' && !s.foreignRow).map((s) => s.record),
+    );
   }
 
   // 9. remove
@@ -191,11 +270,16 @@ export async function drainBatch(deps: DrainDeps, session: MailboxSession, entri
     session,
     ledger,
     config,
-    leaving.map((s) => ({ uid: s.uid, destination: s.destination as 'processed' | 'quarantine', taskId: s.record.removed || s.foreignRow ? null : s.taskId })),
+    leaving.map((s) => ({
+      uid: s.uid,
+      destination: s.destination as 'processed' | 'quarantine',
+      taskId: s.record.removed || s.foreignRow ? null : s.taskId,
+    })),
     async (uid, taskId) => step('moved', uid, taskId ?? undefined),
   );
   for (const s of settled) {
-    if (s.outcome === 'duplicate' && s.record.removed) log.info('Mail was already processed; removed the copy left in the inbox', logProps(s));
+    if (s.outcome === 'duplicate' && s.record.removed)
+      log.info('Mail was already processed; removed the copy left in the inbox', logProps(s));
     else if (!s.outcome) await step('removed', s.uid, s.taskId);
     const state = s.record.state;
     results.push({
@@ -211,14 +295,23 @@ export async function drainBatch(deps: DrainDeps, session: MailboxSession, entri
   /** A mail a step set aside (quarantine, with the reason in its row) or held. */
   function settleFailure(f: Failed, sender: string | null = null): void {
     if (!f.record || !f.taskId) throw new Error('a mail failed before it had a ledger row'); // claim is the first step that can fail per mail
-    const reason = f.failure.kind === 'set-aside' ? `${f.failure.reason}; it was moved to ${config.drain.quarantineFolder}` : f.failure.reason;
-    log.warn(`Mail ${f.failure.kind === 'set-aside' ? 'set aside' : 'held'}: ${f.failure.reason}`, { mailbox, taskId: f.taskId, uid: f.uid });
+    const reason =
+      f.failure.kind === 'set-aside'
+        ? `${f.failure.reason}; it was moved to ${config.drain.quarantineFolder}`
+        : f.failure.reason;
+    log.warn(`Mail ${f.failure.kind === 'set-aside' ? 'set aside' : 'held'}: ${f.failure.reason}`, {
+      mailbox,
+      taskId: f.taskId,
+      uid: f.uid,
+    });
     settled.push({
       uid: f.uid,
       taskId: f.taskId,
       resumed: false,
       record: f.record,
-      ...(f.failure.kind === 'set-aside' ? { patch: { state: 'quarantined' as const, sender, reasons: [reason] }, destination: 'quarantine' as const } : { destination: 'stay' as const, outcome: 'held' as const }),
+      ...(f.failure.kind === 'set-aside'
+        ? { patch: { state: 'quarantined' as const, sender, reasons: [reason] }, destination: 'quarantine' as const }
+        : { destination: 'stay' as const, outcome: 'held' as const }),
     });
   }
 }
@@ -231,7 +324,8 @@ export async function drainBatch(deps: DrainDeps, session: MailboxSession, entri
  */
 export function released<T extends ClaimedMail>(mail: T): T {
   const { record } = mail;
-  if (!mail.resumed || record.state !== 'quarantined' || !record.removed || record.headerSha256 !== mail.headerSha256) return mail;
+  if (!mail.resumed || record.state !== 'quarantined' || !record.removed || record.headerSha256 !== mail.headerSha256)
+    return mail;
   const note = `it was moved back to INBOX after being set aside, and drained again (it had been set aside because ${record.reasons[0] ?? 'of an unknown reason'})`;
   return { ...mail, record: { ...record, state: 'claimed', removed: false, reasons: [note] } };
 }

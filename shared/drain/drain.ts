@@ -37,7 +37,8 @@ export { INLINE_RAW_LIMIT, INLINE_TEXT_LIMIT } from './steps/task';
 export { SMALL_MAIL_BYTES } from './steps/read';
 
 /** Step boundaries, named so tests can stop a run at each one. `moved`: the mails left INBOX, their rows don't say so yet. */
-export type DrainStep = 'leased' | 'fetched' | 'claimed' | 'blobs-written' | 'queued' | 'recorded' | 'moved' | 'removed';
+export type DrainStep =
+  'leased' | 'fetched' | 'claimed' | 'blobs-written' | 'queued' | 'recorded' | 'moved' | 'removed';
 
 export interface DrainDeps {
   config: InboxqConfig;
@@ -57,7 +58,13 @@ export interface DrainSummary {
   durationMs: number;
   /** Why the run ended: the inbox was empty, the time budget or message limit was reached, another run holds the lease, or an error. */
   stoppedBecause: 'empty' | 'budget' | 'limit' | 'leased-elsewhere' | 'error';
-  counts: Record<MailOutcome, number> & { seen: number; resumed: number; throttled: number; expired: number; reconciled: number };
+  counts: Record<MailOutcome, number> & {
+    seen: number;
+    resumed: number;
+    throttled: number;
+    expired: number;
+    reconciled: number;
+  };
   /** Mails left in the inbox for the next run. */
   remaining: number;
   outcomes: MailResult[];
@@ -80,7 +87,19 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
     startedAt: new Date(started).toISOString(),
     durationMs: 0,
     stoppedBecause: 'empty',
-    counts: { seen: 0, queued: 0, rejected: 0, quarantined: 0, duplicate: 0, gone: 0, held: 0, resumed: 0, throttled: 0, expired: 0, reconciled: 0 },
+    counts: {
+      seen: 0,
+      queued: 0,
+      rejected: 0,
+      quarantined: 0,
+      duplicate: 0,
+      gone: 0,
+      held: 0,
+      resumed: 0,
+      throttled: 0,
+      expired: 0,
+      reconciled: 0,
+    },
     remaining: 0,
     outcomes: [],
     error: null,
@@ -92,19 +111,33 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
   } catch (err) {
     // Storage is down: no run can start. Said here, in the words every failed run uses (alerts count them).
     inboxqMetrics.run(config.mailbox, 'failed', now() - started);
-    log.error(`Drain run failed: ${describeError(err)}`, { mailbox: config.mailbox, runId, outcome: 'failed', stoppedBecause: 'error' });
+    log.error(`Drain run failed: ${describeError(err)}`, {
+      mailbox: config.mailbox,
+      runId,
+      outcome: 'failed',
+      stoppedBecause: 'error',
+    });
     throw err;
   }
   if (!(lease instanceof MailboxLease)) {
     summary.stoppedBecause = 'leased-elsewhere';
     inboxqMetrics.run(config.mailbox, 'leased-elsewhere', now() - started);
-    log.info('Another drain run holds this mailbox; this run does nothing', { mailbox: config.mailbox, runId, heldBy: lease.heldBy, until: new Date(lease.until).toISOString() });
+    log.info('Another drain run holds this mailbox; this run does nothing', {
+      mailbox: config.mailbox,
+      runId,
+      heldBy: lease.heldBy,
+      until: new Date(lease.until).toISOString(),
+    });
     return summary;
   }
   await deps.onStep?.('leased', { uid: 0 });
   const { suspects } = lease.state;
   if (lease.state.killedBatch) {
-    log.warn('The last drain run stopped in the middle of a batch; its mails are drained one by one', { mailbox: config.mailbox, runId, mails: lease.state.killedBatch.uids.length });
+    log.warn('The last drain run stopped in the middle of a batch; its mails are drained one by one', {
+      mailbox: config.mailbox,
+      runId,
+      mails: lease.state.killedBatch.uids.length,
+    });
   }
 
   let session: MailboxSession | undefined;
@@ -116,7 +149,12 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
     if (lease.state.reconcile) {
       summary.counts.reconciled = await reconcileLedger(ledger, config.mailbox, session.uidValidity, inbox);
       lease.state.reconcile = false;
-      if (summary.counts.reconciled > 0) log.warn('Ledger rows of mail that had left the inbox were marked removed', { mailbox: config.mailbox, runId, count: summary.counts.reconciled });
+      if (summary.counts.reconciled > 0)
+        log.warn('Ledger rows of mail that had left the inbox were marked removed', {
+          mailbox: config.mailbox,
+          runId,
+          count: summary.counts.reconciled,
+        });
     }
     forgetGone(suspects, session.uidValidity, inbox);
     let index = 0;
@@ -129,7 +167,13 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
         summary.stoppedBecause = 'budget';
         break;
       }
-      const plan = nextPlan(mails, index, Math.min(BATCH_SIZE, config.drain.maxMessagesPerRun - index), suspects, session.uidValidity);
+      const plan = nextPlan(
+        mails,
+        index,
+        Math.min(BATCH_SIZE, config.drain.maxMessagesPerRun - index),
+        suspects,
+        session.uidValidity,
+      );
       let results: MailResult[];
       if (plan.kind === 'poison') {
         results = [await setAsidePoison(deps, session, plan.entry.uid, plan.suspect.runs, plan.suspect.last)];
@@ -140,7 +184,7 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
         await lease.beginBatch(session.uidValidity, uids);
         results = [];
         try {
-          for (let queue = plan.entries; queue.length > 0; ) {
+          for (let queue = plan.entries; queue.length > 0;) {
             const batch = await drainBatch(deps, session, queue);
             results.push(...batch.results);
             queue = batch.deferred;
@@ -159,7 +203,8 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
         summary.counts[result.outcome]++;
         if (result.resumed) summary.counts.resumed++;
         summary.outcomes.push(result);
-        if (result.outcome === 'held') suspect(suspects, session.uidValidity, [result.uid], result.reasons[0] ?? 'held');
+        if (result.outcome === 'held')
+          suspect(suspects, session.uidValidity, [result.uid], result.reasons[0] ?? 'held');
         else suspects.delete(suspectKey(session.uidValidity, result.uid));
       }
     }
@@ -170,7 +215,10 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
   } catch (err) {
     failure = err;
     summary.stoppedBecause = 'error';
-    summary.error = err instanceof LeaseLostError ? 'the run lease was taken over by another run; it continues from here' : describeError(err);
+    summary.error =
+      err instanceof LeaseLostError
+        ? 'the run lease was taken over by another run; it continues from here'
+        : describeError(err);
     // The mailbox may have done more than its answers said (a MOVE whose reply was lost).
     lease.state.reconcile = true;
   } finally {
@@ -189,7 +237,18 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
       startedAt: summary.startedAt,
       finishedAt: new Date(now()).toISOString(),
       outcome,
-      counts: { seen, queued, rejected, quarantined, duplicate, held, resumed, throttled, reconciled, failedRuns: failure ? 1 : 0 },
+      counts: {
+        seen,
+        queued,
+        rejected,
+        quarantined,
+        duplicate,
+        held,
+        resumed,
+        throttled,
+        reconciled,
+        failedRuns: failure ? 1 : 0,
+      },
       error: summary.error,
     });
   } catch (err) {

@@ -27,7 +27,8 @@ export interface MailFailure {
 }
 
 /** A step's word on one mail: carried on, or failed (with its ledger row and task id once it has them). */
-export type PerMail<T> = { ok: true; mail: T } | { ok: false; uid: number; failure: MailFailure; record?: MessageRecord; taskId?: string };
+export type PerMail<T> =
+  { ok: true; mail: T } | { ok: false; uid: number; failure: MailFailure; record?: MessageRecord; taskId?: string };
 
 export function ok<T>(mail: T): PerMail<T> {
   return { ok: true, mail };
@@ -83,7 +84,12 @@ export interface ConversedMail extends ClaimedMail {
  */
 export function isRunFailure(err: unknown): boolean {
   if (err instanceof StorageError) return !err.refusedThisRequest;
-  return err instanceof ImapError || err instanceof TokenError || err instanceof KeyVaultError || err instanceof LeaseLostError;
+  return (
+    err instanceof ImapError ||
+    err instanceof TokenError ||
+    err instanceof KeyVaultError ||
+    err instanceof LeaseLostError
+  );
 }
 
 /**
@@ -95,7 +101,8 @@ export function failureReason(step: string, err: unknown): string {
   let what: string;
   if (err instanceof InboxqError) what = err.summary;
   else if (err instanceof MailParseError) what = describeError(err);
-  else if (err instanceof Error) what = [err.name, (err as { code?: unknown }).code].filter((x) => typeof x === 'string' && x).join(' ');
+  else if (err instanceof Error)
+    what = [err.name, (err as { code?: unknown }).code].filter((x) => typeof x === 'string' && x).join(' ');
   else what = typeof err;
   return `${step} failed for this mail alone (${what.slice(0, 300)})`;
 }

@@ -16,7 +16,13 @@ import { claimRecord } from './steps/claim';
  * acknowledged if it started a conversation. Otherwise it is set aside to the quarantine folder
  * without being read again, its row (or a new one, under an identity of its UID) saying why.
  */
-export async function setAsidePoison(deps: DrainDeps, session: MailboxSession, uid: number, runs: number, last: string): Promise<MailResult> {
+export async function setAsidePoison(
+  deps: DrainDeps,
+  session: MailboxSession,
+  uid: number,
+  runs: number,
+  last: string,
+): Promise<MailResult> {
   const { config, ledger, log } = deps;
   const mailbox = config.mailbox;
   const uidValidity = session.uidValidity.toString();
@@ -26,7 +32,11 @@ export async function setAsidePoison(deps: DrainDeps, session: MailboxSession, u
     if (existing.state === 'quarantined') await session.remove([uid], 'move', config.drain.quarantineFolder);
     else await session.remove([uid], config.drain.processedAction, config.drain.processedFolder);
     await ledger.markRemoved(mailbox, [{ taskId: existing.taskId, uid, uidValidity }]);
-    log.warn(`Mail in the batch of ${runs} failed drain runs was already ${existing.state}; it was only removed`, { mailbox, uid, taskId: existing.taskId });
+    log.warn(`Mail in the batch of ${runs} failed drain runs was already ${existing.state}; it was only removed`, {
+      mailbox,
+      uid,
+      taskId: existing.taskId,
+    });
     const outcome = existing.state === 'queued' ? 'queued' : existing.state === 'rejected' ? 'rejected' : 'quarantined';
     return { uid, taskId: existing.taskId, outcome, reasons: existing.reasons, resumed: true };
   }
@@ -38,7 +48,16 @@ export async function setAsidePoison(deps: DrainDeps, session: MailboxSession, u
     const identity = `uid:${uidValidity}:${uid}`;
     const bare = {
       ...claimRecord(
-        { entry: { uid, size: 0, internalDate: undefined }, header: Buffer.alloc(0), headerSha256: '', source: undefined, judged: { kind: 'malformed', reason }, accepted: false, identity, taskId: deriveTaskId(mailbox, identity) },
+        {
+          entry: { uid, size: 0, internalDate: undefined },
+          header: Buffer.alloc(0),
+          headerSha256: '',
+          source: undefined,
+          judged: { kind: 'malformed', reason },
+          accepted: false,
+          identity,
+          taskId: deriveTaskId(mailbox, identity),
+        },
         mailbox,
         session.uidValidity,
         new Date().toISOString(),
@@ -52,6 +71,10 @@ export async function setAsidePoison(deps: DrainDeps, session: MailboxSession, u
   }
   await session.remove([uid], 'move', config.drain.quarantineFolder);
   await ledger.markRemoved(mailbox, [{ taskId: record.taskId, uid, uidValidity }]);
-  log.warn(`Mail set aside after ${runs} failed drain runs with it in the batch`, { mailbox, uid, taskId: record.taskId });
+  log.warn(`Mail set aside after ${runs} failed drain runs with it in the batch`, {
+    mailbox,
+    uid,
+    taskId: record.taskId,
+  });
   return { uid, taskId: record.taskId, outcome: 'quarantined', reasons: [reason], resumed: false };
 }

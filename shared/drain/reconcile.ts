@@ -13,7 +13,12 @@ import type { Ledger } from '../ledger/ledger';
 /** Rows looked at per reconciliation (the rest wait for the next one). */
 const MAX_ROWS = 5000;
 
-export async function reconcileLedger(ledger: Ledger, mailbox: string, uidValidity: bigint, inbox: Set<number>): Promise<number> {
+export async function reconcileLedger(
+  ledger: Ledger,
+  mailbox: string,
+  uidValidity: bigint,
+  inbox: Set<number>,
+): Promise<number> {
   const rows = await ledger.listUnremoved(mailbox, MAX_ROWS);
   const gone = rows.filter((r) => r.uidValidity === uidValidity.toString() && !inbox.has(r.uid));
   await ledger.markRemoved(

@@ -16,6 +16,7 @@ export async function expireOldMail(deps: DrainDeps, now: () => number): Promise
     await blobs.deletePrefix(`${partitionKey(config.mailbox)}/${row.taskId}/`);
     await ledger.deleteMessage(row);
   }
-  if (old.length > 0) deps.log.info('Expired stored mail past its retention', { mailbox: config.mailbox, count: old.length, cutoff });
+  if (old.length > 0)
+    deps.log.info('Expired stored mail past its retention', { mailbox: config.mailbox, count: old.length, cutoff });
   return old.length;
 }

@@ -18,14 +18,21 @@ export const POISON_RUNS = 3;
 /** The whole sources a batch holds in memory at most; small mails past it wait for the next batch. */
 const BATCH_SOURCE_BYTES = 32 * 1024 * 1024;
 
-export type Plan = { kind: 'poison'; entry: MailboxEntry; suspect: Suspect } | { kind: 'batch'; entries: MailboxEntry[] };
+export type Plan =
+  { kind: 'poison'; entry: MailboxEntry; suspect: Suspect } | { kind: 'batch'; entries: MailboxEntry[] };
 
 /**
  * What to do from `index` on: set aside a mail that failed too often, drain a suspect alone, or a
  * batch of up to `max` others (stopping before the next suspect) whose small sources together stay
  * under BATCH_SOURCE_BYTES.
  */
-export function nextPlan(mails: MailboxEntry[], index: number, max: number, suspects: Suspects, uidValidity: bigint): Plan {
+export function nextPlan(
+  mails: MailboxEntry[],
+  index: number,
+  max: number,
+  suspects: Suspects,
+  uidValidity: bigint,
+): Plan {
   const first = mails[index]!;
   const suspect = suspects.get(suspectKey(uidValidity, first.uid));
   if (suspect && suspect.runs >= POISON_RUNS) return { kind: 'poison', entry: first, suspect };

@@ -45,7 +45,10 @@ export interface Handlers {
   replyPoison(message: unknown, context: InvocationContext): Promise<void>;
 }
 
-export function createHandlers(getDeployment: () => DeploymentRuntime = processDeployment, options: { maxDequeueCount?: number } = {}): Handlers {
+export function createHandlers(
+  getDeployment: () => DeploymentRuntime = processDeployment,
+  options: { maxDequeueCount?: number } = {},
+): Handlers {
   const maxDequeueCount = options.maxDequeueCount ?? 5;
 
   /** The deployment, or a logged ConfigError naming every mailbox and setting at fault. */
@@ -60,7 +63,8 @@ export function createHandlers(getDeployment: () => DeploymentRuntime = processD
 
   /** The mailbox a reply names; replies of every mailbox share the replies queue. */
   function replyRuntime(d: DeploymentRuntime, message: unknown): Runtime {
-    const named = typeof message === 'object' && message !== null ? (message as { mailbox?: unknown }).mailbox : undefined;
+    const named =
+      typeof message === 'object' && message !== null ? (message as { mailbox?: unknown }).mailbox : undefined;
     const rt = typeof named === 'string' ? d.find(named) : d.mailboxes.length === 1 ? d.mailboxes[0] : undefined;
     if (rt) return rt;
     // Validate against the contract for a precise message (a missing or malformed mailbox field).
@@ -76,12 +80,23 @@ export function createHandlers(getDeployment: () => DeploymentRuntime = processD
       const d = deployment(log, 'The drain schedule');
       if (timer.isPastDue) log.warn('Drain schedule is past due; requesting drains now');
       const requestedAt = new Date().toISOString();
-      const requests = d.mailboxes.map(
-        ({ config }): DrainRequest => ({ type: 'inboxq.drain-request', version: 1, key: config.key, mailbox: config.mailbox, requestedAt }),
-      );
+      const requests = d.mailboxes.map(({ config }): DrainRequest => ({
+        type: 'inboxq.drain-request',
+        version: 1,
+        key: config.key,
+        mailbox: config.mailbox,
+        requestedAt,
+      }));
       // A request nobody took within a lease period is stale: the next tick asks again.
       const storage = d.mailboxes[0]!.storage;
-      await Promise.all(requests.map((r) => sendQueueMessage(storage, DRAIN_REQUESTS_QUEUE, r, { mailbox: r.mailbox, timeToLiveSeconds: LEASE_MS / 1000 })));
+      await Promise.all(
+        requests.map((r) =>
+          sendQueueMessage(storage, DRAIN_REQUESTS_QUEUE, r, {
+            mailbox: r.mailbox,
+            timeToLiveSeconds: LEASE_MS / 1000,
+          }),
+        ),
+      );
       log.info('Drain requested', { mailboxes: requests.length });
       return requests;
     },
@@ -95,7 +110,9 @@ export function createHandlers(getDeployment: () => DeploymentRuntime = processD
       const log = contextLogger(context);
       const parsed = drainRequestSchema.safeParse(typeof message === 'string' ? safeJson(message) : message);
       if (!parsed.success) {
-        log.error('A drain request does not follow the contract and is dropped', { issues: parsed.error.issues.map((i) => i.path.join('.')).join(', ') });
+        log.error('A drain request does not follow the contract and is dropped', {
+          issues: parsed.error.issues.map((i) => i.path.join('.')).join(', '),
+        });
         return { key: '', mailbox: '', skipped: 'unreadable request' };
       }
       const request = parsed.data;
@@ -108,11 +125,20 @@ export function createHandlers(getDeployment: () => DeploymentRuntime = processD
       }
       const rt = d.find(request.key);
       if (!rt || rt.config.mailbox !== request.mailbox) {
-        log.warn('A drain request names a mailbox these settings do not serve; dropped', { key: request.key, mailbox: request.mailbox });
+        log.warn('A drain request names a mailbox these settings do not serve; dropped', {
+          key: request.key,
+          mailbox: request.mailbox,
+        });
         return { key: request.key, mailbox: request.mailbox, skipped: 'mailbox not served here' };
       }
       try {
-        const summary = await drainMailbox({ config: rt.config, tokens: rt.tokens, ledger: rt.ledger, storage: rt.storage, log });
+        const summary = await drainMailbox({
+          config: rt.config,
+          tokens: rt.tokens,
+          ledger: rt.ledger,
+          storage: rt.storage,
+          log,
+        });
         return { key: request.key, mailbox: request.mailbox, summary };
       } catch (err) {
         // drainMailbox has logged the failure with its hint and recorded it in the ledger.
@@ -126,11 +152,21 @@ export function createHandlers(getDeployment: () => DeploymentRuntime = processD
       const queueMessageId = String(context.triggerMetadata?.['id'] ?? '');
       try {
         const rt = replyRuntime(deployment(log, 'The reply'), message);
-        const deps = { config: rt.config, tokens: rt.tokens, ledger: rt.ledger, storage: rt.storage, log, ...(queueMessageId ? { deliveryId: queueMessageId } : {}) };
+        const deps = {
+          config: rt.config,
+          tokens: rt.tokens,
+          ledger: rt.ledger,
+          storage: rt.storage,
+          log,
+          ...(queueMessageId ? { deliveryId: queueMessageId } : {}),
+        };
         if (isAcknowledgementsMessage(message)) await sendAcknowledgements(message, deps);
         else await sendReply(message, deps);
       } catch (err) {
-        const permanent = err instanceof InvalidMessageError || err instanceof UnknownTaskError || (err instanceof InboxqError && !err.retryable);
+        const permanent =
+          err instanceof InvalidMessageError ||
+          err instanceof UnknownTaskError ||
+          (err instanceof InboxqError && !err.retryable);
         const last = dequeueCount >= maxDequeueCount;
         const fate = last
           ? 'this was the last delivery: the host moves it to the replies-poison queue'

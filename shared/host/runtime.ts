@@ -55,7 +55,8 @@ export function runtimeFor(env: Env, mailbox?: string): Runtime {
     if (!rt) throw new Error(`mailbox ${mailbox} is not configured in these settings`);
     return rt;
   }
-  if (deployment.mailboxes.length !== 1) throw new Error(`these settings serve ${deployment.mailboxes.length} mailboxes: name one`);
+  if (deployment.mailboxes.length !== 1)
+    throw new Error(`these settings serve ${deployment.mailboxes.length} mailboxes: name one`);
   return deployment.mailboxes[0]!;
 }
 

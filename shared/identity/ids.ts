@@ -43,7 +43,10 @@ export const CONVERSATION_ID_CANDIDATES = 4;
  */
 export function conversationIdFor(taskId: string, candidate = 0): string {
   if (candidate === 0) return taskId.slice(0, CONVERSATION_ID_HEX);
-  return createHash('sha256').update(`inboxq-conversation\0${taskId}\0${candidate}`).digest('hex').slice(0, CONVERSATION_ID_HEX);
+  return createHash('sha256')
+    .update(`inboxq-conversation\0${taskId}\0${candidate}`)
+    .digest('hex')
+    .slice(0, CONVERSATION_ID_HEX);
 }
 
 /** True when `conversationId` is one a mail with `taskId` could have started. */
@@ -65,8 +68,12 @@ export function subjectTags(subject: string): string[] {
 
 /** The subject with the conversation's tag at its end, and no other conversation's tag. */
 export function withSubjectTag(subject: string, conversationId: string): string {
-  const others = subject.replace(/\s*\[#([0-9a-f]{24})\]/gi, (tag, id: string) => (id.toLowerCase() === conversationId ? tag : ''));
-  return subjectTags(others).includes(conversationId) ? others.trim() : `${others} ${subjectTag(conversationId)}`.trim();
+  const others = subject.replace(/\s*\[#([0-9a-f]{24})\]/gi, (tag, id: string) =>
+    id.toLowerCase() === conversationId ? tag : '',
+  );
+  return subjectTags(others).includes(conversationId)
+    ? others.trim()
+    : `${others} ${subjectTag(conversationId)}`.trim();
 }
 
 /** inboxq's own Message-ID for a reply: deterministic, so a resent reply is recognisable (Sent Items, the recipient's client). */

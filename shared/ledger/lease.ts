@@ -59,7 +59,8 @@ function readSuspects(json: string | undefined): Suspects {
   const out: Suspects = new Map();
   try {
     const parsed = JSON.parse(json || '{}') as Record<string, Suspect>;
-    for (const [k, v] of Object.entries(parsed)) if (typeof v?.runs === 'number') out.set(k, { runs: v.runs, last: String(v.last ?? '') });
+    for (const [k, v] of Object.entries(parsed))
+      if (typeof v?.runs === 'number') out.set(k, { runs: v.runs, last: String(v.last ?? '') });
   } catch {
     // A row this code did not write: start over.
   }
@@ -98,9 +99,14 @@ export class MailboxLease {
     const entity = { partitionKey: LEASE_PARTITION, rowKey: key, owner, expiresAt: now() + durationMs };
     try {
       const res = await table.createEntity(entity);
-      return new MailboxLease(table, key, owner, durationMs, res.etag ?? '*', now, { suspects: new Map(), reconcile: false, killedBatch: null });
+      return new MailboxLease(table, key, owner, durationMs, res.etag ?? '*', now, {
+        suspects: new Map(),
+        reconcile: false,
+        killedBatch: null,
+      });
     } catch (err) {
-      if (tableErrorCode(err) !== 'EntityAlreadyExists') throw storageError('Taking the run lease failed', err, mailbox);
+      if (tableErrorCode(err) !== 'EntityAlreadyExists')
+        throw storageError('Taking the run lease failed', err, mailbox);
     }
     let current;
     try {
@@ -110,7 +116,11 @@ export class MailboxLease {
     }
     if (Number(current.expiresAt) > now()) return { heldBy: String(current.owner), until: Number(current.expiresAt) };
     // Taken over: what the last run left is this run's to carry on.
-    const state: RunState = { suspects: readSuspects(current.suspects), reconcile: current.reconcile === true, killedBatch: null };
+    const state: RunState = {
+      suspects: readSuspects(current.suspects),
+      reconcile: current.reconcile === true,
+      killedBatch: null,
+    };
     if (current.batch) {
       try {
         const batch = JSON.parse(current.batch) as { uidValidity: string; uids: number[] };
@@ -118,17 +128,25 @@ export class MailboxLease {
         state.reconcile = true;
         for (const uid of batch.uids) {
           const k = suspectKey(batch.uidValidity, uid);
-          state.suspects.set(k, { runs: (state.suspects.get(k)?.runs ?? 0) + 1, last: 'the drain run stopped in the middle of its batch (killed, timed out or crashed)' });
+          state.suspects.set(k, {
+            runs: (state.suspects.get(k)?.runs ?? 0) + 1,
+            last: 'the drain run stopped in the middle of its batch (killed, timed out or crashed)',
+          });
         }
       } catch {
         state.reconcile = true;
       }
     }
     try {
-      const res = await table.updateEntity({ ...entity, suspects: writeSuspects(state.suspects), reconcile: state.reconcile }, 'Replace', { etag: current.etag });
+      const res = await table.updateEntity(
+        { ...entity, suspects: writeSuspects(state.suspects), reconcile: state.reconcile },
+        'Replace',
+        { etag: current.etag },
+      );
       return new MailboxLease(table, key, owner, durationMs, res.etag ?? '*', now, state);
     } catch (err) {
-      if (tableErrorCode(err) === 'UpdateConditionNotSatisfied') return { heldBy: 'another run (taken just now)', until: now() + durationMs };
+      if (tableErrorCode(err) === 'UpdateConditionNotSatisfied')
+        return { heldBy: 'another run (taken just now)', until: now() + durationMs };
       throw storageError('Taking over an expired run lease failed', err, mailbox);
     }
   }
@@ -166,7 +184,8 @@ export class MailboxLease {
       );
       this.etag = res.etag ?? this.etag;
     } catch (err) {
-      if (tableErrorCode(err) === 'UpdateConditionNotSatisfied') throw new LeaseLostError(`the run lease was taken over by another run`);
+      if (tableErrorCode(err) === 'UpdateConditionNotSatisfied')
+        throw new LeaseLostError(`the run lease was taken over by another run`);
       throw err;
     }
   }
@@ -178,7 +197,8 @@ export class MailboxLease {
   async release(): Promise<void> {
     this.batch = null;
     try {
-      if (this.state.suspects.size === 0 && !this.state.reconcile) await this.table.deleteEntity(LEASE_PARTITION, this.key, { etag: this.etag });
+      if (this.state.suspects.size === 0 && !this.state.reconcile)
+        await this.table.deleteEntity(LEASE_PARTITION, this.key, { etag: this.etag });
       else await this.write(0);
     } catch {
       // Lost or unreachable: it expires on its own (and a kept batch is then counted by the next run).

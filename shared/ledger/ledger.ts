@@ -86,14 +86,26 @@ export interface RunRecord {
 
 /** Table keys can't hold / \ # ? or control characters; addresses can. */
 export function partitionKey(mailbox: string): string {
-  return encodeURIComponent(mailbox.toLowerCase()).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  return encodeURIComponent(mailbox.toLowerCase()).replace(
+    /[!'()*]/g,
+    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
+  );
 }
 
 /**
  * Bounds of what a row keeps of a mail (characters; a string property holds 32K, an entity 1 MiB):
  * every value a sender writes is cut to them, so no mail can make its row unwritable.
  */
-export const ROW_BOUNDS = { messageId: 1000, identity: 1000, subject: 1000, sender: 320, reasonsJson: 8000, reason: 1000, referencesJson: 16_000, references: 30 } as const;
+export const ROW_BOUNDS = {
+  messageId: 1000,
+  identity: 1000,
+  subject: 1000,
+  sender: 320,
+  reasonsJson: 8000,
+  reason: 1000,
+  referencesJson: 16_000,
+  references: 30,
+} as const;
 
 type Entity = Record<string, unknown> & { partitionKey: string; rowKey: string };
 
@@ -112,7 +124,12 @@ function toMessageEntity(r: MessageRecord): Entity {
     sender: clip(r.sender ?? '', ROW_BOUNDS.sender),
     subject: clip(r.subject, ROW_BOUNDS.subject),
     inReplyTo: clip(r.inReplyTo ?? '', ROW_BOUNDS.messageId),
-    references: boundedJsonList(r.references.slice(-ROW_BOUNDS.references), ROW_BOUNDS.referencesJson, ROW_BOUNDS.messageId, 'last'),
+    references: boundedJsonList(
+      r.references.slice(-ROW_BOUNDS.references),
+      ROW_BOUNDS.referencesJson,
+      ROW_BOUNDS.messageId,
+      'last',
+    ),
     conversationId: r.conversationId ?? '',
     reasons: boundedJsonList(r.reasons, ROW_BOUNDS.reasonsJson, ROW_BOUNDS.reason, 'first'),
     receivedAt: r.receivedAt,
@@ -227,10 +244,16 @@ export class Ledger {
       const res = await table.createEntity(toMessageEntity(record));
       return { created: true, record: { ...record, etag: res.etag } };
     } catch (err) {
-      if (tableErrorCode(err) !== 'EntityAlreadyExists') throw storageError('Ledger claim of a mail failed', err, this.mailboxForErrors);
+      if (tableErrorCode(err) !== 'EntityAlreadyExists')
+        throw storageError('Ledger claim of a mail failed', err, this.mailboxForErrors);
     }
     const existing = await this.getMessage(record.mailbox, record.taskId);
-    if (!existing) throw storageError('Ledger claim found a row that then vanished', new Error('EntityVanished'), this.mailboxForErrors);
+    if (!existing)
+      throw storageError(
+        'Ledger claim found a row that then vanished',
+        new Error('EntityVanished'),
+        this.mailboxForErrors,
+      );
     return { created: false, record: existing };
   }
 
@@ -252,7 +275,8 @@ export class Ledger {
       } catch (err) {
         const failure = storageError('Ledger claim of a batch of mails failed', err, this.mailboxForErrors);
         // A row that exists, or one Storage refuses for what it holds: the rows are claimed one by one.
-        if (tableErrorCode(err) !== 'EntityAlreadyExists' && failure.status !== 409 && !failure.refusedThisRequest) throw failure;
+        if (tableErrorCode(err) !== 'EntityAlreadyExists' && failure.status !== 409 && !failure.refusedThisRequest)
+          throw failure;
         for (const r of chunk) out.push(await perRow(() => this.claimMessage(r)));
       }
     }
@@ -270,10 +294,14 @@ export class Ledger {
     const updatedAt = new Date().toISOString();
     const out: UpdateOutcome[] = [];
     for (let i = 0; i < changes.length; i += 100) {
-      const chunk = changes.slice(i, i + 100).map(({ record, patch }) => ({ record, next: { ...record, ...patch, updatedAt } }));
+      const chunk = changes
+        .slice(i, i + 100)
+        .map(({ record, patch }) => ({ record, next: { ...record, ...patch, updatedAt } }));
       try {
         const res = await table.submitTransaction(
-          chunk.map(({ record, next }) => ['update', toMessageEntity(next), 'Replace', { etag: record.etag ?? '*' }] as const) as never,
+          chunk.map(
+            ({ record, next }) => ['update', toMessageEntity(next), 'Replace', { etag: record.etag ?? '*' }] as const,
+          ) as never,
         );
         const etags = new Map(res.subResponses.map((sub) => [sub.rowKey, sub.etag]));
         for (const { next } of chunk) out.push({ ...next, etag: etags.get(next.taskId) ?? '*' });
@@ -310,7 +338,11 @@ export class Ledger {
    * Marks several rows removed (and where the mail was when it left) in table transactions of up
    * to 100 rows: one request instead of one per mail. Merge, so nothing else in the row changes.
    */
-  async markRemoved(mailbox: string, rows: { taskId: string; uid: number; uidValidity: string }[], options: { reconciled?: boolean } = {}): Promise<void> {
+  async markRemoved(
+    mailbox: string,
+    rows: { taskId: string; uid: number; uidValidity: string }[],
+    options: { reconciled?: boolean } = {},
+  ): Promise<void> {
     if (rows.length === 0) return;
     const table = await this.table(MESSAGES_TABLE);
     const pk = partitionKey(mailbox);
@@ -318,9 +350,22 @@ export class Ledger {
     const extra = options.reconciled ? { reconciledAt: updatedAt } : {};
     await this.op(`marking ${rows.length} mails removed`, async () => {
       for (let i = 0; i < rows.length; i += 100) {
-        const actions = rows
-          .slice(i, i + 100)
-          .map((r) => ['update', { partitionKey: pk, rowKey: r.taskId, removed: true, uid: r.uid, uidValidity: r.uidValidity, updatedAt, ...extra }, 'Merge'] as const);
+        const actions = rows.slice(i, i + 100).map(
+          (r) =>
+            [
+              'update',
+              {
+                partitionKey: pk,
+                rowKey: r.taskId,
+                removed: true,
+                uid: r.uid,
+                uidValidity: r.uidValidity,
+                updatedAt,
+                ...extra,
+              },
+              'Merge',
+            ] as const,
+        );
         await table.submitTransaction(actions as never);
       }
     });
@@ -331,7 +376,8 @@ export class Ledger {
     return this.op('listing of mails', async () => {
       const out: MessageRecord[] = [];
       const filter = `PartitionKey eq '${partitionKey(mailbox).replace(/'/g, "''")}'`;
-      for await (const e of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) out.push(fromMessageEntity(e));
+      for await (const e of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } }))
+        out.push(fromMessageEntity(e));
       return out;
     });
   }
@@ -358,7 +404,8 @@ export class Ledger {
     const table = await this.table(MESSAGES_TABLE);
     return this.op('lookup of a mail by UID', async () => {
       const filter = `PartitionKey eq '${partitionKey(mailbox).replace(/'/g, "''")}' and uid eq ${Math.trunc(uid)} and uidValidity eq '${uidValidity.replace(/'/g, "''")}'`;
-      for await (const e of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) return fromMessageEntity(e);
+      for await (const e of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } }))
+        return fromMessageEntity(e);
       return undefined;
     });
   }
@@ -395,10 +442,16 @@ export class Ledger {
       const res = await table.createEntity(toReplyEntity(record));
       return { created: true, record: { ...record, etag: res.etag } };
     } catch (err) {
-      if (tableErrorCode(err) !== 'EntityAlreadyExists') throw storageError('Ledger claim of a reply failed', err, this.mailboxForErrors);
+      if (tableErrorCode(err) !== 'EntityAlreadyExists')
+        throw storageError('Ledger claim of a reply failed', err, this.mailboxForErrors);
     }
     const existing = await this.getReply(record.mailbox, record.taskId, record.replyId);
-    if (!existing) throw storageError('Ledger claim found a reply row that then vanished', new Error('EntityVanished'), this.mailboxForErrors);
+    if (!existing)
+      throw storageError(
+        'Ledger claim found a reply row that then vanished',
+        new Error('EntityVanished'),
+        this.mailboxForErrors,
+      );
     return { created: false, record: existing };
   }
 
@@ -474,7 +527,12 @@ const PACE_PARTITION = 'pace';
  * current minute before it is sent; when the minute is full the caller defers the reply.
  * Returns 0 when a slot was taken, otherwise the milliseconds until the next minute starts.
  */
-export async function takeSendingSlot(storage: StorageClients, mailbox: string, perMinute: number, now: () => number = Date.now): Promise<number> {
+export async function takeSendingSlot(
+  storage: StorageClients,
+  mailbox: string,
+  perMinute: number,
+  now: () => number = Date.now,
+): Promise<number> {
   if (perMinute <= 0) return 0;
   const table = await storage.table(MAILBOXES_TABLE);
   const key = partitionKey(mailbox);
@@ -486,7 +544,8 @@ export async function takeSendingSlot(storage: StorageClients, mailbox: string, 
       const e = await table.getEntity<{ minute: number; count: number }>(PACE_PARTITION, key);
       row = { minute: Number(e.minute), count: Number(e.count), etag: e.etag };
     } catch (err) {
-      if ((err as { statusCode?: number }).statusCode !== 404) throw storageError('Reading the sending pace failed', err, mailbox);
+      if ((err as { statusCode?: number }).statusCode !== 404)
+        throw storageError('Reading the sending pace failed', err, mailbox);
     }
     const count = row && row.minute === minute ? row.count : 0;
     if (count >= perMinute) return (minute + 1) * 60_000 - t;

@@ -69,11 +69,16 @@ export function normalizeMessageId(id: string | undefined | null): string | null
  * `simpleParser` runs, without the cost of a parsing stream per mail (as much as parsing a small
  * mail whole). Linear in the header section's size.
  */
-const headerDecoder = new MailParser(PARSER_OPTIONS as ConstructorParameters<typeof MailParser>[0]) as unknown as { processHeaders(lines: HeaderLine[]): Map<string, unknown> };
+const headerDecoder = new MailParser(PARSER_OPTIONS as ConstructorParameters<typeof MailParser>[0]) as unknown as {
+  processHeaders(lines: HeaderLine[]): Map<string, unknown>;
+};
 
 /** Parses a header section (only: anything after its empty line is ignored). */
 export async function parseHeader(source: Buffer): Promise<ParsedHeader> {
-  const lines = (new Headers(headerSection(source)).getList() as HeaderLine[]).map((h) => ({ key: h.key.toLowerCase(), line: h.line }));
+  const lines = (new Headers(headerSection(source)).getList() as HeaderLine[]).map((h) => ({
+    key: h.key.toLowerCase(),
+    line: h.line,
+  }));
   const headers = headerDecoder.processHeaders(lines);
   const get = <T>(key: string): T | undefined => headers.get(key) as T | undefined;
   const refs = get<string | string[]>('references');
@@ -108,7 +113,11 @@ export async function parseBody(source: Buffer): Promise<ParsedBody> {
   return {
     text: parsed.text ?? '',
     html: typeof parsed.html === 'string' ? parsed.html : null,
-    attachments: parsed.attachments.map((a) => ({ filename: a.filename, contentType: a.contentType || 'application/octet-stream', content: a.content })),
+    attachments: parsed.attachments.map((a) => ({
+      filename: a.filename,
+      contentType: a.contentType || 'application/octet-stream',
+      content: a.content,
+    })),
   };
 }
 
@@ -134,7 +143,6 @@ export function structuralProblem(source: Buffer, totalSize = source.length): st
   return undefined;
 }
 
-
 /** The body of a mail can't be parsed (too many parts, a structure the parser refuses). Only that mail is affected. */
 export class MailParseError extends Error {
   override readonly name = 'MailParseError';
@@ -157,7 +165,10 @@ export interface StreamedBody<A> {
  * Parses a whole message from a stream. Attachments are handed to `onAttachment` one at a time as
  * streams, and the parser waits until each is consumed, so only the text parts stay in memory.
  */
-export function parseStream<A>(source: Readable, onAttachment: (a: StreamedAttachment) => Promise<A>): Promise<StreamedBody<A>> {
+export function parseStream<A>(
+  source: Readable,
+  onAttachment: (a: StreamedAttachment) => Promise<A>,
+): Promise<StreamedBody<A>> {
   return new Promise((resolve, reject) => {
     const parser = new MailParser(PARSER_OPTIONS as ConstructorParameters<typeof MailParser>[0]);
     const attachments: A[] = [];
@@ -178,7 +189,14 @@ export function parseStream<A>(source: Readable, onAttachment: (a: StreamedAttac
         const attachment = data;
         const i = index++;
         pending = pending
-          .then(() => onAttachment({ index: i, filename: attachment.filename, contentType: attachment.contentType || 'application/octet-stream', content: attachment.content as Readable }))
+          .then(() =>
+            onAttachment({
+              index: i,
+              filename: attachment.filename,
+              contentType: attachment.contentType || 'application/octet-stream',
+              content: attachment.content as Readable,
+            }),
+          )
           .then((ref) => {
             attachments.push(ref);
             attachment.release?.();

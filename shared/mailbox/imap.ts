@@ -90,8 +90,16 @@ export class MailboxSession {
     if (uids.length === 0) return [];
     const found = new Map<number, MailboxEntry>();
     await this.run('UID FETCH (RFC822.SIZE INTERNALDATE)', async () => {
-      for await (const msg of this.client.fetch(uids.join(','), { uid: true, size: true, internalDate: true }, { uid: true })) {
-        found.set(msg.uid, { uid: msg.uid, size: msg.size ?? 0, internalDate: msg.internalDate ? new Date(msg.internalDate) : undefined });
+      for await (const msg of this.client.fetch(
+        uids.join(','),
+        { uid: true, size: true, internalDate: true },
+        { uid: true },
+      )) {
+        found.set(msg.uid, {
+          uid: msg.uid,
+          size: msg.size ?? 0,
+          internalDate: msg.internalDate ? new Date(msg.internalDate) : undefined,
+        });
       }
     });
     return uids.filter((uid) => found.has(uid)).map((uid) => found.get(uid)!);
@@ -104,12 +112,22 @@ export class MailboxSession {
   }
 
   /** Header sections and sizes of several mails in one FETCH; a UID that is gone is absent. Nothing is marked read. */
-  async fetchHeads(uids: number[]): Promise<Map<number, { header: Buffer; size: number; internalDate: Date | undefined }>> {
+  async fetchHeads(
+    uids: number[],
+  ): Promise<Map<number, { header: Buffer; size: number; internalDate: Date | undefined }>> {
     const out = new Map<number, { header: Buffer; size: number; internalDate: Date | undefined }>();
     if (uids.length === 0) return out;
     await this.run(`UID FETCH ${uids.length} mails (BODY.PEEK[HEADER] RFC822.SIZE)`, async () => {
-      for await (const msg of this.client.fetch(uids.join(','), { uid: true, headers: true, size: true, internalDate: true }, { uid: true })) {
-        out.set(msg.uid, { header: msg.headers ?? Buffer.alloc(0), size: msg.size ?? 0, internalDate: msg.internalDate ? new Date(msg.internalDate) : undefined });
+      for await (const msg of this.client.fetch(
+        uids.join(','),
+        { uid: true, headers: true, size: true, internalDate: true },
+        { uid: true },
+      )) {
+        out.set(msg.uid, {
+          header: msg.headers ?? Buffer.alloc(0),
+          size: msg.size ?? 0,
+          internalDate: msg.internalDate ? new Date(msg.internalDate) : undefined,
+        });
       }
     });
     return out;
@@ -133,7 +151,9 @@ export class MailboxSession {
    */
   async download(uid: number): Promise<Readable> {
     for (let attempt = 1; ; attempt++) {
-      const { content } = await this.run(`UID FETCH ${uid} (BODY.PEEK[])`, () => this.client.download(String(uid), undefined, { uid: true, chunkSize: 1024 * 1024 }));
+      const { content } = await this.run(`UID FETCH ${uid} (BODY.PEEK[])`, () =>
+        this.client.download(String(uid), undefined, { uid: true, chunkSize: 1024 * 1024 }),
+      );
       if (content) {
         // The stream fetches its chunks as it is read: the session is busy until it ends.
         this.busy++;
@@ -151,7 +171,11 @@ export class MailboxSession {
       // asked for (unsolicited FETCH responses after an EXPUNGE can get in the way): a NOOP takes
       // in what the server has to say, and the download is tried once more.
       if (attempt === 2) {
-        throw describeImapError(new Error(`message UID ${uid} could not be downloaded (no data for it)`), { mailbox: this.mailbox, imap: this.imap }, `UID FETCH ${uid}`);
+        throw describeImapError(
+          new Error(`message UID ${uid} could not be downloaded (no data for it)`),
+          { mailbox: this.mailbox, imap: this.imap },
+          `UID FETCH ${uid}`,
+        );
       }
       await this.run('NOOP', () => this.client.noop());
     }
@@ -166,7 +190,9 @@ export class MailboxSession {
       return;
     }
     await this.ensureFolder(folder);
-    await this.run(`UID MOVE ${set} to ${folder}`, () => this.checked(this.client.messageMove(set, folder, { uid: true })));
+    await this.run(`UID MOVE ${set} to ${folder}`, () =>
+      this.checked(this.client.messageMove(set, folder, { uid: true })),
+    );
   }
 
   /**
@@ -201,7 +227,9 @@ export class MailboxSession {
   async hasMessageId(folder: string, messageId: string): Promise<boolean> {
     const lock = await this.run(`SELECT ${folder}`, () => this.client.getMailboxLock(folder, { readOnly: true }));
     try {
-      const found = await this.run('SEARCH HEADER Message-ID', () => this.client.search({ header: { 'message-id': messageId } }, { uid: true }));
+      const found = await this.run('SEARCH HEADER Message-ID', () =>
+        this.client.search({ header: { 'message-id': messageId } }, { uid: true }),
+      );
       return Array.isArray(found) && found.length > 0;
     } finally {
       lock.release();
@@ -285,7 +313,9 @@ function createClient(options: MailboxSessionOptions, accessToken: string, comma
   };
   const client = new ImapFlow(imapOptions);
   // imapflow emits 'error' on socket failures; without a listener they would crash the process.
-  client.on('error', (err: Error) => options.log.warn('IMAP connection error', { mailbox: config.mailbox, error: err.message }));
+  client.on('error', (err: Error) =>
+    options.log.warn('IMAP connection error', { mailbox: config.mailbox, error: err.message }),
+  );
   return client;
 }
 
@@ -320,16 +350,23 @@ export function describeImapError(
   } else if (/authenticated but not connected/i.test(text)) {
     failure = 'not-connected';
     message = `IMAP login to ${server} worked but the mailbox is not accessible ("User is authenticated but not connected")`;
-    hint = 'grant the service principal FullAccess on this mailbox: Add-MailboxPermission -Identity <mailbox> -User <service principal id> -AccessRights FullAccess';
+    hint =
+      'grant the service principal FullAccess on this mailbox: Add-MailboxPermission -Identity <mailbox> -User <service principal id> -AccessRights FullAccess';
   } else if (e.code === 'ETHROTTLE' || /Request is throttled/i.test(text)) {
     failure = 'throttled';
     message = `Exchange throttled the IMAP session during ${during}`;
     hint = 'the next run continues where this one stopped; lower the schedule frequency if this persists';
-  } else if (e.code && /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|ECONNRESET|EHOSTUNREACH|ENETUNREACH|EPIPE|ESOCKET|NoConnection|ETIMEOUT|CONNECT_TIMEOUT|GREETING_TIMEOUT)$/.test(e.code)) {
+  } else if (
+    e.code &&
+    /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|ECONNRESET|EHOSTUNREACH|ENETUNREACH|EPIPE|ESOCKET|NoConnection|ETIMEOUT|CONNECT_TIMEOUT|GREETING_TIMEOUT)$/.test(
+      e.code,
+    )
+  ) {
     failure = 'unreachable';
     if (during === 'login') {
       message = `Can't reach the IMAP server ${server} (${e.code})`;
-      hint = 'check INBOXQ_IMAP_HOST and INBOXQ_IMAP_PORT and outbound access to port 993; nothing was removed, the next run tries again';
+      hint =
+        'check INBOXQ_IMAP_HOST and INBOXQ_IMAP_PORT and outbound access to port 993; nothing was removed, the next run tries again';
     } else {
       message = `The connection to the IMAP server ${server} broke during ${during.length > 80 ? `${during.slice(0, 80)}…` : during} (${e.code})`;
       hint = 'nothing is lost: the mails of this batch are recorded and stay in INBOX until the next run removes them';

@@ -13,8 +13,14 @@ import { ACKNOWLEDGEMENT_REPLY_ID, sendReply, type ReplyDeps } from './reply';
 export { ACKNOWLEDGEMENT_REPLY_ID };
 
 /** The acknowledgement text with its placeholders filled in. */
-export function acknowledgementText(template: string, values: { taskId: string; conversationId: string; subject: string; mailbox: string }): string {
-  return template.replace(/\{(taskId|conversationId|subject|mailbox)\}/g, (_m, name: keyof typeof values) => values[name]);
+export function acknowledgementText(
+  template: string,
+  values: { taskId: string; conversationId: string; subject: string; mailbox: string },
+): string {
+  return template.replace(
+    /\{(taskId|conversationId|subject|mailbox)\}/g,
+    (_m, name: keyof typeof values) => values[name],
+  );
 }
 
 /** The subject as the acknowledgement quotes it: on one line, at most 200 characters. */
@@ -24,7 +30,10 @@ function shortSubject(subject: string): string {
   return s.length > 200 ? `${s.slice(0, 199)}…` : s;
 }
 
-export function acknowledgementFor(config: Pick<InboxqConfig, 'mailbox' | 'acknowledgement'>, record: MessageRecord): ReplyMessage {
+export function acknowledgementFor(
+  config: Pick<InboxqConfig, 'mailbox' | 'acknowledgement'>,
+  record: MessageRecord,
+): ReplyMessage {
   return {
     type: 'inboxq.reply',
     version: 1,
@@ -43,7 +52,11 @@ export function acknowledgementFor(config: Pick<InboxqConfig, 'mailbox' | 'ackno
 
 /** True for inboxq's own acknowledgements message (as the queue trigger hands it over: parsed JSON). */
 export function isAcknowledgementsMessage(message: unknown): boolean {
-  return typeof message === 'object' && message !== null && (message as { type?: unknown }).type === 'inboxq.acknowledgements';
+  return (
+    typeof message === 'object' &&
+    message !== null &&
+    (message as { type?: unknown }).type === 'inboxq.acknowledgements'
+  );
 }
 
 /**
@@ -51,10 +64,17 @@ export function isAcknowledgementsMessage(message: unknown): boolean {
  * sent). Every one is tried; if any failed, the first failure is thrown so the host delivers the
  * message again.
  */
-export async function sendAcknowledgements(message: unknown, deps: ReplyDeps): Promise<{ sent: number; skipped: number }> {
+export async function sendAcknowledgements(
+  message: unknown,
+  deps: ReplyDeps,
+): Promise<{ sent: number; skipped: number }> {
   const { config, ledger, log } = deps;
   const parsed = acknowledgementsSchema.safeParse(message);
-  if (!parsed.success) throw new InboxqError('An acknowledgements message is malformed', { mailbox: config.mailbox, hint: 'only inboxq writes it; this is a bug' });
+  if (!parsed.success)
+    throw new InboxqError('An acknowledgements message is malformed', {
+      mailbox: config.mailbox,
+      hint: 'only inboxq writes it; this is a bug',
+    });
   let sent = 0;
   let skipped = 0;
   let failure: unknown;

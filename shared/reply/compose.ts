@@ -23,11 +23,17 @@ export interface ComposedAttachment {
  * (In-Reply-To, References) and tagged with its conversation in the subject. Markdown becomes the
  * text/plain part as written and a rendered text/html part.
  */
-export function composeReply(task: MessageRecord, reply: ReplyMessage, attachments: ComposedAttachment[]): Mail.Options {
+export function composeReply(
+  task: MessageRecord,
+  reply: ReplyMessage,
+  attachments: ComposedAttachment[],
+): Mail.Options {
   const references = [...task.references, ...(task.messageId ? [task.messageId] : [])].slice(-30);
   const subject = replySubject(task.subject);
   const body =
-    reply.markdown !== undefined ? { text: reply.markdown, html: renderMarkdown(reply.markdown) } : { text: reply.text ?? '', ...(reply.html ? { html: reply.html } : {}) };
+    reply.markdown !== undefined
+      ? { text: reply.markdown, html: renderMarkdown(reply.markdown) }
+      : { text: reply.text ?? '', ...(reply.html ? { html: reply.html } : {}) };
   return {
     from: task.mailbox,
     to: task.sender ?? undefined,

@@ -42,10 +42,41 @@ const ABSOLUTE_IMAGE = /^https:\/\/[^/\s]/i;
 const markdown = new MarkdownIt({ html: false, linkify: true, typographer: false });
 
 const cssValue = [/^[\w\s#.,'"()%:/-]+$/];
-const allowedStyleProps = new Set(Object.values(INLINE_STYLES).flatMap((style) => style.split(';').map((d) => d.slice(0, d.indexOf(':')))));
+const allowedStyleProps = new Set(
+  Object.values(INLINE_STYLES).flatMap((style) => style.split(';').map((d) => d.slice(0, d.indexOf(':')))),
+);
 
 const SANITIZE: sanitizeHtml.IOptions = {
-  allowedTags: ['p', 'br', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'a', 'strong', 'em', 's', 'del', 'ul', 'ol', 'li', 'blockquote', 'pre', 'code', 'table', 'thead', 'tbody', 'tr', 'th', 'td', 'hr', 'img', 'div'],
+  allowedTags: [
+    'p',
+    'br',
+    'h1',
+    'h2',
+    'h3',
+    'h4',
+    'h5',
+    'h6',
+    'a',
+    'strong',
+    'em',
+    's',
+    'del',
+    'ul',
+    'ol',
+    'li',
+    'blockquote',
+    'pre',
+    'code',
+    'table',
+    'thead',
+    'tbody',
+    'tr',
+    'th',
+    'td',
+    'hr',
+    'img',
+    'div',
+  ],
   allowedAttributes: {
     '*': ['style'],
     a: ['href', 'title'],

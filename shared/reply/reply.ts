@@ -19,7 +19,13 @@
  * reply is put back on the queue, invisible until the next minute, instead of failing.
  */
 import type { InboxqConfig } from '../config/settings';
-import { describeIssues, MAIL_CONTAINER, REPLIES_QUEUE, replyMessageSchema, type ReplyMessage } from '../contract/messages';
+import {
+  describeIssues,
+  MAIL_CONTAINER,
+  REPLIES_QUEUE,
+  replyMessageSchema,
+  type ReplyMessage,
+} from '../contract/messages';
 import type { TokenSource } from '../credentials/token';
 import { InvalidMessageError, ReplyInProgressError, SmtpError, UnknownTaskError } from '../errors';
 import { takeSendingSlot, type Ledger, type MessageRecord, type ReplyRecord } from '../ledger/ledger';
@@ -61,41 +67,67 @@ export function parseReplyMessage(input: unknown, mailbox: string): ReplyMessage
     try {
       value = JSON.parse(value);
     } catch {
-      throw new InvalidMessageError('The reply message is not JSON', ['message: expected a JSON object as in docs/contract.md'], { mailbox });
+      throw new InvalidMessageError(
+        'The reply message is not JSON',
+        ['message: expected a JSON object as in docs/contract.md'],
+        { mailbox },
+      );
     }
   }
   const parsed = replyMessageSchema.safeParse(value);
-  if (!parsed.success) throw new InvalidMessageError('The reply message does not follow the contract (docs/contract.md)', describeIssues(parsed.error), { mailbox });
+  if (!parsed.success)
+    throw new InvalidMessageError(
+      'The reply message does not follow the contract (docs/contract.md)',
+      describeIssues(parsed.error),
+      { mailbox },
+    );
   return parsed.data;
 }
 
 async function answerableTask(deps: ReplyDeps, reply: ReplyMessage): Promise<MessageRecord> {
   const { config, ledger } = deps;
   if (reply.mailbox.toLowerCase() !== config.mailbox) {
-    throw new InvalidMessageError('The reply names another mailbox', [`mailbox: ${reply.mailbox} is not served here (${config.mailbox})`], { mailbox: config.mailbox });
+    throw new InvalidMessageError(
+      'The reply names another mailbox',
+      [`mailbox: ${reply.mailbox} is not served here (${config.mailbox})`],
+      { mailbox: config.mailbox },
+    );
   }
   const task = await ledger.getMessage(config.mailbox, reply.taskId);
   if (!task) {
-    throw new UnknownTaskError(`Reply ${reply.replyId} names task ${reply.taskId}, which this mailbox never queued (or whose mail has expired)`, {
-      mailbox: config.mailbox,
-      hint: 'a worker must answer with the taskId of a task message it received',
-    });
+    throw new UnknownTaskError(
+      `Reply ${reply.replyId} names task ${reply.taskId}, which this mailbox never queued (or whose mail has expired)`,
+      {
+        mailbox: config.mailbox,
+        hint: 'a worker must answer with the taskId of a task message it received',
+      },
+    );
   }
   if ((task.state !== 'queued' && task.state !== 'failed') || !task.sender) {
-    throw new InvalidMessageError('The reply answers a mail that was not accepted', [`taskId: task ${reply.taskId} is ${task.state}; only accepted mail is answered`], {
-      mailbox: config.mailbox,
-    });
+    throw new InvalidMessageError(
+      'The reply answers a mail that was not accepted',
+      [`taskId: task ${reply.taskId} is ${task.state}; only accepted mail is answered`],
+      {
+        mailbox: config.mailbox,
+      },
+    );
   }
   return task;
 }
 
-export async function sendReply(input: unknown, deps: ReplyDeps): Promise<{ outcome: ReplyOutcome; taskId: string; replyId: string; messageId: string }> {
+export async function sendReply(
+  input: unknown,
+  deps: ReplyDeps,
+): Promise<{ outcome: ReplyOutcome; taskId: string; replyId: string; messageId: string }> {
   const result = await sendReplyOnce(input, deps);
   inboxqMetrics.reply(deps.config.mailbox, result.outcome);
   return result;
 }
 
-async function sendReplyOnce(input: unknown, deps: ReplyDeps): Promise<{ outcome: ReplyOutcome; taskId: string; replyId: string; messageId: string }> {
+async function sendReplyOnce(
+  input: unknown,
+  deps: ReplyDeps,
+): Promise<{ outcome: ReplyOutcome; taskId: string; replyId: string; messageId: string }> {
   const { config, ledger, log } = deps;
   const now = deps.now ?? Date.now;
   const reply = parseReplyMessage(input, config.mailbox);
@@ -125,15 +157,21 @@ async function sendReplyOnce(input: unknown, deps: ReplyDeps): Promise<{ outcome
     if (record.state === 'sending') {
       const age = now() - Date.parse(record.sendingSince);
       if (age < REPLY_LEASE_MS && sentByAnotherRequest(record, deps)) {
-        log.info('Reply is being sent by the delivery of another request for it; this duplicate request is settled', ids);
+        log.info(
+          'Reply is being sent by the delivery of another request for it; this duplicate request is settled',
+          ids,
+        );
         return { outcome: 'in-progress-elsewhere', taskId, replyId, messageId };
       }
       if (age < REPLY_LEASE_MS) {
-        throw new ReplyInProgressError(`Reply ${replyId} to task ${taskId} is being sent by another delivery (since ${Math.round(age / 1000)} s)`, {
-          mailbox: config.mailbox,
-          retryable: true,
-          hint: 'nothing to do: this delivery is retried after the queue visibility timeout',
-        });
+        throw new ReplyInProgressError(
+          `Reply ${replyId} to task ${taskId} is being sent by another delivery (since ${Math.round(age / 1000)} s)`,
+          {
+            mailbox: config.mailbox,
+            retryable: true,
+            hint: 'nothing to do: this delivery is retried after the queue visibility timeout',
+          },
+        );
       }
       if (await foundInSentFolder(deps, messageId)) {
         await ledger.updateReply(record, { state: 'sent', sentAt: new Date(now()).toISOString() });
@@ -144,14 +182,34 @@ async function sendReplyOnce(input: unknown, deps: ReplyDeps): Promise<{ outcome
     // `unsent`, `failed` (a worker queued it again), or an interrupted send that did not go out:
     // claim this attempt; a concurrent delivery doing the same loses on the etag.
     try {
-      record = await ledger.updateReply(record, { state: 'sending', attempts: record.attempts + 1, sendingSince: new Date(now()).toISOString(), deliveryId: deps.deliveryId ?? '' });
+      record = await ledger.updateReply(record, {
+        state: 'sending',
+        attempts: record.attempts + 1,
+        sendingSince: new Date(now()).toISOString(),
+        deliveryId: deps.deliveryId ?? '',
+      });
     } catch (err) {
       const current = await ledger.getReply(config.mailbox, taskId, replyId);
-      if (current && (current.state === 'sent' || (current.state === 'sending' && sentByAnotherRequest(current, deps)))) {
-        log.info('Reply was taken over by the delivery of another request for it; this duplicate request is settled', ids);
-        return { outcome: current.state === 'sent' ? 'already-sent' : 'in-progress-elsewhere', taskId, replyId, messageId };
+      if (
+        current &&
+        (current.state === 'sent' || (current.state === 'sending' && sentByAnotherRequest(current, deps)))
+      ) {
+        log.info(
+          'Reply was taken over by the delivery of another request for it; this duplicate request is settled',
+          ids,
+        );
+        return {
+          outcome: current.state === 'sent' ? 'already-sent' : 'in-progress-elsewhere',
+          taskId,
+          replyId,
+          messageId,
+        };
       }
-      throw new ReplyInProgressError(`Reply ${replyId} to task ${taskId} was taken over by another delivery`, { mailbox: config.mailbox, retryable: true, cause: err });
+      throw new ReplyInProgressError(`Reply ${replyId} to task ${taskId} was taken over by another delivery`, {
+        mailbox: config.mailbox,
+        retryable: true,
+        cause: err,
+      });
     }
   }
   await deps.onStep?.('claimed', { taskId, replyId });
@@ -160,7 +218,10 @@ async function sendReplyOnce(input: unknown, deps: ReplyDeps): Promise<{ outcome
     const wait = await takeSendingSlot(deps.storage, config.mailbox, config.reply.maxPerMinute, now);
     if (wait > 0) {
       const seconds = Math.ceil(wait / 1000) + Math.floor(Math.random() * 5);
-      await sendQueueMessage(deps.storage, REPLIES_QUEUE, reply, { mailbox: config.mailbox, visibilityTimeoutSeconds: seconds });
+      await sendQueueMessage(deps.storage, REPLIES_QUEUE, reply, {
+        mailbox: config.mailbox,
+        visibilityTimeoutSeconds: seconds,
+      });
       await ledger.updateReply(record, { state: 'unsent' });
       log.info(`Sending pace reached (${config.reply.maxPerMinute} a minute); reply deferred by ${seconds} s`, ids);
       return { outcome: 'deferred', taskId, replyId, messageId };
@@ -171,7 +232,8 @@ async function sendReplyOnce(input: unknown, deps: ReplyDeps): Promise<{ outcome
   } catch (err) {
     // Unless the message may have reached the server, this attempt certainly sent nothing: the
     // next delivery sends at once instead of waiting for the lease and the Sent folder.
-    if (!(err instanceof SmtpError && err.mayHaveBeenSent)) await ledger.updateReply(record, { state: 'unsent' }).catch(() => undefined);
+    if (!(err instanceof SmtpError && err.mayHaveBeenSent))
+      await ledger.updateReply(record, { state: 'unsent' }).catch(() => undefined);
     throw err;
   }
   await deps.onStep?.('smtp-accepted', { taskId, replyId });
@@ -191,7 +253,10 @@ function sentByAnotherRequest(record: ReplyRecord, deps: ReplyDeps): boolean {
  * the sender is told their answer could not be delivered. Malformed messages are only logged:
  * there is no task to mark.
  */
-export async function handlePoisonedReply(input: unknown, deps: ReplyDeps): Promise<'marked-failed' | 'notice-sent' | 'unreadable' | 'already-sent'> {
+export async function handlePoisonedReply(
+  input: unknown,
+  deps: ReplyDeps,
+): Promise<'marked-failed' | 'notice-sent' | 'unreadable' | 'already-sent'> {
   const { config, ledger, log } = deps;
   let reply: ReplyMessage;
   let task: MessageRecord;
@@ -215,7 +280,11 @@ export async function handlePoisonedReply(input: unknown, deps: ReplyDeps): Prom
     log.error('An acknowledgement could not be delivered after its retries; the task is not affected', ids);
     return 'marked-failed';
   }
-  if (task.state !== 'failed') await ledger.updateMessage(task, { state: 'failed', reasons: [...task.reasons, `the reply ${reply.replyId} could not be delivered`] });
+  if (task.state !== 'failed')
+    await ledger.updateMessage(task, {
+      state: 'failed',
+      reasons: [...task.reasons, `the reply ${reply.replyId} could not be delivered`],
+    });
   inboxqMetrics.reply(config.mailbox, 'failed');
   log.error('A reply could not be delivered after its retries; the task is marked failed', ids);
   if (!config.reply.failureNotice || reply.replyId === FAILURE_NOTICE_REPLY_ID) return 'marked-failed';
@@ -259,4 +328,3 @@ async function foundInSentFolder(deps: ReplyDeps, messageId: string): Promise<bo
     await session.close();
   }
 }
-

@@ -68,7 +68,13 @@ function dropPooledTransport(config: SmtpConfig, transport: Transport): void {
  * Runs `use` on a transport; when the server refuses a cached token (535), once more with a token
  * fetched past MSAL's cache. `pooled` keeps the transport for the next call.
  */
-async function withTransport<T>(config: SmtpConfig, tokens: TokenSource, log: Logger, pooled: boolean, use: (t: Transport) => Promise<T>): Promise<T> {
+async function withTransport<T>(
+  config: SmtpConfig,
+  tokens: TokenSource,
+  log: Logger,
+  pooled: boolean,
+  use: (t: Transport) => Promise<T>,
+): Promise<T> {
   let token = await tokens.getToken();
   for (let attempt = 1; ; attempt++) {
     const transport = pooled ? pooledTransport(config, token) : createTransport(config, token, false);
@@ -90,7 +96,12 @@ async function withTransport<T>(config: SmtpConfig, tokens: TokenSource, log: Lo
   }
 }
 
-export async function sendMail(config: SmtpConfig, tokens: TokenSource, message: Mail.Options, log: Logger): Promise<SmtpSendResult> {
+export async function sendMail(
+  config: SmtpConfig,
+  tokens: TokenSource,
+  message: Mail.Options,
+  log: Logger,
+): Promise<SmtpSendResult> {
   return withTransport(config, tokens, log, true, async (transport) => {
     const info = await transport.sendMail(message);
     return { messageId: info.messageId, response: String(info.response ?? '').slice(0, 200) };
@@ -128,7 +139,8 @@ export function describeSmtpError(err: unknown, config: SmtpConfig): SmtpError {
   } else if (code === 535 || e.code === 'EAUTH') {
     failure = 'auth';
     message = `SMTP login to ${server} was refused (${response || 'authentication failed'})`;
-    hint = 'check that the app has SMTP.SendAsApp with admin consent and that its service principal has FullAccess on this mailbox; `inboxq doctor` checks each step';
+    hint =
+      'check that the app has SMTP.SendAsApp with admin consent and that its service principal has FullAccess on this mailbox; `inboxq doctor` checks each step';
   } else if (/5\.2\.252|SendAsDenied/i.test(response)) {
     failure = 'send-as-denied';
     message = `${server} refused to send as ${config.mailbox} (554 5.2.252 SendAsDenied)`;
@@ -137,7 +149,11 @@ export function describeSmtpError(err: unknown, config: SmtpConfig): SmtpError {
     failure = 'transient';
     message = `${server} deferred the reply (${response || code})`;
     hint = 'the reply is retried later; nothing was sent twice';
-  } else if (e.code && /^(ECONNECTION|ETIMEDOUT|ESOCKET|EDNS|ECONNREFUSED|ECONNRESET|EPROTOCOL)$/.test(e.code) && code === undefined) {
+  } else if (
+    e.code &&
+    /^(ECONNECTION|ETIMEDOUT|ESOCKET|EDNS|ECONNREFUSED|ECONNRESET|EPROTOCOL)$/.test(e.code) &&
+    code === undefined
+  ) {
     failure = 'unreachable';
     message = `Can't reach the SMTP server ${server} (${e.code})`;
     hint = 'check INBOXQ_SMTP_HOST and INBOXQ_SMTP_PORT and outbound access to port 587; the reply is retried later';

@@ -132,7 +132,8 @@ function parseResinfo(tokens: Token[]): AuthResult {
   if (!first) throw new AuthResultsSyntaxError('empty result');
   const method = first[0].split('/')[0]!.trim().toLowerCase();
   const result = first[1].toLowerCase();
-  if (!KEYWORD.test(method) || !KEYWORD.test(result)) throw new AuthResultsSyntaxError(`malformed method or result "${method}=${result}"`);
+  if (!KEYWORD.test(method) || !KEYWORD.test(result))
+    throw new AuthResultsSyntaxError(`malformed method or result "${method}=${result}"`);
   let reason: string | undefined;
   const properties: Record<string, string> = {};
   for (const [key, value] of rest) {
@@ -163,7 +164,8 @@ export function parseAuthenticationResults(value: string): AuthenticationResults
     if (id?.kind !== 'word') throw new AuthResultsSyntaxError('missing authserv-id');
     authservId = id.value.toLowerCase();
     if (ver) {
-      if (ver.kind !== 'word' || ver.quoted || !/^\d+$/.test(ver.value)) throw new AuthResultsSyntaxError('malformed authres-version');
+      if (ver.kind !== 'word' || ver.quoted || !/^\d+$/.test(ver.value))
+        throw new AuthResultsSyntaxError('malformed authres-version');
       version = Number(ver.value);
     }
     if (extra.length > 0) throw new AuthResultsSyntaxError('unexpected text after the authserv-id');

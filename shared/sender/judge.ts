@@ -7,8 +7,7 @@ import { headerSection, parseHeader, structuralProblem, type ParsedHeader } from
 import { evaluateSender, type SenderVerdict } from './policy';
 
 export type Judgement =
-  | { kind: 'malformed'; reason: string }
-  | { kind: 'mail'; parsed: ParsedHeader; verdict: SenderVerdict };
+  { kind: 'malformed'; reason: string } | { kind: 'mail'; parsed: ParsedHeader; verdict: SenderVerdict };
 
 /**
  * `source` is the whole message, or only its header section (then `totalSize` is the message's
@@ -22,7 +21,10 @@ export async function judgeMail(source: Buffer, policy: SenderPolicy, totalSize 
   try {
     parsed = await parseHeader(header);
   } catch (err) {
-    return { kind: 'malformed', reason: `the parser failed: ${err instanceof Error ? err.message.slice(0, 200) : 'unknown error'}` };
+    return {
+      kind: 'malformed',
+      reason: `the parser failed: ${err instanceof Error ? err.message.slice(0, 200) : 'unknown error'}`,
+    };
   }
   return { kind: 'mail', parsed, verdict: evaluateSender(parsed.headerLines, policy) };
 }

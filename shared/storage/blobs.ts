@@ -44,7 +44,9 @@ export class BlobStore {
     });
     data.on('error', (err) => meter.destroy(err));
     try {
-      await container.getBlockBlobClient(name).uploadStream(data.pipe(meter), 4 * 1024 * 1024, 2, { blobHTTPHeaders: { blobContentType: contentType } });
+      await container
+        .getBlockBlobClient(name)
+        .uploadStream(data.pipe(meter), 4 * 1024 * 1024, 2, { blobHTTPHeaders: { blobContentType: contentType } });
     } catch (err) {
       throw storageError(`Can't write blob ${this.container}/${name}`, err, this.mailbox);
     }
@@ -116,7 +118,9 @@ export function sanitizeFilename(name: string | undefined, fallback: string): st
     const dot = cleaned.lastIndexOf('.');
     const ext = dot > 0 ? Array.from(cleaned.slice(dot)) : [];
     const keptExt = ext.length > 1 && ext.length <= 16 ? ext : [];
-    cleaned = trimEndDotsAndSpaces([...points.slice(0, MAX_FILENAME_CODE_POINTS - keptExt.length), ...keptExt].join(''));
+    cleaned = trimEndDotsAndSpaces(
+      [...points.slice(0, MAX_FILENAME_CODE_POINTS - keptExt.length), ...keptExt].join(''),
+    );
   }
   if (RESERVED.test(cleaned)) cleaned = `_${cleaned}`;
   return cleaned || fallback;
@@ -146,7 +150,10 @@ export function safeContentType(value: string | undefined): string {
       parsed = { type: contentType.parse(value.split(';')[0]!.trim()).type, parameters: {} };
     }
     const charset = parsed.parameters['charset'];
-    const out = contentType.format({ type: parsed.type, parameters: charset && /^[A-Za-z0-9._:-]{1,40}$/.test(charset) ? { charset } : {} });
+    const out = contentType.format({
+      type: parsed.type,
+      parameters: charset && /^[A-Za-z0-9._:-]{1,40}$/.test(charset) ? { charset } : {},
+    });
     return /^[\x21-\x7e]+(; charset=[\x21-\x7e]+)?$/.test(out) && out.length <= 255 ? out : fallback;
   } catch {
     return fallback;

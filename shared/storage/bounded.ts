@@ -20,7 +20,12 @@ export function clip(value: string, max: number): string {
  * items dropped from the front (`keep: 'last'`) or the back (`keep: 'first'`) until the JSON fits.
  * JSON escapes can double an item's length (`"` becomes `\\"`), so the bound is on the JSON itself.
  */
-export function boundedJsonList(items: readonly string[], maxChars: number, maxItemChars: number, keep: 'first' | 'last'): string {
+export function boundedJsonList(
+  items: readonly string[],
+  maxChars: number,
+  maxItemChars: number,
+  keep: 'first' | 'last',
+): string {
   const clipped = items.map((i) => clip(i, maxItemChars));
   const ordered = keep === 'last' ? [...clipped].reverse() : clipped;
   const kept: string[] = [];

@@ -66,28 +66,39 @@ const TABLE_RETRY = { maxRetries: 3, retryDelayInMs: 500, maxRetryDelayInMs: 400
 
 /** The service clients for a connection: a connection string (Azurite) or service URIs with a managed identity. */
 function serviceClients(connection: StorageConnection) {
-  const credential = connection.kind === 'identity' ? new DefaultAzureCredential({ managedIdentityClientId: connection.clientId }) : undefined;
+  const credential =
+    connection.kind === 'identity'
+      ? new DefaultAzureCredential({ managedIdentityClientId: connection.clientId })
+      : undefined;
   if (connection.kind === 'connection-string') {
     const cs = connection.connectionString;
     return {
       queueService: QueueServiceClient.fromConnectionString(cs, { retryOptions: QUEUE_BLOB_RETRY }),
       blobService: BlobServiceClient.fromConnectionString(cs, { retryOptions: QUEUE_BLOB_RETRY }),
-      tableService: TableServiceClient.fromConnectionString(cs, { allowInsecureConnection: true, retryOptions: TABLE_RETRY }),
-      table: (name: string) => TableClient.fromConnectionString(cs, name, { allowInsecureConnection: true, retryOptions: TABLE_RETRY }),
+      tableService: TableServiceClient.fromConnectionString(cs, {
+        allowInsecureConnection: true,
+        retryOptions: TABLE_RETRY,
+      }),
+      table: (name: string) =>
+        TableClient.fromConnectionString(cs, name, { allowInsecureConnection: true, retryOptions: TABLE_RETRY }),
     };
   }
   return {
     queueService: new QueueServiceClient(connection.queueServiceUri, credential, { retryOptions: QUEUE_BLOB_RETRY }),
     blobService: new BlobServiceClient(connection.blobServiceUri, credential, { retryOptions: QUEUE_BLOB_RETRY }),
     tableService: new TableServiceClient(connection.tableServiceUri, credential!, { retryOptions: TABLE_RETRY }),
-    table: (name: string) => new TableClient(connection.tableServiceUri, name, credential!, { retryOptions: TABLE_RETRY }),
+    table: (name: string) =>
+      new TableClient(connection.tableServiceUri, name, credential!, { retryOptions: TABLE_RETRY }),
   };
 }
 
 export function createStorageClients(connection: StorageConnection, mailbox?: string): StorageClients {
   const ready = new Map<string, Promise<unknown>>();
   const { queueService, blobService, table: tableClient } = serviceClients(connection);
-  const name = connection.kind === 'connection-string' ? accountFromConnectionString(connection.connectionString) : new URL(connection.queueServiceUri).host;
+  const name =
+    connection.kind === 'connection-string'
+      ? accountFromConnectionString(connection.connectionString)
+      : new URL(connection.queueServiceUri).host;
 
   function once<T>(key: string, create: () => Promise<T>): Promise<T> {
     let p = ready.get(key) as Promise<T> | undefined;
@@ -127,7 +138,12 @@ export function createStorageClients(connection: StorageConnection, mailbox?: st
 /** Wraps a Storage SDK error: names the operation, the HTTP status and code, never the request. */
 export function storageError(what: string, err: unknown, mailbox?: string): StorageError {
   if (err instanceof StorageError) return err;
-  const e = err as { statusCode?: number; code?: string; details?: { odataError?: { code?: string }; errorCode?: string }; message?: string };
+  const e = err as {
+    statusCode?: number;
+    code?: string;
+    details?: { odataError?: { code?: string }; errorCode?: string };
+    message?: string;
+  };
   const code = e.details?.odataError?.code ?? e.details?.errorCode ?? e.code ?? (err as Error)?.name ?? 'error';
   const status = e.statusCode ? ` (HTTP ${e.statusCode})` : '';
   const denied = e.statusCode === 403;

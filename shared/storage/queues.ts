@@ -10,7 +10,11 @@ export async function sendQueueMessage(
 ): Promise<string> {
   const text = encodeQueueMessage(message);
   if (text.length > MAX_QUEUE_MESSAGE_CHARS) {
-    throw storageError(`A message for queue ${queue} is ${text.length} characters encoded, over the 64 KiB limit`, new RangeError('MessageTooLarge'), options.mailbox);
+    throw storageError(
+      `A message for queue ${queue} is ${text.length} characters encoded, over the 64 KiB limit`,
+      new RangeError('MessageTooLarge'),
+      options.mailbox,
+    );
   }
   const client = await storage.queue(queue);
   try {

@@ -32,11 +32,16 @@ export const inboxqMetrics = {
     counter('inboxq.reply', 'Replies handled, by outcome').add(1, { mailbox, outcome });
   },
   tokenRequest(outcome: 'issued' | 'failed'): void {
-    counter('inboxq.token.requests', 'Calls to the Entra ID token endpoint (not served from cache)').add(1, { outcome });
+    counter('inboxq.token.requests', 'Calls to the Entra ID token endpoint (not served from cache)').add(1, {
+      outcome,
+    });
   },
   run(mailbox: string, outcome: string, durationMs: number): void {
     const attributes: Attributes = { mailbox, outcome };
     counter('inboxq.drain.runs', 'Drain runs, by outcome').add(1, attributes);
-    metrics.getMeter(METER).createHistogram('inboxq.drain.duration', { description: 'Drain run duration', unit: 'ms' }).record(durationMs, attributes);
+    metrics
+      .getMeter(METER)
+      .createHistogram('inboxq.drain.duration', { description: 'Drain run duration', unit: 'ms' })
+      .record(durationMs, attributes);
   },
 };

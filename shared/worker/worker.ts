@@ -77,22 +77,34 @@ export class TaskWorker {
    * valid task is left alone and reported through `onInvalid`.
    */
   async receive(
-    options: { max?: number; visibilitySeconds?: number; onInvalid?: (err: InvalidMessageError) => void; onDuplicate?: (taskId: string) => void } = {},
+    options: {
+      max?: number;
+      visibilitySeconds?: number;
+      onInvalid?: (err: InvalidMessageError) => void;
+      onDuplicate?: (taskId: string) => void;
+    } = {},
   ): Promise<ReceivedTask[]> {
     const queue = await this.storage.queue(this.tasksQueue);
     const done = await this.storage.table(WORKER_DONE_TABLE);
-    const { receivedMessageItems } = await queue.receiveMessages({ numberOfMessages: options.max ?? 16, visibilityTimeout: options.visibilitySeconds ?? 300 });
+    const { receivedMessageItems } = await queue.receiveMessages({
+      numberOfMessages: options.max ?? 16,
+      visibilityTimeout: options.visibilitySeconds ?? 300,
+    });
     const out: ReceivedTask[] = [];
     for (const item of receivedMessageItems) {
       let parsed;
       try {
         parsed = taskMessageSchema.safeParse(decodeQueueMessage(item.messageText));
       } catch {
-        options.onInvalid?.(new InvalidMessageError('A task message is not base64 JSON', [`message ${item.messageId}`]));
+        options.onInvalid?.(
+          new InvalidMessageError('A task message is not base64 JSON', [`message ${item.messageId}`]),
+        );
         continue;
       }
       if (!parsed.success) {
-        options.onInvalid?.(new InvalidMessageError('A task message does not follow the contract', describeIssues(parsed.error)));
+        options.onInvalid?.(
+          new InvalidMessageError('A task message does not follow the contract', describeIssues(parsed.error)),
+        );
         continue;
       }
       const task = parsed.data;
@@ -106,7 +118,10 @@ export class TaskWorker {
         task,
         dequeueCount: item.dequeueCount,
         complete: async () => {
-          await done.upsertEntity({ partitionKey: key.pk, rowKey: key.rk, completedAt: new Date().toISOString() }, 'Replace');
+          await done.upsertEntity(
+            { partitionKey: key.pk, rowKey: key.rk, completedAt: new Date().toISOString() },
+            'Replace',
+          );
           await queue.deleteMessage(item.messageId, item.popReceipt);
         },
       });
@@ -143,7 +158,12 @@ export class TaskWorker {
   }
 
   /** Stores a file for a reply's attachment and returns the reference to put in the reply. */
-  async putReplyAttachment(task: TaskMessage, filename: string, content: Buffer, contentType = 'application/octet-stream') {
+  async putReplyAttachment(
+    task: TaskMessage,
+    filename: string,
+    content: Buffer,
+    contentType = 'application/octet-stream',
+  ) {
     const name = `replies/${task.taskId}/${filename.replace(/[^\w.-]+/g, '_')}`;
     await this.blobs.put(name, content, contentType);
     return { filename, contentType, blob: { container: MAIL_CONTAINER as typeof MAIL_CONTAINER, name } };
@@ -152,9 +172,12 @@ export class TaskWorker {
   /** Validates and queues a reply (`text`, or `markdown` for a mail with a rendered HTML part). */
   async reply(reply: Omit<ReplyMessageInput, 'type' | 'version'>): Promise<void> {
     const message = replyMessageSchema.safeParse({ type: 'inboxq.reply', version: 1, ...reply });
-    if (!message.success) throw new InvalidMessageError('The reply does not follow the contract', describeIssues(message.error));
+    if (!message.success)
+      throw new InvalidMessageError('The reply does not follow the contract', describeIssues(message.error));
     if (message.data.replyId.startsWith(RESERVED_REPLY_ID_PREFIX)) {
-      throw new InvalidMessageError('The reply does not follow the contract', [`replyId: ids starting with "${RESERVED_REPLY_ID_PREFIX}" are inboxq's own`]);
+      throw new InvalidMessageError('The reply does not follow the contract', [
+        `replyId: ids starting with "${RESERVED_REPLY_ID_PREFIX}" are inboxq's own`,
+      ]);
     }
     await sendQueueMessage(this.storage, REPLIES_QUEUE, message.data);
   }

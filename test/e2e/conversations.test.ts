@@ -14,7 +14,16 @@ import type { TaskMessage } from '../../shared/contract/messages';
 import { conversationIdFor } from '../../shared/identity/ids';
 import { TaskWorker } from '../../shared/worker/worker';
 import { buildMail } from '../helpers/mail';
-import { clearTasks, drainNow, handlersFor, queue, REPLIES_QUEUE, sendReplies as sendRepliesOf, table, takeAllTasks } from '../helpers/stack';
+import {
+  clearTasks,
+  drainNow,
+  handlersFor,
+  queue,
+  REPLIES_QUEUE,
+  sendReplies as sendRepliesOf,
+  table,
+  takeAllTasks,
+} from '../helpers/stack';
 
 let stack: LocalStack;
 let worker: TaskWorker;
@@ -57,12 +66,28 @@ describe('conversations', () => {
     const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test' });
 
     // 1. Alice asks.
-    await stack.appendMail(mailbox, buildMail({ from: 'Alice <alice@partner.test>', to: mailbox, subject: 'Travel budget', messageId: '<t1@partner.test>', body: 'What is left of the travel budget?' }));
+    await stack.appendMail(
+      mailbox,
+      buildMail({
+        from: 'Alice <alice@partner.test>',
+        to: mailbox,
+        subject: 'Travel budget',
+        messageId: '<t1@partner.test>',
+        body: 'What is left of the travel budget?',
+      }),
+    );
     const first = await drainOne(env);
-    expect(first.conversation).toEqual({ id: conversationIdFor(first.taskId), isNew: true, continuedBy: null, previousTaskIds: [] });
+    expect(first.conversation).toEqual({
+      id: conversationIdFor(first.taskId),
+      isNew: true,
+      continuedBy: null,
+      previousTaskIds: [],
+    });
     await worker.reply({ taskId: first.taskId, mailbox, text: 'About 4,000 EUR are left.' });
     await sendReplies(env);
-    const answer = (await inboxOf('alice@partner.test')).find((m) => m.messageId === `<inboxq.${first.taskId}.reply@company.test>`)!;
+    const answer = (await inboxOf('alice@partner.test')).find(
+      (m) => m.messageId === `<inboxq.${first.taskId}.reply@company.test>`,
+    )!;
     expect(answer.subject).toBe(`Re: Travel budget [#${first.conversation.id}]`);
 
     // 2. Alice answers inboxq's reply, quoting it as Outlook does.
@@ -78,7 +103,12 @@ describe('conversations', () => {
       }),
     );
     const second = await drainOne(env);
-    expect(second.conversation).toEqual({ id: first.conversation.id, isNew: false, continuedBy: 'in-reply-to', previousTaskIds: [first.taskId] });
+    expect(second.conversation).toEqual({
+      id: first.conversation.id,
+      isNew: false,
+      continuedBy: 'in-reply-to',
+      previousTaskIds: [first.taskId],
+    });
     // The new text and the quoted history, apart.
     expect((await worker.newText(second)).trim()).toBe('Thanks. Can you book the Berlin trip from it?\n\nAlice');
     expect(await worker.quotedText(second)).toContain('About 4,000 EUR are left.');
@@ -98,12 +128,20 @@ describe('conversations', () => {
     );
     const third = await drainOne(env);
     for (const task of [first, second, third]) expect(validTask(task), JSON.stringify(validTask.errors)).toBe(true);
-    expect(third.conversation).toEqual({ id: first.conversation.id, isNew: false, continuedBy: 'in-reply-to', previousTaskIds: [first.taskId, second.taskId] });
+    expect(third.conversation).toEqual({
+      id: first.conversation.id,
+      isNew: false,
+      continuedBy: 'in-reply-to',
+      previousTaskIds: [first.taskId, second.taskId],
+    });
     expect(third.body.newText!.trim()).toBe('Sorry, Munich, not Berlin.');
     expect(third.body.quotedText).toContain('> Thanks. Can you book the Berlin trip from it?');
 
     // The conversation in Table Storage: its participant and its three tasks in order.
-    const row = await table(stack, 'inboxqConversations').getEntity<{ participants: string; taskIds: string }>(encodeURIComponent(mailbox), `c.${first.conversation.id}`);
+    const row = await table(stack, 'inboxqConversations').getEntity<{ participants: string; taskIds: string }>(
+      encodeURIComponent(mailbox),
+      `c.${first.conversation.id}`,
+    );
     expect(JSON.parse(row.participants)).toEqual(['alice@partner.test']);
     expect(JSON.parse(row.taskIds)).toEqual([first.taskId, second.taskId, third.taskId]);
     // Only the first mail was acknowledged.
@@ -113,42 +151,97 @@ describe('conversations', () => {
 
   it('a new mail with only the subject tag continues the conversation of its sender', async () => {
     const mailbox = 'tagged@company.test';
-    const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test', INBOXQ_ACKNOWLEDGE: 'false' });
+    const env = stack.settings(mailbox, {
+      INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test',
+      INBOXQ_ACKNOWLEDGE: 'false',
+    });
     await stack.appendMail(mailbox, buildMail({ from: 'alice@partner.test', to: mailbox, subject: 'Invoice 17' }));
     const first = await drainOne(env);
     // Written from scratch (no In-Reply-To, no References), the tag pasted into the subject.
-    await stack.appendMail(mailbox, buildMail({ from: 'alice@partner.test', to: mailbox, subject: `One more thing [#${first.conversation.id}]` }));
+    await stack.appendMail(
+      mailbox,
+      buildMail({ from: 'alice@partner.test', to: mailbox, subject: `One more thing [#${first.conversation.id}]` }),
+    );
     const second = await drainOne(env);
-    expect(second.conversation).toEqual({ id: first.conversation.id, isNew: false, continuedBy: 'subject-tag', previousTaskIds: [first.taskId] });
+    expect(second.conversation).toEqual({
+      id: first.conversation.id,
+      isNew: false,
+      continuedBy: 'subject-tag',
+      previousTaskIds: [first.taskId],
+    });
   });
 
   it('another authorized sender who copies the tag or answers the thread starts a conversation of their own', async () => {
     const mailbox = 'foreign@company.test';
     const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', INBOXQ_ACKNOWLEDGE: 'false' });
-    await stack.appendMail(mailbox, buildMail({ from: 'alice@partner.test', to: mailbox, subject: 'Salary review', messageId: '<alice-1@partner.test>' }));
+    await stack.appendMail(
+      mailbox,
+      buildMail({
+        from: 'alice@partner.test',
+        to: mailbox,
+        subject: 'Salary review',
+        messageId: '<alice-1@partner.test>',
+      }),
+    );
     const alice = await drainOne(env);
 
     // Bob (authorized, DMARC pass) pastes Alice's tag into his subject.
-    await stack.appendMail(mailbox, buildMail({ from: 'bob@partner.test', to: mailbox, subject: `Re: Salary review [#${alice.conversation.id}]` }));
+    await stack.appendMail(
+      mailbox,
+      buildMail({ from: 'bob@partner.test', to: mailbox, subject: `Re: Salary review [#${alice.conversation.id}]` }),
+    );
     const copied = await drainOne(env);
     expect(copied.conversation.id).not.toBe(alice.conversation.id);
-    expect(copied.conversation).toMatchObject({ id: conversationIdFor(copied.taskId), isNew: true, continuedBy: null, previousTaskIds: [] });
+    expect(copied.conversation).toMatchObject({
+      id: conversationIdFor(copied.taskId),
+      isNew: true,
+      continuedBy: null,
+      previousTaskIds: [],
+    });
 
     // Bob answers Alice's mail itself, In-Reply-To and all.
-    await stack.appendMail(mailbox, buildMail({ from: 'bob@partner.test', to: mailbox, subject: 'Re: Salary review', inReplyTo: '<alice-1@partner.test>' }));
+    await stack.appendMail(
+      mailbox,
+      buildMail({
+        from: 'bob@partner.test',
+        to: mailbox,
+        subject: 'Re: Salary review',
+        inReplyTo: '<alice-1@partner.test>',
+      }),
+    );
     const answered = await drainOne(env);
     expect(answered.conversation).toMatchObject({ isNew: true, previousTaskIds: [] });
     expect(answered.conversation.id).not.toBe(alice.conversation.id);
 
     // Bob's own tag still works for Bob, even after Alice's in the same subject.
-    await stack.appendMail(mailbox, buildMail({ from: 'bob@partner.test', to: mailbox, subject: `Salary [#${alice.conversation.id}] [#${copied.conversation.id}]` }));
+    await stack.appendMail(
+      mailbox,
+      buildMail({
+        from: 'bob@partner.test',
+        to: mailbox,
+        subject: `Salary [#${alice.conversation.id}] [#${copied.conversation.id}]`,
+      }),
+    );
     const own = await drainOne(env);
-    expect(own.conversation).toEqual({ id: copied.conversation.id, isNew: false, continuedBy: 'subject-tag', previousTaskIds: [copied.taskId] });
+    expect(own.conversation).toEqual({
+      id: copied.conversation.id,
+      isNew: false,
+      continuedBy: 'subject-tag',
+      previousTaskIds: [copied.taskId],
+    });
 
     // The ledger says why, and Alice's conversation is untouched.
-    const row = await table(stack, 'inboxqMessages').getEntity<{ reasons: string }>(encodeURIComponent(mailbox), answered.taskId);
-    expect(JSON.parse(row.reasons).join(' ')).toContain(`it points at conversation ${alice.conversation.id} of other participants`);
-    const conversation = await table(stack, 'inboxqConversations').getEntity<{ taskIds: string }>(encodeURIComponent(mailbox), `c.${alice.conversation.id}`);
+    const row = await table(stack, 'inboxqMessages').getEntity<{ reasons: string }>(
+      encodeURIComponent(mailbox),
+      answered.taskId,
+    );
+    expect(JSON.parse(row.reasons).join(' ')).toContain(
+      `it points at conversation ${alice.conversation.id} of other participants`,
+    );
+    const conversation = await table(stack, 'inboxqConversations').getEntity<{ taskIds: string }>(
+      encodeURIComponent(mailbox),
+      `c.${alice.conversation.id}`,
+    );
     expect(JSON.parse(conversation.taskIds)).toEqual([alice.taskId]);
   });
 });
@@ -158,7 +251,10 @@ describe('acknowledgements', () => {
     const mailbox = 'ack@company.test';
     const sender = 'dora@partner.test';
     const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: sender });
-    await stack.appendMail(mailbox, buildMail({ from: `Dora <${sender}>`, to: mailbox, subject: 'New laptop', messageId: '<laptop@partner.test>' }));
+    await stack.appendMail(
+      mailbox,
+      buildMail({ from: `Dora <${sender}>`, to: mailbox, subject: 'New laptop', messageId: '<laptop@partner.test>' }),
+    );
     const task = await drainOne(env);
     const run = await sendReplies(env);
     expect(run).toMatchObject({ succeeded: 1, failed: 0 });
@@ -169,12 +265,23 @@ describe('acknowledgements', () => {
     expect(ack!.inReplyTo).toBe('<laptop@partner.test>');
     expect(ack!.references).toBe('<laptop@partner.test>');
     expect(ack!.from?.value[0]?.address).toBe(mailbox);
-    expect(ack!.text).toContain(`your message "New laptop" was received and is being worked on as task ${task.taskId}.`);
+    expect(ack!.text).toContain(
+      `your message "New laptop" was received and is being worked on as task ${task.taskId}.`,
+    );
     expect(ack!.headers.get('auto-submitted')).toBe('auto-replied');
 
     // A drain that found the mail queued but not yet removed queues the acknowledgement again: still one mail.
     await queue(stack, REPLIES_QUEUE).sendMessage(
-      Buffer.from(JSON.stringify({ type: 'inboxq.reply', version: 1, taskId: task.taskId, mailbox, replyId: 'inboxq-ack', text: 'again' })).toString('base64'),
+      Buffer.from(
+        JSON.stringify({
+          type: 'inboxq.reply',
+          version: 1,
+          taskId: task.taskId,
+          mailbox,
+          replyId: 'inboxq-ack',
+          text: 'again',
+        }),
+      ).toString('base64'),
     );
     await sendReplies(env);
     expect(await inboxOf(sender)).toHaveLength(1);
@@ -185,21 +292,32 @@ describe('acknowledgements', () => {
       INBOXQ_AUTHORIZED_SENDERS: 'erin@partner.test',
       INBOXQ_ACKNOWLEDGEMENT_TEXT: 'Ticket {taskId} ({conversationId}) opened for "{subject}" at {mailbox}.\\nRegards',
     });
-    await stack.appendMail('ack-text@company.test', buildMail({ from: 'erin@partner.test', to: 'ack-text@company.test', subject: 'VPN' }));
+    await stack.appendMail(
+      'ack-text@company.test',
+      buildMail({ from: 'erin@partner.test', to: 'ack-text@company.test', subject: 'VPN' }),
+    );
     const task = await drainOne(custom);
     await sendReplies(custom);
     const [ack] = await inboxOf('erin@partner.test');
-    expect(ack!.text!.trim()).toBe(`Ticket ${task.taskId} (${task.conversation.id}) opened for "VPN" at ack-text@company.test.\nRegards`);
+    expect(ack!.text!.trim()).toBe(
+      `Ticket ${task.taskId} (${task.conversation.id}) opened for "VPN" at ack-text@company.test.\nRegards`,
+    );
 
-    const off = stack.settings('ack-off@company.test', { INBOXQ_AUTHORIZED_SENDERS: 'fred@partner.test', INBOXQ_ACKNOWLEDGE: 'false' });
-    await stack.appendMail('ack-off@company.test', buildMail({ from: 'fred@partner.test', to: 'ack-off@company.test' }));
+    const off = stack.settings('ack-off@company.test', {
+      INBOXQ_AUTHORIZED_SENDERS: 'fred@partner.test',
+      INBOXQ_ACKNOWLEDGE: 'false',
+    });
+    await stack.appendMail(
+      'ack-off@company.test',
+      buildMail({ from: 'fred@partner.test', to: 'ack-off@company.test' }),
+    );
     await drainOne(off);
     expect((await sendReplies(off)).succeeded).toBe(0);
     expect(await inboxOf('fred@partner.test')).toHaveLength(0);
   });
 });
 
-describe('acknowledgements that can\'t be delivered', () => {
+describe("acknowledgements that can't be delivered", () => {
   it('end in the poison queue after the retries, logged, and the task goes on (not failed, no failure notice)', async () => {
     const mailbox = 'ack-poison@company.test';
     const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: 'hank@partner.test' });
@@ -219,8 +337,13 @@ describe('acknowledgements that can\'t be delivered', () => {
       });
       logs.push(...poisoned.logs);
       expect(poisoned.succeeded).toBe(1);
-      expect(logs.join('\n')).toContain(`Acknowledgements could not be delivered after their retries; their tasks are not affected {"mailbox":"${mailbox}","taskIds":"${task.taskId}"}`);
-      const row = await table(stack, 'inboxqMessages').getEntity<{ state: string }>(encodeURIComponent(mailbox), task.taskId);
+      expect(logs.join('\n')).toContain(
+        `Acknowledgements could not be delivered after their retries; their tasks are not affected {"mailbox":"${mailbox}","taskIds":"${task.taskId}"}`,
+      );
+      const row = await table(stack, 'inboxqMessages').getEntity<{ state: string }>(
+        encodeURIComponent(mailbox),
+        task.taskId,
+      );
       expect(row.state).toBe('queued');
     } finally {
       stack.smtp.smtpAuthDisabled.delete(mailbox);
@@ -238,7 +361,10 @@ describe('Markdown replies', () => {
     const mailbox = 'markdown@company.test';
     const sender = 'gina@partner.test';
     const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: sender, INBOXQ_ACKNOWLEDGE: 'false' });
-    await stack.appendMail(mailbox, buildMail({ from: sender, to: mailbox, subject: 'Q3 summary', messageId: '<q3-summary@partner.test>' }));
+    await stack.appendMail(
+      mailbox,
+      buildMail({ from: sender, to: mailbox, subject: 'Q3 summary', messageId: '<q3-summary@partner.test>' }),
+    );
     const task = await drainOne(env);
 
     const pdf = Buffer.concat([Buffer.from('%PDF-1.7\n'), randomBytes(200_000)]);
@@ -255,7 +381,14 @@ describe('Markdown replies', () => {
       '',
       '<script>alert("x")</script>',
     ].join('\n');
-    const reply = { type: 'inboxq.reply', version: 1, taskId: task.taskId, mailbox, markdown, attachments: [attachment] };
+    const reply = {
+      type: 'inboxq.reply',
+      version: 1,
+      taskId: task.taskId,
+      mailbox,
+      markdown,
+      attachments: [attachment],
+    };
     expect(validReply(reply), JSON.stringify(validReply.errors)).toBe(true);
     expect(validReply({ ...reply, markdown: undefined, text: '' })).toBe(false);
     await worker.reply(reply);
@@ -271,14 +404,18 @@ describe('Markdown replies', () => {
     expect(html).toMatch(/<table style="border-collapse:collapse[^"]*">/);
     expect(html).toMatch(/<th style="[^"]*border:1px solid #d0d7de[^"]*">Month<\/th>/);
     expect(html).toMatch(/<td style="[^"]*text-align:right">14<\/td>/);
-    expect(html).toContain('<a href="https://finance.example.com/q3?view=full&amp;lang=en" style="color:#0563c1;text-decoration:underline">the finance portal</a>');
+    expect(html).toContain(
+      '<a href="https://finance.example.com/q3?view=full&amp;lang=en" style="color:#0563c1;text-decoration:underline">the finance portal</a>',
+    );
     expect(html).not.toContain('<script');
     expect(html).toContain('&lt;script&gt;');
     // The attachment, byte for byte.
     expect(parsed.attachments).toHaveLength(1);
     const [received] = parsed.attachments;
     expect(received).toMatchObject({ filename: 'q3-report.pdf', contentType: 'application/pdf', size: pdf.length });
-    expect(createHash('sha256').update(received!.content).digest('hex')).toBe(createHash('sha256').update(pdf).digest('hex'));
+    expect(createHash('sha256').update(received!.content).digest('hex')).toBe(
+      createHash('sha256').update(pdf).digest('hex'),
+    );
     // Both parts side by side, with the attachment beside them.
     const source = mail!.toString('latin1');
     expect(source).toMatch(/Content-Type: multipart\/mixed/);
@@ -287,8 +424,14 @@ describe('Markdown replies', () => {
 
   it('a reply with both text and markdown, or markdown with html, is refused naming the fields', async () => {
     const task = { taskId: 'a'.repeat(32), mailbox: 'markdown@company.test' };
-    await expect(worker.reply({ ...task, text: 'x', markdown: '*x*' })).rejects.toThrow('text: give exactly one of text and markdown');
-    await expect(worker.reply({ ...task, markdown: '*x*', html: '<p>x</p>' })).rejects.toThrow('html: html goes with text; markdown is rendered to HTML by inboxq');
-    await expect(worker.reply({ ...task, replyId: 'inboxq-ack', text: 'x' })).rejects.toThrow('replyId: ids starting with "inboxq-" are inboxq\'s own');
+    await expect(worker.reply({ ...task, text: 'x', markdown: '*x*' })).rejects.toThrow(
+      'text: give exactly one of text and markdown',
+    );
+    await expect(worker.reply({ ...task, markdown: '*x*', html: '<p>x</p>' })).rejects.toThrow(
+      'html: html goes with text; markdown is rendered to HTML by inboxq',
+    );
+    await expect(worker.reply({ ...task, replyId: 'inboxq-ack', text: 'x' })).rejects.toThrow(
+      'replyId: ids starting with "inboxq-" are inboxq\'s own',
+    );
   });
 });

@@ -59,7 +59,14 @@ describe('drain and reply, end to end', () => {
 
     await queue(stack, REPLIES_QUEUE).createIfNotExists();
     await queue(stack, REPLIES_QUEUE).sendMessage(
-      encodeQueueMessage({ type: 'inboxq.reply', version: 1, taskId: task.taskId, mailbox, text: 'Revenue was 42 in Q3.', html: '<p>Revenue was <b>42</b> in Q3.</p>' }),
+      encodeQueueMessage({
+        type: 'inboxq.reply',
+        version: 1,
+        taskId: task.taskId,
+        mailbox,
+        text: 'Revenue was 42 in Q3.',
+        html: '<p>Revenue was <b>42</b> in Q3.</p>',
+      }),
     );
     const run = await runQueueTrigger({
       queue: queue(stack, REPLIES_QUEUE),
@@ -70,7 +77,9 @@ describe('drain and reply, end to end', () => {
     // The acknowledgement the drain queued, and the worker's answer.
     expect(run).toMatchObject({ succeeded: 2, failed: 0 });
 
-    const received = await Promise.all((await stack.readFolder('alice@partner.test', 'INBOX')).map((m) => simpleParser(m.source)));
+    const received = await Promise.all(
+      (await stack.readFolder('alice@partner.test', 'INBOX')).map((m) => simpleParser(m.source)),
+    );
     expect(received).toHaveLength(2);
     const ack = received.find((m) => m.messageId === `<inboxq.${task.taskId}.inboxq-ack@company.test>`)!;
     expect(ack.text).toContain(`as task ${task.taskId}`);
@@ -90,7 +99,17 @@ describe('drain and reply, end to end', () => {
     const mailbox = 'forged@company.test';
     const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: 'ceo@company.test' });
     const body = 'Wire 50,000 EUR to the account below today.';
-    await stack.appendMail(mailbox, buildMail({ from: 'ceo@company.test', to: mailbox, authResults: eopFail('company.test'), messageId: '<forged-1@evil.test>', subject: 'Urgent payment', body }));
+    await stack.appendMail(
+      mailbox,
+      buildMail({
+        from: 'ceo@company.test',
+        to: mailbox,
+        authResults: eopFail('company.test'),
+        messageId: '<forged-1@evil.test>',
+        subject: 'Urgent payment',
+        body,
+      }),
+    );
     const before = (await peekTasks(stack)).length;
     const logs: string[] = [];
     const summary = await drainNow(stack, env, logs);
@@ -103,7 +122,12 @@ describe('drain and reply, end to end', () => {
     expect((await peekTasks(stack)).length).toBe(before);
     expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
     const rows = [];
-    for await (const e of table(stack, 'inboxqMessages').listEntities<{ state: string; reasons: string; mailbox: string }>()) if (e.mailbox === mailbox) rows.push(e);
+    for await (const e of table(stack, 'inboxqMessages').listEntities<{
+      state: string;
+      reasons: string;
+      mailbox: string;
+    }>())
+      if (e.mailbox === mailbox) rows.push(e);
     expect(rows).toHaveLength(1);
     expect(rows[0]!.state).toBe('rejected');
     expect(JSON.parse(rows[0]!.reasons).join(' ')).toContain('DMARC result for company.test is fail');
@@ -121,7 +145,11 @@ describe('drain and reply, end to end', () => {
     const worker = TaskWorker.fromConnectionString(stack.azurite.connectionString);
     // Too big to travel inline: the whole mail is in Blob Storage, its hash in the reference.
     expect(task.rawInline).toBeNull();
-    expect(task.raw!.sha256).toBe(createHash('sha256').update(await worker.raw(task)).digest('hex'));
+    expect(task.raw!.sha256).toBe(
+      createHash('sha256')
+        .update(await worker.raw(task))
+        .digest('hex'),
+    );
     expect((await worker.bodyText(task)).trim()).toBe(body.trim());
   });
 

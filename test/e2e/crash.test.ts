@@ -24,9 +24,14 @@ afterAll(async () => {
 
 const CHILD = path.resolve('dist/localstack/crash-child.js');
 
-function runChild(order: Record<string, unknown>): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
+function runChild(
+  order: Record<string, unknown>,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CHILD, JSON.stringify(order)], { env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CHILD, JSON.stringify(order)], {
+      env: process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -40,67 +45,86 @@ const SENDERS = '*@partner.test';
 const AFTER_LEASE = LEASE_MS + 60_000;
 
 describe('a drain killed at each step boundary', () => {
-  it.each(['fetched', 'claimed', 'blobs-written', 'queued', 'recorded', 'moved', 'removed'] as const)('at %s', async (step) => {
-    const mailbox = `crash-${step}@company.test`;
-    const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS });
-    await clearTasks(stack);
-    const senders = ['a', 'b', 'c', 'd'].map((s) => `${s}-${step}@partner.test`);
-    const mails = [
-      buildMail({ from: senders[0]!, to: mailbox, subject: 'one' }),
-      buildMail({ from: senders[1]!, to: mailbox, subject: 'two', attachments: [{ filename: 'x.bin', contentType: 'application/octet-stream', content: Buffer.alloc(5000, 7) }] }),
-      buildMail({ from: 'ceo@company.test', to: mailbox, subject: 'forged', authResults: eopFail('company.test') }),
-      buildMail({ from: senders[2]!, to: mailbox, subject: 'three' }),
-      buildMail({ from: senders[3]!, to: mailbox, subject: 'four', messageId: null }),
-    ];
-    for (const m of mails) await stack.appendMail(mailbox, m);
+  it.each(['fetched', 'claimed', 'blobs-written', 'queued', 'recorded', 'moved', 'removed'] as const)(
+    'at %s',
+    async (step) => {
+      const mailbox = `crash-${step}@company.test`;
+      const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS });
+      await clearTasks(stack);
+      const senders = ['a', 'b', 'c', 'd'].map((s) => `${s}-${step}@partner.test`);
+      const mails = [
+        buildMail({ from: senders[0]!, to: mailbox, subject: 'one' }),
+        buildMail({
+          from: senders[1]!,
+          to: mailbox,
+          subject: 'two',
+          attachments: [{ filename: 'x.bin', contentType: 'application/octet-stream', content: Buffer.alloc(5000, 7) }],
+        }),
+        buildMail({ from: 'ceo@company.test', to: mailbox, subject: 'forged', authResults: eopFail('company.test') }),
+        buildMail({ from: senders[2]!, to: mailbox, subject: 'three' }),
+        buildMail({ from: senders[3]!, to: mailbox, subject: 'four', messageId: null }),
+      ];
+      for (const m of mails) await stack.appendMail(mailbox, m);
 
-    const killed = await runChild({ kind: 'drain', settings, dieAt: step, occurrence: 2 });
-    expect(killed.signal, killed.stderr).toBe('SIGKILL');
+      const killed = await runChild({ kind: 'drain', settings, dieAt: step, occurrence: 2 });
+      expect(killed.signal, killed.stderr).toBe('SIGKILL');
 
-    // At least one run after the crash (killed at `moved`, the inbox is already empty: the run that
-    // follows finds the ledger behind the mailbox and reconciles it).
-    for (let run = 0; run === 0 || (run < 3 && (await stack.readFolder(mailbox, 'INBOX')).length > 0); run++) {
-      const again = await runChild({ kind: 'drain', settings, nowOffsetMs: AFTER_LEASE });
-      expect(again.code, again.stderr).toBe(0);
-    }
+      // At least one run after the crash (killed at `moved`, the inbox is already empty: the run that
+      // follows finds the ledger behind the mailbox and reconciles it).
+      for (let run = 0; run === 0 || (run < 3 && (await stack.readFolder(mailbox, 'INBOX')).length > 0); run++) {
+        const again = await runChild({ kind: 'drain', settings, nowOffsetMs: AFTER_LEASE });
+        expect(again.code, again.stderr).toBe(0);
+      }
 
-    expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
-    expect(await stack.readFolder(mailbox, 'inboxq-processed')).toHaveLength(mails.length);
-    const rows = await runtimeFor(settings).ledger.listMessages(mailbox);
-    expect(rows).toHaveLength(mails.length);
-    // The ledger tells the truth: every row says its mail left INBOX.
-    expect(rows.every((r) => r.removed)).toBe(true);
-    if (step === 'moved') expect(rows.filter((r) => r.reconciledAt)).toHaveLength(mails.length);
-    expect(rows.filter((r) => r.state === 'queued')).toHaveLength(4);
-    expect(rows.filter((r) => r.state === 'rejected')).toHaveLength(1);
+      expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
+      expect(await stack.readFolder(mailbox, 'inboxq-processed')).toHaveLength(mails.length);
+      const rows = await runtimeFor(settings).ledger.listMessages(mailbox);
+      expect(rows).toHaveLength(mails.length);
+      // The ledger tells the truth: every row says its mail left INBOX.
+      expect(rows.every((r) => r.removed)).toBe(true);
+      if (step === 'moved') expect(rows.filter((r) => r.reconciledAt)).toHaveLength(mails.length);
+      expect(rows.filter((r) => r.state === 'queued')).toHaveLength(4);
+      expect(rows.filter((r) => r.state === 'rejected')).toHaveLength(1);
 
-    const tasks = (await takeAllTasks(stack)).filter((t) => t.mailbox === mailbox);
-    const queuedIds = new Set(rows.filter((r) => r.state === 'queued').map((r) => r.taskId));
-    expect(new Set(tasks.map((t) => t.taskId))).toEqual(queuedIds);
-    // A task is queued twice only when the crash caught it between its queue send and its ledger
-    // write, and then under the same id. Mails are handled a few at a time, so a crash during the
-    // task phase can catch several; before it (fetched, claimed) or after it (removed), none.
-    const perId = new Map<string, number>();
-    for (const t of tasks) perId.set(t.taskId, (perId.get(t.taskId) ?? 0) + 1);
-    const repeated = [...perId.values()].filter((n) => n > 1);
-    if (step === 'fetched' || step === 'claimed' || step === 'moved' || step === 'removed') expect(repeated).toEqual([]);
-    expect(Math.max(...perId.values())).toBeLessThanOrEqual(2);
+      const tasks = (await takeAllTasks(stack)).filter((t) => t.mailbox === mailbox);
+      const queuedIds = new Set(rows.filter((r) => r.state === 'queued').map((r) => r.taskId));
+      expect(new Set(tasks.map((t) => t.taskId))).toEqual(queuedIds);
+      // A task is queued twice only when the crash caught it between its queue send and its ledger
+      // write, and then under the same id. Mails are handled a few at a time, so a crash during the
+      // task phase can catch several; before it (fetched, claimed) or after it (removed), none.
+      const perId = new Map<string, number>();
+      for (const t of tasks) perId.set(t.taskId, (perId.get(t.taskId) ?? 0) + 1);
+      const repeated = [...perId.values()].filter((n) => n > 1);
+      if (step === 'fetched' || step === 'claimed' || step === 'moved' || step === 'removed')
+        expect(repeated).toEqual([]);
+      expect(Math.max(...perId.values())).toBeLessThanOrEqual(2);
 
-    // Each mail started its own conversation, the same in a repeated task, and is acknowledged
-    // once, however often the crash made its acknowledgement queued.
-    for (const t of tasks) expect(t.conversation).toEqual({ id: conversationIdFor(t.taskId), isNew: true, continuedBy: null, previousTaskIds: [] });
-    const sent = await sendReplies(stack, settings);
-    expect(sent.failed).toBe(0);
-    for (const sender of senders) expect(await stack.readFolder(sender, 'INBOX'), sender).toHaveLength(1);
-    expect(await stack.readFolder('ceo@company.test', 'INBOX')).toHaveLength(0);
-  });
+      // Each mail started its own conversation, the same in a repeated task, and is acknowledged
+      // once, however often the crash made its acknowledgement queued.
+      for (const t of tasks)
+        expect(t.conversation).toEqual({
+          id: conversationIdFor(t.taskId),
+          isNew: true,
+          continuedBy: null,
+          previousTaskIds: [],
+        });
+      const sent = await sendReplies(stack, settings);
+      expect(sent.failed).toBe(0);
+      for (const sender of senders) expect(await stack.readFolder(sender, 'INBOX'), sender).toHaveLength(1);
+      expect(await stack.readFolder('ceo@company.test', 'INBOX')).toHaveLength(0);
+    },
+  );
 });
 
 describe('a drain killed at random moments', () => {
   it('leaves no mail lost, none done twice under two ids, and a ledger that tells the truth', async () => {
     const mailbox = 'crash-random@company.test';
     // No sending pace: 42 acknowledgements go out at once (Exchange's 30 a minute would defer some).
-    const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS, INBOXQ_TASKS_QUEUE: 'tasks-crash-random', INBOXQ_SMTP_MAX_PER_MINUTE: '0' });
+    const settings = stack.settings(mailbox, {
+      INBOXQ_AUTHORIZED_SENDERS: SENDERS,
+      INBOXQ_TASKS_QUEUE: 'tasks-crash-random',
+      INBOXQ_SMTP_MAX_PER_MINUTE: '0',
+    });
     // Six rounds: new mail arrives (one forged in four), and a drain is killed wherever it happens
     // to be: at a random moment within the time a whole run of one round took (the first round,
     // not killed, measures it). Each run starts after the last one's lease has expired. Then runs
@@ -113,8 +137,18 @@ describe('a drain killed at random moments', () => {
       for (let i = 0; i < 8; i++) {
         const n = round * 8 + i;
         const forged = i % 4 === 3;
-        const attachments = n % 3 === 0 ? [{ filename: `f${n}.bin`, contentType: 'application/octet-stream', content: Buffer.alloc(40_000 + n, n) }] : [];
-        await stack.appendMail(mailbox, buildMail(forged ? { from: `ceo${n}@company.test`, to: mailbox, subject: 'forged', authResults: eopFail('company.test') } : { from: `r${n}@partner.test`, to: mailbox, subject: `m${n}`, attachments }));
+        const attachments =
+          n % 3 === 0
+            ? [{ filename: `f${n}.bin`, contentType: 'application/octet-stream', content: Buffer.alloc(40_000 + n, n) }]
+            : [];
+        await stack.appendMail(
+          mailbox,
+          buildMail(
+            forged
+              ? { from: `ceo${n}@company.test`, to: mailbox, subject: 'forged', authResults: eopFail('company.test') }
+              : { from: `r${n}@partner.test`, to: mailbox, subject: `m${n}`, attachments },
+          ),
+        );
       }
       if (round === 0) {
         const calibration = await runChild({ kind: 'drain', settings, nowOffsetMs: AFTER_LEASE * run++ });
@@ -139,7 +173,10 @@ describe('a drain killed at random moments', () => {
     const quarantined = await stack.readFolder(mailbox, 'inboxq-quarantine');
     expect(processed.length + quarantined.length).toBe(56);
     const rows = await runtimeFor(settings).ledger.listMessages(mailbox);
-    expect(rows.every((r) => r.removed), 'every row says its mail left INBOX').toBe(true);
+    expect(
+      rows.every((r) => r.removed),
+      'every row says its mail left INBOX',
+    ).toBe(true);
     // A mail killed in three runs in a row is set aside unread (poison-mail detection); any other
     // is a task or a rejection.
     const poisoned = rows.filter((r) => r.state === 'quarantined');
@@ -158,8 +195,11 @@ describe('a drain killed at random moments', () => {
     for (const id of ids) expect(queuedIds.has(id) || poisonedIds.has(id), id).toBe(true);
     const sent = await sendReplies(stack, settings);
     expect(sent.failed).toBe(0);
-    for (const r of rows.filter((x) => x.state === 'queued')) expect(await stack.readFolder(r.sender!, 'INBOX'), r.sender!).toHaveLength(1);
-    console.log(`random kills at ${kills.join(', ')} ms (${killed} landed; a whole run took ${roundMs} ms): ${run} runs, ${poisoned.length} set aside as poison, ${ids.length - new Set(ids).size} tasks queued twice under their own id`);
+    for (const r of rows.filter((x) => x.state === 'queued'))
+      expect(await stack.readFolder(r.sender!, 'INBOX'), r.sender!).toHaveLength(1);
+    console.log(
+      `random kills at ${kills.join(', ')} ms (${killed} landed; a whole run took ${roundMs} ms): ${run} runs, ${poisoned.length} set aside as poison, ${ids.length - new Set(ids).size} tasks queued twice under their own id`,
+    );
   });
 });
 
@@ -168,7 +208,7 @@ describe('a reply killed at each step boundary', () => {
     ['claimed', 'sent'],
     ['smtp-accepted', 'found-in-sent-folder'],
     ['recorded', 'already-sent'],
-  ] as const)('at %s, then delivered again: %s, one mail in the recipient\'s inbox', async (step, outcome) => {
+  ] as const)("at %s, then delivered again: %s, one mail in the recipient's inbox", async (step, outcome) => {
     const mailbox = `reply-crash-${step}@company.test`;
     const sender = `sender-${step}@partner.test`;
     const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS, INBOXQ_ACKNOWLEDGE: 'false' });

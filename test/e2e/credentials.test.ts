@@ -18,7 +18,9 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-const exchangeTokensFor = (clientId: string) => stack.idp.requests.filter((r) => r.clientId === clientId && r.scope.startsWith('https://outlook.office365.com')).length;
+const exchangeTokensFor = (clientId: string) =>
+  stack.idp.requests.filter((r) => r.clientId === clientId && r.scope.startsWith('https://outlook.office365.com'))
+    .length;
 
 describe('app-only tokens', () => {
   it('concurrent first callers share one token request, and one Key Vault read', async () => {
@@ -53,7 +55,12 @@ describe('app-only tokens', () => {
   it('the token carries the Exchange audience and the app roles the servers check', async () => {
     const rt = runtimeFor(stack.settings('claims@company.test'));
     const claims = peekClaims((await rt.tokens.getToken()).token);
-    expect(claims).toMatchObject({ aud: 'https://outlook.office365.com', iss: stack.idp.issuer, tid: stack.idp.tenantId, roles: ['IMAP.AccessAsApp', 'SMTP.SendAsApp'] });
+    expect(claims).toMatchObject({
+      aud: 'https://outlook.office365.com',
+      iss: stack.idp.issuer,
+      tid: stack.idp.tenantId,
+      roles: ['IMAP.AccessAsApp', 'SMTP.SendAsApp'],
+    });
   });
 });
 
@@ -79,7 +86,10 @@ describe('the three credential types', () => {
   it('a certificate the app registration does not know is refused with AADSTS700027 and what to do', async () => {
     const app = stack.registerCertificateApp();
     const other = stack.registerCertificateApp();
-    const err = await drainWith('cred-cert-wrong@company.test', { ...app.settings, INBOXQ_CLIENT_CERTIFICATE_NAME: other.certificateName }).catch((e: Error) => e);
+    const err = await drainWith('cred-cert-wrong@company.test', {
+      ...app.settings,
+      INBOXQ_CLIENT_CERTIFICATE_NAME: other.certificateName,
+    }).catch((e: Error) => e);
     expect(err).toBeInstanceOf(TokenError);
     expect((err as TokenError).aadsts).toBe('AADSTS700027');
     expect((err as Error).message).toContain('is not registered on the app registration');

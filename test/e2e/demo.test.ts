@@ -9,12 +9,17 @@ import { describe, expect, it } from 'vitest';
 
 describe('the demo', () => {
   it('drains the seeded inbox, acknowledges, answers, and answers the follow-up in the same conversation', async () => {
-    const { stdout } = await promisify(execFile)(process.execPath, [path.resolve('dist/scripts/demo.js')], { timeout: 120_000, env: { ...process.env, NO_COLOR: '1' } });
+    const { stdout } = await promisify(execFile)(process.execPath, [path.resolve('dist/scripts/demo.js')], {
+      timeout: 120_000,
+      env: { ...process.env, NO_COLOR: '1' },
+    });
     expect(stdout).toMatch(/UID 1: queued as task [0-9a-f]{32}/);
     expect(stdout).toMatch(/UID 2: rejected .* DMARC result for contoso\.test is fail/);
     expect(stdout).toContain('2 mail(s) sent over SMTP with XOAUTH2, 0 failed');
     expect(stdout).toContain('Parts:       text/plain + text/html, received-files.csv');
     expect(stdout).toMatch(/continued by in-reply-to/);
-    expect(stdout).toContain('Done. 1 mail became a task, was acknowledged and answered, threaded; its follow-up joined the conversation and was answered too; the forged mail was recorded as rejected and got 0 replies.');
+    expect(stdout).toContain(
+      'Done. 1 mail became a task, was acknowledged and answered, threaded; its follow-up joined the conversation and was answered too; the forged mail was recorded as rejected and got 0 replies.',
+    );
   }, 150_000);
 });

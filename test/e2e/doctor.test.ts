@@ -15,7 +15,8 @@ beforeAll(async () => {
   stack = await LocalStack.start();
   // What the deployment provisions.
   const storage = createStorageClients({ kind: 'connection-string', connectionString: stack.azurite.connectionString });
-  for (const q of ['drain-requests', 'tasks', 'tasks-ops', 'tasks-hr', 'replies', 'replies-poison']) await storage.queue(q);
+  for (const q of ['drain-requests', 'tasks', 'tasks-ops', 'tasks-hr', 'replies', 'replies-poison'])
+    await storage.queue(q);
   for (const t of [MESSAGES_TABLE, REPLIES_TABLE, MAILBOXES_TABLE, CONVERSATIONS_TABLE]) await storage.table(t);
   await storage.container(MAIL_CONTAINER);
 });
@@ -34,7 +35,15 @@ describe('inboxq doctor', () => {
     expect(r.code).toBe(0);
     const json = JSON.parse((await main(['doctor', '--json'], env)).stdout) as { ok: boolean; checks: DoctorCheck[] };
     expect(json.ok).toBe(true);
-    expect(json.checks.map((c) => c.step)).toEqual(['settings', 'credential', 'token', 'token roles', 'IMAP', 'SMTP', 'storage']);
+    expect(json.checks.map((c) => c.step)).toEqual([
+      'settings',
+      'credential',
+      'token',
+      'token roles',
+      'IMAP',
+      'SMTP',
+      'storage',
+    ]);
   });
 
   it('invalid settings: step settings, the setting named, the rest skipped', async () => {
@@ -45,7 +54,9 @@ describe('inboxq doctor', () => {
   });
 
   it('the client secret missing from Key Vault: step credential, with the az command', async () => {
-    const c = byStep(await runDoctor(stack.settings('doctor-vault@company.test', { INBOXQ_CLIENT_SECRET_NAME: 'not-there' })));
+    const c = byStep(
+      await runDoctor(stack.settings('doctor-vault@company.test', { INBOXQ_CLIENT_SECRET_NAME: 'not-there' })),
+    );
     expect(c['credential']).toMatchObject({ status: 'fail' });
     expect(c['credential']!.fix).toContain('az keyvault secret set');
     expect(c['token']!.status).toBe('skipped');
@@ -63,7 +74,10 @@ describe('inboxq doctor', () => {
   it('a token without IMAP.AccessAsApp and SMTP.SendAsApp: step token roles, with the permissions to grant', async () => {
     const app = stack.registerApp([]);
     const c = byStep(await runDoctor(stack.settings('doctor-roles@company.test', app.settings)));
-    expect(c['token roles']).toMatchObject({ status: 'fail', detail: 'the token lacks IMAP.AccessAsApp and SMTP.SendAsApp (it has no roles)' });
+    expect(c['token roles']).toMatchObject({
+      status: 'fail',
+      detail: 'the token lacks IMAP.AccessAsApp and SMTP.SendAsApp (it has no roles)',
+    });
     expect(c['token roles']!.fix).toContain('Office 365 Exchange Online');
     expect(c['token roles']!.fix).toContain(`az ad app permission admin-consent --id ${app.clientId}`);
     // Exchange refuses such a token too, and says so in the later steps.
@@ -78,7 +92,9 @@ describe('inboxq doctor', () => {
     expect(failed(checks)).toEqual(['IMAP']);
     const imap = byStep(checks)['IMAP']!;
     expect(imap.detail).toContain('AUTHENTICATE XOAUTH2 failed');
-    expect(imap.fix).toContain(`New-ServicePrincipal -AppId ${app.clientId} -ObjectId <object id of the *Enterprise application*`);
+    expect(imap.fix).toContain(
+      `New-ServicePrincipal -AppId ${app.clientId} -ObjectId <object id of the *Enterprise application*`,
+    );
     expect(imap.fix).toContain('Add-MailboxPermission -Identity doctor-imap@company.test');
   });
 
@@ -93,7 +109,10 @@ describe('inboxq doctor', () => {
   });
 
   it('a missing queue: step storage, naming it and how to create it', async () => {
-    const storage = createStorageClients({ kind: 'connection-string', connectionString: stack.azurite.connectionString });
+    const storage = createStorageClients({
+      kind: 'connection-string',
+      connectionString: stack.azurite.connectionString,
+    });
     await (await storage.queue('replies-poison')).delete();
     try {
       const checks = await runDoctor(stack.settings('doctor-storage@company.test'));
@@ -102,7 +121,9 @@ describe('inboxq doctor', () => {
       expect(byStep(checks)['storage']!.fix).toContain('az storage queue create --name replies-poison');
       expect((await main(['doctor'], stack.settings('doctor-storage@company.test'))).code).toBe(1);
     } finally {
-      await createStorageClients({ kind: 'connection-string', connectionString: stack.azurite.connectionString }).queue('replies-poison');
+      await createStorageClients({ kind: 'connection-string', connectionString: stack.azurite.connectionString }).queue(
+        'replies-poison',
+      );
     }
   });
 
@@ -127,16 +148,28 @@ describe('inboxq doctor', () => {
     });
     const r = await main(['doctor'], env);
     expect(r.code).toBe(1);
-    expect(r.stdout).toContain('inboxq doctor: doctor-ops@company.test\n  ✓ 1. settings     valid for doctor-ops@company.test (mailbox "ops")');
+    expect(r.stdout).toContain(
+      'inboxq doctor: doctor-ops@company.test\n  ✓ 1. settings     valid for doctor-ops@company.test (mailbox "ops")',
+    );
     expect(r.stdout).toContain('inboxq doctor: doctor-hr@company.test');
-    const reports = JSON.parse((await main(['doctor', '--json'], env)).stdout) as { mailbox: string; key: string; ok: boolean; checks: DoctorCheck[] }[];
+    const reports = JSON.parse((await main(['doctor', '--json'], env)).stdout) as {
+      mailbox: string;
+      key: string;
+      ok: boolean;
+      checks: DoctorCheck[];
+    }[];
     expect(reports.map((x) => [x.key, x.ok, failed(x.checks)])).toEqual([
       ['ops', true, []],
       ['hr', false, ['IMAP']],
     ]);
-    const one = JSON.parse((await main(['doctor', '--json', '--mailbox', 'ops'], env)).stdout) as { mailbox: string; ok: boolean };
+    const one = JSON.parse((await main(['doctor', '--json', '--mailbox', 'ops'], env)).stdout) as {
+      mailbox: string;
+      ok: boolean;
+    };
     expect(one).toMatchObject({ mailbox: 'doctor-ops@company.test', ok: true });
     const unknown = await main(['doctor', '--mailbox', 'sales'], env);
-    expect(unknown.stdout).toContain('mailbox sales is not configured here (ops: doctor-ops@company.test, hr: doctor-hr@company.test)');
+    expect(unknown.stdout).toContain(
+      'mailbox sales is not configured here (ops: doctor-ops@company.test, hr: doctor-hr@company.test)',
+    );
   });
 });

@@ -21,11 +21,10 @@ afterAll(async () => {
 });
 
 async function drainError(env: Record<string, string | undefined>, logs: string[] = []): Promise<Error> {
-  const err = await drainNow(stack, env, logs)
-    .then(
-      () => undefined,
-      (e: Error) => e,
-    );
+  const err = await drainNow(stack, env, logs).then(
+    () => undefined,
+    (e: Error) => e,
+  );
   expect(err, 'the drain should have failed').toBeInstanceOf(Error);
   return err!;
 }
@@ -38,7 +37,14 @@ describe('credentials', () => {
     stack.vault.setSecret(app.secretName, wrong);
     await stack.appendMail(mailbox, buildMail({ from: 'alice@partner.test', to: mailbox }));
     const logs: string[] = [];
-    const err = await drainError(stack.settings(mailbox, { ...app.settings, INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test', INBOXQ_ACKNOWLEDGE: 'false' }), logs);
+    const err = await drainError(
+      stack.settings(mailbox, {
+        ...app.settings,
+        INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test',
+        INBOXQ_ACKNOWLEDGE: 'false',
+      }),
+      logs,
+    );
     expect(err).toBeInstanceOf(TokenError);
     expect(err.message).toContain('AADSTS7000215');
     expect(err.message).toContain(`Key Vault secret ${app.secretName}`);
@@ -51,7 +57,9 @@ describe('credentials', () => {
 
   it('a wrong INBOXQ_CLIENT_SECRET setting is named as the setting', async () => {
     const wrong = `wrong~${randomBytes(12).toString('hex')}`;
-    const err = await drainError(stack.settings('setting-secret@company.test', { INBOXQ_KEYVAULT_URL: undefined, INBOXQ_CLIENT_SECRET: wrong }));
+    const err = await drainError(
+      stack.settings('setting-secret@company.test', { INBOXQ_KEYVAULT_URL: undefined, INBOXQ_CLIENT_SECRET: wrong }),
+    );
     expect(err).toBeInstanceOf(TokenError);
     expect((err as TokenError).aadsts).toBe('AADSTS7000215');
     expect(err.message).toContain('the setting INBOXQ_CLIENT_SECRET');
@@ -59,7 +67,9 @@ describe('credentials', () => {
   });
 
   it('a missing Key Vault secret says which one and how to create it', async () => {
-    const err = await drainError(stack.settings('no-secret@company.test', { INBOXQ_CLIENT_SECRET_NAME: 'does-not-exist' }));
+    const err = await drainError(
+      stack.settings('no-secret@company.test', { INBOXQ_CLIENT_SECRET_NAME: 'does-not-exist' }),
+    );
     expect(err.name).toBe('KeyVaultError');
     expect(err.message).toMatch(/Key Vault secret does-not-exist in https:\/\/127\.0\.0\.1:\d+ does not exist/);
     expect(err.message).toContain('az keyvault secret set');
@@ -72,10 +82,20 @@ describe('credentials', () => {
     stack.idp.expiredTokensToIssue = 1;
     const issuedBefore = stack.idp.requests.filter((r) => r.clientId === app.clientId && r.outcome === 'issued').length;
     const logs: string[] = [];
-    const summary = await drainNow(stack, stack.settings(mailbox, { ...app.settings, INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test', INBOXQ_ACKNOWLEDGE: 'false' }), logs);
+    const summary = await drainNow(
+      stack,
+      stack.settings(mailbox, {
+        ...app.settings,
+        INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test',
+        INBOXQ_ACKNOWLEDGE: 'false',
+      }),
+      logs,
+    );
     expect(summary?.counts.queued).toBe(1);
     expect(stack.idp.expiredTokensToIssue).toBe(0);
-    const issued = stack.idp.requests.filter((r) => r.clientId === app.clientId && r.outcome === 'issued' && r.scope.includes('outlook')).length;
+    const issued = stack.idp.requests.filter(
+      (r) => r.clientId === app.clientId && r.outcome === 'issued' && r.scope.includes('outlook'),
+    ).length;
     expect(issued - issuedBefore).toBe(2);
     expect(logs.join('\n')).toContain('IMAP refused the cached token; retrying once with a new one');
   });
@@ -96,7 +116,10 @@ describe('mailbox', () => {
 
   it('a malformed mail is recorded and set aside, and the rest of the inbox is still drained', async () => {
     const mailbox = 'malformed@company.test';
-    const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test', INBOXQ_ACKNOWLEDGE: 'false' });
+    const env = stack.settings(mailbox, {
+      INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test',
+      INBOXQ_ACKNOWLEDGE: 'false',
+    });
     await stack.appendMail(mailbox, buildMail({ from: 'alice@partner.test', to: mailbox, subject: 'first' }));
     await stack.appendMail(mailbox, Buffer.concat([Buffer.from('\u0000\u0001 not a mail\r\n\r\n'), randomBytes(2000)]));
     await stack.appendMail(mailbox, buildMail({ from: 'alice@partner.test', to: mailbox, subject: 'third' }));
@@ -119,10 +142,17 @@ describe('queue messages', () => {
     const handlers = handlersFor(env);
     const replies = queue(stack, REPLIES_QUEUE);
     await replies.createIfNotExists();
-    await replies.sendMessage(encodeQueueMessage({ type: 'inboxq.reply', version: 1, mailbox: 'poison@company.test', text: '' }));
+    await replies.sendMessage(
+      encodeQueueMessage({ type: 'inboxq.reply', version: 1, mailbox: 'poison@company.test', text: '' }),
+    );
     await replies.sendMessage(Buffer.from('this is not json').toString('base64'));
     const { maxDequeueCount } = hostQueueSettings();
-    const run = await runQueueTrigger({ queue: replies, poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison`), functionName: 'reply', handler: (m, c) => handlers.reply(m, c) });
+    const run = await runQueueTrigger({
+      queue: replies,
+      poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison`),
+      functionName: 'reply',
+      handler: (m, c) => handlers.reply(m, c),
+    });
     expect(run.poisoned).toBe(2);
     expect(run.failed).toBe(2 * maxDequeueCount);
     const poison = await queue(stack, `${REPLIES_QUEUE}-poison`).peekMessages({ numberOfMessages: 10 });

@@ -33,10 +33,14 @@ const SENDERS = '*@partner.test';
 const POLICY = { INBOXQ_AUTHORIZED_SENDERS: SENDERS, INBOXQ_ACKNOWLEDGE: 'false' };
 
 async function seed(mailbox: string, n: number): Promise<void> {
-  for (let i = 0; i < n; i++) await stack.appendMail(mailbox, buildMail({ from: `p${i}@partner.test`, to: mailbox, subject: `mail ${i}` }));
+  for (let i = 0; i < n; i++)
+    await stack.appendMail(mailbox, buildMail({ from: `p${i}@partner.test`, to: mailbox, subject: `mail ${i}` }));
 }
 
-async function drain(settings: Record<string, string | undefined>, onStep?: Parameters<typeof drainMailbox>[0]['onStep']) {
+async function drain(
+  settings: Record<string, string | undefined>,
+  onStep?: Parameters<typeof drainMailbox>[0]['onStep'],
+) {
   const log = memoryLogger();
   const rt = runtimeFor(settings);
   const summary = await drainMailbox({ ...rt, log, ...(onStep ? { onStep } : {}) });
@@ -132,7 +136,11 @@ describe('IMAP faults', () => {
 describe('Azure faults', () => {
   it('Storage unavailable: the run fails naming Storage, nothing leaves the inbox, the next run finishes', async () => {
     const mailbox = 'storage-down@company.test';
-    const proxies = [new TcpProxy(stack.azurite.blobPort), new TcpProxy(stack.azurite.queuePort), new TcpProxy(stack.azurite.tablePort)];
+    const proxies = [
+      new TcpProxy(stack.azurite.blobPort),
+      new TcpProxy(stack.azurite.queuePort),
+      new TcpProxy(stack.azurite.tablePort),
+    ];
     for (const p of proxies) await p.start();
     try {
       const [blob, q, table] = proxies as [TcpProxy, TcpProxy, TcpProxy];
@@ -196,7 +204,12 @@ describe('SMTP faults', () => {
     await replies.createIfNotExists();
     for (const m of messages) await replies.sendMessage(encodeQueueMessage(m));
     const handlers = handlersFor(settings);
-    return runQueueTrigger({ queue: replies, poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison`), functionName: 'reply', handler: (m, c) => handlers.reply(m, c) });
+    return runQueueTrigger({
+      queue: replies,
+      poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison`),
+      functionName: 'reply',
+      handler: (m, c) => handlers.reply(m, c),
+    });
   }
 
   it('a token the server refuses although it looks fresh is renewed and the reply sent', async () => {
@@ -207,9 +220,14 @@ describe('SMTP faults', () => {
     // The drain cached a good token: make the next one (for SMTP) expired by forcing a refresh first.
     await rt.tokens.getToken({ forceRefresh: true });
     const log = memoryLogger();
-    const result = await sendReply({ type: 'inboxq.reply', version: 1, taskId, mailbox: 'smtp-expired@company.test', text: 'ok' }, { ...rt, log });
+    const result = await sendReply(
+      { type: 'inboxq.reply', version: 1, taskId, mailbox: 'smtp-expired@company.test', text: 'ok' },
+      { ...rt, log },
+    );
     expect(result.outcome).toBe('sent');
-    expect(log.lines.map((l) => l.line).join('\n')).toContain('SMTP refused the cached token; retrying once with a new one');
+    expect(log.lines.map((l) => l.line).join('\n')).toContain(
+      'SMTP refused the cached token; retrying once with a new one',
+    );
     expect(await stack.readFolder('e1@partner.test', 'INBOX')).toHaveLength(1);
   });
 
@@ -238,7 +256,9 @@ describe('SMTP faults', () => {
     const { settings, taskId } = await acceptedTask(mailbox, sender);
     const { maxDequeueCount } = hostQueueSettings();
     for (let i = 0; i < maxDequeueCount; i++) stack.smtp.dataFaults.push({ code: 451, text: '4.4.7 Message delayed' });
-    const run = await deliverReplies(settings, [{ type: 'inboxq.reply', version: 1, taskId, mailbox, text: 'the answer' }]);
+    const run = await deliverReplies(settings, [
+      { type: 'inboxq.reply', version: 1, taskId, mailbox, text: 'the answer' },
+    ]);
     expect(run).toMatchObject({ poisoned: 1, succeeded: 0 });
 
     const handlers = handlersFor(settings);
@@ -269,7 +289,14 @@ describe('SMTP faults', () => {
     const minuteStart = Math.floor(Date.now() / 60_000) * 60_000 + 10_000;
     const outcomes = [];
     for (const o of summary.outcomes) {
-      outcomes.push((await sendReply({ type: 'inboxq.reply', version: 1, taskId: o.taskId, mailbox, text: 'ok' }, { ...rt, log: memoryLogger(), now: () => minuteStart })).outcome);
+      outcomes.push(
+        (
+          await sendReply(
+            { type: 'inboxq.reply', version: 1, taskId: o.taskId, mailbox, text: 'ok' },
+            { ...rt, log: memoryLogger(), now: () => minuteStart },
+          )
+        ).outcome,
+      );
     }
     expect(outcomes).toEqual(['sent', 'sent', 'sent', 'deferred', 'deferred']);
     expect((await replies.getProperties()).approximateMessagesCount).toBe(2);

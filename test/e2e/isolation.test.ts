@@ -38,7 +38,10 @@ function head(o: { stranger?: boolean; subject?: string; messageId?: string | nu
     ...(o.extra ?? []),
   ];
 }
-const plain = (body: string, o: Parameters<typeof head>[0] = {}) => Buffer.from(crlf([...head({ ...o, extra: ['Content-Type: text/plain; charset=utf-8', ...(o.extra ?? [])] }), '', body, '']));
+const plain = (body: string, o: Parameters<typeof head>[0] = {}) =>
+  Buffer.from(
+    crlf([...head({ ...o, extra: ['Content-Type: text/plain; charset=utf-8', ...(o.extra ?? [])] }), '', body, '']),
+  );
 function withAttachment(name: string, type: string, o: Parameters<typeof head>[0] = {}, disposition?: string): Buffer {
   return Buffer.from(
     crlf([
@@ -82,18 +85,40 @@ const cases: Case[] = [
   // The ten examples of the issue, those that are about one mail.
   {
     name: '1a. forged: References of 20 folded lines of 1,000 quote characters',
-    raw: plain('x', { stranger: true, extra: [`References: ${Array.from({ length: 20 }, () => `<${'"'.repeat(990)}@x>`).join('\r\n ')}`] }),
+    raw: plain('x', {
+      stranger: true,
+      extra: [`References: ${Array.from({ length: 20 }, () => `<${'"'.repeat(990)}@x>`).join('\r\n ')}`],
+    }),
     expect: 'rejected',
     reason: 'not authenticated',
   },
-  { name: '1b. forged: a Message-ID of 40,000 characters', raw: plain('x', { stranger: true, messageId: `<${'m'.repeat(40_000)}@x>` }), expect: 'rejected', reason: 'not authenticated' },
+  {
+    name: '1b. forged: a Message-ID of 40,000 characters',
+    raw: plain('x', { stranger: true, messageId: `<${'m'.repeat(40_000)}@x>` }),
+    expect: 'rejected',
+    reason: 'not authenticated',
+  },
   {
     name: '2. forged: 4 MB of quoted-printable HTML, one table row of 400,000 cells',
-    raw: Buffer.from(crlf([...head({ stranger: true, extra: ['Content-Type: text/html; charset=utf-8', 'Content-Transfer-Encoding: quoted-printable'] }), '', qp(`<table><tr>${'<td>x</td>'.repeat(400_000)}</tr></table>`), ''])),
+    raw: Buffer.from(
+      crlf([
+        ...head({
+          stranger: true,
+          extra: ['Content-Type: text/html; charset=utf-8', 'Content-Transfer-Encoding: quoted-printable'],
+        }),
+        '',
+        qp(`<table><tr>${'<td>x</td>'.repeat(400_000)}</tr></table>`),
+        '',
+      ]),
+    ),
     expect: 'rejected',
     reason: 'not authenticated',
   },
-  { name: '3. forged: the Message-ID of a genuine mail that arrives later', raw: plain('squat', { stranger: true, messageId: squatted }), expect: 'rejected' },
+  {
+    name: '3. forged: the Message-ID of a genuine mail that arrives later',
+    raw: plain('squat', { stranger: true, messageId: squatted }),
+    expect: 'rejected',
+  },
   {
     name: '4a. an attachment named with 100 emoji',
     raw: withAttachment(`${emoji}.pdf`, 'application/pdf'),
@@ -118,31 +143,77 @@ const cases: Case[] = [
     check: async (task, worker) => expect((await worker.newText(task)).length).toBeGreaterThan(300_000),
   },
   // More of these classes.
-  { name: 'forged: a subject of 40,000 quote characters', raw: plain('x', { stranger: true, subject: '"'.repeat(40_000) }), expect: 'rejected' },
-  { name: 'genuine: a subject of 40,000 quote characters', raw: plain('x', { subject: '"'.repeat(40_000) }), expect: 'queued' },
-  { name: 'genuine: an In-Reply-To of 40,000 characters', raw: plain('x', { extra: [`In-Reply-To: <${'r'.repeat(40_000)}@x>`] }), expect: 'queued', check: (task) => expect(task.inReplyTo).toBeNull() },
   {
-    name: 'genuine: 30 References of 990 control characters each (JSON escapes them six-fold)',
-    raw: plain('x', { extra: [`References: ${Array.from({ length: 30 }, () => `<${'\u0001'.repeat(990)}@x>`).join('\r\n ')}`] }),
+    name: 'forged: a subject of 40,000 quote characters',
+    raw: plain('x', { stranger: true, subject: '"'.repeat(40_000) }),
+    expect: 'rejected',
+  },
+  {
+    name: 'genuine: a subject of 40,000 quote characters',
+    raw: plain('x', { subject: '"'.repeat(40_000) }),
     expect: 'queued',
   },
-  { name: 'genuine: a Message-ID of 40,000 characters', raw: plain('x', { messageId: `<${'m'.repeat(40_000)}@x>` }), expect: 'queued', check: (task) => expect(task.messageId).toBeNull() },
+  {
+    name: 'genuine: an In-Reply-To of 40,000 characters',
+    raw: plain('x', { extra: [`In-Reply-To: <${'r'.repeat(40_000)}@x>`] }),
+    expect: 'queued',
+    check: (task) => expect(task.inReplyTo).toBeNull(),
+  },
+  {
+    name: 'genuine: 30 References of 990 control characters each (JSON escapes them six-fold)',
+    raw: plain('x', {
+      extra: [`References: ${Array.from({ length: 30 }, () => `<${'\u0001'.repeat(990)}@x>`).join('\r\n ')}`],
+    }),
+    expect: 'queued',
+  },
+  {
+    name: 'genuine: a Message-ID of 40,000 characters',
+    raw: plain('x', { messageId: `<${'m'.repeat(40_000)}@x>` }),
+    expect: 'queued',
+    check: (task) => expect(task.messageId).toBeNull(),
+  },
   {
     name: 'a header section over 1 MiB',
     raw: plain('x', { extra: Array.from({ length: 1200 }, (_, i) => `X-Filler-${i}: ${'f'.repeat(1000)}`) }),
     expect: 'quarantined',
     reason: 'header section is',
   },
-  { name: 'forged: a From with 5,000 addresses', raw: Buffer.from(plain('x', { stranger: true }).toString().replace('From: ceo@company.test', `From: ${Array.from({ length: 5000 }, (_, i) => `c${i}@company.test`).join(', ')}`)), expect: 'rejected' },
   {
-    name: 'forged: an Authentication-Results of 500 KB of nested comments',
-    raw: Buffer.from(plain('x', { stranger: true }).toString().replace(/Authentication-Results: [^\r\n]+/, `Authentication-Results: ${'('.repeat(500_000)}`)),
+    name: 'forged: a From with 5,000 addresses',
+    raw: Buffer.from(
+      plain('x', { stranger: true })
+        .toString()
+        .replace(
+          'From: ceo@company.test',
+          `From: ${Array.from({ length: 5000 }, (_, i) => `c${i}@company.test`).join(', ')}`,
+        ),
+    ),
     expect: 'rejected',
   },
-  { name: 'forged: 1,000 Authentication-Results headers', raw: plain('x', { stranger: true, extra: Array.from({ length: 1000 }, () => `Authentication-Results: ${eopPass('partner.test')}`) }), expect: 'rejected' },
-  { name: 'forged: 10,000 encoded words in the subject', raw: plain('x', { stranger: true, subject: '=?utf-8?B?w6k=?= '.repeat(10_000) }), expect: 'rejected' },
   {
-    name: 'forged: the Message-ID of one of inboxq\'s own replies',
+    name: 'forged: an Authentication-Results of 500 KB of nested comments',
+    raw: Buffer.from(
+      plain('x', { stranger: true })
+        .toString()
+        .replace(/Authentication-Results: [^\r\n]+/, `Authentication-Results: ${'('.repeat(500_000)}`),
+    ),
+    expect: 'rejected',
+  },
+  {
+    name: 'forged: 1,000 Authentication-Results headers',
+    raw: plain('x', {
+      stranger: true,
+      extra: Array.from({ length: 1000 }, () => `Authentication-Results: ${eopPass('partner.test')}`),
+    }),
+    expect: 'rejected',
+  },
+  {
+    name: 'forged: 10,000 encoded words in the subject',
+    raw: plain('x', { stranger: true, subject: '=?utf-8?B?w6k=?= '.repeat(10_000) }),
+    expect: 'rejected',
+  },
+  {
+    name: "forged: the Message-ID of one of inboxq's own replies",
     raw: plain('x', { stranger: true, messageId: replyMessageId('mailbox@company.test', 'f'.repeat(32), 'r1') }),
     expect: 'rejected',
   },
@@ -152,10 +223,20 @@ const cases: Case[] = [
     expect: 'queued',
     check: (task) => expect(task.attachments[0]!.filename).toBe('invoicefdp.exe'),
   },
-  { name: 'genuine: an attachment named CON.txt', raw: withAttachment('CON.txt', 'text/plain'), expect: 'queued', check: (task) => expect(task.attachments[0]!.filename).toBe('_CON.txt') },
+  {
+    name: 'genuine: an attachment named CON.txt',
+    raw: withAttachment('CON.txt', 'text/plain'),
+    expect: 'queued',
+    check: (task) => expect(task.attachments[0]!.filename).toBe('_CON.txt'),
+  },
   {
     name: 'genuine: an RFC 2231 file name that decodes to a lone surrogate',
-    raw: withAttachment('', 'application/octet-stream', {}, "Content-Disposition: attachment; filename*=utf-8''a%ED%A0%80b.txt"),
+    raw: withAttachment(
+      '',
+      'application/octet-stream',
+      {},
+      "Content-Disposition: attachment; filename*=utf-8''a%ED%A0%80b.txt",
+    ),
     expect: 'queued',
     check: (task) => expect(task.attachments[0]!.filename.isWellFormed()).toBe(true),
   },
@@ -174,33 +255,68 @@ const cases: Case[] = [
       expect(task.attachments[0]!.blob.name.length).toBeLessThan(1024);
     },
   },
-  { name: 'genuine: a Content-Type of 50,000 characters', raw: withAttachment('a.bin', `application/x-${'y'.repeat(50_000)}`), expect: 'queued', check: (task) => expect(task.attachments[0]!.contentType).toBe('application/octet-stream') },
+  {
+    name: 'genuine: a Content-Type of 50,000 characters',
+    raw: withAttachment('a.bin', `application/x-${'y'.repeat(50_000)}`),
+    expect: 'queued',
+    check: (task) => expect(task.attachments[0]!.contentType).toBe('application/octet-stream'),
+  },
   {
     name: 'genuine: a new text above 3 MB of quoted lines',
     raw: plain(`My answer.\r\n\r\nOn Mon, Bob <b@partner.test> wrote:\r\n${'> older\r\n'.repeat(350_000)}`),
     expect: 'queued',
     check: async (task, worker) => expect((await worker.newText(task)).trim()).toBe('My answer.'),
   },
-  { name: 'genuine: 1 MB of "abc. x skrev y" lines (a backtracking trap of the reply parser)', raw: plain('abc. x skrev y\r\n'.repeat(MB / 16)), expect: 'queued' },
+  {
+    name: 'genuine: 1 MB of "abc. x skrev y" lines (a backtracking trap of the reply parser)',
+    raw: plain('abc. x skrev y\r\n'.repeat(MB / 16)),
+    expect: 'queued',
+  },
   { name: 'genuine: 1 MB of one "On a a a ..." line', raw: plain(`On ${'a '.repeat(MB / 2)}`), expect: 'queued' },
   {
     name: 'genuine: 3 MB of HTML nested 100,000 deep',
-    raw: Buffer.from(crlf([...head({ extra: ['Content-Type: text/html; charset=utf-8', 'Content-Transfer-Encoding: quoted-printable'] }), '', qp(`${'<div>'.repeat(100_000)}x${'</div>'.repeat(100_000)}`), ''])),
+    raw: Buffer.from(
+      crlf([
+        ...head({ extra: ['Content-Type: text/html; charset=utf-8', 'Content-Transfer-Encoding: quoted-printable'] }),
+        '',
+        qp(`${'<div>'.repeat(100_000)}x${'</div>'.repeat(100_000)}`),
+        '',
+      ]),
+    ),
     expect: 'queued',
     check: (task) => expect(task.body.htmlBlob).not.toBeNull(),
   },
   {
     name: 'genuine: 4 MB of quoted-printable HTML, one table row of 400,000 cells (kept, not turned into text)',
-    raw: Buffer.from(crlf([...head({ extra: ['Content-Type: text/html; charset=utf-8', 'Content-Transfer-Encoding: quoted-printable'] }), '', qp(`<table><tr>${'<td>x</td>'.repeat(400_000)}</tr></table>`), ''])),
+    raw: Buffer.from(
+      crlf([
+        ...head({ extra: ['Content-Type: text/html; charset=utf-8', 'Content-Transfer-Encoding: quoted-printable'] }),
+        '',
+        qp(`<table><tr>${'<td>x</td>'.repeat(400_000)}</tr></table>`),
+        '',
+      ]),
+    ),
     expect: 'queued',
     check: (task) => {
       expect(task.body.text).toBe('');
       expect(task.body.htmlBlob!.size).toBeGreaterThan(3_000_000);
     },
   },
-  { name: 'genuine: a subject with 1,000 conversation tags', raw: plain('x', { subject: Array.from({ length: 1000 }, () => `[#${randomBytes(12).toString('hex')}]`).join(' ') }), expect: 'queued' },
-  { name: 'genuine: a Message-ID with control characters', raw: plain('x', { messageId: '<a\u0001\u0002b@partner.test>' }), expect: 'queued' },
-  { name: 'genuine: 300,000 unterminated encoded words in a header', raw: plain('x', { extra: [`X-Junk: ${'=?'.repeat(300_000)}`] }), expect: 'queued' },
+  {
+    name: 'genuine: a subject with 1,000 conversation tags',
+    raw: plain('x', { subject: Array.from({ length: 1000 }, () => `[#${randomBytes(12).toString('hex')}]`).join(' ') }),
+    expect: 'queued',
+  },
+  {
+    name: 'genuine: a Message-ID with control characters',
+    raw: plain('x', { messageId: '<a\u0001\u0002b@partner.test>' }),
+    expect: 'queued',
+  },
+  {
+    name: 'genuine: 300,000 unterminated encoded words in a header',
+    raw: plain('x', { extra: [`X-Junk: ${'=?'.repeat(300_000)}`] }),
+    expect: 'queued',
+  },
 ];
 
 let stack: LocalStack;
@@ -231,7 +347,11 @@ async function measuredRun(name: string, run: () => Promise<DrainSummary>): Prom
     return await run();
   } finally {
     clearInterval(sampler);
-    measured.push({ name, runMs: Date.now() - started, rssGrowthMb: (Math.max(peak, process.memoryUsage().rss) - before) / MB });
+    measured.push({
+      name,
+      runMs: Date.now() - started,
+      rssGrowthMb: (Math.max(peak, process.memoryUsage().rss) - before) / MB,
+    });
   }
 }
 
@@ -240,7 +360,11 @@ function mailboxFor(): { mailbox: string; tasksQueue: string; env: Record<string
   const i = ++n;
   const mailbox = `iso-${i}@company.test`;
   const tasksQueue = `tasks-iso-${i}`;
-  return { mailbox, tasksQueue, env: stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS, INBOXQ_TASKS_QUEUE: tasksQueue }) };
+  return {
+    mailbox,
+    tasksQueue,
+    env: stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS, INBOXQ_TASKS_QUEUE: tasksQueue }),
+  };
 }
 
 describe(`${cases.length} hostile mails, each between genuine mails of the same batch`, () => {
@@ -248,7 +372,13 @@ describe(`${cases.length} hostile mails, each between genuine mails of the same 
 
   it.each(cases)('$name', async (c) => {
     const { mailbox, tasksQueue, env } = mailboxFor();
-    const genuine = (subject: string, messageId?: string) => Buffer.from(buildMail({ from: 'bob@partner.test', to: mailbox, subject, ...(messageId ? { messageId } : {}) }).replace(/\r?\n/g, '\r\n'));
+    const genuine = (subject: string, messageId?: string) =>
+      Buffer.from(
+        buildMail({ from: 'bob@partner.test', to: mailbox, subject, ...(messageId ? { messageId } : {}) }).replace(
+          /\r?\n/g,
+          '\r\n',
+        ),
+      );
     // The hostile mail between two genuine ones, straight into the Maildir (IMAP APPEND refuses some of them).
     await stack.dropIntoMaildir(mailbox, [genuine('before'), c.raw, genuine('after')]);
     const rt = runtimeFor(env);
@@ -292,10 +422,14 @@ describe(`${cases.length} hostile mails, each between genuine mails of the same 
 describe('a failure nobody thought of', () => {
   it(`is survived: the mail in the batch of ${POISON_RUNS} failed runs in a row is set aside unread, the rest drains; moved back, it is drained once`, async () => {
     const { mailbox, tasksQueue, env } = mailboxFor();
-    const mails = ['one', 'two', 'three', 'four'].map((s) => buildMail({ from: 'bob@partner.test', to: mailbox, subject: s }));
+    const mails = ['one', 'two', 'three', 'four'].map((s) =>
+      buildMail({ from: 'bob@partner.test', to: mailbox, subject: s }),
+    );
     for (const m of mails) await stack.appendMail(mailbox, m);
     const rt = runtimeFor(env);
-    const poison = (await stack.readFolder(mailbox, 'INBOX')).find((m) => m.source.toString().includes('Subject: two'))!.uid;
+    const poison = (await stack.readFolder(mailbox, 'INBOX')).find((m) =>
+      m.source.toString().includes('Subject: two'),
+    )!.uid;
     // Whatever this mail does, it takes the run down with an error no step expects.
     const onStep = (step: string, info: { uid: number }) => {
       if (step === 'claimed' && info.uid === poison) throw new TypeError('something nobody thought of');
@@ -342,22 +476,41 @@ describe('a failure nobody thought of', () => {
 });
 
 describe('conversation ids', () => {
-  it('a new conversation whose id is taken by another sender\'s takes the next id, and never overwrites the other', async () => {
+  it("a new conversation whose id is taken by another sender's takes the next id, and never overwrites the other", async () => {
     const { mailbox, tasksQueue, env } = mailboxFor();
     const messageId = `<collide-${randomUUID()}@partner.test>`;
     const taskId = deriveTaskId(mailbox, `mid:${messageId}`);
     // Another sender's conversation already holds the id this mail's conversation would get.
     const rt = runtimeFor(env);
     const store = new ConversationStore(rt.storage, mailbox);
-    const other = { id: conversationIdFor(taskId), participants: ['mallory@partner.test'], subject: 'mine', createdAt: new Date().toISOString(), updatedAt: new Date().toISOString(), taskIds: ['e'.repeat(32)] };
+    const other = {
+      id: conversationIdFor(taskId),
+      participants: ['mallory@partner.test'],
+      subject: 'mine',
+      createdAt: new Date().toISOString(),
+      updatedAt: new Date().toISOString(),
+      taskIds: ['e'.repeat(32)],
+    };
     await store.save([{ conversation: { ...other }, created: true }]);
     await stack.appendMail(mailbox, buildMail({ from: 'bob@partner.test', to: mailbox, subject: 'new', messageId }));
     await drainMailbox({ ...rt, log: memoryLogger() });
     const [task] = await takeTasks(tasksQueue);
-    expect(task!.conversation).toEqual({ id: conversationIdFor(taskId, 1), isNew: true, continuedBy: null, previousTaskIds: [] });
+    expect(task!.conversation).toEqual({
+      id: conversationIdFor(taskId, 1),
+      isNew: true,
+      continuedBy: null,
+      previousTaskIds: [],
+    });
     expect(task!.conversation.id).toHaveLength(24);
-    expect(await store.get(other.id)).toMatchObject({ participants: ['mallory@partner.test'], subject: 'mine', taskIds: other.taskIds });
-    expect(await store.get(conversationIdFor(taskId, 1))).toMatchObject({ participants: ['bob@partner.test'], taskIds: [taskId] });
+    expect(await store.get(other.id)).toMatchObject({
+      participants: ['mallory@partner.test'],
+      subject: 'mine',
+      taskIds: other.taskIds,
+    });
+    expect(await store.get(conversationIdFor(taskId, 1))).toMatchObject({
+      participants: ['bob@partner.test'],
+      taskIds: [taskId],
+    });
   });
 });
 
@@ -372,7 +525,12 @@ describe('duplicate requests for one acknowledgement', () => {
     await drainMailbox({ ...runtimeFor(env), log: memoryLogger() });
     const [task] = await takeTasks(tasksQueue);
     // As after a drain crash: the same acknowledgement asked for again, twice in one message too.
-    const again = encodeQueueMessage({ type: 'inboxq.acknowledgements', version: 1, mailbox, taskIds: [task!.taskId, task!.taskId] });
+    const again = encodeQueueMessage({
+      type: 'inboxq.acknowledgements',
+      version: 1,
+      mailbox,
+      taskIds: [task!.taskId, task!.taskId],
+    });
     await replies.sendMessage(again);
     await replies.sendMessage(again);
     const run = await sendReplies(stack, env);

@@ -22,15 +22,20 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-const settingsFor = (mailbox: string, extra: Record<string, string> = {}) => stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', ...extra });
+const settingsFor = (mailbox: string, extra: Record<string, string> = {}) =>
+  stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', ...extra });
 
 describe('overlapping runs', () => {
   it('two runs started together: one drains, the other sees the lease and touches nothing', async () => {
     const mailbox = 'overlap@company.test';
     await clearTasks(stack);
-    for (let i = 0; i < 10; i++) await stack.appendMail(mailbox, buildMail({ from: `p${i}@partner.test`, to: mailbox }));
+    for (let i = 0; i < 10; i++)
+      await stack.appendMail(mailbox, buildMail({ from: `p${i}@partner.test`, to: mailbox }));
     const rt = runtimeFor(settingsFor(mailbox));
-    const [a, b] = await Promise.all([drainMailbox({ ...rt, log: memoryLogger() }), drainMailbox({ ...rt, log: memoryLogger() })]);
+    const [a, b] = await Promise.all([
+      drainMailbox({ ...rt, log: memoryLogger() }),
+      drainMailbox({ ...rt, log: memoryLogger() }),
+    ]);
     expect([a.stoppedBecause, b.stoppedBecause].sort()).toEqual(['empty', 'leased-elsewhere']);
     expect(a.counts.queued + b.counts.queued).toBe(10);
     const tasks = (await takeAllTasks(stack)).filter((t) => t.mailbox === mailbox);
@@ -45,8 +50,14 @@ describe('a renumbered mailbox', () => {
   it('a new UIDVALIDITY with a mail half-processed: the mail is found by its Message-ID, not queued again', async () => {
     const mailbox = 'uidvalidity@company.test';
     await clearTasks(stack);
-    await stack.appendMail(mailbox, buildMail({ from: 'a@partner.test', to: mailbox, messageId: '<renumbered@partner.test>' }));
-    await stack.appendMail(mailbox, buildMail({ from: 'b@partner.test', to: mailbox, messageId: '<untouched@partner.test>' }));
+    await stack.appendMail(
+      mailbox,
+      buildMail({ from: 'a@partner.test', to: mailbox, messageId: '<renumbered@partner.test>' }),
+    );
+    await stack.appendMail(
+      mailbox,
+      buildMail({ from: 'b@partner.test', to: mailbox, messageId: '<untouched@partner.test>' }),
+    );
     const rt = runtimeFor(settingsFor(mailbox));
     const stopAt = (s: DrainStep) => {
       if (s === 'recorded') throw new Error('interrupted');
@@ -66,7 +77,9 @@ describe('a renumbered mailbox', () => {
     const summary = await drainMailbox({ ...rt, log: memoryLogger() });
     const after = await rt.ledger.listMessages(mailbox);
     expect(after).toHaveLength(2);
-    expect(after.find((r) => r.messageId === '<renumbered@partner.test>')!.uidValidity).not.toBe(before[0]!.uidValidity);
+    expect(after.find((r) => r.messageId === '<renumbered@partner.test>')!.uidValidity).not.toBe(
+      before[0]!.uidValidity,
+    );
     expect(summary.counts.seen).toBe(2);
     expect(summary.counts.resumed).toBeGreaterThanOrEqual(1);
     const tasks = (await takeAllTasks(stack)).filter((t) => t.mailbox === mailbox);
@@ -79,13 +92,21 @@ describe('retention', () => {
   it('stored mail and ledger rows older than INBOXQ_MAIL_RETENTION_DAYS are deleted by a later run', async () => {
     const mailbox = 'retention@company.test';
     const rt = runtimeFor(settingsFor(mailbox, { INBOXQ_MAIL_RETENTION_DAYS: '7' }));
-    await stack.appendMail(mailbox, buildMail({ from: 'a@partner.test', to: mailbox, attachments: [{ filename: 'f.txt', contentType: 'text/plain', content: Buffer.from('x') }] }));
+    await stack.appendMail(
+      mailbox,
+      buildMail({
+        from: 'a@partner.test',
+        to: mailbox,
+        attachments: [{ filename: 'f.txt', contentType: 'text/plain', content: Buffer.from('x') }],
+      }),
+    );
     await drainMailbox({ ...rt, log: memoryLogger() });
     const [row] = await rt.ledger.listMessages(mailbox);
     const container = await rt.storage.container(MAIL_CONTAINER);
     const blobs = async () => {
       const names = [];
-      for await (const b of container.listBlobsFlat({ prefix: `${partitionKey(mailbox)}/${row!.taskId}/` })) names.push(b.name);
+      for await (const b of container.listBlobsFlat({ prefix: `${partitionKey(mailbox)}/${row!.taskId}/` }))
+        names.push(b.name);
       return names;
     };
     // The mail itself is small enough to travel inline; its attachment is a blob.

@@ -19,7 +19,14 @@ beforeAll(async () => {
   stack = await LocalStack.start();
   await clearTasks(stack);
   const mails = Array.from({ length: COUNT }, (_, i) =>
-    Buffer.from(buildMail({ from: `p${i % 50}@partner.test`, to: MAILBOX, subject: `load ${i}`, body: `mail number ${i}\r\n`.repeat(20) }).replace(/\r?\n/g, '\r\n')),
+    Buffer.from(
+      buildMail({
+        from: `p${i % 50}@partner.test`,
+        to: MAILBOX,
+        subject: `load ${i}`,
+        body: `mail number ${i}\r\n`.repeat(20),
+      }).replace(/\r?\n/g, '\r\n'),
+    ),
   );
   await stack.dropIntoMaildir(MAILBOX, mails);
 }, 120_000);
@@ -29,7 +36,11 @@ afterAll(async () => {
 
 describe(`${COUNT} mails`, () => {
   it('are drained over several runs within the time budget, every one accounted for', async () => {
-    const settings = stack.settings(MAILBOX, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', INBOXQ_MAX_MESSAGES_PER_RUN: '400', INBOXQ_RUN_BUDGET_SECONDS: '8' });
+    const settings = stack.settings(MAILBOX, {
+      INBOXQ_AUTHORIZED_SENDERS: '*@partner.test',
+      INBOXQ_MAX_MESSAGES_PER_RUN: '400',
+      INBOXQ_RUN_BUDGET_SECONDS: '8',
+    });
     const rt = runtimeFor(settings);
     let peakRss = process.memoryUsage().rss;
     const baseRss = peakRss;

@@ -8,7 +8,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalStack } from '../../localstack';
 import { ImapFaultProxy } from '../../localstack/proxies';
 import { runQueueTrigger } from '../../localstack/queue-runner';
-import { DRAIN_REQUESTS_QUEUE, TASKS_QUEUE, decodeQueueMessage, type TaskMessage } from '../../shared/contract/messages';
+import {
+  DRAIN_REQUESTS_QUEUE,
+  TASKS_QUEUE,
+  decodeQueueMessage,
+  type TaskMessage,
+} from '../../shared/contract/messages';
 import { ImapError } from '../../shared/errors';
 import { runtimeFor } from '../../shared/host/runtime';
 import { TaskWorker } from '../../shared/worker/worker';
@@ -57,12 +62,40 @@ describe('several mailboxes in one deployment', () => {
     });
     slowProxy.throttle(/UID FETCH/i, 3000);
 
-    await stack.appendMail('sales@company.test', buildMail({ from: 'alice@partner.test', to: 'sales@company.test', subject: 'Offer for 40 seats', messageId: '<offer@partner.test>' }));
-    await stack.appendMail('sales@company.test', buildMail({ from: 'carol@customer.test', to: 'sales@company.test', subject: 'Discount?' }));
-    await stack.appendMail('support@company.test', buildMail({ from: 'carol@customer.test', to: 'support@company.test', subject: 'Printer offline', messageId: '<printer@customer.test>' }));
-    await stack.appendMail('support@company.test', buildMail({ from: 'alice@partner.test', to: 'support@company.test', subject: 'Help' }));
-    await stack.appendMail('broken@company.test', buildMail({ from: 'alice@partner.test', to: 'broken@company.test', subject: 'Lost?' }));
-    await stack.appendMail('slow@company.test', buildMail({ from: 'alice@partner.test', to: 'slow@company.test', subject: 'Later' }));
+    await stack.appendMail(
+      'sales@company.test',
+      buildMail({
+        from: 'alice@partner.test',
+        to: 'sales@company.test',
+        subject: 'Offer for 40 seats',
+        messageId: '<offer@partner.test>',
+      }),
+    );
+    await stack.appendMail(
+      'sales@company.test',
+      buildMail({ from: 'carol@customer.test', to: 'sales@company.test', subject: 'Discount?' }),
+    );
+    await stack.appendMail(
+      'support@company.test',
+      buildMail({
+        from: 'carol@customer.test',
+        to: 'support@company.test',
+        subject: 'Printer offline',
+        messageId: '<printer@customer.test>',
+      }),
+    );
+    await stack.appendMail(
+      'support@company.test',
+      buildMail({ from: 'alice@partner.test', to: 'support@company.test', subject: 'Help' }),
+    );
+    await stack.appendMail(
+      'broken@company.test',
+      buildMail({ from: 'alice@partner.test', to: 'broken@company.test', subject: 'Lost?' }),
+    );
+    await stack.appendMail(
+      'slow@company.test',
+      buildMail({ from: 'alice@partner.test', to: 'slow@company.test', subject: 'Later' }),
+    );
 
     // One tick: the schedule asks for a drain of each mailbox; the queue trigger takes them as a batch, at once.
     const handlers = handlersFor(env);
@@ -119,14 +152,30 @@ describe('several mailboxes in one deployment', () => {
       const { receivedMessageItems } = await queue(stack, name).receiveMessages({ numberOfMessages: 32 });
       return receivedMessageItems.map((m) => decodeQueueMessage(m.messageText) as TaskMessage);
     };
-    expect((await take('tasks-sales')).map((t) => [t.mailbox, t.from.address, t.subject])).toEqual([['sales@company.test', 'alice@partner.test', 'Offer for 40 seats']]);
-    expect((await take('tasks-support')).map((t) => [t.mailbox, t.from.address, t.subject])).toEqual([['support@company.test', 'carol@customer.test', 'Printer offline']]);
-    expect(await queue(stack, TASKS_QUEUE).exists().then(async (e) => (e ? (await queue(stack, TASKS_QUEUE).peekMessages()).peekedMessageItems.length : 0))).toBe(0);
+    expect((await take('tasks-sales')).map((t) => [t.mailbox, t.from.address, t.subject])).toEqual([
+      ['sales@company.test', 'alice@partner.test', 'Offer for 40 seats'],
+    ]);
+    expect((await take('tasks-support')).map((t) => [t.mailbox, t.from.address, t.subject])).toEqual([
+      ['support@company.test', 'carol@customer.test', 'Printer offline'],
+    ]);
+    expect(
+      await queue(stack, TASKS_QUEUE)
+        .exists()
+        .then(async (e) => (e ? (await queue(stack, TASKS_QUEUE).peekMessages()).peekedMessageItems.length : 0)),
+    ).toBe(0);
 
     // Workers of each mailbox answer on the shared replies queue; each answer leaves from its own mailbox.
-    const salesTask = (await runtimeFor(env, 'sales').ledger.listMessages('sales@company.test')).find((r) => r.state === 'queued')!;
-    const supportTask = (await runtimeFor(env, 'support').ledger.listMessages('support@company.test')).find((r) => r.state === 'queued')!;
-    await TaskWorker.fromConnectionString(stack.azurite.connectionString, { tasksQueue: 'tasks-sales' }).reply({ taskId: salesTask.taskId, mailbox: 'sales@company.test', text: '40 seats: 4,000 EUR.' });
+    const salesTask = (await runtimeFor(env, 'sales').ledger.listMessages('sales@company.test')).find(
+      (r) => r.state === 'queued',
+    )!;
+    const supportTask = (await runtimeFor(env, 'support').ledger.listMessages('support@company.test')).find(
+      (r) => r.state === 'queued',
+    )!;
+    await TaskWorker.fromConnectionString(stack.azurite.connectionString, { tasksQueue: 'tasks-sales' }).reply({
+      taskId: salesTask.taskId,
+      mailbox: 'sales@company.test',
+      text: '40 seats: 4,000 EUR.',
+    });
     await TaskWorker.fromConnectionString(stack.azurite.connectionString, { tasksQueue: 'tasks-support' }).reply({
       taskId: supportTask.taskId,
       mailbox: 'support@company.test',
@@ -135,8 +184,12 @@ describe('several mailboxes in one deployment', () => {
     const sent = await sendReplies(stack, env);
     // Two acknowledgements (sales, support) and two answers.
     expect(sent).toMatchObject({ succeeded: 4, failed: 0 });
-    const alice = await Promise.all((await stack.readFolder('alice@partner.test', 'INBOX')).map((m) => simpleParser(m.source)));
-    const carol = await Promise.all((await stack.readFolder('carol@customer.test', 'INBOX')).map((m) => simpleParser(m.source)));
+    const alice = await Promise.all(
+      (await stack.readFolder('alice@partner.test', 'INBOX')).map((m) => simpleParser(m.source)),
+    );
+    const carol = await Promise.all(
+      (await stack.readFolder('carol@customer.test', 'INBOX')).map((m) => simpleParser(m.source)),
+    );
     expect(alice.map((m) => [m.from?.value[0]?.address, m.inReplyTo]).sort()).toEqual([
       ['sales@company.test', '<offer@partner.test>'],
       ['sales@company.test', '<offer@partner.test>'],
@@ -148,7 +201,9 @@ describe('several mailboxes in one deployment', () => {
     expect(alice.find((m) => m.text?.includes('4,000 EUR'))).toBeDefined();
     expect(carol.find((m) => (m.html || '').includes('<strong>restart</strong>'))).toBeDefined();
     // The support mailbox signed in with its own app, for IMAP and for SMTP.
-    expect(stack.idp.requests.filter((r) => r.clientId === support.clientId && r.outcome === 'issued').length).toBeGreaterThanOrEqual(1);
+    expect(
+      stack.idp.requests.filter((r) => r.clientId === support.clientId && r.outcome === 'issued').length,
+    ).toBeGreaterThanOrEqual(1);
   });
 
   it('a reply that names a mailbox the deployment does not serve is refused, naming the mailboxes it does', async () => {
@@ -159,7 +214,10 @@ describe('several mailboxes in one deployment', () => {
       INBOXQ_B__MAILBOX: 'b@company.test',
     });
     const error = await handlersFor(env)
-      .reply({ type: 'inboxq.reply', version: 1, taskId: 'f'.repeat(32), mailbox: 'c@company.test', text: 'x' }, context('reply', []))
+      .reply(
+        { type: 'inboxq.reply', version: 1, taskId: 'f'.repeat(32), mailbox: 'c@company.test', text: 'x' },
+        context('reply', []),
+      )
       .catch((e: Error) => e);
     expect((error as Error).message).toContain('mailbox: c@company.test is not one of a@company.test, b@company.test');
   });

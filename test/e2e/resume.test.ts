@@ -32,7 +32,9 @@ function interruptAt(step: DrainStep) {
 }
 
 async function drain(mailbox: string, onStep?: (s: DrainStep) => void) {
-  const rt = runtimeFor(stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', INBOXQ_ACKNOWLEDGE: 'false' }));
+  const rt = runtimeFor(
+    stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', INBOXQ_ACKNOWLEDGE: 'false' }),
+  );
   return drainMailbox({ ...rt, log: memoryLogger(), ...(onStep ? { onStep } : {}) });
 }
 
@@ -43,7 +45,10 @@ async function tasksOf(mailbox: string) {
 describe('an interrupted drain resumes', () => {
   it('after queuing, before the ledger update: the task is queued again under the same task id, never a new one', async () => {
     const mailbox = 'resume-queued@company.test';
-    await stack.appendMail(mailbox, buildMail({ from: 'bob@partner.test', to: mailbox, messageId: '<resume-1@partner.test>' }));
+    await stack.appendMail(
+      mailbox,
+      buildMail({ from: 'bob@partner.test', to: mailbox, messageId: '<resume-1@partner.test>' }),
+    );
     await expect(drain(mailbox, interruptAt('queued'))).rejects.toThrow(Interrupted);
     expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(1);
     const first = await tasksOf(mailbox);
@@ -61,7 +66,10 @@ describe('an interrupted drain resumes', () => {
 
   it('after the ledger update, before removal: the next run only removes the mail', async () => {
     const mailbox = 'resume-recorded@company.test';
-    await stack.appendMail(mailbox, buildMail({ from: 'bob@partner.test', to: mailbox, messageId: '<resume-2@partner.test>' }));
+    await stack.appendMail(
+      mailbox,
+      buildMail({ from: 'bob@partner.test', to: mailbox, messageId: '<resume-2@partner.test>' }),
+    );
     await expect(drain(mailbox, interruptAt('recorded'))).rejects.toThrow(Interrupted);
     expect(await tasksOf(mailbox)).toHaveLength(1);
     expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(1);
@@ -96,13 +104,26 @@ describe('a reply is sent once', () => {
     const mailbox = 'twice@company.test';
     const sender = 'carol@partner.test';
     const task = await acceptedTask(mailbox, sender);
-    const handlers = handlersFor(stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', INBOXQ_ACKNOWLEDGE: 'false' }));
+    const handlers = handlersFor(
+      stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', INBOXQ_ACKNOWLEDGE: 'false' }),
+    );
     const replies = queue(stack, REPLIES_QUEUE);
     await replies.createIfNotExists();
-    const message = encodeQueueMessage({ type: 'inboxq.reply', version: 1, taskId: task.taskId, mailbox, text: 'Done.' });
+    const message = encodeQueueMessage({
+      type: 'inboxq.reply',
+      version: 1,
+      taskId: task.taskId,
+      mailbox,
+      text: 'Done.',
+    });
     await replies.sendMessage(message);
     await replies.sendMessage(message);
-    const run = await runQueueTrigger({ queue: replies, poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison`), functionName: 'reply', handler: (m, c) => handlers.reply(m, c) });
+    const run = await runQueueTrigger({
+      queue: replies,
+      poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison`),
+      functionName: 'reply',
+      handler: (m, c) => handlers.reply(m, c),
+    });
     // Both copies arrive in one batch, handled at the same time as the host does: the second finds
     // the first sending (or done) and is settled without an error or a retry.
     expect(run).toMatchObject({ succeeded: 2, failed: 0, poisoned: 0 });
@@ -117,7 +138,9 @@ describe('a reply is sent once', () => {
     const mailbox = 'interrupted-reply@company.test';
     const sender = 'dave@partner.test';
     const task = await acceptedTask(mailbox, sender);
-    const rt = runtimeFor(stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', INBOXQ_ACKNOWLEDGE: 'false' }));
+    const rt = runtimeFor(
+      stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', INBOXQ_ACKNOWLEDGE: 'false' }),
+    );
     const reply = { type: 'inboxq.reply', version: 1, taskId: task.taskId, mailbox, text: 'Here you go.' };
     const stopAfterSmtp = (s: ReplyStep) => {
       if (s === 'smtp-accepted') throw new Interrupted('interrupted after SMTP');
@@ -140,9 +163,9 @@ describe('a reply is sent once', () => {
     const summary = await drain(mailbox);
     const taskId = summary.outcomes[0]!.taskId!;
     const rt = runtimeFor(stack.settings(mailbox));
-    await expect(sendReply({ type: 'inboxq.reply', version: 1, taskId, mailbox, text: 'hi' }, { ...rt, log: memoryLogger() })).rejects.toThrow(
-      /task .* is rejected; only accepted mail is answered/,
-    );
+    await expect(
+      sendReply({ type: 'inboxq.reply', version: 1, taskId, mailbox, text: 'hi' }, { ...rt, log: memoryLogger() }),
+    ).rejects.toThrow(/task .* is rejected; only accepted mail is answered/);
     expect(await stack.readFolder('mallory@elsewhere.test', 'INBOX')).toHaveLength(0);
   });
 });
@@ -151,7 +174,10 @@ describe('the worker helper', () => {
   it('drops a repeated task message whose task id is already done', async () => {
     const mailbox = 'worker-dedupe@company.test';
     await clearTasks(stack);
-    await stack.appendMail(mailbox, buildMail({ from: 'bob@partner.test', to: mailbox, messageId: '<dedupe@partner.test>' }));
+    await stack.appendMail(
+      mailbox,
+      buildMail({ from: 'bob@partner.test', to: mailbox, messageId: '<dedupe@partner.test>' }),
+    );
     // Interrupted between the queue send and the ledger write: the task is queued twice, same id.
     await expect(drain(mailbox, interruptAt('queued'))).rejects.toThrow(Interrupted);
     await drain(mailbox);

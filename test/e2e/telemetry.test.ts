@@ -3,7 +3,13 @@
  * the Functions host would read (captured, as the host can't run here).
  */
 import { metrics } from '@opentelemetry/api';
-import { AggregationTemporality, MeterProvider, MetricReader, type DataPoint, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import {
+  AggregationTemporality,
+  MeterProvider,
+  MetricReader,
+  type DataPoint,
+  type ResourceMetrics,
+} from '@opentelemetry/sdk-metrics';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { app } from '@azure/functions';
 import { LocalStack } from '../../localstack';
@@ -32,12 +38,16 @@ afterAll(async () => {
 
 async function points(name: string): Promise<DataPoint<unknown>[]> {
   const { resourceMetrics } = (await reader.collect()) as { resourceMetrics: ResourceMetrics };
-  return resourceMetrics.scopeMetrics.flatMap((s) => s.metrics).filter((m) => m.descriptor.name === name).flatMap((m) => m.dataPoints as DataPoint<unknown>[]);
+  return resourceMetrics.scopeMetrics
+    .flatMap((s) => s.metrics)
+    .filter((m) => m.descriptor.name === name)
+    .flatMap((m) => m.dataPoints as DataPoint<unknown>[]);
 }
 
 function sumBy(ps: DataPoint<unknown>[], attribute: string): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const p of ps) out[String(p.attributes[attribute])] = (out[String(p.attributes[attribute])] ?? 0) + (p.value as number);
+  for (const p of ps)
+    out[String(p.attributes[attribute])] = (out[String(p.attributes[attribute])] ?? 0) + (p.value as number);
   return out;
 }
 
@@ -46,7 +56,10 @@ describe('custom metrics', () => {
     const mailbox = 'metrics@company.test';
     const rt = runtimeFor(stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test' }));
     await stack.appendMail(mailbox, buildMail({ from: 'a@partner.test', to: mailbox }));
-    await stack.appendMail(mailbox, buildMail({ from: 'ceo@company.test', to: mailbox, authResults: eopFail('company.test') }));
+    await stack.appendMail(
+      mailbox,
+      buildMail({ from: 'ceo@company.test', to: mailbox, authResults: eopFail('company.test') }),
+    );
     await stack.appendMail(mailbox, buildMail({ from: 'b@elsewhere.test', to: mailbox }));
     await stack.appendMail(mailbox, Buffer.from('\u0001not a mail'));
     const summary = await drainMailbox({ ...rt, log: memoryLogger() });
@@ -55,7 +68,10 @@ describe('custom metrics', () => {
     await sendReply({ type: 'inboxq.reply', version: 1, taskId, mailbox, text: 'ok' }, { ...rt, log: memoryLogger() });
 
     expect(sumBy(await points('inboxq.mail'), 'outcome')).toEqual({ queued: 1, rejected: 2, quarantined: 1 });
-    expect(sumBy(await points('inboxq.mail.rejected'), 'reason')).toEqual({ 'not-authenticated': 1, 'not-authorized': 1 });
+    expect(sumBy(await points('inboxq.mail.rejected'), 'reason')).toEqual({
+      'not-authenticated': 1,
+      'not-authorized': 1,
+    });
     expect(sumBy(await points('inboxq.reply'), 'outcome')).toEqual({ sent: 1, 'already-sent': 1 });
     expect(sumBy(await points('inboxq.drain.runs'), 'outcome')).toEqual({ ok: 1 });
     expect(sumBy(await points('inboxq.token.requests'), 'outcome')['issued']).toBeGreaterThanOrEqual(1);
@@ -78,7 +94,9 @@ describe('function registrations', () => {
     await import('../../functions/reply.js');
     await import('../../functions/reply-poison.js');
     await import('../../functions/startup.js');
-    expect(timer.mock.calls.map(([name, o]) => [name, o.schedule, o.useMonitor, o.runOnStartup])).toEqual([['drainSchedule', '%INBOXQ_DRAIN_SCHEDULE%', true, false]]);
+    expect(timer.mock.calls.map(([name, o]) => [name, o.schedule, o.useMonitor, o.runOnStartup])).toEqual([
+      ['drainSchedule', '%INBOXQ_DRAIN_SCHEDULE%', true, false],
+    ]);
     expect(queue.mock.calls.map(([name, o]) => [name, o.queueName, o.connection])).toEqual([
       ['drain', 'drain-requests', 'AzureWebJobsStorage'],
       ['reply', 'replies', 'AzureWebJobsStorage'],
@@ -91,7 +109,9 @@ describe('function registrations', () => {
     try {
       Object.assign(process.env, { INBOXQ_MAILBOXES: 'sales', INBOXQ_SALES__MAILBOX: 'not-an-address' });
       await appStart.mock.calls[0]![0]({} as never);
-      expect(errors.mock.calls.map((c) => String(c[0])).join('\n')).toContain('mailbox "sales": INBOXQ_SALES__MAILBOX must be an e-mail address');
+      expect(errors.mock.calls.map((c) => String(c[0])).join('\n')).toContain(
+        'mailbox "sales": INBOXQ_SALES__MAILBOX must be an e-mail address',
+      );
     } finally {
       errors.mockRestore();
       for (const key of Object.keys(process.env)) if (!(key in saved)) delete process.env[key];

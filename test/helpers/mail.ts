@@ -31,7 +31,12 @@ export function buildMail(o: MailOptions): string {
   const ar = o.authResults === undefined ? eopPass(domain) : o.authResults;
   if (ar !== null) headers.push(`Authentication-Results: ${ar}`);
   headers.push(...(o.extraHeaders ?? []));
-  headers.push(`From: ${o.from}`, `To: ${o.to}`, `Subject: ${o.subject ?? 'A task for you'}`, `Date: ${new Date().toUTCString()}`);
+  headers.push(
+    `From: ${o.from}`,
+    `To: ${o.to}`,
+    `Subject: ${o.subject ?? 'A task for you'}`,
+    `Date: ${new Date().toUTCString()}`,
+  );
   if (o.messageId !== null) headers.push(`Message-ID: ${o.messageId ?? `<${randomUUID()}@${domain}>`}`);
   if (o.inReplyTo) headers.push(`In-Reply-To: ${o.inReplyTo}`, `References: ${o.inReplyTo}`);
   headers.push('MIME-Version: 1.0');

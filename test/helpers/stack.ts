@@ -3,7 +3,13 @@ import { randomUUID } from 'node:crypto';
 import { InvocationContext, type Timer } from '@azure/functions';
 import { QueueClient } from '@azure/storage-queue';
 import { TableClient } from '@azure/data-tables';
-import { decodeQueueMessage, DRAIN_REQUESTS_QUEUE, REPLIES_QUEUE, TASKS_QUEUE, type TaskMessage } from '../../shared/contract/messages';
+import {
+  decodeQueueMessage,
+  DRAIN_REQUESTS_QUEUE,
+  REPLIES_QUEUE,
+  TASKS_QUEUE,
+  type TaskMessage,
+} from '../../shared/contract/messages';
 import type { DrainSummary } from '../../shared/drain/drain';
 import { createHandlers, type DrainOutcome, type Handlers } from '../../shared/host/handlers';
 import { deploymentFor } from '../../shared/host/runtime';
@@ -11,10 +17,18 @@ import type { LocalStack } from '../../localstack';
 import { runQueueTrigger } from '../../localstack/queue-runner';
 
 export function timer(): Timer {
-  return { isPastDue: false, schedule: { adjustForDST: false }, scheduleStatus: { last: '', next: '', lastUpdated: '' } };
+  return {
+    isPastDue: false,
+    schedule: { adjustForDST: false },
+    scheduleStatus: { last: '', next: '', lastUpdated: '' },
+  };
 }
 
-export function context(name: string, logs: string[], triggerMetadata: Record<string, unknown> = {}): InvocationContext {
+export function context(
+  name: string,
+  logs: string[],
+  triggerMetadata: Record<string, unknown> = {},
+): InvocationContext {
   return new InvocationContext({
     functionName: name,
     invocationId: randomUUID(),
@@ -31,7 +45,11 @@ export function handlersFor(env: Record<string, string | undefined>): Handlers {
  * One tick of the drain schedule, as the host runs it: the timer puts a drain request per mailbox
  * on the drain-requests queue, and the queue trigger drains each (a batch at the same time).
  */
-export async function drainTick(stack: LocalStack, env: Record<string, string | undefined>, logs: string[] = []): Promise<DrainOutcome[]> {
+export async function drainTick(
+  stack: LocalStack,
+  env: Record<string, string | undefined>,
+  logs: string[] = [],
+): Promise<DrainOutcome[]> {
   const handlers = handlersFor(env);
   await handlers.schedule(timer(), context('drainSchedule', logs));
   const outcomes: DrainOutcome[] = [];
@@ -59,7 +77,11 @@ export async function sendReplies(stack: LocalStack, env: Record<string, string 
 }
 
 /** A tick of a one-mailbox deployment: its drain's summary, or the drain's error thrown. */
-export async function drainNow(stack: LocalStack, env: Record<string, string | undefined>, logs: string[] = []): Promise<DrainSummary> {
+export async function drainNow(
+  stack: LocalStack,
+  env: Record<string, string | undefined>,
+  logs: string[] = [],
+): Promise<DrainSummary> {
   const outcomes = await drainTick(stack, env, logs);
   if (outcomes.length !== 1) throw new Error(`expected one drain, got ${outcomes.length}`);
   const [outcome] = outcomes;

@@ -1,5 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { AuthResultsSyntaxError, parseAuthenticationResults, tokenize } from '../../shared/sender/authentication-results';
+import {
+  AuthResultsSyntaxError,
+  parseAuthenticationResults,
+  tokenize,
+} from '../../shared/sender/authentication-results';
 
 describe('RFC 8601 Authentication-Results parser', () => {
   it.each([
@@ -31,19 +35,40 @@ describe('RFC 8601 Authentication-Results parser', () => {
       [['dmarc', 'fail', { 'header.from': 'example.net' }]],
     ],
     ['no results', 'example.org; none', 'example.org', []],
-    ['quoted reason', 'mx.example.com; dmarc=fail reason="policy; p=reject" header.from=example.com', 'mx.example.com', [['dmarc', 'fail', { 'header.from': 'example.com' }]]],
-    ['method version', 'mx.example.com; dkim/1=pass header.d=example.com', 'mx.example.com', [['dkim', 'pass', { 'header.d': 'example.com' }]]],
-    ['upper case', 'MX.Example.COM; DMARC=PASS Header.From=Example.COM', 'mx.example.com', [['dmarc', 'pass', { 'header.from': 'Example.COM' }]]],
+    [
+      'quoted reason',
+      'mx.example.com; dmarc=fail reason="policy; p=reject" header.from=example.com',
+      'mx.example.com',
+      [['dmarc', 'fail', { 'header.from': 'example.com' }]],
+    ],
+    [
+      'method version',
+      'mx.example.com; dkim/1=pass header.d=example.com',
+      'mx.example.com',
+      [['dkim', 'pass', { 'header.d': 'example.com' }]],
+    ],
+    [
+      'upper case',
+      'MX.Example.COM; DMARC=PASS Header.From=Example.COM',
+      'mx.example.com',
+      [['dmarc', 'pass', { 'header.from': 'Example.COM' }]],
+    ],
   ])('%s', (_name, header, authservId, expected) => {
     const parsed = parseAuthenticationResults(header);
     expect(parsed.authservId).toBe(authservId);
-    expect(parsed.results.map((r) => [r.method, r.result, Object.fromEntries(Object.entries(r.properties).filter(([k]) => k !== 'reason'))])).toEqual(
-      (expected as [string, string, Record<string, string>][]).map(([m, r, p]) => [m, r, p]),
-    );
+    expect(
+      parsed.results.map((r) => [
+        r.method,
+        r.result,
+        Object.fromEntries(Object.entries(r.properties).filter(([k]) => k !== 'reason')),
+      ]),
+    ).toEqual((expected as [string, string, Record<string, string>][]).map(([m, r, p]) => [m, r, p]));
   });
 
   it('drops comments, even nested ones holding dmarc=pass and semicolons', () => {
-    const parsed = parseAuthenticationResults('mx.example.com; spf=pass (x (dmarc=pass; y) z) smtp.mailfrom=a.com; dmarc=fail header.from=a.com');
+    const parsed = parseAuthenticationResults(
+      'mx.example.com; spf=pass (x (dmarc=pass; y) z) smtp.mailfrom=a.com; dmarc=fail header.from=a.com',
+    );
     expect(parsed.results.map((r) => `${r.method}=${r.result}`)).toEqual(['spf=pass', 'dmarc=fail']);
   });
 

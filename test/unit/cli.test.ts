@@ -11,7 +11,10 @@ function file(name: string, content: string): string {
   writeFileSync(p, content);
   return p;
 }
-const policy = file('policy.json', JSON.stringify({ authorizedSenders: ['*@example.com'], trustedAuthservId: '', microsoftInternalFallback: true }));
+const policy = file(
+  'policy.json',
+  JSON.stringify({ authorizedSenders: ['*@example.com'], trustedAuthservId: '', microsoftInternalFallback: true }),
+);
 const pass = 'test/fixtures/eop-pass.eml';
 
 describe('inboxq check-sender', () => {
@@ -21,12 +24,22 @@ describe('inboxq check-sender', () => {
     expect(JSON.parse(r.stdout)).toEqual({
       verdict: 'accept',
       sender: 'alice@example.com',
-      reasons: ['DMARC pass for example.com in the first Authentication-Results header (no authserv-id, as Microsoft 365 writes it)', 'alice@example.com is an authorized sender'],
+      reasons: [
+        'DMARC pass for example.com in the first Authentication-Results header (no authserv-id, as Microsoft 365 writes it)',
+        'alice@example.com is an authorized sender',
+      ],
     });
   });
 
   it('rejects with exit 1', async () => {
-    const strict = file('strict.json', JSON.stringify({ authorizedSenders: ['bob@example.com'], trustedAuthservId: '', microsoftInternalFallback: false }));
+    const strict = file(
+      'strict.json',
+      JSON.stringify({
+        authorizedSenders: ['bob@example.com'],
+        trustedAuthservId: '',
+        microsoftInternalFallback: false,
+      }),
+    );
     const r = await main(['check-sender', '--policy', strict, pass]);
     expect(r.code).toBe(1);
     const out = JSON.parse(r.stdout);
@@ -61,8 +74,24 @@ describe('inboxq check-sender', () => {
     [['check-sender', '--policy', policy], 'name exactly one message file'],
     [['check-sender', '--policy', policy, 'missing.eml'], "message file missing.eml can't be read: ENOENT"],
     [['check-sender', '--policy', 'missing.json', pass], "policy file missing.json can't be read as JSON: ENOENT"],
-    [['check-sender', '--policy', file('extra.json', '{"authorizedSenders":[],"trustedAuthservId":"","microsoftInternalFallback":true,"x":1}'), pass], 'Unrecognized key'],
-    [['check-sender', '--policy', file('types.json', '{"authorizedSenders":"a@b.c","trustedAuthservId":"","microsoftInternalFallback":"yes"}'), pass], 'authorizedSenders'],
+    [
+      [
+        'check-sender',
+        '--policy',
+        file('extra.json', '{"authorizedSenders":[],"trustedAuthservId":"","microsoftInternalFallback":true,"x":1}'),
+        pass,
+      ],
+      'Unrecognized key',
+    ],
+    [
+      [
+        'check-sender',
+        '--policy',
+        file('types.json', '{"authorizedSenders":"a@b.c","trustedAuthservId":"","microsoftInternalFallback":"yes"}'),
+        pass,
+      ],
+      'authorizedSenders',
+    ],
     [['check-sender', '--bogus', pass], 'Unknown option'],
     [['frobnicate'], 'unknown command "frobnicate"'],
   ])('%j is a usage error (exit 2)', async (args, message) => {
@@ -83,12 +112,16 @@ describe('settings files for check-sender and doctor', () => {
     INBOXQ_AUTHORIZED_SENDERS: '*@example.com',
     AzureWebJobsStorage: 'UseDevelopmentStorage=true',
   };
-  const settingsFile = (name: string, values: Record<string, string>) => file(name, JSON.stringify({ IsEncrypted: false, Values: values }, null, 2));
+  const settingsFile = (name: string, values: Record<string, string>) =>
+    file(name, JSON.stringify({ IsEncrypted: false, Values: values }, null, 2));
 
   it('reads no local.settings.json by itself, from the current folder or anywhere', () => {
     const cwd = process.cwd();
     const here = mkdtempSync(path.join(os.tmpdir(), 'inboxq-cwd-'));
-    writeFileSync(path.join(here, 'local.settings.json'), JSON.stringify({ Values: { INBOXQ_KEYVAULT_URL: 'https://attacker.example' } }));
+    writeFileSync(
+      path.join(here, 'local.settings.json'),
+      JSON.stringify({ Values: { INBOXQ_KEYVAULT_URL: 'https://attacker.example' } }),
+    );
     process.chdir(here);
     try {
       expect(settingsFromEnvironment({ A: '1' })).toEqual({ A: '1' });
@@ -99,19 +132,46 @@ describe('settings files for check-sender and doctor', () => {
 
   it('uses a file named with --settings, the environment winning', async () => {
     const f = settingsFile('ok.settings.json', base);
-    expect(settingsFromEnvironment({ INBOXQ_AUTHORIZED_SENDERS: 'bob@example.com' }, f)).toMatchObject({ INBOXQ_MAILBOX: 'agent@example.com', INBOXQ_AUTHORIZED_SENDERS: 'bob@example.com' });
+    expect(settingsFromEnvironment({ INBOXQ_AUTHORIZED_SENDERS: 'bob@example.com' }, f)).toMatchObject({
+      INBOXQ_MAILBOX: 'agent@example.com',
+      INBOXQ_AUTHORIZED_SENDERS: 'bob@example.com',
+    });
     const r = await main(['check-sender', '--mailbox', 'agent@example.com', '--settings', f, pass], {});
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout).verdict).toBe('accept');
   });
 
   it.each([
-    ['a vault outside the Key Vault DNS suffixes', { INBOXQ_KEYVAULT_URL: 'https://attacker.example' }, 'INBOXQ_KEYVAULT_URL in the settings file is not an https URL of an Azure Key Vault'],
-    ['a look-alike vault host', { INBOXQ_KEYVAULT_URL: 'https://vault.azure.net.attacker.example' }, 'INBOXQ_KEYVAULT_URL in the settings file'],
-    ['a vault over http', { INBOXQ_KEYVAULT_URL: 'http://kv.vault.azure.net' }, 'INBOXQ_KEYVAULT_URL in the settings file'],
-    ['a per-mailbox vault elsewhere', { INBOXQ_MAILBOXES: 'sales', INBOXQ_SALES__KEYVAULT_URL: 'https://127.0.0.1:8443' }, 'INBOXQ_SALES__KEYVAULT_URL in the settings file'],
-    ['the challenge check switched off', { INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE: 'false' }, "INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE=false can't come from a settings file"],
-    ['a login host elsewhere', { INBOXQ_AUTHORITY_HOST: 'https://login.attacker.example' }, 'INBOXQ_AUTHORITY_HOST in the settings file is not an https URL of an Entra ID login host'],
+    [
+      'a vault outside the Key Vault DNS suffixes',
+      { INBOXQ_KEYVAULT_URL: 'https://attacker.example' },
+      'INBOXQ_KEYVAULT_URL in the settings file is not an https URL of an Azure Key Vault',
+    ],
+    [
+      'a look-alike vault host',
+      { INBOXQ_KEYVAULT_URL: 'https://vault.azure.net.attacker.example' },
+      'INBOXQ_KEYVAULT_URL in the settings file',
+    ],
+    [
+      'a vault over http',
+      { INBOXQ_KEYVAULT_URL: 'http://kv.vault.azure.net' },
+      'INBOXQ_KEYVAULT_URL in the settings file',
+    ],
+    [
+      'a per-mailbox vault elsewhere',
+      { INBOXQ_MAILBOXES: 'sales', INBOXQ_SALES__KEYVAULT_URL: 'https://127.0.0.1:8443' },
+      'INBOXQ_SALES__KEYVAULT_URL in the settings file',
+    ],
+    [
+      'the challenge check switched off',
+      { INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE: 'false' },
+      "INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE=false can't come from a settings file",
+    ],
+    [
+      'a login host elsewhere',
+      { INBOXQ_AUTHORITY_HOST: 'https://login.attacker.example' },
+      'INBOXQ_AUTHORITY_HOST in the settings file is not an https URL of an Entra ID login host',
+    ],
   ])('refuses %s, naming the setting (exit 2)', async (_name, values, message) => {
     const f = settingsFile(`bad-${Math.random().toString(36).slice(2)}.json`, { ...base, ...values });
     const r = await main(['doctor', '--settings', f], {});
@@ -121,13 +181,25 @@ describe('settings files for check-sender and doctor', () => {
   });
 
   it('accepts from the environment what it refuses from a file (the user set it)', () => {
-    const env = { ...base, INBOXQ_KEYVAULT_URL: 'https://127.0.0.1:8443', INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE: 'false' };
-    expect(settingsFromEnvironment(env, settingsFile('env-wins.json', { ...base, INBOXQ_KEYVAULT_URL: 'https://attacker.example' }))).toMatchObject(env);
+    const env = {
+      ...base,
+      INBOXQ_KEYVAULT_URL: 'https://127.0.0.1:8443',
+      INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE: 'false',
+    };
+    expect(
+      settingsFromEnvironment(
+        env,
+        settingsFile('env-wins.json', { ...base, INBOXQ_KEYVAULT_URL: 'https://attacker.example' }),
+      ),
+    ).toMatchObject(env);
   });
 
   it('names the position of a JSON error and quotes nothing of the file', async () => {
     const secret = 'Sup3r-s3cret-value';
-    const f = file('broken.settings.json', `{\n  "Values": {\n    "INBOXQ_CLIENT_SECRET": "${secret}"\n    "INBOXQ_MAILBOX": "agent@example.com"\n  }\n}\n`);
+    const f = file(
+      'broken.settings.json',
+      `{\n  "Values": {\n    "INBOXQ_CLIENT_SECRET": "${secret}"\n    "INBOXQ_MAILBOX": "agent@example.com"\n  }\n}\n`,
+    );
     const r = await main(['doctor', '--settings', f], {});
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(`settings file ${f} is not valid JSON: CommaExpected at line 4, column 5`);

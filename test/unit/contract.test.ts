@@ -19,7 +19,13 @@ describe('the queue contract', () => {
   });
 
   it('defaults replyId and attachments, and refuses unknown versions', () => {
-    const ok = replyMessageSchema.parse({ type: 'inboxq.reply', version: 1, taskId: 'a'.repeat(32), mailbox: 'a@b.c', text: 'x' });
+    const ok = replyMessageSchema.parse({
+      type: 'inboxq.reply',
+      version: 1,
+      taskId: 'a'.repeat(32),
+      mailbox: 'a@b.c',
+      text: 'x',
+    });
     expect(ok).toMatchObject({ replyId: 'reply', attachments: [] });
     expect(replyMessageSchema.safeParse({ ...ok, version: 2 }).success).toBe(false);
     expect(replyMessageSchema.safeParse({ ...ok, taskId: 'short' }).success).toBe(false);
@@ -59,8 +65,16 @@ describe('small rules', () => {
   ])('sanitizes %j to %j', (name, expected) => expect(sanitizeFilename(name, 'attachment-1')).toBe(expected));
 
   it('withholds log properties that could carry content or credentials', () => {
-    const line = formatLine('x', { taskId: 't1', subject: 'private', body: 'private', accessToken: 'eyJ...', clientSecret: 's' });
-    expect(line).toBe('x {"taskId":"t1","subject":"[withheld]","body":"[withheld]","accessToken":"[withheld]","clientSecret":"[withheld]"}');
+    const line = formatLine('x', {
+      taskId: 't1',
+      subject: 'private',
+      body: 'private',
+      accessToken: 'eyJ...',
+      clientSecret: 's',
+    });
+    expect(line).toBe(
+      'x {"taskId":"t1","subject":"[withheld]","body":"[withheld]","accessToken":"[withheld]","clientSecret":"[withheld]"}',
+    );
   });
 });
 
@@ -76,8 +90,17 @@ describe('host.json', () => {
     const logs: string[] = [];
     const { maxDequeueCount } = hostQueueSettings();
     const { InvocationContext } = await import('@azure/functions');
-    const ctx = new InvocationContext({ functionName: 'reply', invocationId: '1', triggerMetadata: { dequeueCount: maxDequeueCount }, logHandler: (_l, ...a) => logs.push(a.join(' ')) });
-    await expect(createHandlers(() => { throw new Error('no runtime'); }).reply({}, ctx)).rejects.toThrow();
+    const ctx = new InvocationContext({
+      functionName: 'reply',
+      invocationId: '1',
+      triggerMetadata: { dequeueCount: maxDequeueCount },
+      logHandler: (_l, ...a) => logs.push(a.join(' ')),
+    });
+    await expect(
+      createHandlers(() => {
+        throw new Error('no runtime');
+      }).reply({}, ctx),
+    ).rejects.toThrow();
     expect(logs.join('\n')).toContain(`delivery ${maxDequeueCount} of ${maxDequeueCount}`);
     expect(logs.join('\n')).toContain('this was the last delivery');
   });

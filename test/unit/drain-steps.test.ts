@@ -83,7 +83,12 @@ describe('bounded row values', () => {
     const json = boundedJsonList(quotes, 16_000, 1000, 'last');
     expect(json.length).toBeLessThanOrEqual(16_000);
     expect(JSON.parse(json)).toEqual(quotes.slice(-8));
-    const controls = boundedJsonList(Array.from({ length: 30 }, () => '\u0001'.repeat(990)), 16_000, 1000, 'first');
+    const controls = boundedJsonList(
+      Array.from({ length: 30 }, () => '\u0001'.repeat(990)),
+      16_000,
+      1000,
+      'first',
+    );
     expect(controls.length).toBeLessThanOrEqual(16_000);
     expect(JSON.parse(controls)).toHaveLength(2);
   });
@@ -91,29 +96,55 @@ describe('bounded row values', () => {
   it('every property of a claimed row stays within a table property, whatever the mail holds', async () => {
     const huge = 'x'.repeat(100_000);
     const mail = await judgeOne(
-      { entry: { uid: 1, size: 10, internalDate: undefined }, header: Buffer.from(`From: a@b.c\r\nSubject: ${'"'.repeat(40_000)}\r\nReferences: ${Array.from({ length: 50 }, () => `<${'"'.repeat(990)}@x>`).join(' ')}\r\n\r\n`), headerSha256: 'h', source: undefined },
+      {
+        entry: { uid: 1, size: 10, internalDate: undefined },
+        header: Buffer.from(
+          `From: a@b.c\r\nSubject: ${'"'.repeat(40_000)}\r\nReferences: ${Array.from({ length: 50 }, () => `<${'"'.repeat(990)}@x>`).join(' ')}\r\n\r\n`,
+        ),
+        headerSha256: 'h',
+        source: undefined,
+      },
       MAILBOX,
       policy,
     );
-    const record: MessageRecord = { ...claimRecord(mail, MAILBOX, 1n, new Date().toISOString()), sender: huge, reasons: [huge, huge, huge], identity: `mid:${huge}` };
+    const record: MessageRecord = {
+      ...claimRecord(mail, MAILBOX, 1n, new Date().toISOString()),
+      sender: huge,
+      reasons: [huge, huge, huge],
+      identity: `mid:${huge}`,
+    };
     const writes: Record<string, unknown>[] = [];
     const table = { createEntity: async (e: Record<string, unknown>) => (writes.push(e), { etag: '1' }) };
     await new Ledger({ table: async () => table } as never).claimMessage(record);
     const entity = writes[0]!;
-    for (const [k, v] of Object.entries(entity)) if (typeof v === 'string') expect(v.length, k).toBeLessThanOrEqual(16_000);
+    for (const [k, v] of Object.entries(entity))
+      if (typeof v === 'string') expect(v.length, k).toBeLessThanOrEqual(16_000);
     expect(JSON.stringify(entity).length).toBeLessThan(64_000);
     expect((entity['subject'] as string).length).toBe(ROW_BOUNDS.subject);
   });
 });
 
-const policy: SenderPolicy = { authorizedSenders: ['*@partner.test'], trustedAuthservId: '', microsoftInternalFallback: true };
+const policy: SenderPolicy = {
+  authorizedSenders: ['*@partner.test'],
+  trustedAuthservId: '',
+  microsoftInternalFallback: true,
+};
 
 describe('the verdict reads the header section only', () => {
   it('a body nobody could parse does not change the verdict or its cost', async () => {
     const header = `Authentication-Results: ${eopPass('partner.test')}\r\nFrom: a@partner.test\r\nMessage-ID: <m@partner.test>\r\n\r\n`;
     const body = Buffer.alloc(5 * 1024 * 1024, 0x3c);
     const whole = Buffer.concat([Buffer.from(header), body]);
-    const judged = await judgeOne({ entry: { uid: 1, size: whole.length, internalDate: undefined }, header: headerSection(whole), headerSha256: 'h', source: whole }, MAILBOX, policy);
+    const judged = await judgeOne(
+      {
+        entry: { uid: 1, size: whole.length, internalDate: undefined },
+        header: headerSection(whole),
+        headerSha256: 'h',
+        source: whole,
+      },
+      MAILBOX,
+      policy,
+    );
     expect(judged.accepted).toBe(true);
     expect(judged.identity).toBe('mid:<m@partner.test>');
     // The whole mail handed to the judge (as check-sender does): only its header section is read.
@@ -123,7 +154,11 @@ describe('the verdict reads the header section only', () => {
 
   it('a header section over the bound is malformed, never parsed', async () => {
     const header = Buffer.from(`From: a@partner.test\r\nX: ${'y'.repeat(MAX_HEADER_BYTES)}\r\n\r\n`);
-    const judged = await judgeOne({ entry: { uid: 1, size: header.length, internalDate: undefined }, header, headerSha256: 'h', source: header }, MAILBOX, policy);
+    const judged = await judgeOne(
+      { entry: { uid: 1, size: header.length, internalDate: undefined }, header, headerSha256: 'h', source: header },
+      MAILBOX,
+      policy,
+    );
     expect(judged.judged).toMatchObject({ kind: 'malformed' });
     expect(judged.identity).toBe('sha256:h');
   });
@@ -167,7 +202,9 @@ describe('whose failure it is', () => {
   const refused = new StorageError('x', { status: 400 });
   const down = new StorageError('x', { status: 503 });
   const offline = new StorageError('x', { cause: Object.assign(new Error('connect'), { code: 'ECONNREFUSED' }) });
-  const invalidChar = new StorageError('x', { cause: Object.assign(new TypeError('Invalid character in header content'), { code: 'ERR_INVALID_CHAR' }) });
+  const invalidChar = new StorageError('x', {
+    cause: Object.assign(new TypeError('Invalid character in header content'), { code: 'ERR_INVALID_CHAR' }),
+  });
 
   it.each([
     ['a request Storage refused for what it carried', refused, false, true],
@@ -180,14 +217,18 @@ describe('whose failure it is', () => {
     ['a lost lease', new LeaseLostError('x'), true, false],
     ['a parser refusal', new MailParseError('x'), false, true],
     ['a bug tickled by a mail', new URIError('URI malformed'), false, true],
-  ])('%s: ends the run %s, counts against the batch\'s mails %s', (_name, err, run, counts) => {
+  ])("%s: ends the run %s, counts against the batch's mails %s", (_name, err, run, counts) => {
     expect(isRunFailure(err)).toBe(run);
     expect(countsAgainstMails(err)).toBe(counts);
   });
 
-  it('a reason never quotes the message of an error that is not inboxq\'s or the parser\'s', () => {
-    expect(failureReason('step', new SyntaxError('Unexpected token in "secret text"'))).toBe('step failed for this mail alone (SyntaxError)');
-    expect(failureReason('step', new MailParseError('Max allowed child nodes exceeded'))).toContain('Max allowed child nodes exceeded');
+  it("a reason never quotes the message of an error that is not inboxq's or the parser's", () => {
+    expect(failureReason('step', new SyntaxError('Unexpected token in "secret text"'))).toBe(
+      'step failed for this mail alone (SyntaxError)',
+    );
+    expect(failureReason('step', new MailParseError('Max allowed child nodes exceeded'))).toContain(
+      'Max allowed child nodes exceeded',
+    );
   });
 });
 
@@ -200,7 +241,11 @@ describe('poison-mail planning', () => {
     expect(nextPlan(mails, 0, 100, suspects, 7n)).toEqual({ kind: 'batch', entries: mails.slice(0, 2) });
     expect(nextPlan(mails, 2, 100, suspects, 7n)).toEqual({ kind: 'batch', entries: [mails[2]] });
     for (let i = 1; i < POISON_RUNS; i++) suspect(suspects, 7n, [3], 'TypeError');
-    expect(nextPlan(mails, 2, 100, suspects, 7n)).toMatchObject({ kind: 'poison', entry: mails[2], suspect: { runs: POISON_RUNS } });
+    expect(nextPlan(mails, 2, 100, suspects, 7n)).toMatchObject({
+      kind: 'poison',
+      entry: mails[2],
+      suspect: { runs: POISON_RUNS },
+    });
     expect(nextPlan(mails, 3, 100, suspects, 7n)).toEqual({ kind: 'batch', entries: mails.slice(3) });
     // Another UIDVALIDITY numbers other mails: its suspects count for nothing here.
     expect(nextPlan(mails, 2, 100, suspects, 8n)).toEqual({ kind: 'batch', entries: mails.slice(2) });
@@ -247,7 +292,10 @@ describe('the row of a queued mail', () => {
     expect(queuedPatch(mail, task)).toEqual({
       state: 'queued',
       sender: 'a@partner.test',
-      reasons: ['DMARC pass', `it points at conversation ${'c'.repeat(24)} of other participants, so it started conversation ${'d'.repeat(24)}`],
+      reasons: [
+        'DMARC pass',
+        `it points at conversation ${'c'.repeat(24)} of other participants, so it started conversation ${'d'.repeat(24)}`,
+      ],
       conversationId: 'd'.repeat(24),
     });
   });
@@ -258,8 +306,10 @@ describe('the header parse', () => {
   // it must read a header section exactly as simpleParser does, whatever mailparser version is installed.
   async function viaSimpleParser(source: Buffer) {
     const parsed = await simpleParser(headerSection(source));
-    const refs = parsed.references === undefined ? [] : Array.isArray(parsed.references) ? parsed.references : [parsed.references];
-    const addresses = (v: AddressObject | AddressObject[] | undefined) => (!v ? [] : (Array.isArray(v) ? v : [v]).flatMap((a) => a.value.map((x) => x.address ?? '').filter(Boolean)));
+    const refs =
+      parsed.references === undefined ? [] : Array.isArray(parsed.references) ? parsed.references : [parsed.references];
+    const addresses = (v: AddressObject | AddressObject[] | undefined) =>
+      !v ? [] : (Array.isArray(v) ? v : [v]).flatMap((a) => a.value.map((x) => x.address ?? '').filter(Boolean));
     return {
       headerLines: parsed.headerLines.map((h) => ({ key: h.key.toLowerCase(), line: h.line })),
       messageId: normalizeMessageId(parsed.messageId),

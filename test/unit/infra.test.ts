@@ -13,7 +13,9 @@ import { WORKER_DONE_TABLE } from '../../shared/worker/worker';
 
 const main = readFileSync('infra/main.bicep', 'utf8');
 const functionBicep = readFileSync('infra/app/function.bicep', 'utf8');
-const parameters = JSON.parse(readFileSync('infra/main.parameters.json', 'utf8')) as { parameters: Record<string, { value: string }> };
+const parameters = JSON.parse(readFileSync('infra/main.parameters.json', 'utf8')) as {
+  parameters: Record<string, { value: string }>;
+};
 const azureYaml = readFileSync('azure.yaml', 'utf8');
 
 describe('infra', () => {
@@ -34,17 +36,33 @@ describe('infra', () => {
   });
 
   it('writes only settings inboxq reads (the INBOXQ_* ones)', () => {
-    const block = main.slice(main.indexOf('var inboxqSettings = {'), main.indexOf('}', main.indexOf('var inboxqSettings = {')));
+    const block = main.slice(
+      main.indexOf('var inboxqSettings = {'),
+      main.indexOf('}', main.indexOf('var inboxqSettings = {')),
+    );
     const written = [...block.matchAll(/^\s+(INBOXQ_\w+):/gm)].map((m) => m[1]!);
     expect(written.length).toBeGreaterThan(5);
     // One mailbox, or several with their per-mailbox settings from extraSettings.
-    const union = /inboxqSettings: union\(inboxqSettings, empty\(mailboxKeys\) \? \{ (INBOXQ_\w+): mailbox \} : \{ (INBOXQ_\w+): join\(mailboxKeys, ','\) \}, extraSettings\)/.exec(main);
+    const union =
+      /inboxqSettings: union\(inboxqSettings, empty\(mailboxKeys\) \? \{ (INBOXQ_\w+): mailbox \} : \{ (INBOXQ_\w+): join\(mailboxKeys, ','\) \}, extraSettings\)/.exec(
+        main,
+      );
     expect(union?.slice(1)).toEqual(['INBOXQ_MAILBOX', 'INBOXQ_MAILBOXES']);
     for (const name of [...written, ...union!.slice(1)]) expect(SETTING_NAMES, name).toContain(name);
   });
 
   it('provisions the queues, tables and container the code uses, with identity-based connections only', () => {
-    for (const name of [DRAIN_REQUESTS_QUEUE, TASKS_QUEUE, REPLIES_QUEUE, `${REPLIES_QUEUE}-poison`, MESSAGES_TABLE, REPLIES_TABLE, MAILBOXES_TABLE, CONVERSATIONS_TABLE, WORKER_DONE_TABLE]) {
+    for (const name of [
+      DRAIN_REQUESTS_QUEUE,
+      TASKS_QUEUE,
+      REPLIES_QUEUE,
+      `${REPLIES_QUEUE}-poison`,
+      MESSAGES_TABLE,
+      REPLIES_TABLE,
+      MAILBOXES_TABLE,
+      CONVERSATIONS_TABLE,
+      WORKER_DONE_TABLE,
+    ]) {
       expect(main).toContain(`'${name}'`);
     }
     expect(main).toContain("map(mailboxKeys, key => 'tasks-${key}')");

@@ -22,7 +22,12 @@ describe('quoted history', () => {
       'Sure.\n',
       /^On Mon, Nov 23, 2026 at 10:00 AM Agent <agent@company.com> wrote:\n> Shall I book\?\n> Regards$/,
     ],
-    ['German Outlook', 'Ja.\n\nVon: Agent <agent@company.com>\nGesendet: Montag, 23. November 2026 10:00\nAn: Alice\nBetreff: Reise\n\nBuchen?\n', 'Ja.\n', /^Von: Agent/],
+    [
+      'German Outlook',
+      'Ja.\n\nVon: Agent <agent@company.com>\nGesendet: Montag, 23. November 2026 10:00\nAn: Alice\nBetreff: Reise\n\nBuchen?\n',
+      'Ja.\n',
+      /^Von: Agent/,
+    ],
   ])('%s: the new text above, the history apart', (_name, text, newText, quoted) => {
     const split = splitQuoted(text);
     expect(split.newText).toBe(newText);
@@ -61,7 +66,7 @@ describe('quoted history', () => {
     expect(split.quotedText).toBe(`On Mon, Alice <a@b.c> wrote:\n${quotedLong}`);
   });
 
-  it('does not split a text holding the markers\' private-use characters', () => {
+  it("does not split a text holding the markers' private-use characters", () => {
     const text = `Hi \uE0000\uE001\n\nOn Mon, Alice <a@b.c> wrote:\n> x\n`;
     expect(splitQuoted(text)).toEqual({ newText: text, quotedText: '' });
   });
@@ -73,18 +78,29 @@ describe('quoted history', () => {
     ['From: agent@company.com', 'Subject: x', null],
     ['From: @@@@', 'Sent: x', null],
     [`From: ${'@'.repeat(1000)}`, 'Sent: x', null],
-  ])('Outlook bare-address header %j / %j -> %j', (line, next, expected) => expect(outlookBareAddress(line, next)).toBe(expected));
+  ])('Outlook bare-address header %j / %j -> %j', (line, next, expected) =>
+    expect(outlookBareAddress(line, next)).toBe(expected),
+  );
 });
 
 describe('subject tags', () => {
   it('are found anywhere in a subject, any case, and added once, replacing any other', () => {
-    expect(subjectTags('Re: Trip [#0123456789AB0123456789AB] and [#ffffffffffffffffffffffff]')).toEqual(['0123456789ab0123456789ab', 'ffffffffffffffffffffffff']);
+    expect(subjectTags('Re: Trip [#0123456789AB0123456789AB] and [#ffffffffffffffffffffffff]')).toEqual([
+      '0123456789ab0123456789ab',
+      'ffffffffffffffffffffffff',
+    ]);
     expect(subjectTags('Re: Trip [#0123] [0123456789ab0123456789ab] #0123456789ab0123456789ab')).toEqual([]);
     expect(withSubjectTag('Re: Trip', '0123456789ab0123456789ab')).toBe('Re: Trip [#0123456789ab0123456789ab]');
-    expect(withSubjectTag('Re: Trip [#0123456789ab0123456789ab]', '0123456789ab0123456789ab')).toBe('Re: Trip [#0123456789ab0123456789ab]');
+    expect(withSubjectTag('Re: Trip [#0123456789ab0123456789ab]', '0123456789ab0123456789ab')).toBe(
+      'Re: Trip [#0123456789ab0123456789ab]',
+    );
     expect(withSubjectTag('', '0123456789ab0123456789ab')).toBe('[#0123456789ab0123456789ab]');
     // Another conversation's tag (pasted by someone else) does not travel on.
-    expect(withSubjectTag('Re: Salary [#aaaaaaaaaaaaaaaaaaaaaaaa]', '0123456789ab0123456789ab')).toBe('Re: Salary [#0123456789ab0123456789ab]');
-    expect(withSubjectTag('Re: [#aaaaaaaaaaaaaaaaaaaaaaaa] Salary [#0123456789ab0123456789ab]', '0123456789ab0123456789ab')).toBe('Re: Salary [#0123456789ab0123456789ab]');
+    expect(withSubjectTag('Re: Salary [#aaaaaaaaaaaaaaaaaaaaaaaa]', '0123456789ab0123456789ab')).toBe(
+      'Re: Salary [#0123456789ab0123456789ab]',
+    );
+    expect(
+      withSubjectTag('Re: [#aaaaaaaaaaaaaaaaaaaaaaaa] Salary [#0123456789ab0123456789ab]', '0123456789ab0123456789ab'),
+    ).toBe('Re: Salary [#0123456789ab0123456789ab]');
   });
 });

@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_ACKNOWLEDGEMENT_TEXT, isNcrontab, loadConfig, loadDeployment, parseSenderList, SETTING_NAMES } from '../../shared/config/settings';
+import {
+  DEFAULT_ACKNOWLEDGEMENT_TEXT,
+  isNcrontab,
+  loadConfig,
+  loadDeployment,
+  parseSenderList,
+  SETTING_NAMES,
+} from '../../shared/config/settings';
 import { ConfigError } from '../../shared/errors';
 
 const base = {
@@ -27,11 +34,19 @@ describe('settings', () => {
     expect(c.identity).toMatchObject({
       authorityHost: 'https://login.microsoftonline.com',
       exchangeResource: 'https://outlook.office365.com',
-      credential: { kind: 'keyvault-secret', vaultUrl: 'https://inboxq-kv.vault.azure.net', secretName: 'inboxq-client-secret' },
+      credential: {
+        kind: 'keyvault-secret',
+        vaultUrl: 'https://inboxq-kv.vault.azure.net',
+        secretName: 'inboxq-client-secret',
+      },
     });
     expect(c.imap).toEqual({ host: 'outlook.office365.com', port: 993, secure: true });
     expect(c.smtp).toEqual({ host: 'smtp.office365.com', port: 587 });
-    expect(c.drain).toMatchObject({ processedAction: 'move', processedFolder: 'inboxq-processed', quarantineFolder: 'inboxq-quarantine' });
+    expect(c.drain).toMatchObject({
+      processedAction: 'move',
+      processedFolder: 'inboxq-processed',
+      quarantineFolder: 'inboxq-quarantine',
+    });
     expect(c.senderPolicy).toEqual({ authorizedSenders: [], trustedAuthservId: '', microsoftInternalFallback: false });
     expect(c.storage).toEqual({ kind: 'connection-string', connectionString: 'UseDevelopmentStorage=true' });
   });
@@ -48,7 +63,10 @@ describe('settings', () => {
     [{ INBOXQ_IMAP_PORT: '99999' }, 'INBOXQ_IMAP_PORT must be between 1 and 65535'],
     [{ INBOXQ_SMTP_PORT: 'five' }, 'INBOXQ_SMTP_PORT must be a whole number'],
     [{ INBOXQ_IMAP_SECURE: 'maybe' }, 'INBOXQ_IMAP_SECURE must be true or false'],
-    [{ INBOXQ_AUTHORIZED_SENDERS: 'alice@x.com, bob, *@*.com' }, 'INBOXQ_AUTHORIZED_SENDERS has entries that are neither an address nor *@domain: bob, *@*.com'],
+    [
+      { INBOXQ_AUTHORIZED_SENDERS: 'alice@x.com, bob, *@*.com' },
+      'INBOXQ_AUTHORIZED_SENDERS has entries that are neither an address nor *@domain: bob, *@*.com',
+    ],
     [{ INBOXQ_PROCESSED_ACTION: 'archive' }, 'INBOXQ_PROCESSED_ACTION must be move or delete'],
     [{ INBOXQ_PROCESSED_FOLDER: 'INBOX' }, 'INBOXQ_PROCESSED_FOLDER must not be INBOX'],
     [{ INBOXQ_DRAIN_SCHEDULE: '*/5 * * * *' }, 'INBOXQ_DRAIN_SCHEDULE must be an NCRONTAB expression with six fields'],
@@ -82,7 +100,10 @@ describe('settings', () => {
   });
 
   it('takes a local client secret from INBOXQ_CLIENT_SECRET before Key Vault', () => {
-    expect(loadConfig({ ...base, INBOXQ_CLIENT_SECRET: 's' }).identity.credential).toEqual({ kind: 'secret-setting', secret: 's' });
+    expect(loadConfig({ ...base, INBOXQ_CLIENT_SECRET: 's' }).identity.credential).toEqual({
+      kind: 'secret-setting',
+      secret: 's',
+    });
   });
 
   it('accepts identity-based storage connections', () => {
@@ -99,11 +120,16 @@ describe('settings', () => {
 
   it('keeps an empty trusted authserv-id as Microsoft 365 mode', () => {
     expect(loadConfig({ ...base, INBOXQ_TRUSTED_AUTHSERV_ID: '' }).senderPolicy.trustedAuthservId).toBe('');
-    expect(loadConfig({ ...base, INBOXQ_TRUSTED_AUTHSERV_ID: 'MX.Example.COM' }).senderPolicy.trustedAuthservId).toBe('mx.example.com');
+    expect(loadConfig({ ...base, INBOXQ_TRUSTED_AUTHSERV_ID: 'MX.Example.COM' }).senderPolicy.trustedAuthservId).toBe(
+      'mx.example.com',
+    );
   });
 
   it('parses sender lists with commas, semicolons and spaces', () => {
-    expect(parseSenderList(' Alice@X.com;*@Partner.org  bob@y.io,')).toEqual({ senders: ['alice@x.com', '*@partner.org', 'bob@y.io'], invalid: [] });
+    expect(parseSenderList(' Alice@X.com;*@Partner.org  bob@y.io,')).toEqual({
+      senders: ['alice@x.com', '*@partner.org', 'bob@y.io'],
+      invalid: [],
+    });
   });
 
   it.each([
@@ -114,24 +140,32 @@ describe('settings', () => {
   ])('NCRONTAB %s -> %s', (expr, ok) => expect(isNcrontab(expr)).toBe(ok));
 
   it('names every setting in local.settings.example.json', async () => {
-    const example = JSON.parse(await import('node:fs').then((fs) => fs.readFileSync('local.settings.example.json', 'utf8'))) as { Values: Record<string, string> };
+    const example = JSON.parse(
+      await import('node:fs').then((fs) => fs.readFileSync('local.settings.example.json', 'utf8')),
+    ) as { Values: Record<string, string> };
     for (const name of SETTING_NAMES) expect(Object.keys(example.Values), name).toContain(name);
   });
 
   it('acknowledges new conversations by default, with a text that may be set (\\n for line breaks)', () => {
     expect(loadConfig(base).acknowledgement).toEqual({ enabled: true, text: DEFAULT_ACKNOWLEDGEMENT_TEXT });
     expect(loadConfig({ ...base, INBOXQ_ACKNOWLEDGE: 'false' }).acknowledgement.enabled).toBe(false);
-    expect(loadConfig({ ...base, INBOXQ_ACKNOWLEDGEMENT_TEXT: 'Got it: {taskId}.\\nThanks.' }).acknowledgement.text).toBe('Got it: {taskId}.\nThanks.');
+    expect(
+      loadConfig({ ...base, INBOXQ_ACKNOWLEDGEMENT_TEXT: 'Got it: {taskId}.\\nThanks.' }).acknowledgement.text,
+    ).toBe('Got it: {taskId}.\nThanks.');
     expect(problems({ ...base, INBOXQ_ACKNOWLEDGEMENT_TEXT: 'Got {task} for {name}' })).toEqual([
       'INBOXQ_ACKNOWLEDGEMENT_TEXT uses unknown placeholders {task}, {name}; it may use {taskId}, {conversationId}, {subject}, {mailbox}',
     ]);
   });
 
-  it('puts one mailbox\'s tasks on the tasks queue, unless told otherwise', () => {
+  it("puts one mailbox's tasks on the tasks queue, unless told otherwise", () => {
     expect(loadConfig(base)).toMatchObject({ key: 'default', tasksQueue: 'tasks' });
     expect(loadConfig({ ...base, INBOXQ_TASKS_QUEUE: 'agent-tasks' }).tasksQueue).toBe('agent-tasks');
-    expect(problems({ ...base, INBOXQ_TASKS_QUEUE: 'replies' })[0]).toContain("INBOXQ_TASKS_QUEUE must not be one of inboxq's own queues");
-    expect(problems({ ...base, INBOXQ_TASKS_QUEUE: 'Tasks_1' })[0]).toContain('INBOXQ_TASKS_QUEUE must be a Storage queue name');
+    expect(problems({ ...base, INBOXQ_TASKS_QUEUE: 'replies' })[0]).toContain(
+      "INBOXQ_TASKS_QUEUE must not be one of inboxq's own queues",
+    );
+    expect(problems({ ...base, INBOXQ_TASKS_QUEUE: 'Tasks_1' })[0]).toContain(
+      'INBOXQ_TASKS_QUEUE must be a Storage queue name',
+    );
   });
 });
 
@@ -160,10 +194,20 @@ describe('several mailboxes', () => {
 
   it('each takes the shared settings, overridden by INBOXQ_<KEY>__<SETTING>, and gets its own tasks queue', () => {
     const [sales, support] = loadDeployment(two).mailboxes;
-    expect(sales).toMatchObject({ key: 'sales', mailbox: 'sales@company.com', tasksQueue: 'tasks-sales', senderPolicy: { authorizedSenders: ['*@company.com'] } });
+    expect(sales).toMatchObject({
+      key: 'sales',
+      mailbox: 'sales@company.com',
+      tasksQueue: 'tasks-sales',
+      senderPolicy: { authorizedSenders: ['*@company.com'] },
+    });
     expect(sales!.identity.clientId).toBe('11111111-2222-3333-4444-555555555555');
     expect(sales!.drain.processedFolder).toBe('inboxq-processed');
-    expect(support).toMatchObject({ key: 'support', mailbox: 'support@company.com', tasksQueue: 'tasks-support', senderPolicy: { authorizedSenders: ['*@customer.example'] } });
+    expect(support).toMatchObject({
+      key: 'support',
+      mailbox: 'support@company.com',
+      tasksQueue: 'tasks-support',
+      senderPolicy: { authorizedSenders: ['*@customer.example'] },
+    });
     expect(support!.identity.clientId).toBe('99999999-2222-3333-4444-555555555555');
     expect(support!.drain.processedFolder).toBe('Done');
     expect(loadConfig(two, 'support@company.com').key).toBe('support');
@@ -173,7 +217,12 @@ describe('several mailboxes', () => {
 
   it('names the mailbox and the app setting of every problem', () => {
     expect(
-      deploymentProblems({ ...two, INBOXQ_SALES__MAILBOX: undefined, INBOXQ_SUPPORT__IMAP_PORT: 'x', INBOXQ_SUPPORT__AUTHORIZED_SENDERS: 'bob' }),
+      deploymentProblems({
+        ...two,
+        INBOXQ_SALES__MAILBOX: undefined,
+        INBOXQ_SUPPORT__IMAP_PORT: 'x',
+        INBOXQ_SUPPORT__AUTHORIZED_SENDERS: 'bob',
+      }),
     ).toEqual([
       'mailbox "sales": INBOXQ_SALES__MAILBOX is required: the address of mailbox "sales"',
       'mailbox "support": INBOXQ_SUPPORT__IMAP_PORT must be a whole number',
@@ -182,7 +231,9 @@ describe('several mailboxes', () => {
       'mailbox "support": INBOXQ_SUPPORT__AUTHORIZED_SENDERS has entries that are neither an address nor *@domain: bob',
     ]);
     // A shared setting at fault is named as such, once per mailbox that uses it.
-    const shared = deploymentProblems({ ...two, INBOXQ_TENANT_ID: 'common' }).filter((p) => p.includes('INBOXQ_TENANT_ID must be your tenant id'));
+    const shared = deploymentProblems({ ...two, INBOXQ_TENANT_ID: 'common' }).filter((p) =>
+      p.includes('INBOXQ_TENANT_ID must be your tenant id'),
+    );
     expect(shared.map((p) => p.slice(0, p.indexOf(':')))).toEqual(['mailbox "sales"', 'mailbox "support"']);
   });
 
@@ -193,15 +244,27 @@ describe('several mailboxes', () => {
   });
 
   it('refuses per-mailbox settings for unknown mailboxes, deployment settings and misspelt names', () => {
-    expect(deploymentProblems({ ...two, INBOXQ_SALSE__MAILBOX: 'x@company.com', INBOXQ_SALES__DRAIN_SCHEDULE: '0 * * * * *', INBOXQ_SALES__AUTHORISED_SENDERS: 'a@b.com' })).toEqual([
+    expect(
+      deploymentProblems({
+        ...two,
+        INBOXQ_SALSE__MAILBOX: 'x@company.com',
+        INBOXQ_SALES__DRAIN_SCHEDULE: '0 * * * * *',
+        INBOXQ_SALES__AUTHORISED_SENDERS: 'a@b.com',
+      }),
+    ).toEqual([
       'INBOXQ_SALSE__MAILBOX names mailbox "salse", which INBOXQ_MAILBOXES does not list (sales, support)',
       "INBOXQ_SALES__DRAIN_SCHEDULE: INBOXQ_DRAIN_SCHEDULE applies to the whole deployment and can't be set per mailbox",
       'INBOXQ_SALES__AUTHORISED_SENDERS: inboxq has no setting INBOXQ_AUTHORISED_SENDERS',
     ]);
     expect(deploymentProblems({ ...two, INBOXQ_MAILBOXES: 'sales, sales, 2nd' })).toEqual(
-      expect.arrayContaining(['INBOXQ_MAILBOXES lists "sales" twice', 'INBOXQ_MAILBOXES: "2nd" is not a mailbox key (a letter, then up to 23 letters or digits)']),
+      expect.arrayContaining([
+        'INBOXQ_MAILBOXES lists "sales" twice',
+        'INBOXQ_MAILBOXES: "2nd" is not a mailbox key (a letter, then up to 23 letters or digits)',
+      ]),
     );
-    expect(problems({ ...base, INBOXQ_SALES__MAILBOX: 'sales@company.com' })[0]).toContain('INBOXQ_SALES__MAILBOX: per-mailbox settings need INBOXQ_MAILBOXES');
+    expect(problems({ ...base, INBOXQ_SALES__MAILBOX: 'sales@company.com' })[0]).toContain(
+      'INBOXQ_SALES__MAILBOX: per-mailbox settings need INBOXQ_MAILBOXES',
+    );
     expect(deploymentProblems({ ...two, INBOXQ_MAILBOX: 'agent@company.com' })).toEqual([
       'INBOXQ_MAILBOX is set, but with INBOXQ_MAILBOXES each mailbox names its address in INBOXQ_<KEY>__MAILBOX: remove INBOXQ_MAILBOX',
     ]);

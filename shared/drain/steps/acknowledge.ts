@@ -11,10 +11,20 @@ import type { StorageClients } from '../../storage/clients';
 import { sendQueueMessage } from '../../storage/queues';
 
 export function toAcknowledge(records: MessageRecord[]): string[] {
-  return [...new Set(records.filter((r) => r.state === 'queued' && !r.removed && r.conversationId && startedBy(r.conversationId, r.taskId)).map((r) => r.taskId))];
+  return [
+    ...new Set(
+      records
+        .filter((r) => r.state === 'queued' && !r.removed && r.conversationId && startedBy(r.conversationId, r.taskId))
+        .map((r) => r.taskId),
+    ),
+  ];
 }
 
-export async function requestAcknowledgements(storage: StorageClients, mailbox: string, records: MessageRecord[]): Promise<void> {
+export async function requestAcknowledgements(
+  storage: StorageClients,
+  mailbox: string,
+  records: MessageRecord[],
+): Promise<void> {
   const taskIds = toAcknowledge(records);
   if (taskIds.length === 0) return;
   const message: AcknowledgementsMessage = { type: 'inboxq.acknowledgements', version: 1, mailbox, taskIds };

@@ -33,7 +33,12 @@ export function claimRecord(mail: JudgedMail, mailbox: string, uidValidity: bigi
   };
 }
 
-export async function claimBatch(ledger: Ledger, mails: JudgedMail[], mailbox: string, uidValidity: bigint): Promise<PerMail<ClaimedMail>[]> {
+export async function claimBatch(
+  ledger: Ledger,
+  mails: JudgedMail[],
+  mailbox: string,
+  uidValidity: bigint,
+): Promise<PerMail<ClaimedMail>[]> {
   const nowIso = new Date().toISOString();
   const records = mails.map((m) => claimRecord(m, mailbox, uidValidity, nowIso));
   const claims = await ledger.claimMessages(records);
@@ -46,10 +51,23 @@ export async function claimBatch(ledger: Ledger, mails: JudgedMail[], mailbox: s
     }
     // Storage refused this row for what it holds: keep only what identifies the mail, and set it aside.
     const reason = `its ledger row was refused by Storage (${claim.refused.summary}); it was kept with its identifiers only and set aside`;
-    const bare: MessageRecord = { ...records[n]!, messageId: null, subject: '', inReplyTo: null, references: [], reasons: [reason] };
+    const bare: MessageRecord = {
+      ...records[n]!,
+      messageId: null,
+      subject: '',
+      inReplyTo: null,
+      references: [],
+      reasons: [reason],
+    };
     const again = (await ledger.claimMessages([bare]))[0]!;
     if (isRefused(again)) throw again.refused;
-    out.push({ ok: false, uid: mail.entry.uid, failure: { kind: 'set-aside', reason }, record: again.record, taskId: mail.taskId });
+    out.push({
+      ok: false,
+      uid: mail.entry.uid,
+      failure: { kind: 'set-aside', reason },
+      record: again.record,
+      taskId: mail.taskId,
+    });
   }
   return out;
 }

@@ -16,7 +16,10 @@ export async function decideConversations(
 ): Promise<ConversedMail[]> {
   if (mails.length === 0) return [];
   const { ledger, log } = deps;
-  const batch = new ConversationBatch(new ConversationStore(deps.storage, mailbox), async (taskId) => (await ledger.getMessage(mailbox, taskId))?.conversationId ?? null);
+  const batch = new ConversationBatch(
+    new ConversationStore(deps.storage, mailbox),
+    async (taskId) => (await ledger.getMessage(mailbox, taskId))?.conversationId ?? null,
+  );
   const out: ConversedMail[] = [];
   for (const mail of mails) {
     if (mail.judged.kind !== 'mail') continue;

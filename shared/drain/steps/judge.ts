@@ -14,7 +14,10 @@ export const MAX_HEADER_BYTES = 1024 * 1024;
 export async function judgeOne(mail: ReadMail, mailbox: string, policy: SenderPolicy): Promise<JudgedMail> {
   const judged =
     mail.header.length > MAX_HEADER_BYTES
-      ? ({ kind: 'malformed', reason: `the header section is ${mail.header.length} bytes, over the ${MAX_HEADER_BYTES} bytes a mail may have` } as const)
+      ? ({
+          kind: 'malformed',
+          reason: `the header section is ${mail.header.length} bytes, over the ${MAX_HEADER_BYTES} bytes a mail may have`,
+        } as const)
       : await judgeMail(mail.header, policy, mail.entry.size);
   const accepted = judged.kind === 'mail' && judged.verdict.verdict === 'accept';
   const identity = mailIdentity(accepted, judged.kind === 'mail' ? judged.parsed.messageId : null, mail.headerSha256);

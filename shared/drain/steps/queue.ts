@@ -8,7 +8,13 @@ import type { StorageClients } from '../../storage/clients';
 import { sendQueueMessage } from '../../storage/queues';
 import { type ConversedMail, ok, type PerMail, perMail } from '../mail';
 
-export async function queueTask(storage: StorageClients, queue: string, mailbox: string, mail: ConversedMail, task: TaskMessage): Promise<PerMail<ConversedMail>> {
+export async function queueTask(
+  storage: StorageClients,
+  queue: string,
+  mailbox: string,
+  mail: ConversedMail,
+  task: TaskMessage,
+): Promise<PerMail<ConversedMail>> {
   return perMail(mail.entry.uid, 'queueing its task', async () => {
     await sendQueueMessage(storage, queue, task, { mailbox });
     return ok(mail);
@@ -20,6 +26,9 @@ export function queuedPatch(mail: ConversedMail, task: TaskMessage): Partial<Mes
   const verdict = mail.judged.kind === 'mail' ? mail.judged.verdict : undefined;
   const reasons = [...(verdict?.reasons ?? [])];
   const refused = mail.conversation.refusedConversationId;
-  if (refused) reasons.push(`it points at conversation ${refused} of other participants, so it started conversation ${task.conversation.id}`);
+  if (refused)
+    reasons.push(
+      `it points at conversation ${refused} of other participants, so it started conversation ${task.conversation.id}`,
+    );
   return { state: 'queued', sender: verdict?.sender ?? null, reasons, conversationId: task.conversation.id };
 }

@@ -10,7 +10,10 @@ import type { ReadMail } from '../mail';
 /** Mails up to this size are fetched whole with their batch; larger ones are streamed in chunks. */
 export const SMALL_MAIL_BYTES = 4 * 1024 * 1024;
 
-export async function readBatch(session: MailboxSession, entries: MailboxEntry[]): Promise<{ read: ReadMail[]; gone: number[] }> {
+export async function readBatch(
+  session: MailboxSession,
+  entries: MailboxEntry[],
+): Promise<{ read: ReadMail[]; gone: number[] }> {
   const sources = await session.fetchSources(entries.filter((m) => m.size <= SMALL_MAIL_BYTES).map((m) => m.uid));
   const heads = await session.fetchHeads(entries.filter((m) => m.size > SMALL_MAIL_BYTES).map((m) => m.uid));
   const read: ReadMail[] = [];

@@ -7,11 +7,23 @@
 import { isRefused, type Ledger, type MessageRecord } from '../../ledger/ledger';
 import { ok, type PerMail } from '../mail';
 
-export async function recordBatch(ledger: Ledger, changes: { uid: number; record: MessageRecord; patch: Partial<MessageRecord> }[]): Promise<PerMail<MessageRecord>[]> {
+export async function recordBatch(
+  ledger: Ledger,
+  changes: { uid: number; record: MessageRecord; patch: Partial<MessageRecord> }[],
+): Promise<PerMail<MessageRecord>[]> {
   const recorded = await ledger.updateMessages(changes.map((c) => ({ record: c.record, patch: c.patch })));
   return changes.map((c, n) => {
     const r = recorded[n]!;
     if (!isRefused(r)) return ok(r);
-    return { ok: false, uid: c.uid, taskId: c.record.taskId, record: c.record, failure: { kind: 'held', reason: `its ledger row could not be recorded (${r.refused.summary}); it stays in INBOX for the next run` } };
+    return {
+      ok: false,
+      uid: c.uid,
+      taskId: c.record.taskId,
+      record: c.record,
+      failure: {
+        kind: 'held',
+        reason: `its ledger row could not be recorded (${r.refused.summary}); it stays in INBOX for the next run`,
+      },
+    };
   });
 }

@@ -21,8 +21,16 @@ export async function removeBatch(
   leaving: Leaving[],
   moved: (uid: number, taskId: string | null) => Promise<void>,
 ): Promise<void> {
-  await session.remove(leaving.filter((l) => l.destination === 'processed').map((l) => l.uid), config.drain.processedAction, config.drain.processedFolder);
-  await session.remove(leaving.filter((l) => l.destination === 'quarantine').map((l) => l.uid), 'move', config.drain.quarantineFolder);
+  await session.remove(
+    leaving.filter((l) => l.destination === 'processed').map((l) => l.uid),
+    config.drain.processedAction,
+    config.drain.processedFolder,
+  );
+  await session.remove(
+    leaving.filter((l) => l.destination === 'quarantine').map((l) => l.uid),
+    'move',
+    config.drain.quarantineFolder,
+  );
   for (const l of leaving) await moved(l.uid, l.taskId);
   // Where each mail was when it left: after a renumbering (UIDVALIDITY change) it differs from the claim.
   const uidValidity = session.uidValidity.toString();

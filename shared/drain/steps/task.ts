@@ -5,7 +5,14 @@
  * holds the text parts and a few upload blocks, never a large mail whole.
  */
 import type { Readable } from 'node:stream';
-import { MAIL_CONTAINER, MAX_QUEUE_MESSAGE_CHARS, taskMessageSchema, type AttachmentRef, type BlobRef, type TaskMessage } from '../../contract/messages';
+import {
+  MAIL_CONTAINER,
+  MAX_QUEUE_MESSAGE_CHARS,
+  taskMessageSchema,
+  type AttachmentRef,
+  type BlobRef,
+  type TaskMessage,
+} from '../../contract/messages';
 import type { ConversationDecision } from '../../conversation/conversations';
 import { InboxqError } from '../../errors';
 import { partitionKey, type MessageRecord } from '../../ledger/ledger';
@@ -41,11 +48,18 @@ export async function buildTask(storage: StorageClients, input: TaskInput): Prom
 
   let raw: BlobRef | null = null;
   let rawInline: string | null = null;
-  const storeAttachment = async (index: number, name: string | undefined, contentType: string, content: Buffer | Readable): Promise<AttachmentRef> => {
+  const storeAttachment = async (
+    index: number,
+    name: string | undefined,
+    contentType: string,
+    content: Buffer | Readable,
+  ): Promise<AttachmentRef> => {
     const filename = sanitizeFilename(name, `attachment-${index + 1}`);
     const type = safeContentType(contentType);
     const blobName = `${prefix}/attachments/${String(index + 1).padStart(4, '0')}-${filename}`;
-    const blob = Buffer.isBuffer(content) ? await blobs.put(blobName, content, type) : await blobs.putStream(blobName, content, type);
+    const blob = Buffer.isBuffer(content)
+      ? await blobs.put(blobName, content, type)
+      : await blobs.putStream(blobName, content, type);
     return { filename, contentType: type, size: blob.size, sha256: blob.sha256, blob };
   };
   let body: { text: string; html: string | null; attachments: AttachmentRef[] };
@@ -55,23 +69,30 @@ export async function buildTask(storage: StorageClients, input: TaskInput): Prom
     if (source.data.length <= INLINE_RAW_LIMIT) rawInline = source.data.toString('base64');
     else raw = await blobs.put(`${prefix}/message.eml`, source.data, 'message/rfc822');
     const attachments: AttachmentRef[] = [];
-    for (const [i, a] of parsed.attachments.entries()) attachments.push(await storeAttachment(i, a.filename, a.contentType, a.content));
+    for (const [i, a] of parsed.attachments.entries())
+      attachments.push(await storeAttachment(i, a.filename, a.contentType, a.content));
     body = { text: parsed.text, html: parsed.html, attachments };
   } else {
     raw = await blobs.putStream(`${prefix}/message.eml`, source.stream, 'message/rfc822');
-    body = await parseStream(await blobs.getStream(raw.name), (a) => storeAttachment(a.index, a.filename, a.contentType, a.content));
+    body = await parseStream(await blobs.getStream(raw.name), (a) =>
+      storeAttachment(a.index, a.filename, a.contentType, a.content),
+    );
   }
   const attachments = body.attachments;
 
   // Text parts travel inline when they fit, else in Blob Storage; the new text and the quoted
   // history are told apart for workers that want only what the sender just wrote.
   const inlineOrBlob = async (name: string, text: string): Promise<[string | null, BlobRef | null]> =>
-    Buffer.byteLength(text, 'utf8') > INLINE_TEXT_LIMIT ? [null, await blobs.put(`${prefix}/${name}`, text, 'text/plain; charset=utf-8')] : [text, null];
+    Buffer.byteLength(text, 'utf8') > INLINE_TEXT_LIMIT
+      ? [null, await blobs.put(`${prefix}/${name}`, text, 'text/plain; charset=utf-8')]
+      : [text, null];
   const split = splitQuoted(body.text);
   const [text, textBlob] = await inlineOrBlob('body.txt', body.text);
   const [newText, newTextBlob] = await inlineOrBlob('body-new.txt', split.newText);
   const [quotedText, quotedTextBlob] = await inlineOrBlob('body-quoted.txt', split.quotedText);
-  const htmlBlob: BlobRef | null = body.html ? await blobs.put(`${prefix}/body.html`, body.html, 'text/html; charset=utf-8') : null;
+  const htmlBlob: BlobRef | null = body.html
+    ? await blobs.put(`${prefix}/body.html`, body.html, 'text/html; charset=utf-8')
+    : null;
 
   const task: TaskMessage = {
     type: 'inboxq.task',
@@ -102,10 +123,13 @@ export async function buildTask(storage: StorageClients, input: TaskInput): Prom
   await fitQueueMessage(task, blobs, prefix, source);
   const checked = taskMessageSchema.safeParse(task);
   if (!checked.success) {
-    throw new InboxqError(`Task ${taskId} does not match the task contract: ${checked.error.issues.map((i) => i.path.join('.')).join(', ')}`, {
-      mailbox,
-      hint: 'this is a bug in inboxq; the mail was set aside with this reason',
-    });
+    throw new InboxqError(
+      `Task ${taskId} does not match the task contract: ${checked.error.issues.map((i) => i.path.join('.')).join(', ')}`,
+      {
+        mailbox,
+        hint: 'this is a bug in inboxq; the mail was set aside with this reason',
+      },
+    );
   }
   return checked.data;
 }
@@ -134,7 +158,11 @@ async function fitQueueMessage(task: TaskMessage, blobs: BlobStore, prefix: stri
   // A long attachment list (or many recipients, or a long subject) could push the message past
   // 64 KiB: the list moves to a blob, and the rest is trimmed to fit.
   if (size > limit) {
-    task.attachmentsBlob = await blobs.put(`${prefix}/attachments.json`, JSON.stringify(task.attachments), 'application/json');
+    task.attachmentsBlob = await blobs.put(
+      `${prefix}/attachments.json`,
+      JSON.stringify(task.attachments),
+      'application/json',
+    );
     task.attachments = [];
     size = encodedSize(task);
   }
