@@ -18,12 +18,14 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { parse as parseJson, printParseErrorCode, type ParseError } from 'jsonc-parser';
+
+import { parse as parseJson, type ParseError, printParseErrorCode } from 'jsonc-parser';
 import { z } from 'zod';
-import { findMailbox, loadDeployment, notConfiguredHere, type Env, type SenderPolicy } from '../shared/config/settings';
+
+import { type Env, findMailbox, loadDeployment, notConfiguredHere, type SenderPolicy } from '../shared/config/settings';
+import { formatDoctorReport, runDoctorAll } from '../shared/doctor/doctor';
 import { describeError } from '../shared/errors';
 import { judgeMail } from '../shared/sender/judge';
-import { formatDoctorReport, runDoctorAll } from '../shared/doctor/doctor';
 
 const USAGE = `usage:
   inboxq check-sender --policy policy.json message.eml
@@ -186,7 +188,7 @@ export interface CliResult {
   stderr: string;
 }
 
-export async function checkSender(args: string[], env: Env = process.env): Promise<CliResult> {
+export function checkSender(args: string[], env: Env = process.env): CliResult {
   const { values, positionals } = parseArgs({
     args,
     options: {
@@ -211,7 +213,7 @@ export async function checkSender(args: string[], env: Env = process.env): Promi
       `message file ${positionals[0]} can't be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
     );
   }
-  const judged = await judgeMail(source, policy);
+  const judged = judgeMail(source, policy);
   const out =
     judged.kind === 'malformed'
       ? { verdict: 'reject' as const, sender: null, reasons: [`the mail is malformed: ${judged.reason}`] }
@@ -246,7 +248,7 @@ export async function main(argv: string[], env: Env = process.env): Promise<CliR
   try {
     switch (command) {
       case 'check-sender':
-        return await checkSender(rest, env);
+        return checkSender(rest, env);
       case 'doctor':
         return await doctor(rest, env);
       case undefined:
@@ -270,7 +272,7 @@ export async function main(argv: string[], env: Env = process.env): Promise<CliR
 }
 
 if (require.main === module) {
-  main(process.argv.slice(2)).then((r) => {
+  void main(process.argv.slice(2)).then((r) => {
     process.stdout.write(r.stdout);
     process.stderr.write(r.stderr);
     // Clients (MSAL, IMAP) may keep sockets alive: the verdict is in, leave now.

@@ -11,6 +11,7 @@
  * does the same with its Storage SDK (docs/contract.md).
  */
 import { parseArgs } from 'node:util';
+
 import type { ReplyMessageInput, TaskMessage } from '../shared/contract/messages';
 import { TASKS_QUEUE } from '../shared/contract/messages';
 import { TaskWorker } from '../shared/worker/worker';

@@ -1,4 +1,5 @@
 import { app } from '@azure/functions';
+
 import { DRAIN_REQUESTS_QUEUE } from '../shared/contract/messages';
 import { createHandlers } from '../shared/host/handlers';
 

@@ -1,4 +1,5 @@
 import { app } from '@azure/functions';
+
 import { createHandlers } from '../shared/host/handlers';
 
 const handlers = createHandlers();

@@ -1,4 +1,5 @@
 import { app } from '@azure/functions';
+
 import { describeError } from '../shared/errors';
 import { processDeployment } from '../shared/host/runtime';
 import { setupTelemetry } from '../shared/telemetry/setup';

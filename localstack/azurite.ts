@@ -1,5 +1,5 @@
 /** Azurite (queues, tables, blobs) in memory on free loopback ports, one instance per stack. */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 
@@ -86,11 +86,11 @@ export class LocalAzurite {
         [this.blobPort, this.queuePort, this.tablePort] = [port('Blob'), port('Queue'), port('Table')];
         if (this.blobPort && this.queuePort && this.tablePort) {
           clearTimeout(timer);
-          child.stdout!.off('data', check);
+          child.stdout.off('data', check);
           resolve();
         }
       };
-      child.stdout!.on('data', check);
+      child.stdout.on('data', check);
     });
     await Promise.race([listening, exited]);
     exited.catch(() => undefined);

@@ -18,8 +18,10 @@ function openssl(args: string[], cwd: string): void {
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stderr?: Buffer };
     if (e.code === 'ENOENT')
-      throw new Error('openssl is not installed: apt-get install -y openssl (scripts/setup.sh does it)');
-    throw new Error(`openssl ${args[0]} failed: ${e.stderr?.toString().trim() ?? e.message}`);
+      throw new Error('openssl is not installed: apt-get install -y openssl (scripts/setup.sh does it)', {
+        cause: err,
+      });
+    throw new Error(`openssl ${args[0]} failed: ${e.stderr?.toString().trim() ?? e.message}`, { cause: err });
   }
 }
 

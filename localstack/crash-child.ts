@@ -11,7 +11,7 @@
  */
 import { drainMailbox, type DrainStep } from '../shared/drain/drain';
 import { runtimeFor } from '../shared/host/runtime';
-import { sendReply, type ReplyStep } from '../shared/reply/reply';
+import { type ReplyStep, sendReply } from '../shared/reply/reply';
 import { memoryLogger } from '../shared/telemetry/log';
 
 interface ChildOrder {

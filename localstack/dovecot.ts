@@ -8,12 +8,13 @@
  * App-only tokens carry no mailbox name, so the passdb compares a constant on both sides
  * (username_format = app-only): any mailbox, as an app with FullAccess on every mailbox would.
  */
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+
 import type { Certificates } from './certs';
 import type { IdentityProvider } from './idp';
 import { freePort, waitForPort } from './net';
@@ -191,8 +192,8 @@ namespace inbox {
     const keep = (c: Buffer) => {
       this.output = (this.output + c.toString()).slice(-20_000);
     };
-    child.stdout!.on('data', keep);
-    child.stderr!.on('data', keep);
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
     const exited = new Promise<never>((_, reject) =>
       child.once('exit', (code) =>
         reject(new Error(`Dovecot exited at start (code ${code}):\n${this.output.slice(-2000)}`)),

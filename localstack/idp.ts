@@ -12,10 +12,14 @@ import { randomUUID, X509Certificate } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+
+// jose is ESM-only: its types come in with resolution-mode, the module itself with import() at run time.
+import type * as Jose from 'jose' with { 'resolution-mode': 'import' };
+
 import type { Certificates } from './certs';
 import { readBody } from './net';
 
-type JoseModule = typeof import('jose');
+type JoseModule = typeof Jose;
 type SigningKey = Awaited<ReturnType<JoseModule['generateKeyPair']>>['privateKey'];
 
 export const EXCHANGE_AUDIENCE = 'https://outlook.office365.com';
@@ -130,10 +134,16 @@ export class IdentityProvider {
     await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
     this.url = `https://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
     this.msiServer = http.createServer((req, res) => {
-      this.managedIdentityToken(req.url ?? '/', req.headers['x-identity-header']).then(({ status, body }) => {
-        res.writeHead(status, { 'content-type': 'application/json' });
-        res.end(JSON.stringify(body));
-      });
+      this.managedIdentityToken(req.url ?? '/', req.headers['x-identity-header']).then(
+        ({ status, body }) => {
+          res.writeHead(status, { 'content-type': 'application/json' });
+          res.end(JSON.stringify(body));
+        },
+        (err: Error) => {
+          res.writeHead(500, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ error: 'server_error', error_description: err.message }));
+        },
+      );
     });
     await new Promise<void>((resolve) => this.msiServer!.listen(0, '127.0.0.1', resolve));
     this.msiEndpoint = `http://127.0.0.1:${(this.msiServer.address() as AddressInfo).port}/msi/token`;
@@ -210,10 +220,10 @@ export class IdentityProvider {
       audience,
       algorithms: ['RS256'],
     });
-    return payload as Record<string, unknown>;
+    return payload;
   }
 
-  private async handle(method: string, rawUrl: string, req: import('node:http').IncomingMessage) {
+  private async handle(method: string, rawUrl: string, req: http.IncomingMessage) {
     const url = new URL(rawUrl, this.url);
     const [tenant, ...rest] = url.pathname.split('/').filter(Boolean);
     const route = rest.join('/');
@@ -329,7 +339,7 @@ export class IdentityProvider {
     try {
       const claims = await this.verify(form.get('token') ?? '', EXCHANGE_AUDIENCE);
       const roles = Array.isArray(claims['roles']) ? (claims['roles'] as string[]) : [];
-      const appid = String(claims['appid'] ?? '');
+      const appid = typeof claims['appid'] === 'string' ? claims['appid'] : '';
       if (!roles.includes('IMAP.AccessAsApp') || this.imapRefusedApps.has(appid.toLowerCase()))
         return { status: 200, headers: {}, body: { active: false } };
       return { status: 200, headers: {}, body: { active: true, tid: claims['tid'], appid, roles, exp: claims['exp'] } };

@@ -8,8 +8,8 @@
  *   SMTP submission (STARTTLS, XOAUTH2)      <- nodemailer (replies); delivers into Dovecot over LMTP
  *   Azurite (queues, tables, blobs)          <- the Storage SDKs
  */
-import { randomBytes, randomUUID } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
 import {
   chmodSync,
   chownSync as fsChown,
@@ -23,9 +23,11 @@ import {
 } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+
 import { ImapFlow } from 'imapflow';
+
 import { LocalAzurite } from './azurite';
-import { makeCertificates, type Certificates } from './certs';
+import { type Certificates, makeCertificates } from './certs';
 import { LocalDovecot } from './dovecot';
 import { EXCHANGE_AUDIENCE, IdentityProvider } from './idp';
 import { LocalKeyVault } from './keyvault';

@@ -6,8 +6,9 @@
 import { randomBytes } from 'node:crypto';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+
 import type { Certificates } from './certs';
-import { VAULT_AUDIENCE, type IdentityProvider } from './idp';
+import { type IdentityProvider, VAULT_AUDIENCE } from './idp';
 
 interface Version {
   version: string;

@@ -1,6 +1,6 @@
 /** Loopback helpers for the local stack: free ports, waiting for a port, reading a request body. */
-import net from 'node:net';
 import type { IncomingMessage } from 'node:http';
+import net from 'node:net';
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -9,6 +9,7 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
+
 import type { Certificates } from './certs';
 
 /** Tracks both ends of a proxied connection; an error on either closes both. */

@@ -5,9 +5,11 @@
  * Accepted mail is delivered into Dovecot over LMTP, to each recipient and, like Exchange's Sent
  * Items copy of SMTP AUTH submissions, to the sender's Sent folder.
  */
+import type { AddressInfo } from 'node:net';
+
 import nodemailer, { type Transporter } from 'nodemailer';
 import { SMTPServer, type SMTPServerAuthentication, type SMTPServerSession } from 'smtp-server';
-import type { AddressInfo } from 'node:net';
+
 import type { Certificates } from './certs';
 import { EXCHANGE_AUDIENCE, type IdentityProvider } from './idp';
 

@@ -12,11 +12,13 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+
 import { InvocationContext } from '@azure/functions';
 import { QueueClient } from '@azure/storage-queue';
 import { ImapFlow } from 'imapflow';
 import nodemailer from 'nodemailer';
-import { exitOnSignals, LocalStack, EXCHANGE_ROLES } from '../localstack';
+
+import { EXCHANGE_ROLES, exitOnSignals, LocalStack } from '../localstack';
 import { EXCHANGE_AUDIENCE } from '../localstack/idp';
 import { runQueueTrigger } from '../localstack/queue-runner';
 import { encodeQueueMessage, REPLIES_QUEUE, TASKS_QUEUE } from '../shared/contract/messages';
@@ -359,7 +361,7 @@ async function measureLargeMail(stack: LocalStack) {
       child.stdout.on('data', (c: Buffer) => (out += c.toString()));
       child.on('exit', (code) =>
         code === 0
-          ? resolve(JSON.parse(out.trim().split('\n').pop()!))
+          ? resolve(JSON.parse(out.trim().split('\n').pop()!) as { peakGrowth: number; size: number })
           : reject(new Error(`large-mail child exited ${code}`)),
       );
     });
@@ -389,7 +391,7 @@ async function main(): Promise<void> {
         memory: () => measureLargeMail(stack),
       };
       if (!parts[only]) throw new Error(`BENCH_ONLY must be one of ${Object.keys(parts).join(', ')}`);
-      process.stdout.write(`${JSON.stringify(await parts[only]!())}\n`);
+      process.stdout.write(`${JSON.stringify(await parts[only]())}\n`);
       return;
     }
     log('bench: drain, 1,000 small mails');

@@ -13,9 +13,11 @@
  * Run with `npm run demo` (or `bash scripts/demo.sh` on a fresh machine).
  */
 import { randomUUID } from 'node:crypto';
+
 import { InvocationContext, type Timer } from '@azure/functions';
 import { QueueClient } from '@azure/storage-queue';
-import { simpleParser, type ParsedMail } from 'mailparser';
+import { type ParsedMail, simpleParser } from 'mailparser';
+
 import { runOnce } from '../examples/echo-worker';
 import { exitOnSignals, LocalStack } from '../localstack';
 import { runQueueTrigger } from '../localstack/queue-runner';

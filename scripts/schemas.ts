@@ -1,6 +1,7 @@
 /** Writes schemas/*.json from the zod schemas in shared/contract: `npm run schemas`. */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+
 import { contractJsonSchemas } from '../shared/contract/json-schema';
 
 const dir = path.join(__dirname, '..', '..', 'schemas');

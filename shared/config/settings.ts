@@ -11,7 +11,9 @@
  * A few settings belong to the deployment and can't be set per mailbox (DEPLOYMENT_SETTINGS).
  */
 import { readFileSync } from 'node:fs';
+
 import { z } from 'zod';
+
 import { ConfigError } from '../errors';
 
 export const DEFAULT_AUTHORITY_HOST = 'https://login.microsoftonline.com';

@@ -1,5 +1,6 @@
 /** JSON Schemas of the contract, generated from the zod schemas, for workers in other languages. */
 import { z } from 'zod';
+
 import { replyMessageSchema, taskMessageSchema } from './messages';
 
 export function contractJsonSchemas(): Record<string, unknown> {

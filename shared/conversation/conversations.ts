@@ -23,11 +23,12 @@
  * the next id of a fixed chain (shared/identity/ids.ts) and never overwrites the other row.
  */
 import type { TableClient, TableEntityResult, TransactionAction } from '@azure/data-tables';
+
 import { CONVERSATION_ID_CANDIDATES, conversationIdFor, subjectTags, taskIdOfMessageId } from '../identity/ids';
 import { partitionKey } from '../ledger/ledger';
 import { MAX_MESSAGE_ID_CHARS } from '../mail/parse';
 import { boundedJsonList, clip } from '../storage/bounded';
-import { storageError, tableErrorCode, type StorageClients } from '../storage/clients';
+import { type StorageClients, storageError, tableErrorCode } from '../storage/clients';
 
 export { conversationIdFor, subjectTag, subjectTags, withSubjectTag } from '../identity/ids';
 
@@ -82,7 +83,7 @@ function toConversationEntity(mailbox: string, c: Conversation): Entity {
 }
 
 function fromConversationEntity(e: TableEntityResult<Record<string, unknown>>): Conversation {
-  const s = (k: string) => (typeof e[k] === 'string' ? (e[k] as string) : '');
+  const s = (k: string) => (typeof e[k] === 'string' ? e[k] : '');
   return {
     id: s('conversationId'),
     participants: JSON.parse(s('participants') || '[]') as string[],

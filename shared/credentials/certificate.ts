@@ -3,7 +3,7 @@
  * application/x-pem-file), holding the private key and the certificate chain. MSAL wants the
  * private key, the SHA-256 thumbprint of the leaf certificate, and the chain (x5c).
  */
-import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 
 export interface ClientCertificate {
   privateKey: string;

@@ -8,6 +8,7 @@
  */
 import { DefaultAzureCredential, type TokenCredential } from '@azure/identity';
 import { SecretClient } from '@azure/keyvault-secrets';
+
 import { KeyVaultError } from '../errors';
 
 export interface VaultSecret {

@@ -4,6 +4,7 @@
  * network client instead: plain https.request with that CA.
  */
 import https from 'node:https';
+
 import type { INetworkModule, NetworkRequestOptions, NetworkResponse } from '@azure/msal-node';
 
 export class CaTrustingNetworkClient implements INetworkModule {

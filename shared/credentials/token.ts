@@ -10,17 +10,19 @@
  *   and the client rebuilt once: a rotated secret takes effect without a restart.
  */
 import { createHash } from 'node:crypto';
-import { ConfidentialClientApplication, LogLevel, type Configuration } from '@azure/msal-node';
+
+import { ManagedIdentityCredential } from '@azure/identity';
+import { ConfidentialClientApplication, type Configuration, LogLevel } from '@azure/msal-node';
+
 import type { InboxqConfig } from '../config/settings';
 import { InboxqError, TokenError } from '../errors';
-import { ManagedIdentityCredential } from '@azure/identity';
 import { parseClientCertificate } from './certificate';
 import { readVaultSecret } from './keyvault';
 
 /** The audience Entra ID accepts a managed identity's token for, as a federated client assertion. */
 export const FEDERATION_SCOPE = 'api://AzureADTokenExchange/.default';
-import { CaTrustingNetworkClient } from './tls';
 import { inboxqMetrics } from '../telemetry/metrics';
+import { CaTrustingNetworkClient } from './tls';
 
 export interface AccessToken {
   token: string;

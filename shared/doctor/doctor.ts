@@ -7,18 +7,19 @@
  * The steps follow docs/m365-setup.md; a failed step skips those that can't work without it.
  */
 import { ManagedIdentityCredential } from '@azure/identity';
-import { findMailbox, loadDeployment, notConfiguredHere, type Env, type InboxqConfig } from '../config/settings';
+
+import { type Env, findMailbox, type InboxqConfig, loadDeployment, notConfiguredHere } from '../config/settings';
+import { DRAIN_REQUESTS_QUEUE, MAIL_CONTAINER, REPLIES_QUEUE } from '../contract/messages';
+import { CONVERSATIONS_TABLE } from '../conversation/conversations';
+import { parseClientCertificate } from '../credentials/certificate';
+import { readVaultSecret } from '../credentials/keyvault';
 import {
+  type ExchangeTokenProvider,
   FEDERATION_SCOPE,
   peekClaims,
   secretSourceName,
   tokenProviderFor,
-  type ExchangeTokenProvider,
 } from '../credentials/token';
-import { readVaultSecret } from '../credentials/keyvault';
-import { parseClientCertificate } from '../credentials/certificate';
-import { CONVERSATIONS_TABLE } from '../conversation/conversations';
-import { DRAIN_REQUESTS_QUEUE, MAIL_CONTAINER, REPLIES_QUEUE } from '../contract/messages';
 import { ConfigError, describeError, ImapError, InboxqError, SmtpError } from '../errors';
 import { MAILBOXES_TABLE, MESSAGES_TABLE, REPLIES_TABLE } from '../ledger/ledger';
 import { MailboxSession } from '../mailbox/imap';
@@ -131,10 +132,9 @@ async function checkMailbox(config: InboxqConfig): Promise<DoctorCheck[]> {
   });
 
   const credentialOk = await checkCredential(config, checks);
-  let tokenOk = false;
   if (credentialOk) {
     const tokens = tokenProviderFor(config);
-    tokenOk = await checkToken(config, tokens, checks);
+    const tokenOk = await checkToken(config, tokens, checks);
     if (tokenOk) {
       await checkImap(config, tokens, checks);
       await checkSmtp(config, tokens, checks);
@@ -200,7 +200,7 @@ async function checkCredential(config: InboxqConfig, checks: DoctorCheck[]): Pro
         checks.push({
           step: 'credential',
           status: 'pass',
-          detail: `${name} gives a token for ${FEDERATION_SCOPE} (subject ${String(claims['sub'] ?? '?')})`,
+          detail: `${name} gives a token for ${FEDERATION_SCOPE} (subject ${typeof claims['sub'] === 'string' ? claims['sub'] : '?'})`,
         });
         return true;
       }

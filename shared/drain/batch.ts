@@ -12,6 +12,7 @@
  * mailbox, of Storage as a whole or of the credential is thrown, and ends the run.
  */
 import pLimit from 'p-limit';
+
 import type { TaskMessage } from '../contract/messages';
 import type { MessageRecord } from '../ledger/ledger';
 import type { MailboxEntry, MailboxSession } from '../mailbox/imap';
@@ -31,8 +32,8 @@ import { requestAcknowledgements } from './steps/acknowledge';
 import { claimBatch } from './steps/claim';
 import { decideConversations } from './steps/conversations';
 import { judgeOne } from './steps/judge';
-import { readBatch, SMALL_MAIL_BYTES } from './steps/read';
 import { queuedPatch, queueTask } from './steps/queue';
+import { readBatch, SMALL_MAIL_BYTES } from './steps/read';
 import { recordBatch } from './steps/record';
 import { removeBatch } from './steps/remove';
 import { buildTask } from './steps/task';
@@ -100,7 +101,7 @@ export async function drainBatch(
   const deferred: MailboxEntry[] = [];
   const seen = new Set<string>();
   for (const mail of read) {
-    const j = await judgeOne(mail, mailbox, config.senderPolicy);
+    const j = judgeOne(mail, mailbox, config.senderPolicy);
     if (seen.has(j.taskId)) deferred.push(mail.entry);
     else {
       seen.add(j.taskId);

@@ -16,6 +16,7 @@
  * runs again and again is set aside by itself (suspects.ts, poison.ts).
  */
 import { randomUUID } from 'node:crypto';
+
 import type { InboxqConfig } from '../config/settings';
 import type { TokenSource } from '../credentials/token';
 import { describeError } from '../errors';
@@ -27,14 +28,14 @@ import type { Logger } from '../telemetry/log';
 import { inboxqMetrics } from '../telemetry/metrics';
 import { drainBatch, type MailResult } from './batch';
 import type { MailOutcome } from './mail';
+import { setAsidePoison } from './poison';
 import { reconcileLedger } from './reconcile';
 import { expireOldMail } from './retention';
-import { setAsidePoison } from './poison';
 import { countsAgainstMails, forgetGone, nextPlan, suspect } from './suspects';
 
 export type { MailOutcome } from './mail';
-export { INLINE_RAW_LIMIT, INLINE_TEXT_LIMIT } from './steps/task';
 export { SMALL_MAIL_BYTES } from './steps/read';
+export { INLINE_RAW_LIMIT, INLINE_TEXT_LIMIT } from './steps/task';
 
 /** Step boundaries, named so tests can stop a run at each one. `moved`: the mails left INBOX, their rows don't say so yet. */
 export type DrainStep =
@@ -141,7 +142,7 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
   }
 
   let session: MailboxSession | undefined;
-  let failure: unknown;
+  let failure: { error: unknown } | undefined;
   try {
     session = await MailboxSession.open({ config, tokens: deps.tokens, log });
     const mails = await session.listMails();
@@ -213,7 +214,7 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
       summary.counts.expired = await expireOldMail(deps, now);
     }
   } catch (err) {
-    failure = err;
+    failure = { error: err };
     summary.stoppedBecause = 'error';
     summary.error =
       err instanceof LeaseLostError
@@ -272,8 +273,8 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
   };
   if (failure) {
     log.error(`Drain run failed: ${summary.error}`, props);
-    if (failure instanceof LeaseLostError) return summary;
-    throw failure;
+    if (failure.error instanceof LeaseLostError) return summary;
+    throw failure.error;
   }
   log.info('Drain run finished', props);
   return summary;

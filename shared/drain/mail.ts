@@ -6,9 +6,9 @@
  * of Storage as a whole or of the credential is thrown, and ends the run (`isRunFailure`).
  */
 import type { ConversationDecision } from '../conversation/conversations';
-import { ImapError, InboxqError, KeyVaultError, StorageError, TokenError, describeError } from '../errors';
-import type { MessageRecord } from '../ledger/ledger';
+import { describeError, ImapError, InboxqError, KeyVaultError, StorageError, TokenError } from '../errors';
 import { LeaseLostError } from '../ledger/lease';
+import type { MessageRecord } from '../ledger/ledger';
 import { MailParseError } from '../mail/parse';
 import type { MailboxEntry } from '../mailbox/imap';
 import type { Judgement } from '../sender/judge';

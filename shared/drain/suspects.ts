@@ -9,7 +9,7 @@
  * without being read again, and the mailbox goes on.
  */
 import { ImapError, KeyVaultError, StorageError, TokenError } from '../errors';
-import { LeaseLostError, suspectKey, type Suspect, type Suspects } from '../ledger/lease';
+import { LeaseLostError, type Suspect, suspectKey, type Suspects } from '../ledger/lease';
 import type { MailboxEntry } from '../mailbox/imap';
 import { SMALL_MAIL_BYTES } from './steps/read';
 

@@ -9,14 +9,15 @@
  * host spreads mailboxes over instances and a slow or broken mailbox never holds up another.
  */
 import type { InvocationContext, Timer } from '@azure/functions';
-import { DRAIN_REQUESTS_QUEUE, drainRequestSchema, type DrainRequest } from '../contract/messages';
-import { drainMailbox, LEASE_MS, type DrainSummary } from '../drain/drain';
-import { describeError, InboxqError, InvalidMessageError, UnknownTaskError } from '../errors';
+
+import { DRAIN_REQUESTS_QUEUE, type DrainRequest, drainRequestSchema } from '../contract/messages';
+import { drainMailbox, type DrainSummary, LEASE_MS } from '../drain/drain';
+import { describeError, InboxqError, InvalidMessageError, toError, UnknownTaskError } from '../errors';
 import { handlePoisonedAcknowledgements, isAcknowledgementsMessage, sendAcknowledgements } from '../reply/acknowledge';
 import { handlePoisonedReply, parseReplyMessage, sendReply } from '../reply/reply';
 import { sendQueueMessage } from '../storage/queues';
 import { createLogger, type Logger } from '../telemetry/log';
-import { processDeployment, type DeploymentRuntime, type Runtime } from './runtime';
+import { type DeploymentRuntime, processDeployment, type Runtime } from './runtime';
 
 export function contextLogger(context: InvocationContext): Logger {
   return createLogger({
@@ -31,7 +32,7 @@ export interface DrainOutcome {
   key: string;
   mailbox: string;
   summary?: DrainSummary;
-  error?: unknown;
+  error?: Error;
   /** Why nothing was done: the request was unreadable, or names a mailbox these settings don't serve. */
   skipped?: string;
 }
@@ -121,7 +122,7 @@ export function createHandlers(
         d = deployment(log, `The drain of ${request.mailbox}`);
       } catch (err) {
         // Logged with every problem; retrying the request can't help until the settings change.
-        return { key: request.key, mailbox: request.mailbox, error: err, skipped: 'invalid settings' };
+        return { key: request.key, mailbox: request.mailbox, error: toError(err), skipped: 'invalid settings' };
       }
       const rt = d.find(request.key);
       if (!rt || rt.config.mailbox !== request.mailbox) {
@@ -142,14 +143,15 @@ export function createHandlers(
         return { key: request.key, mailbox: request.mailbox, summary };
       } catch (err) {
         // drainMailbox has logged the failure with its hint and recorded it in the ledger.
-        return { key: request.key, mailbox: request.mailbox, error: err };
+        return { key: request.key, mailbox: request.mailbox, error: toError(err) };
       }
     },
 
     async reply(message, context) {
       const log = contextLogger(context);
       const dequeueCount = Number(context.triggerMetadata?.['dequeueCount'] ?? 1);
-      const queueMessageId = String(context.triggerMetadata?.['id'] ?? '');
+      const id = context.triggerMetadata?.['id'];
+      const queueMessageId = typeof id === 'string' ? id : '';
       try {
         const rt = replyRuntime(deployment(log, 'The reply'), message);
         const deps = {

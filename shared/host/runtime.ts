@@ -4,8 +4,8 @@
  *
  * This is the one place that reads process.env (through `loadDeployment`).
  */
-import { findMailbox, loadDeployment, type Env, type InboxqConfig } from '../config/settings';
-import { tokenProviderFor, type ExchangeTokenProvider } from '../credentials/token';
+import { type Env, findMailbox, type InboxqConfig, loadDeployment } from '../config/settings';
+import { type ExchangeTokenProvider, tokenProviderFor } from '../credentials/token';
 import { Ledger } from '../ledger/ledger';
 import { createStorageClients, type StorageClients } from '../storage/clients';
 

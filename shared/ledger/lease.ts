@@ -14,8 +14,9 @@
  * run takes it over at once.
  */
 import type { TableClient } from '@azure/data-tables';
+
 import { clip } from '../storage/bounded';
-import { storageError, tableErrorCode, type StorageClients } from '../storage/clients';
+import { type StorageClients, storageError, tableErrorCode } from '../storage/clients';
 import { MAILBOXES_TABLE, partitionKey } from './ledger';
 
 const LEASE_PARTITION = 'lease';

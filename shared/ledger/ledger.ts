@@ -16,9 +16,10 @@
  * mailbox: last run, counts, last error).
  */
 import type { TableClient, TableEntityResult } from '@azure/data-tables';
-import { boundedJsonList, clip } from '../storage/bounded';
+
 import { StorageError } from '../errors';
-import { storageError, tableErrorCode, type StorageClients } from '../storage/clients';
+import { boundedJsonList, clip } from '../storage/bounded';
+import { type StorageClients, storageError, tableErrorCode } from '../storage/clients';
 
 export const MESSAGES_TABLE = 'inboxqMessages';
 export const REPLIES_TABLE = 'inboxqReplies';
@@ -140,7 +141,7 @@ function toMessageEntity(r: MessageRecord): Entity {
 }
 
 function fromMessageEntity(e: TableEntityResult<Record<string, unknown>>): MessageRecord {
-  const s = (k: string) => (typeof e[k] === 'string' ? (e[k] as string) : '');
+  const s = (k: string) => (typeof e[k] === 'string' ? e[k] : '');
   return {
     mailbox: s('mailbox'),
     taskId: e.rowKey ?? '',
@@ -182,7 +183,7 @@ function toReplyEntity(r: ReplyRecord): Entity {
 }
 
 function fromReplyEntity(e: TableEntityResult<Record<string, unknown>>): ReplyRecord {
-  const s = (k: string) => (typeof e[k] === 'string' ? (e[k] as string) : '');
+  const s = (k: string) => (typeof e[k] === 'string' ? e[k] : '');
   return {
     mailbox: s('mailbox'),
     taskId: s('taskId'),

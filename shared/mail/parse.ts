@@ -1,7 +1,9 @@
 /** Parses a raw message with mailparser into what the drain needs. */
 import type { Readable } from 'node:stream';
+
 import { Headers } from '@zone-eu/mailsplit';
-import { MailParser, simpleParser, type AddressObject, type AttachmentStream, type MessageText } from 'mailparser';
+import { type AddressObject, type AttachmentStream, MailParser, type MessageText, simpleParser } from 'mailparser';
+
 import type { HeaderLine } from '../sender/policy';
 
 /** MIME parts a mail may have (mailsplit's default is 1,000; a mail with 1,000 attachments is legitimate). */
@@ -74,7 +76,7 @@ const headerDecoder = new MailParser(PARSER_OPTIONS as ConstructorParameters<typ
 };
 
 /** Parses a header section (only: anything after its empty line is ignored). */
-export async function parseHeader(source: Buffer): Promise<ParsedHeader> {
+export function parseHeader(source: Buffer): ParsedHeader {
   const lines = (new Headers(headerSection(source)).getList() as HeaderLine[]).map((h) => ({
     key: h.key.toLowerCase(),
     line: h.line,
@@ -182,7 +184,7 @@ export function parseStream<A>(
       failed = true;
       source.destroy();
       parser.destroy();
-      reject(err);
+      reject(err instanceof Error ? err : new MailParseError(String(err)));
     };
     parser.on('data', (data: AttachmentStream | MessageText) => {
       if (data.type === 'attachment') {
@@ -194,7 +196,7 @@ export function parseStream<A>(
               index: i,
               filename: attachment.filename,
               contentType: attachment.contentType || 'application/octet-stream',
-              content: attachment.content as Readable,
+              content: attachment.content,
             }),
           )
           .then((ref) => {

@@ -9,7 +9,9 @@
  * leaves the inbox as it found it.
  */
 import type { Readable } from 'node:stream';
+
 import { ImapFlow, type ImapFlowOptions } from 'imapflow';
+
 import type { InboxqConfig } from '../config/settings';
 import type { TokenSource } from '../credentials/token';
 import { ImapError, type ImapFailure } from '../errors';
@@ -203,7 +205,10 @@ export class MailboxSession {
   private async checked<T>(result: Promise<T | false>): Promise<T> {
     this.commandErrors.last = undefined;
     const value = await result;
-    if (value === false) throw this.commandErrors.last ?? new Error('the server refused the command');
+    if (value === false) {
+      const refused = this.commandErrors.last;
+      throw refused instanceof Error ? refused : new Error('the server refused the command');
+    }
     return value;
   }
 

@@ -8,7 +8,7 @@ import type { InboxqConfig } from '../config/settings';
 import { acknowledgementsSchema, type ReplyMessage } from '../contract/messages';
 import { describeError, InboxqError } from '../errors';
 import type { MessageRecord } from '../ledger/ledger';
-import { ACKNOWLEDGEMENT_REPLY_ID, sendReply, type ReplyDeps } from './reply';
+import { ACKNOWLEDGEMENT_REPLY_ID, type ReplyDeps, sendReply } from './reply';
 
 export { ACKNOWLEDGEMENT_REPLY_ID };
 
@@ -77,7 +77,7 @@ export async function sendAcknowledgements(
     });
   let sent = 0;
   let skipped = 0;
-  let failure: unknown;
+  const failures: unknown[] = [];
   // A task named twice in one message is acknowledged once.
   for (const taskId of new Set(parsed.data.taskIds)) {
     const record = await ledger.getMessage(config.mailbox, taskId);
@@ -92,10 +92,10 @@ export async function sendAcknowledgements(
       else skipped++;
     } catch (err) {
       log.warn(`Acknowledgement not sent: ${describeError(err)}`, { mailbox: config.mailbox, taskId });
-      failure ??= err;
+      failures.push(err);
     }
   }
-  if (failure !== undefined) throw failure;
+  if (failures.length > 0) throw failures[0];
   return { sent, skipped };
 }
 

@@ -1,4 +1,5 @@
 import type Mail from 'nodemailer/lib/mailer';
+
 import type { ReplyMessage } from '../contract/messages';
 import { replyMessageId, withSubjectTag } from '../identity/ids';
 import type { MessageRecord } from '../ledger/ledger';

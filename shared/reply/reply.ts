@@ -23,19 +23,19 @@ import {
   describeIssues,
   MAIL_CONTAINER,
   REPLIES_QUEUE,
-  replyMessageSchema,
   type ReplyMessage,
+  replyMessageSchema,
 } from '../contract/messages';
 import type { TokenSource } from '../credentials/token';
 import { InvalidMessageError, ReplyInProgressError, SmtpError, UnknownTaskError } from '../errors';
-import { takeSendingSlot, type Ledger, type MessageRecord, type ReplyRecord } from '../ledger/ledger';
+import { type Ledger, type MessageRecord, type ReplyRecord, takeSendingSlot } from '../ledger/ledger';
 import { MailboxSession } from '../mailbox/imap';
 import { BlobStore } from '../storage/blobs';
 import type { StorageClients } from '../storage/clients';
 import { sendQueueMessage } from '../storage/queues';
 import type { Logger } from '../telemetry/log';
 import { inboxqMetrics } from '../telemetry/metrics';
-import { composeReply, replyMessageId, type ComposedAttachment } from './compose';
+import { type ComposedAttachment, composeReply, replyMessageId } from './compose';
 import { sendMail } from './smtp';
 
 /** How long a `sending` row is taken to mean "another delivery is on it" before the Sent folder is checked. */

@@ -8,6 +8,7 @@
  */
 import nodemailer from 'nodemailer';
 import type Mail from 'nodemailer/lib/mailer';
+
 import type { InboxqConfig } from '../config/settings';
 import type { AccessToken, TokenSource } from '../credentials/token';
 import { SmtpError, type SmtpFailure } from '../errors';

@@ -3,7 +3,7 @@
  * is it a mail at all, and may its sender give work?
  */
 import type { SenderPolicy } from '../config/settings';
-import { headerSection, parseHeader, structuralProblem, type ParsedHeader } from '../mail/parse';
+import { headerSection, type ParsedHeader, parseHeader, structuralProblem } from '../mail/parse';
 import { evaluateSender, type SenderVerdict } from './policy';
 
 export type Judgement =
@@ -13,13 +13,13 @@ export type Judgement =
  * `source` is the whole message, or only its header section (then `totalSize` is the message's
  * size). Only the header section is read: a stranger's body is never parsed before the verdict.
  */
-export async function judgeMail(source: Buffer, policy: SenderPolicy, totalSize = source.length): Promise<Judgement> {
+export function judgeMail(source: Buffer, policy: SenderPolicy, totalSize = source.length): Judgement {
   const header = headerSection(source);
   const problem = structuralProblem(header, totalSize);
   if (problem) return { kind: 'malformed', reason: problem };
   let parsed: ParsedHeader;
   try {
-    parsed = await parseHeader(header);
+    parsed = parseHeader(header);
   } catch (err) {
     return {
       kind: 'malformed',

@@ -17,6 +17,7 @@
  * 4. authorization: the address, or `*@its-domain`, is on the list.
  */
 import addressparser from 'nodemailer/lib/addressparser';
+
 import type { SenderPolicy } from '../config/settings';
 import { AuthResultsSyntaxError, parseAuthenticationResults } from './authentication-results';
 

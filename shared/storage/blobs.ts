@@ -1,9 +1,11 @@
 /** Blob Storage for raw mail, large bodies and attachments. Names are deterministic, so a retried write overwrites the same blob. */
 import { createHash } from 'node:crypto';
-import { Transform, type Readable } from 'node:stream';
+import { type Readable, Transform } from 'node:stream';
+
 import contentType from 'content-type';
+
 import type { BlobRef } from '../contract/messages';
-import { storageError, type StorageClients } from './clients';
+import { type StorageClients, storageError } from './clients';
 
 export class BlobStore {
   constructor(
@@ -92,6 +94,7 @@ export class BlobStore {
 /** Code points a file name never keeps: bidi marks, overrides and isolates, zero-width and other invisible formatting. */
 const INVISIBLE = /[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]/gu;
 /** Code points a file name shows as `_`: controls (C0, C1) and what Windows forbids. */
+// eslint-disable-next-line no-control-regex -- control characters are what this pattern is for
 const FORBIDDEN = /[\u0000-\u001f\u007f-\u009f<>:"|?*]/gu;
 /** Names Windows reserves for devices, with any extension ("CON.txt" opens the console). */
 const RESERVED = /^(con|prn|aux|nul|com[0-9\u00b9\u00b2\u00b3]|lpt[0-9\u00b9\u00b2\u00b3]|conin\$|conout\$)(\.|$)/i;

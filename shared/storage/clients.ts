@@ -5,10 +5,11 @@
  * Tables, queues and containers are created on first use and remembered per process, so a new
  * deployment or a fresh Azurite needs no setup step.
  */
-import { DefaultAzureCredential } from '@azure/identity';
 import { TableClient, TableServiceClient } from '@azure/data-tables';
-import { QueueClient, QueueServiceClient } from '@azure/storage-queue';
+import { DefaultAzureCredential } from '@azure/identity';
 import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
+import { type QueueClient, QueueServiceClient } from '@azure/storage-queue';
+
 import type { StorageConnection } from '../config/settings';
 import { StorageError } from '../errors';
 

@@ -1,6 +1,6 @@
 /** Sending contract messages to Storage queues, base64-encoded for the Functions queue trigger. */
 import { encodeQueueMessage, MAX_QUEUE_MESSAGE_CHARS } from '../contract/messages';
-import { storageError, type StorageClients } from './clients';
+import { type StorageClients, storageError } from './clients';
 
 export async function sendQueueMessage(
   storage: StorageClients,

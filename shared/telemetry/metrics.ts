@@ -13,7 +13,7 @@
  * Instruments are looked up at each use: a meter taken before the provider is registered would
  * stay a no-op.
  */
-import { metrics, type Attributes } from '@opentelemetry/api';
+import { type Attributes, metrics } from '@opentelemetry/api';
 
 const METER = 'inboxq';
 

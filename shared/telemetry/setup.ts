@@ -9,6 +9,7 @@
  */
 import { ManagedIdentityCredential } from '@azure/identity';
 import { useAzureMonitor } from '@azure/monitor-opentelemetry';
+
 import type { Env } from '../config/settings';
 
 let started = false;

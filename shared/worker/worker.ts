@@ -10,24 +10,25 @@
  * sent once however often it is posted, which covers two copies worked on at the same time.
  * A task id is recorded only once its reply is posted, so a worker that dies mid-task loses nothing.
  */
-import { createStorageClients, type StorageClients } from '../storage/clients';
+import type { TableClient } from '@azure/data-tables';
+
 import {
+  type BlobRef,
+  decodeQueueMessage,
   describeIssues,
   MAIL_CONTAINER,
   REPLIES_QUEUE,
-  replyMessageSchema,
-  TASKS_QUEUE,
-  taskMessageSchema,
-  decodeQueueMessage,
-  type BlobRef,
   type ReplyMessageInput,
+  replyMessageSchema,
   type TaskMessage,
+  taskMessageSchema,
+  TASKS_QUEUE,
 } from '../contract/messages';
 import { InvalidMessageError } from '../errors';
-import { BlobStore } from '../storage/blobs';
-import { sendQueueMessage } from '../storage/queues';
 import { partitionKey } from '../ledger/ledger';
-import type { TableClient } from '@azure/data-tables';
+import { BlobStore } from '../storage/blobs';
+import { createStorageClients, type StorageClients } from '../storage/clients';
+import { sendQueueMessage } from '../storage/queues';
 
 async function isDone(table: TableClient, pk: string, rk: string): Promise<boolean> {
   try {
@@ -45,7 +46,7 @@ export interface ReceivedTask {
   task: TaskMessage;
   dequeueCount: number;
   /** Records the task id as done and deletes the task message: call it once the reply is posted. */
-  complete(): Promise<void>;
+  complete: () => Promise<void>;
 }
 
 export interface TaskWorkerOptions {

@@ -2,12 +2,14 @@
  * The end-to-end path on real local servers: a mail in Dovecot becomes a task on the Azurite queue,
  * leaves the inbox, and a reply put on the replies queue lands threaded in the sender's mailbox.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
+
 import { simpleParser } from 'mailparser';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { LocalStack } from '../../localstack';
 import { runQueueTrigger } from '../../localstack/queue-runner';
 import { encodeQueueMessage } from '../../shared/contract/messages';
-import { createHash } from 'node:crypto';
 import { runtimeFor } from '../../shared/host/runtime';
 import { TaskWorker } from '../../shared/worker/worker';
 import { buildMail, eopFail } from '../helpers/mail';

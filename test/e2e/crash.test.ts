@@ -5,11 +5,13 @@
  */
 import { spawn } from 'node:child_process';
 import path from 'node:path';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { LocalStack } from '../../localstack';
 import { LEASE_MS } from '../../shared/drain/drain';
-import { conversationIdFor } from '../../shared/identity/ids';
 import { runtimeFor } from '../../shared/host/runtime';
+import { conversationIdFor } from '../../shared/identity/ids';
 import { REPLY_LEASE_MS } from '../../shared/reply/reply';
 import { buildMail, eopFail } from '../helpers/mail';
 import { clearTasks, sendReplies, takeAllTasks } from '../helpers/stack';

@@ -3,10 +3,11 @@
  * identity provider and vault.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { LocalStack } from '../../localstack';
 import { peekClaims } from '../../shared/credentials/token';
-import { runtimeFor } from '../../shared/host/runtime';
 import { TokenError } from '../../shared/errors';
+import { runtimeFor } from '../../shared/host/runtime';
 import { buildMail } from '../helpers/mail';
 import { drainNow } from '../helpers/stack';
 

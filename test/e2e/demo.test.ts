@@ -5,6 +5,7 @@
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
+
 import { describe, expect, it } from 'vitest';
 
 describe('the demo', () => {

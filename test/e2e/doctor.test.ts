@@ -2,13 +2,14 @@
  * `inboxq doctor`: each fault arranged on the local stack, and the step and fix it names.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LocalStack } from '../../localstack';
+
 import { main } from '../../cli/inboxq';
-import { runDoctor, type DoctorCheck } from '../../shared/doctor/doctor';
-import { createStorageClients } from '../../shared/storage/clients';
+import { LocalStack } from '../../localstack';
 import { MAIL_CONTAINER } from '../../shared/contract/messages';
 import { CONVERSATIONS_TABLE } from '../../shared/conversation/conversations';
+import { type DoctorCheck, runDoctor } from '../../shared/doctor/doctor';
 import { MAILBOXES_TABLE, MESSAGES_TABLE, REPLIES_TABLE } from '../../shared/ledger/ledger';
+import { createStorageClients } from '../../shared/storage/clients';
 
 let stack: LocalStack;
 beforeAll(async () => {

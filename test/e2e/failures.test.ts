@@ -2,8 +2,10 @@
  * Bad input gets a clear error and loses nothing: each failure named in issue 2, arranged on the
  * real local servers.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { LocalStack } from '../../localstack';
 import { freePort } from '../../localstack/net';
 import { hostQueueSettings, runQueueTrigger } from '../../localstack/queue-runner';
@@ -126,7 +128,7 @@ describe('mailbox', () => {
     const logs: string[] = [];
     const summary = await drainNow(stack, env, logs);
     expect(summary?.counts).toMatchObject({ seen: 3, queued: 2, quarantined: 1 });
-    const quarantined = summary!.outcomes.find((o) => o.outcome === 'quarantined')!;
+    const quarantined = summary.outcomes.find((o) => o.outcome === 'quarantined')!;
     expect(quarantined.reasons[0]).toContain('does not start with a header section');
     expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
     expect(await stack.readFolder(mailbox, 'inboxq-quarantine')).toHaveLength(1);

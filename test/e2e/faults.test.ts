@@ -2,8 +2,9 @@
  * Fault injection against the real local servers: each fault is retried with bounded backoff or
  * left for the next run, and never drops a mail or sends a reply twice.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { simpleParser } from 'mailparser';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { LocalStack } from '../../localstack';
 import { ImapFaultProxy, TcpProxy } from '../../localstack/proxies';
 import { hostQueueSettings, runQueueTrigger } from '../../localstack/queue-runner';

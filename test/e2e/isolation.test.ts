@@ -8,7 +8,9 @@
  * tests measure the machine, not the code).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { LocalStack } from '../../localstack';
 import { encodeQueueMessage, type TaskMessage } from '../../shared/contract/messages';
 import { ConversationStore } from '../../shared/conversation/conversations';

@@ -4,7 +4,9 @@
  */
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { LocalStack } from '../../localstack';
 import { MAIL_CONTAINER } from '../../shared/contract/messages';
 import { drainMailbox, type DrainStep } from '../../shared/drain/drain';

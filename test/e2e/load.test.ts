@@ -4,6 +4,7 @@
  * reported, not asserted (benchmarks measure; tests check behaviour).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { LocalStack } from '../../localstack';
 import { drainMailbox, type DrainSummary } from '../../shared/drain/drain';
 import { runtimeFor } from '../../shared/host/runtime';

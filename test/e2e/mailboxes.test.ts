@@ -5,14 +5,15 @@
  */
 import { simpleParser } from 'mailparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { LocalStack } from '../../localstack';
 import { ImapFaultProxy } from '../../localstack/proxies';
 import { runQueueTrigger } from '../../localstack/queue-runner';
 import {
-  DRAIN_REQUESTS_QUEUE,
-  TASKS_QUEUE,
   decodeQueueMessage,
+  DRAIN_REQUESTS_QUEUE,
   type TaskMessage,
+  TASKS_QUEUE,
 } from '../../shared/contract/messages';
 import { ImapError } from '../../shared/errors';
 import { runtimeFor } from '../../shared/host/runtime';

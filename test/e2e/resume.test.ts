@@ -4,16 +4,17 @@
  * crash tests kill a real child process at the same boundaries.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { LocalStack } from '../../localstack';
 import { runQueueTrigger } from '../../localstack/queue-runner';
 import { encodeQueueMessage } from '../../shared/contract/messages';
 import { drainMailbox, type DrainStep } from '../../shared/drain/drain';
 import { runtimeFor } from '../../shared/host/runtime';
-import { sendReply, type ReplyStep } from '../../shared/reply/reply';
+import { type ReplyStep, sendReply } from '../../shared/reply/reply';
 import { memoryLogger } from '../../shared/telemetry/log';
+import { TaskWorker } from '../../shared/worker/worker';
 import { buildMail } from '../helpers/mail';
 import { clearTasks, handlersFor, peekTasks, queue, REPLIES_QUEUE } from '../helpers/stack';
-import { TaskWorker } from '../../shared/worker/worker';
 
 let stack: LocalStack;
 beforeAll(async () => {

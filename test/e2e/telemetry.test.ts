@@ -2,16 +2,17 @@
  * Custom metrics, read through an in-memory OpenTelemetry reader, and the function registrations
  * the Functions host would read (captured, as the host can't run here).
  */
+import { app } from '@azure/functions';
 import { metrics } from '@opentelemetry/api';
 import {
   AggregationTemporality,
+  type DataPoint,
   MeterProvider,
   MetricReader,
-  type DataPoint,
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { app } from '@azure/functions';
+
 import { LocalStack } from '../../localstack';
 import { drainMailbox } from '../../shared/drain/drain';
 import { runtimeFor } from '../../shared/host/runtime';
@@ -88,7 +89,7 @@ describe('function registrations', () => {
   it('register the schedule, the drain, reply and poison queue triggers and the start hook as the host expects', async () => {
     const timer = vi.spyOn(app, 'timer').mockImplementation(() => undefined);
     const queue = vi.spyOn(app, 'storageQueue').mockImplementation(() => undefined);
-    const appStart = vi.spyOn(app.hook, 'appStart').mockImplementation(() => ({ dispose: () => undefined }) as never);
+    const appStart = vi.spyOn(app.hook, 'appStart').mockImplementation(() => ({ dispose: () => undefined }));
     await import('../../functions/schedule.js');
     await import('../../functions/drain.js');
     await import('../../functions/reply.js');

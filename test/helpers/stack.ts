@@ -1,20 +1,22 @@
 /** Test-side access to the local stack's Storage and the handlers, as the Functions host would call them. */
 import { randomUUID } from 'node:crypto';
+
+import { TableClient } from '@azure/data-tables';
 import { InvocationContext, type Timer } from '@azure/functions';
 import { QueueClient } from '@azure/storage-queue';
-import { TableClient } from '@azure/data-tables';
+
+import type { LocalStack } from '../../localstack';
+import { runQueueTrigger } from '../../localstack/queue-runner';
 import {
   decodeQueueMessage,
   DRAIN_REQUESTS_QUEUE,
   REPLIES_QUEUE,
-  TASKS_QUEUE,
   type TaskMessage,
+  TASKS_QUEUE,
 } from '../../shared/contract/messages';
 import type { DrainSummary } from '../../shared/drain/drain';
 import { createHandlers, type DrainOutcome, type Handlers } from '../../shared/host/handlers';
 import { deploymentFor } from '../../shared/host/runtime';
-import type { LocalStack } from '../../localstack';
-import { runQueueTrigger } from '../../localstack/queue-runner';
 
 export function timer(): Timer {
   return {

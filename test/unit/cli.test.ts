@@ -2,7 +2,9 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+
 import { describe, expect, it } from 'vitest';
+
 import { main, settingsFromEnvironment } from '../../cli/inboxq';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'inboxq-cli-'));
@@ -95,7 +97,7 @@ describe('inboxq check-sender', () => {
     [['check-sender', '--bogus', pass], 'Unknown option'],
     [['frobnicate'], 'unknown command "frobnicate"'],
   ])('%j is a usage error (exit 2)', async (args, message) => {
-    const r = await main(args as string[]);
+    const r = await main(args);
     expect(r.code).toBe(2);
     expect(r.stdout).toBe('');
     expect(r.stderr).toContain(message);

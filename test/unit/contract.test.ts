@@ -1,14 +1,16 @@
-import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
+
+import { describe, expect, it } from 'vitest';
+
+import { hostQueueSettings } from '../../localstack/queue-runner';
+import { contractJsonSchemas } from '../../shared/contract/json-schema';
 import { decodeQueueMessage, encodeQueueMessage, replyMessageSchema } from '../../shared/contract/messages';
+import { createHandlers } from '../../shared/host/handlers';
 import { deriveTaskId } from '../../shared/identity/ids';
 import { partitionKey } from '../../shared/ledger/ledger';
 import { replySubject } from '../../shared/reply/compose';
 import { sanitizeFilename } from '../../shared/storage/blobs';
 import { formatLine } from '../../shared/telemetry/log';
-import { hostQueueSettings } from '../../localstack/queue-runner';
-import { createHandlers } from '../../shared/host/handlers';
-import { contractJsonSchemas } from '../../shared/contract/json-schema';
 
 describe('the queue contract', () => {
   it('round-trips base64 JSON, and reads plain JSON from senders that do not encode', () => {

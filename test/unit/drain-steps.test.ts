@@ -3,13 +3,15 @@
  * content types, which failures are a mail's and which the run's, poison-mail planning, which mails
  * are acknowledged, the verdict's independence from the body, and the header parse.
  */
+import { type AddressObject, simpleParser } from 'mailparser';
 import { describe, expect, it } from 'vitest';
+
 import type { SenderPolicy } from '../../shared/config/settings';
 import { failureReason, isRunFailure } from '../../shared/drain/mail';
 import { toAcknowledge } from '../../shared/drain/steps/acknowledge';
 import { claimRecord } from '../../shared/drain/steps/claim';
-import { queuedPatch } from '../../shared/drain/steps/queue';
 import { judgeOne, MAX_HEADER_BYTES } from '../../shared/drain/steps/judge';
+import { queuedPatch } from '../../shared/drain/steps/queue';
 import { countsAgainstMails, forgetGone, nextPlan, POISON_RUNS, suspect } from '../../shared/drain/suspects';
 import { ImapError, StorageError, TokenError } from '../../shared/errors';
 import {
@@ -26,7 +28,6 @@ import {
 import { LeaseLostError, suspectKey, type Suspects } from '../../shared/ledger/lease';
 import type { MessageRecord } from '../../shared/ledger/ledger';
 import { Ledger, ROW_BOUNDS } from '../../shared/ledger/ledger';
-import { simpleParser, type AddressObject } from 'mailparser';
 import { headerSection, MailParseError, normalizeMessageId, parseHeader } from '../../shared/mail/parse';
 import { judgeMail } from '../../shared/sender/judge';
 import { safeContentType, sanitizeFilename } from '../../shared/storage/blobs';
@@ -95,7 +96,7 @@ describe('bounded row values', () => {
 
   it('every property of a claimed row stays within a table property, whatever the mail holds', async () => {
     const huge = 'x'.repeat(100_000);
-    const mail = await judgeOne(
+    const mail = judgeOne(
       {
         entry: { uid: 1, size: 10, internalDate: undefined },
         header: Buffer.from(
@@ -114,8 +115,8 @@ describe('bounded row values', () => {
       identity: `mid:${huge}`,
     };
     const writes: Record<string, unknown>[] = [];
-    const table = { createEntity: async (e: Record<string, unknown>) => (writes.push(e), { etag: '1' }) };
-    await new Ledger({ table: async () => table } as never).claimMessage(record);
+    const table = { createEntity: (e: Record<string, unknown>) => Promise.resolve((writes.push(e), { etag: '1' })) };
+    await new Ledger({ table: () => Promise.resolve(table) } as never).claimMessage(record);
     const entity = writes[0]!;
     for (const [k, v] of Object.entries(entity))
       if (typeof v === 'string') expect(v.length, k).toBeLessThanOrEqual(16_000);
@@ -131,11 +132,11 @@ const policy: SenderPolicy = {
 };
 
 describe('the verdict reads the header section only', () => {
-  it('a body nobody could parse does not change the verdict or its cost', async () => {
+  it('a body nobody could parse does not change the verdict or its cost', () => {
     const header = `Authentication-Results: ${eopPass('partner.test')}\r\nFrom: a@partner.test\r\nMessage-ID: <m@partner.test>\r\n\r\n`;
     const body = Buffer.alloc(5 * 1024 * 1024, 0x3c);
     const whole = Buffer.concat([Buffer.from(header), body]);
-    const judged = await judgeOne(
+    const judged = judgeOne(
       {
         entry: { uid: 1, size: whole.length, internalDate: undefined },
         header: headerSection(whole),
@@ -148,13 +149,13 @@ describe('the verdict reads the header section only', () => {
     expect(judged.accepted).toBe(true);
     expect(judged.identity).toBe('mid:<m@partner.test>');
     // The whole mail handed to the judge (as check-sender does): only its header section is read.
-    const direct = await judgeMail(whole, policy);
+    const direct = judgeMail(whole, policy);
     expect(direct).toMatchObject({ kind: 'mail', verdict: { verdict: 'accept' } });
   });
 
-  it('a header section over the bound is malformed, never parsed', async () => {
+  it('a header section over the bound is malformed, never parsed', () => {
     const header = Buffer.from(`From: a@partner.test\r\nX: ${'y'.repeat(MAX_HEADER_BYTES)}\r\n\r\n`);
-    const judged = await judgeOne(
+    const judged = judgeOne(
       { entry: { uid: 1, size: header.length, internalDate: undefined }, header, headerSha256: 'h', source: header },
       MAILBOX,
       policy,
@@ -334,6 +335,6 @@ describe('the header parse', () => {
     'From: group: a@p.test, b@p.test;\r\nTo: undisclosed-recipients:;\r\n\r\n',
   ])('reads %j as simpleParser does', async (raw) => {
     const source = Buffer.from(raw, 'utf8');
-    expect(await parseHeader(source)).toEqual(await viaSimpleParser(source));
+    expect(parseHeader(source)).toEqual(await viaSimpleParser(source));
   });
 });

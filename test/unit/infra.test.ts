@@ -4,7 +4,9 @@
  * every app setting the Bicep writes is one inboxq reads. (CI compiles and lints the Bicep itself.)
  */
 import { readFileSync } from 'node:fs';
+
 import { describe, expect, it } from 'vitest';
+
 import { SETTING_NAMES } from '../../shared/config/settings';
 import { DRAIN_REQUESTS_QUEUE, MAIL_CONTAINER, REPLIES_QUEUE, TASKS_QUEUE } from '../../shared/contract/messages';
 import { CONVERSATIONS_TABLE } from '../../shared/conversation/conversations';

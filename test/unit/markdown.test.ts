@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+
 import { renderMarkdown } from '../../shared/reply/markdown';
 
 describe('Markdown to HTML for a reply', () => {

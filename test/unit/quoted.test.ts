@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { outlookBareAddress, PROBE_CHARS, PROBE_LINE_CHARS, splitQuoted } from '../../shared/mail/quoted';
+
 import { subjectTags, withSubjectTag } from '../../shared/conversation/conversations';
+import { outlookBareAddress, PROBE_CHARS, PROBE_LINE_CHARS, splitQuoted } from '../../shared/mail/quoted';
 
 describe('quoted history', () => {
   it.each([

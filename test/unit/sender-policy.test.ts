@@ -3,8 +3,9 @@
  * the policy, the verdict, and a piece of the reason an admin reads.
  */
 import { describe, expect, it } from 'vitest';
+
 import type { SenderPolicy } from '../../shared/config/settings';
-import { evaluateSender, isAuthorized, type HeaderLine } from '../../shared/sender/policy';
+import { evaluateSender, type HeaderLine, isAuthorized } from '../../shared/sender/policy';
 
 const m365: SenderPolicy = {
   authorizedSenders: ['alice@example.com', '*@partner.org'],

@@ -4,7 +4,7 @@
  * its own. Asked again for a mail that a resumed run finds queued but not yet removed (the reply
  * ledger keeps it from being sent twice).
  */
-import { REPLIES_QUEUE, type AcknowledgementsMessage } from '../../contract/messages';
+import { type AcknowledgementsMessage, REPLIES_QUEUE } from '../../contract/messages';
 import { startedBy } from '../../identity/ids';
 import type { MessageRecord } from '../../ledger/ledger';
 import type { StorageClients } from '../../storage/clients';

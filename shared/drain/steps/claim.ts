@@ -7,7 +7,7 @@
  * set aside. Only a Storage failure as a whole ends the run.
  */
 import { isRefused, type Ledger, type MessageRecord } from '../../ledger/ledger';
-import { type ClaimedMail, type JudgedMail, type PerMail, ok } from '../mail';
+import { type ClaimedMail, type JudgedMail, ok, type PerMail } from '../mail';
 
 export function claimRecord(mail: JudgedMail, mailbox: string, uidValidity: bigint, nowIso: string): MessageRecord {
   const parsed = mail.judged.kind === 'mail' ? mail.judged.parsed : undefined;

@@ -11,14 +11,14 @@ import type { JudgedMail, ReadMail } from '../mail';
 /** A header section larger than this is not judged: the mail is set aside as malformed. */
 export const MAX_HEADER_BYTES = 1024 * 1024;
 
-export async function judgeOne(mail: ReadMail, mailbox: string, policy: SenderPolicy): Promise<JudgedMail> {
+export function judgeOne(mail: ReadMail, mailbox: string, policy: SenderPolicy): JudgedMail {
   const judged =
     mail.header.length > MAX_HEADER_BYTES
       ? ({
           kind: 'malformed',
           reason: `the header section is ${mail.header.length} bytes, over the ${MAX_HEADER_BYTES} bytes a mail may have`,
         } as const)
-      : await judgeMail(mail.header, policy, mail.entry.size);
+      : judgeMail(mail.header, policy, mail.entry.size);
   const accepted = judged.kind === 'mail' && judged.verdict.verdict === 'accept';
   const identity = mailIdentity(accepted, judged.kind === 'mail' ? judged.parsed.messageId : null, mail.headerSha256);
   return { ...mail, judged, accepted, identity, taskId: deriveTaskId(mailbox, identity) };

@@ -3,6 +3,7 @@
  * the batch; a large mail's header section only (its body is streamed later, once it is accepted).
  */
 import { createHash } from 'node:crypto';
+
 import { headerSection } from '../../mail/parse';
 import type { MailboxEntry, MailboxSession } from '../../mailbox/imap';
 import type { ReadMail } from '../mail';

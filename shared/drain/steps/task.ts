@@ -5,18 +5,19 @@
  * holds the text parts and a few upload blocks, never a large mail whole.
  */
 import type { Readable } from 'node:stream';
+
 import {
-  MAIL_CONTAINER,
-  MAX_QUEUE_MESSAGE_CHARS,
-  taskMessageSchema,
   type AttachmentRef,
   type BlobRef,
+  MAIL_CONTAINER,
+  MAX_QUEUE_MESSAGE_CHARS,
   type TaskMessage,
+  taskMessageSchema,
 } from '../../contract/messages';
 import type { ConversationDecision } from '../../conversation/conversations';
 import { InboxqError } from '../../errors';
-import { partitionKey, type MessageRecord } from '../../ledger/ledger';
-import { parseBody, parseStream, type ParsedHeader } from '../../mail/parse';
+import { type MessageRecord, partitionKey } from '../../ledger/ledger';
+import { parseBody, type ParsedHeader, parseStream } from '../../mail/parse';
 import { splitQuoted } from '../../mail/quoted';
 import { BlobStore, safeContentType, sanitizeFilename } from '../../storage/blobs';
 import { clip } from '../../storage/bounded';
