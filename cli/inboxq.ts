@@ -22,7 +22,8 @@ import { parseArgs } from 'node:util';
 import { parse as parseJson, type ParseError, printParseErrorCode } from 'jsonc-parser';
 import { z } from 'zod';
 
-import { type Env, findMailbox, loadDeployment, notConfiguredHere, type SenderPolicy } from '../shared/config/settings';
+import { findMailbox, loadDeployment, notConfiguredHere } from '../shared/config/deployment';
+import type { Env, SenderPolicy } from '../shared/config/types';
 import { formatDoctorReport, runDoctorAll } from '../shared/doctor/doctor';
 import { describeError } from '../shared/errors';
 import { judgeMail } from '../shared/sender/judge';

@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import { ManagedIdentityCredential } from '@azure/identity';
 import { ConfidentialClientApplication, type Configuration, LogLevel } from '@azure/msal-node';
 
-import type { InboxqConfig } from '../config/settings';
+import type { InboxqConfig } from '../config/types';
 import { InboxqError, TokenError } from '../errors';
 import { parseClientCertificate } from './certificate';
 import { readVaultSecret } from './keyvault';

@@ -8,7 +8,8 @@
  */
 import { ManagedIdentityCredential } from '@azure/identity';
 
-import { type Env, findMailbox, type InboxqConfig, loadDeployment, notConfiguredHere } from '../config/settings';
+import { findMailbox, loadDeployment, notConfiguredHere } from '../config/deployment';
+import type { Env, InboxqConfig } from '../config/types';
 import { DRAIN_REQUESTS_QUEUE, MAIL_CONTAINER, REPLIES_QUEUE } from '../contract/messages';
 import { CONVERSATIONS_TABLE } from '../conversation/conversations';
 import { parseClientCertificate } from '../credentials/certificate';

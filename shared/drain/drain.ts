@@ -17,7 +17,7 @@
  */
 import { randomUUID } from 'node:crypto';
 
-import type { InboxqConfig } from '../config/settings';
+import type { InboxqConfig } from '../config/types';
 import type { TokenSource } from '../credentials/token';
 import { describeError } from '../errors';
 import { LeaseLostError, MailboxLease, suspectKey } from '../ledger/lease';

@@ -4,7 +4,8 @@
  *
  * This is the one place that reads process.env (through `loadDeployment`).
  */
-import { type Env, findMailbox, type InboxqConfig, loadDeployment } from '../config/settings';
+import { findMailbox, loadDeployment } from '../config/deployment';
+import type { Env, InboxqConfig } from '../config/types';
 import { type ExchangeTokenProvider, tokenProviderFor } from '../credentials/token';
 import { Ledger } from '../ledger/ledger';
 import { createStorageClients, type StorageClients } from '../storage/clients';

@@ -4,8 +4,6 @@ import type { Readable } from 'node:stream';
 import { Headers } from '@zone-eu/mailsplit';
 import { type AddressObject, type AttachmentStream, MailParser, type MessageText, simpleParser } from 'mailparser';
 
-import type { HeaderLine } from '../sender/policy';
-
 /** MIME parts a mail may have (mailsplit's default is 1,000; a mail with 1,000 attachments is legitimate). */
 export const MAX_MIME_PARTS = 5000;
 /**
@@ -29,6 +27,14 @@ export interface ParsedAttachment {
 }
 
 /** What the verdict, the ledger and the task need of a mail's header section. */
+/** One header field of a mail, as the sender checks read it. */
+export interface HeaderLine {
+  /** Lower-cased field name. */
+  key: string;
+  /** The whole raw field as in the message, `Name: value`, possibly folded. */
+  line: string;
+}
+
 export interface ParsedHeader {
   headerLines: HeaderLine[];
   messageId: string | null;

@@ -12,7 +12,7 @@ import type { Readable } from 'node:stream';
 
 import { ImapFlow, type ImapFlowOptions } from 'imapflow';
 
-import type { InboxqConfig } from '../config/settings';
+import type { InboxqConfig } from '../config/types';
 import type { TokenSource } from '../credentials/token';
 import { ImapError, type ImapFailure } from '../errors';
 import type { Logger } from '../telemetry/log';

@@ -4,7 +4,7 @@
  * message per batch on the replies queue; the reply function sends each acknowledgement as a reply
  * like any other (threaded, tagged, paced, sent once) under a reply id of its own.
  */
-import type { InboxqConfig } from '../config/settings';
+import type { InboxqConfig } from '../config/types';
 import { acknowledgementsSchema, type ReplyMessage } from '../contract/messages';
 import { describeError, InboxqError } from '../errors';
 import type { MessageRecord } from '../ledger/ledger';

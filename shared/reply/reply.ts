@@ -18,7 +18,7 @@
  * Pacing: Exchange Online accepts 30 messages a minute per mailbox. When the minute is full, the
  * reply is put back on the queue, invisible until the next minute, instead of failing.
  */
-import type { InboxqConfig } from '../config/settings';
+import type { InboxqConfig } from '../config/types';
 import {
   describeIssues,
   MAIL_CONTAINER,

@@ -9,7 +9,7 @@
 import nodemailer from 'nodemailer';
 import type Mail from 'nodemailer/lib/mailer';
 
-import type { InboxqConfig } from '../config/settings';
+import type { InboxqConfig } from '../config/types';
 import type { AccessToken, TokenSource } from '../credentials/token';
 import { SmtpError, type SmtpFailure } from '../errors';
 import type { Logger } from '../telemetry/log';

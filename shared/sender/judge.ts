@@ -2,7 +2,7 @@
  * The whole judgement of one raw mail, as the drain makes it and `inboxq check-sender` explains it:
  * is it a mail at all, and may its sender give work?
  */
-import type { SenderPolicy } from '../config/settings';
+import type { SenderPolicy } from '../config/types';
 import { headerSection, type ParsedHeader, parseHeader, structuralProblem } from '../mail/parse';
 import { evaluateSender, type SenderVerdict } from './policy';
 

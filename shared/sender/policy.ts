@@ -18,15 +18,9 @@
  */
 import addressparser from 'nodemailer/lib/addressparser';
 
-import type { SenderPolicy } from '../config/settings';
+import type { SenderPolicy } from '../config/types';
+import type { HeaderLine } from '../mail/parse';
 import { AuthResultsSyntaxError, parseAuthenticationResults } from './authentication-results';
-
-export interface HeaderLine {
-  /** Lower-cased field name. */
-  key: string;
-  /** The whole raw field as in the message, `Name: value`, possibly folded. */
-  line: string;
-}
 
 export type VerdictCode = 'accepted' | 'no-single-from' | 'auto-generated' | 'not-authenticated' | 'not-authorized';
 

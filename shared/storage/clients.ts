@@ -10,7 +10,7 @@ import { DefaultAzureCredential } from '@azure/identity';
 import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
 import { type QueueClient, QueueServiceClient } from '@azure/storage-queue';
 
-import type { StorageConnection } from '../config/settings';
+import type { StorageConnection } from '../config/types';
 import { StorageError } from '../errors';
 
 export interface StorageInventory {

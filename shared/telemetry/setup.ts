@@ -10,7 +10,7 @@
 import { ManagedIdentityCredential } from '@azure/identity';
 import { useAzureMonitor } from '@azure/monitor-opentelemetry';
 
-import type { Env } from '../config/settings';
+import type { Env } from '../config/types';
 
 let started = false;
 

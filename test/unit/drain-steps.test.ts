@@ -6,7 +6,7 @@
 import { type AddressObject, simpleParser } from 'mailparser';
 import { describe, expect, it } from 'vitest';
 
-import type { SenderPolicy } from '../../shared/config/settings';
+import type { SenderPolicy } from '../../shared/config/types';
 import { failureReason, isRunFailure } from '../../shared/drain/mail';
 import { toAcknowledge } from '../../shared/drain/steps/acknowledge';
 import { claimRecord } from '../../shared/drain/steps/claim';

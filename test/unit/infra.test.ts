@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 
 import { describe, expect, it } from 'vitest';
 
-import { SETTING_NAMES } from '../../shared/config/settings';
+import { SETTING_NAMES } from '../../shared/config/schema';
 import { DRAIN_REQUESTS_QUEUE, MAIL_CONTAINER, REPLIES_QUEUE, TASKS_QUEUE } from '../../shared/contract/messages';
 import { CONVERSATIONS_TABLE } from '../../shared/conversation/conversations';
 import { MAILBOXES_TABLE, MESSAGES_TABLE, REPLIES_TABLE } from '../../shared/ledger/ledger';

@@ -4,8 +4,9 @@
  */
 import { describe, expect, it } from 'vitest';
 
-import type { SenderPolicy } from '../../shared/config/settings';
-import { evaluateSender, type HeaderLine, isAuthorized } from '../../shared/sender/policy';
+import type { SenderPolicy } from '../../shared/config/types';
+import type { HeaderLine } from '../../shared/mail/parse';
+import { evaluateSender, isAuthorized } from '../../shared/sender/policy';
 
 const m365: SenderPolicy = {
   authorizedSenders: ['alice@example.com', '*@partner.org'],

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 
-import type { SenderPolicy } from '../../shared/config/settings';
+import type { SenderPolicy } from '../../shared/config/types';
 import { judgeMail } from '../../shared/sender/judge';
 
 const M365: SenderPolicy = {

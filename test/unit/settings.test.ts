@@ -1,14 +1,9 @@
 import { describe, expect, it } from 'vitest';
 
-import {
-  DEFAULT_ACKNOWLEDGEMENT_TEXT,
-  isNcrontab,
-  loadConfig,
-  loadDeployment,
-  parseSenderList,
-  SETTING_NAMES,
-} from '../../shared/config/settings';
+import { loadDeployment } from '../../shared/config/deployment';
+import { DEFAULT_ACKNOWLEDGEMENT_TEXT, isNcrontab, parseSenderList, SETTING_NAMES } from '../../shared/config/schema';
 import { ConfigError } from '../../shared/errors';
+import { loadConfig } from '../helpers/config';
 
 const base = {
   INBOXQ_MAILBOX: 'Agent@Company.com',

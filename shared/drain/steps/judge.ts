@@ -3,7 +3,7 @@
  * before its sender is accepted), and the identity the mail is claimed under: the Message-ID only
  * for an accepted mail, so a rejected one can never take a genuine mail's task id.
  */
-import type { SenderPolicy } from '../../config/settings';
+import type { SenderPolicy } from '../../config/types';
 import { deriveTaskId, mailIdentity } from '../../identity/ids';
 import { judgeMail } from '../../sender/judge';
 import type { JudgedMail, ReadMail } from '../mail';

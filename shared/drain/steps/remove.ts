@@ -3,7 +3,7 @@
  * destination), and its row says where it was when it left. A crash between the two leaves rows
  * that say `removed = false` for mail that is gone: the next run reconciles them (reconcile.ts).
  */
-import type { InboxqConfig } from '../../config/settings';
+import type { InboxqConfig } from '../../config/types';
 import type { Ledger } from '../../ledger/ledger';
 import type { MailboxSession } from '../../mailbox/imap';
 

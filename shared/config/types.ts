@@ -1,0 +1,84 @@
+/**
+ * The typed configuration: what the settings of one mailbox become once validated (mailbox.ts),
+ * and what every other module of inboxq reads instead of the app settings.
+ */
+
+/** Sender policy of one mailbox: who may give work, and how their mail must be authenticated. */
+export interface SenderPolicy {
+  /** Exact addresses and `*@domain` patterns, lower-cased. Empty admits no one. */
+  authorizedSenders: string[];
+  /** authserv-id of the first Authentication-Results header; "" means Microsoft 365 (EOP writes none). */
+  trustedAuthservId: string;
+  /** Accept `X-MS-Exchange-Organization-AuthAs: Internal` when there is no Authentication-Results header. */
+  microsoftInternalFallback: boolean;
+}
+
+export type ClientCredentialSource =
+  | { kind: 'secret-setting'; secret: string }
+  | { kind: 'keyvault-secret'; vaultUrl: string; secretName: string }
+  /** A certificate in Key Vault (PEM content type), read as its secret: certificate and private key. */
+  | { kind: 'keyvault-certificate'; vaultUrl: string; certificateName: string }
+  /** Secretless: the Function App's managed identity, as a federated credential on the app registration. */
+  | { kind: 'managed-identity'; identityClientId: string | undefined };
+
+export type StorageConnection =
+  | { kind: 'connection-string'; connectionString: string }
+  | {
+      kind: 'identity';
+      queueServiceUri: string;
+      tableServiceUri: string;
+      blobServiceUri: string;
+      /** Client id of a user-assigned managed identity, if any. */
+      clientId: string | undefined;
+    };
+
+export interface InboxqConfig {
+  /** The mailbox's key in INBOXQ_MAILBOXES; `default` when the deployment serves one mailbox. */
+  key: string;
+  mailbox: string;
+  /** The queue its tasks go to: `tasks`, or `tasks-<key>` when the deployment serves several mailboxes. */
+  tasksQueue: string;
+  senderPolicy: SenderPolicy;
+  identity: {
+    tenantId: string;
+    clientId: string;
+    authorityHost: string;
+    /** Resource of Exchange Online; the token scope is `${resource}/.default`. */
+    exchangeResource: string;
+    credential: ClientCredentialSource;
+  };
+  keyVault: {
+    /** Off Azure (a local vault endpoint) the challenge's resource can't be verified. */
+    verifyChallengeResource: boolean;
+  };
+  imap: { host: string; port: number; secure: boolean };
+  smtp: { host: string; port: number };
+  /** Extra CA certificates (PEM) trusted for every TLS peer; for local stacks and TLS-inspecting proxies. */
+  tlsCa: Buffer | undefined;
+  drain: {
+    processedAction: 'move' | 'delete';
+    processedFolder: string;
+    quarantineFolder: string;
+    maxMessagesPerRun: number;
+    runBudgetMs: number;
+    /** Stored mail (blobs) and ledger rows older than this are deleted; 0 keeps them. */
+    retentionDays: number;
+  };
+  reply: {
+    /** Replies sent per minute at most (Exchange Online: 30 per mailbox); 0 = no pacing. */
+    maxPerMinute: number;
+    /** Tell the sender when their answer can't be delivered (its reply ended in the poison queue). */
+    failureNotice: boolean;
+  };
+  /** A short threaded answer to the first mail of each conversation, with its task id. */
+  acknowledgement: { enabled: boolean; text: string };
+  storage: StorageConnection;
+}
+
+/** The app settings as the Functions host hands them over (process.env), or a test's own. */
+export type Env = Record<string, string | undefined>;
+
+/** Every mailbox of a deployment, validated together. */
+export interface Deployment {
+  mailboxes: InboxqConfig[];
+}
