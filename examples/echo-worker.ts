@@ -4,7 +4,7 @@
  * queue. inboxq's reply function sends the answer as a mail with a text and an HTML part,
  * threaded on the original and tagged with its conversation.
  *
- *   AzureWebJobsStorage=<connection string> node dist/examples/echo-worker.js [--queue tasks] [--once]
+ *   AzureWebJobsStorage=<connection string> node build/examples/echo-worker.js [--queue tasks] [--once]
  *
  * --queue: `tasks` for a deployment of one mailbox, `tasks-<key>` for the mailbox <key> of several.
  * Replace `work` with your own processing; everything else stays. A worker in another language

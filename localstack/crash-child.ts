@@ -2,7 +2,7 @@
  * A drain or reply run in a process of its own that kills itself (SIGKILL: no cleanup, no finally)
  * at a named step boundary: crash injection for the exactly-once tests.
  *
- *   node dist/localstack/crash-child.js '<json>'
+ *   node build/localstack/crash-child.js '<json>'
  *   json: { kind: 'drain' | 'reply', settings: {...}, dieAt?: step, occurrence?: n, dieAfterMs?: ms, nowOffsetMs?: ms, reply?: {...} }
  *
  * `dieAfterMs` kills it at a moment rather than a step: wherever the run happens to be.

@@ -18,7 +18,7 @@ export interface HostQueueSettings {
   batchSize: number;
 }
 
-/** The nearest host.json above this file: the repository root, from source or from dist/. */
+/** The nearest host.json above this file: the repository root, from source or from build/. */
 function findHostJson(): string {
   for (let dir = __dirname; ; dir = path.dirname(dir)) {
     const candidate = path.join(dir, 'host.json');

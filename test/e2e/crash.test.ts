@@ -24,7 +24,7 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-const CHILD = path.resolve('dist/localstack/crash-child.js');
+const CHILD = path.resolve('build/localstack/crash-child.js');
 
 function runChild(
   order: Record<string, unknown>,

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 
 describe('the demo', () => {
   it('drains the seeded inbox, acknowledges, answers, and answers the follow-up in the same conversation', async () => {
-    const { stdout } = await promisify(execFile)(process.execPath, [path.resolve('dist/scripts/demo.js')], {
+    const { stdout } = await promisify(execFile)(process.execPath, [path.resolve('build/scripts/demo.js')], {
       timeout: 120_000,
       env: { ...process.env, NO_COLOR: '1' },
     });
