@@ -25,7 +25,7 @@
 import type { TableClient, TableEntityResult, TransactionAction } from '@azure/data-tables';
 
 import { CONVERSATION_ID_CANDIDATES, conversationIdFor, subjectTags, taskIdOfMessageId } from '../identity/ids';
-import { partitionKey } from '../ledger/ledger';
+import { partitionKey } from '../ledger/rows';
 import { MAX_MESSAGE_ID_CHARS } from '../mail/parse';
 import { boundedJsonList, clip } from '../storage/bounded';
 import { type StorageClients, storageError, tableErrorCode } from '../storage/clients';

@@ -22,7 +22,7 @@ import {
   tokenProviderFor,
 } from '../credentials/token';
 import { ConfigError, describeError, ImapError, InboxqError, SmtpError } from '../errors';
-import { MAILBOXES_TABLE, MESSAGES_TABLE, REPLIES_TABLE } from '../ledger/ledger';
+import { MAILBOXES_TABLE, MESSAGES_TABLE, REPLIES_TABLE } from '../ledger/rows';
 import { MailboxSession } from '../mailbox/imap';
 import { verifySmtp } from '../reply/smtp';
 import { findMissingResources } from '../storage/clients';

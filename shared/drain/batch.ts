@@ -14,7 +14,7 @@
 import pLimit from 'p-limit';
 
 import type { TaskMessage } from '../contract/messages';
-import type { MessageRecord } from '../ledger/ledger';
+import type { MessageRecord } from '../ledger/rows';
 import type { MailboxEntry, MailboxSession } from '../mailbox/imap';
 import { inboxqMetrics } from '../telemetry/metrics';
 import type { DrainDeps, DrainStep } from './drain';

@@ -8,7 +8,7 @@
 import type { ConversationDecision } from '../conversation/conversations';
 import { describeError, ImapError, InboxqError, KeyVaultError, StorageError, TokenError } from '../errors';
 import { LeaseLostError } from '../ledger/lease';
-import type { MessageRecord } from '../ledger/ledger';
+import type { MessageRecord } from '../ledger/rows';
 import { MailParseError } from '../mail/parse';
 import type { MailboxEntry } from '../mailbox/imap';
 import type { Judgement } from '../sender/judge';

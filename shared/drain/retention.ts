@@ -1,6 +1,6 @@
 /** Retention: the blobs and ledger rows of mail older than the retention setting, a batch per run. */
 import { MAIL_CONTAINER } from '../contract/messages';
-import { partitionKey } from '../ledger/ledger';
+import { partitionKey } from '../ledger/rows';
 import { BlobStore } from '../storage/blobs';
 import type { DrainDeps } from './drain';
 

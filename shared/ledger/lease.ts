@@ -17,7 +17,7 @@ import type { TableClient } from '@azure/data-tables';
 
 import { clip } from '../storage/bounded';
 import { type StorageClients, storageError, tableErrorCode } from '../storage/clients';
-import { MAILBOXES_TABLE, partitionKey } from './ledger';
+import { MAILBOXES_TABLE, partitionKey } from './rows';
 
 const LEASE_PARTITION = 'lease';
 /** Suspects a row keeps at most (the most failed first); a property holds 32K characters. */

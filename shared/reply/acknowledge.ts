@@ -7,7 +7,7 @@
 import type { InboxqConfig } from '../config/types';
 import { acknowledgementsSchema, type ReplyMessage } from '../contract/messages';
 import { describeError, InboxqError } from '../errors';
-import type { MessageRecord } from '../ledger/ledger';
+import type { MessageRecord } from '../ledger/rows';
 import { ACKNOWLEDGEMENT_REPLY_ID, type ReplyDeps, sendReply } from './reply';
 
 export { ACKNOWLEDGEMENT_REPLY_ID };

@@ -2,7 +2,7 @@ import type Mail from 'nodemailer/lib/mailer';
 
 import type { ReplyMessage } from '../contract/messages';
 import { replyMessageId, withSubjectTag } from '../identity/ids';
-import type { MessageRecord } from '../ledger/ledger';
+import type { MessageRecord } from '../ledger/rows';
 import { renderMarkdown } from './markdown';
 
 export { replyMessageId };

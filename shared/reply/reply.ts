@@ -28,7 +28,9 @@ import {
 } from '../contract/messages';
 import type { TokenSource } from '../credentials/token';
 import { InvalidMessageError, ReplyInProgressError, SmtpError, UnknownTaskError } from '../errors';
-import { type Ledger, type MessageRecord, type ReplyRecord, takeSendingSlot } from '../ledger/ledger';
+import type { Ledger } from '../ledger/ledger';
+import { takeSendingSlot } from '../ledger/pacing';
+import type { MessageRecord, ReplyRecord } from '../ledger/rows';
 import { MailboxSession } from '../mailbox/imap';
 import { BlobStore } from '../storage/blobs';
 import type { StorageClients } from '../storage/clients';

@@ -25,7 +25,7 @@ import {
   TASKS_QUEUE,
 } from '../contract/messages';
 import { InvalidMessageError } from '../errors';
-import { partitionKey } from '../ledger/ledger';
+import { partitionKey } from '../ledger/rows';
 import { BlobStore } from '../storage/blobs';
 import { createStorageClients, type StorageClients } from '../storage/clients';
 import { sendQueueMessage } from '../storage/queues';

@@ -8,7 +8,7 @@ import { LocalStack } from '../../localstack';
 import { MAIL_CONTAINER } from '../../shared/contract/messages';
 import { CONVERSATIONS_TABLE } from '../../shared/conversation/conversations';
 import { type DoctorCheck, runDoctor } from '../../shared/doctor/doctor';
-import { MAILBOXES_TABLE, MESSAGES_TABLE, REPLIES_TABLE } from '../../shared/ledger/ledger';
+import { MAILBOXES_TABLE, MESSAGES_TABLE, REPLIES_TABLE } from '../../shared/ledger/rows';
 import { createStorageClients } from '../../shared/storage/clients';
 
 let stack: LocalStack;

@@ -11,7 +11,7 @@ import { LocalStack } from '../../localstack';
 import { MAIL_CONTAINER } from '../../shared/contract/messages';
 import { drainMailbox, type DrainStep } from '../../shared/drain/drain';
 import { runtimeFor } from '../../shared/host/runtime';
-import { partitionKey } from '../../shared/ledger/ledger';
+import { partitionKey } from '../../shared/ledger/rows';
 import { memoryLogger } from '../../shared/telemetry/log';
 import { buildMail } from '../helpers/mail';
 import { clearTasks, takeAllTasks } from '../helpers/stack';

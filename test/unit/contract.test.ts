@@ -7,7 +7,7 @@ import { contractJsonSchemas } from '../../shared/contract/json-schema';
 import { decodeQueueMessage, encodeQueueMessage, replyMessageSchema } from '../../shared/contract/messages';
 import { createHandlers } from '../../shared/host/handlers';
 import { deriveTaskId } from '../../shared/identity/ids';
-import { partitionKey } from '../../shared/ledger/ledger';
+import { partitionKey } from '../../shared/ledger/rows';
 import { replySubject } from '../../shared/reply/compose';
 import { sanitizeFilename } from '../../shared/storage/blobs';
 import { formatLine } from '../../shared/telemetry/log';

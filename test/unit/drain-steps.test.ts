@@ -26,8 +26,9 @@ import {
   taskIdOfReceived,
 } from '../../shared/identity/ids';
 import { LeaseLostError, suspectKey, type Suspects } from '../../shared/ledger/lease';
-import type { MessageRecord } from '../../shared/ledger/ledger';
-import { Ledger, ROW_BOUNDS } from '../../shared/ledger/ledger';
+import { Ledger } from '../../shared/ledger/ledger';
+import type { MessageRecord } from '../../shared/ledger/rows';
+import { ROW_BOUNDS } from '../../shared/ledger/rows';
 import { headerSection, MailParseError, normalizeMessageId, parseHeader } from '../../shared/mail/parse';
 import { judgeMail } from '../../shared/sender/judge';
 import { safeContentType, sanitizeFilename } from '../../shared/storage/blobs';

@@ -6,7 +6,7 @@
  */
 import { type AcknowledgementsMessage, REPLIES_QUEUE } from '../../contract/messages';
 import { startedBy } from '../../identity/ids';
-import type { MessageRecord } from '../../ledger/ledger';
+import type { MessageRecord } from '../../ledger/rows';
 import type { StorageClients } from '../../storage/clients';
 import { sendQueueMessage } from '../../storage/queues';
 

@@ -6,7 +6,8 @@
  * refuses one all the same, that mail is claimed with a row that keeps only its identifiers and is
  * set aside. Only a Storage failure as a whole ends the run.
  */
-import { isRefused, type Ledger, type MessageRecord } from '../../ledger/ledger';
+import { isRefused, type Ledger } from '../../ledger/ledger';
+import type { MessageRecord } from '../../ledger/rows';
 import { type ClaimedMail, type JudgedMail, ok, type PerMail } from '../mail';
 
 export function claimRecord(mail: JudgedMail, mailbox: string, uidValidity: bigint, nowIso: string): MessageRecord {

@@ -3,7 +3,7 @@
  * say once it is recorded. A message Storage refuses for what it carries sets that mail aside.
  */
 import type { TaskMessage } from '../../contract/messages';
-import type { MessageRecord } from '../../ledger/ledger';
+import type { MessageRecord } from '../../ledger/rows';
 import type { StorageClients } from '../../storage/clients';
 import { sendQueueMessage } from '../../storage/queues';
 import { type ConversedMail, ok, type PerMail, perMail } from '../mail';

@@ -4,7 +4,8 @@
  * it refuses all the same holds its mail in INBOX for the next run (where poison-mail detection
  * sets it aside if it keeps failing).
  */
-import { isRefused, type Ledger, type MessageRecord } from '../../ledger/ledger';
+import { isRefused, type Ledger } from '../../ledger/ledger';
+import type { MessageRecord } from '../../ledger/rows';
 import { ok, type PerMail } from '../mail';
 
 export async function recordBatch(

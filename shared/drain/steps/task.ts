@@ -16,7 +16,7 @@ import {
 } from '../../contract/messages';
 import type { ConversationDecision } from '../../conversation/conversations';
 import { InboxqError } from '../../errors';
-import { type MessageRecord, partitionKey } from '../../ledger/ledger';
+import { type MessageRecord, partitionKey } from '../../ledger/rows';
 import { parseBody, type ParsedHeader, parseStream } from '../../mail/parse';
 import { splitQuoted } from '../../mail/quoted';
 import { BlobStore, safeContentType, sanitizeFilename } from '../../storage/blobs';

@@ -1,0 +1,49 @@
+/**
+ * The sending pace of a mailbox: one row per mailbox in inboxqMailboxes (partition `pace`) counts
+ * the replies sent in the current minute, shared by every instance that sends for the mailbox.
+ */
+import { type StorageClients, storageError, tableErrorCode } from '../storage/clients';
+import { MAILBOXES_TABLE, partitionKey } from './rows';
+
+const PACE_PARTITION = 'pace';
+
+/**
+ * Exchange Online accepts 30 messages a minute per mailbox over SMTP. A reply takes a slot in the
+ * current minute before it is sent; when the minute is full the caller defers the reply.
+ * Returns 0 when a slot was taken, otherwise the milliseconds until the next minute starts.
+ */
+export async function takeSendingSlot(
+  storage: StorageClients,
+  mailbox: string,
+  perMinute: number,
+  now: () => number = Date.now,
+): Promise<number> {
+  if (perMinute <= 0) return 0;
+  const table = await storage.table(MAILBOXES_TABLE);
+  const key = partitionKey(mailbox);
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const t = now();
+    const minute = Math.floor(t / 60_000);
+    let row: { minute: number; count: number; etag?: string } | undefined;
+    try {
+      const e = await table.getEntity<{ minute: number; count: number }>(PACE_PARTITION, key);
+      row = { minute: Number(e.minute), count: Number(e.count), etag: e.etag };
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode !== 404)
+        throw storageError('Reading the sending pace failed', err, mailbox);
+    }
+    const count = row && row.minute === minute ? row.count : 0;
+    if (count >= perMinute) return (minute + 1) * 60_000 - t;
+    const entity = { partitionKey: PACE_PARTITION, rowKey: key, minute, count: count + 1 };
+    try {
+      if (row) await table.updateEntity(entity, 'Replace', { etag: row.etag ?? '*' });
+      else await table.createEntity(entity);
+      return 0;
+    } catch (err) {
+      const code = tableErrorCode(err);
+      if (code === 'UpdateConditionNotSatisfied' || code === 'EntityAlreadyExists') continue;
+      throw storageError('Taking a sending slot failed', err, mailbox);
+    }
+  }
+  return 1000;
+}

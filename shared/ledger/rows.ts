@@ -1,0 +1,187 @@
+/**
+ * The rows of the ledger: what a mail's and a reply's rows hold, their states, and how a record
+ * becomes a table entity and back, every value a sender wrote bounded (ROW_BOUNDS) on the way in.
+ *
+ *   message: claimed -> queued | rejected | quarantined, then removed = true
+ *   reply:   sending -> sent, or sending -> unsent -> sending ... when the server refused an attempt
+ */
+import type { TableEntityResult } from '@azure/data-tables';
+
+import { boundedJsonList, clip } from '../storage/bounded';
+
+export const MESSAGES_TABLE = 'inboxqMessages';
+export const REPLIES_TABLE = 'inboxqReplies';
+export const MAILBOXES_TABLE = 'inboxqMailboxes';
+
+/** `failed`: the task was queued, but an answer to it ended in the poison queue. */
+export type MessageState = 'claimed' | 'queued' | 'rejected' | 'quarantined' | 'failed';
+
+export interface MessageRecord {
+  mailbox: string;
+  taskId: string;
+  state: MessageState;
+  removed: boolean;
+  /** `mid:<Message-ID>` or `sha256:<hash of the header section>`: what the task id was derived from. */
+  identity: string;
+  messageId: string | null;
+  headerSha256: string;
+  uid: number;
+  uidValidity: string;
+  sender: string | null;
+  subject: string;
+  inReplyTo: string | null;
+  references: string[];
+  /** The conversation an accepted mail belongs to; null until it is decided (and for rejected mail). */
+  conversationId: string | null;
+  reasons: string[];
+  receivedAt: string;
+  claimedAt: string;
+  updatedAt: string;
+  /** Set when a later run found the mail gone from INBOX while the row said otherwise (a crash between the MOVE and its record). */
+  reconciledAt?: string;
+  etag?: string;
+}
+
+/**
+ * sending: a delivery is sending it, or died doing so (then the Sent folder decides);
+ * unsent:  the last attempt was refused by the server (a 4xx/5xx answer), so nothing went out;
+ * sent:    done;
+ * failed:  it ended in the poison queue.
+ */
+export type ReplyState = 'sending' | 'unsent' | 'sent' | 'failed';
+
+export interface ReplyRecord {
+  mailbox: string;
+  taskId: string;
+  replyId: string;
+  state: ReplyState;
+  messageId: string;
+  attempts: number;
+  sendingSince: string;
+  /** The queue message whose delivery is sending it (or sent it); '' when not known. */
+  deliveryId: string;
+  sentAt: string | null;
+  etag?: string;
+}
+
+export interface RunRecord {
+  runId: string;
+  startedAt: string;
+  finishedAt: string;
+  outcome: 'ok' | 'partial' | 'failed';
+  counts: Record<string, number>;
+  error: string | null;
+}
+
+/** Table keys can't hold / \ # ? or control characters; addresses can. */
+export function partitionKey(mailbox: string): string {
+  return encodeURIComponent(mailbox.toLowerCase()).replace(
+    /[!'()*]/g,
+    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
+  );
+}
+
+/**
+ * Bounds of what a row keeps of a mail (characters; a string property holds 32K, an entity 1 MiB):
+ * every value a sender writes is cut to them, so no mail can make its row unwritable.
+ */
+export const ROW_BOUNDS = {
+  messageId: 1000,
+  identity: 1000,
+  subject: 1000,
+  sender: 320,
+  reasonsJson: 8000,
+  reason: 1000,
+  referencesJson: 16_000,
+  references: 30,
+} as const;
+
+export type Entity = Record<string, unknown> & { partitionKey: string; rowKey: string };
+
+export function toMessageEntity(r: MessageRecord): Entity {
+  return {
+    partitionKey: partitionKey(r.mailbox),
+    rowKey: r.taskId,
+    mailbox: r.mailbox,
+    state: r.state,
+    removed: r.removed,
+    identity: clip(r.identity, ROW_BOUNDS.identity),
+    messageId: clip(r.messageId ?? '', ROW_BOUNDS.messageId),
+    headerSha256: r.headerSha256,
+    uid: r.uid,
+    uidValidity: r.uidValidity,
+    sender: clip(r.sender ?? '', ROW_BOUNDS.sender),
+    subject: clip(r.subject, ROW_BOUNDS.subject),
+    inReplyTo: clip(r.inReplyTo ?? '', ROW_BOUNDS.messageId),
+    references: boundedJsonList(
+      r.references.slice(-ROW_BOUNDS.references),
+      ROW_BOUNDS.referencesJson,
+      ROW_BOUNDS.messageId,
+      'last',
+    ),
+    conversationId: r.conversationId ?? '',
+    reasons: boundedJsonList(r.reasons, ROW_BOUNDS.reasonsJson, ROW_BOUNDS.reason, 'first'),
+    receivedAt: r.receivedAt,
+    claimedAt: r.claimedAt,
+    updatedAt: r.updatedAt,
+    ...(r.reconciledAt ? { reconciledAt: r.reconciledAt } : {}),
+  };
+}
+
+export function fromMessageEntity(e: TableEntityResult<Record<string, unknown>>): MessageRecord {
+  const s = (k: string) => (typeof e[k] === 'string' ? e[k] : '');
+  return {
+    mailbox: s('mailbox'),
+    taskId: e.rowKey ?? '',
+    state: s('state') as MessageState,
+    removed: e['removed'] === true,
+    identity: s('identity'),
+    messageId: s('messageId') || null,
+    headerSha256: s('headerSha256'),
+    uid: Number(e['uid'] ?? 0),
+    uidValidity: s('uidValidity'),
+    sender: s('sender') || null,
+    subject: s('subject'),
+    inReplyTo: s('inReplyTo') || null,
+    references: JSON.parse(s('references') || '[]') as string[],
+    conversationId: s('conversationId') || null,
+    reasons: JSON.parse(s('reasons') || '[]') as string[],
+    receivedAt: s('receivedAt'),
+    claimedAt: s('claimedAt'),
+    updatedAt: s('updatedAt'),
+    ...(s('reconciledAt') ? { reconciledAt: s('reconciledAt') } : {}),
+    etag: e.etag,
+  };
+}
+
+export function toReplyEntity(r: ReplyRecord): Entity {
+  return {
+    partitionKey: partitionKey(r.mailbox),
+    rowKey: `${r.taskId}.${r.replyId}`,
+    mailbox: r.mailbox,
+    taskId: r.taskId,
+    replyId: r.replyId,
+    state: r.state,
+    messageId: r.messageId,
+    attempts: r.attempts,
+    sendingSince: r.sendingSince,
+    deliveryId: r.deliveryId,
+    sentAt: r.sentAt ?? '',
+  };
+}
+
+export function fromReplyEntity(e: TableEntityResult<Record<string, unknown>>): ReplyRecord {
+  const s = (k: string) => (typeof e[k] === 'string' ? e[k] : '');
+  return {
+    mailbox: s('mailbox'),
+    taskId: s('taskId'),
+    replyId: s('replyId'),
+    state: s('state') as ReplyState,
+    messageId: s('messageId'),
+    attempts: Number(e['attempts'] ?? 0),
+    sendingSince: s('sendingSince'),
+    deliveryId: s('deliveryId'),
+    sentAt: s('sentAt') || null,
+    etag: e.etag,
+  };
+}
