@@ -25,7 +25,7 @@ import { z } from 'zod';
 import { findMailbox, loadDeployment, notConfiguredHere } from '../shared/config/deployment';
 import type { Env, SenderPolicy } from '../shared/config/types';
 import { formatDoctorReport, runDoctorAll } from '../shared/doctor/doctor';
-import { describeError } from '../shared/errors';
+import { describeError, InboxqError } from '../shared/errors';
 import { judgeMail } from '../shared/sender/judge';
 
 const USAGE = `usage:
@@ -38,7 +38,10 @@ Settings come from the environment; --settings FILE adds the Values of a local.s
 policy.json: {"authorizedSenders": ["alice@example.com", "*@partner.example"],
               "trustedAuthservId": "", "microsoftInternalFallback": true}`;
 
-export class UsageError extends Error {}
+/** The command line or the settings file it names is wrong: printed with the usage, exit 2. */
+export class UsageError extends InboxqError {
+  override readonly code = 'USAGE';
+}
 
 export const policyFileSchema = z
   .object({
@@ -266,7 +269,8 @@ export async function main(argv: string[], env: Env = process.env): Promise<CliR
     }
   } catch (err) {
     if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      return { code: 2, stdout: '', stderr: `inboxq: ${(err as Error).message}\n${USAGE}\n` };
+      const what = err instanceof UsageError ? err.summary : (err as Error).message;
+      return { code: 2, stdout: '', stderr: `inboxq: ${what}\n${USAGE}\n` };
     }
     return { code: 2, stdout: '', stderr: `inboxq: ${describeError(err)}\n` };
   }

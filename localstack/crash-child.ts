@@ -10,9 +10,9 @@
  * Prints one JSON line with the outcome when it lives to the end.
  */
 import { drainMailbox, type DrainStep } from '../shared/drain/drain';
-import { runtimeFor } from '../shared/host/runtime';
 import { type ReplyStep, sendReply } from '../shared/reply/reply';
 import { memoryLogger } from '../shared/telemetry/log';
+import { runtimeFor } from './runtime';
 
 interface ChildOrder {
   kind: 'drain' | 'reply';

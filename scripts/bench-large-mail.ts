@@ -2,8 +2,8 @@
  * Child of `npm run bench`: drains the mailbox the parent seeded with one mail with a 50 MB
  * attachment, sampling its own resident memory. Prints {"peakGrowth", "size"} (bytes) as its last line.
  */
+import { runtimeFor } from '../localstack/runtime';
 import { drainMailbox } from '../shared/drain/drain';
-import { runtimeFor } from '../shared/host/runtime';
 import { silentLogger } from '../shared/telemetry/log';
 
 async function main(): Promise<void> {

@@ -21,10 +21,11 @@ import nodemailer from 'nodemailer';
 import { EXCHANGE_ROLES, exitOnSignals, LocalStack } from '../localstack';
 import { EXCHANGE_AUDIENCE } from '../localstack/idp';
 import { runQueueTrigger } from '../localstack/queue-runner';
+import { runtimeFor } from '../localstack/runtime';
 import { encodeQueueMessage, REPLIES_QUEUE, TASKS_QUEUE } from '../shared/contract/messages';
 import { drainMailbox } from '../shared/drain/drain';
 import { createHandlers } from '../shared/host/handlers';
-import { deploymentFor, runtimeFor } from '../shared/host/runtime';
+import { deploymentFor } from '../shared/host/runtime';
 import { composeReply } from '../shared/reply/compose';
 import { silentLogger } from '../shared/telemetry/log';
 

@@ -5,6 +5,8 @@
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 
+import { InboxqError } from '../errors';
+
 export interface ClientCertificate {
   privateKey: string;
   thumbprintSha256: string;
@@ -13,8 +15,9 @@ export interface ClientCertificate {
   notAfter: Date;
 }
 
-export class CertificateFormatError extends Error {
-  override readonly name = 'CertificateFormatError';
+/** The certificate read from Key Vault is not a PEM bundle MSAL can use. */
+export class CertificateFormatError extends InboxqError {
+  override readonly code = 'CERTIFICATE_FORMAT';
 }
 
 export function parseClientCertificate(pem: string): ClientCertificate {

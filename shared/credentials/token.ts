@@ -16,13 +16,13 @@ import { ConfidentialClientApplication, type Configuration, LogLevel } from '@az
 
 import type { InboxqConfig } from '../config/types';
 import { InboxqError, TokenError } from '../errors';
+import { inboxqMetrics } from '../telemetry/metrics';
 import { parseClientCertificate } from './certificate';
 import { readVaultSecret } from './keyvault';
+import { CaTrustingNetworkClient } from './tls';
 
 /** The audience Entra ID accepts a managed identity's token for, as a federated client assertion. */
 export const FEDERATION_SCOPE = 'api://AzureADTokenExchange/.default';
-import { inboxqMetrics } from '../telemetry/metrics';
-import { CaTrustingNetworkClient } from './tls';
 
 export interface AccessToken {
   token: string;
@@ -184,7 +184,7 @@ export class ExchangeTokenProvider implements TokenSource {
           cert = parseClientCertificate(read.value);
         } catch (err) {
           throw new TokenError(
-            `Key Vault certificate ${c.certificateName} can't be used: ${(err as Error).message}`,
+            `Key Vault certificate ${c.certificateName} can't be used: ${err instanceof InboxqError ? err.summary : (err as Error).message}`,
             undefined,
             {
               mailbox,

@@ -17,14 +17,10 @@
  */
 import { randomUUID } from 'node:crypto';
 
-import type { InboxqConfig } from '../config/types';
-import type { TokenSource } from '../credentials/token';
+import type { MailboxContext } from '../context';
 import { describeError } from '../errors';
 import { LeaseLostError, MailboxLease, suspectKey } from '../ledger/lease';
-import type { Ledger } from '../ledger/ledger';
 import { MailboxSession } from '../mailbox/imap';
-import type { StorageClients } from '../storage/clients';
-import type { Logger } from '../telemetry/log';
 import { inboxqMetrics } from '../telemetry/metrics';
 import { drainBatch, type MailResult } from './batch';
 import type { MailOutcome } from './mail';
@@ -41,15 +37,9 @@ export { INLINE_RAW_LIMIT, INLINE_TEXT_LIMIT } from './steps/task';
 export type DrainStep =
   'leased' | 'fetched' | 'claimed' | 'blobs-written' | 'queued' | 'recorded' | 'moved' | 'removed';
 
-export interface DrainDeps {
-  config: InboxqConfig;
-  tokens: TokenSource;
-  ledger: Ledger;
-  storage: StorageClients;
-  log: Logger;
+export interface DrainDeps extends MailboxContext {
   /** Called at each step boundary of each mail (crash and fault injection in tests). */
   onStep?: (step: DrainStep, info: { uid: number; taskId?: string }) => void | Promise<void>;
-  now?: () => number;
 }
 
 export interface DrainSummary {

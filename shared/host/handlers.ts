@@ -133,13 +133,7 @@ export function createHandlers(
         return { key: request.key, mailbox: request.mailbox, skipped: 'mailbox not served here' };
       }
       try {
-        const summary = await drainMailbox({
-          config: rt.config,
-          tokens: rt.tokens,
-          ledger: rt.ledger,
-          storage: rt.storage,
-          log,
-        });
+        const summary = await drainMailbox({ ...rt, log });
         return { key: request.key, mailbox: request.mailbox, summary };
       } catch (err) {
         // drainMailbox has logged the failure with its hint and recorded it in the ledger.
@@ -155,10 +149,7 @@ export function createHandlers(
       try {
         const rt = replyRuntime(deployment(log, 'The reply'), message);
         const deps = {
-          config: rt.config,
-          tokens: rt.tokens,
-          ledger: rt.ledger,
-          storage: rt.storage,
+          ...rt,
           log,
           ...(queueMessageId ? { deliveryId: queueMessageId } : {}),
         };
@@ -193,7 +184,7 @@ export function createHandlers(
         log.error(`A poisoned reply can't be tied to a mailbox and is dropped: ${describeError(err)}`);
         return;
       }
-      const deps = { config: rt.config, tokens: rt.tokens, ledger: rt.ledger, storage: rt.storage, log };
+      const deps = { ...rt, log };
       if (isAcknowledgementsMessage(message)) handlePoisonedAcknowledgements(message, deps);
       else await handlePoisonedReply(message, deps);
     },

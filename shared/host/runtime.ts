@@ -5,17 +5,15 @@
  * This is the one place that reads process.env (through `loadDeployment`).
  */
 import { findMailbox, loadDeployment } from '../config/deployment';
-import type { Env, InboxqConfig } from '../config/types';
+import type { Env } from '../config/types';
+import type { MailboxContext } from '../context';
 import { type ExchangeTokenProvider, tokenProviderFor } from '../credentials/token';
 import { Ledger } from '../ledger/ledger';
-import { createStorageClients, type StorageClients } from '../storage/clients';
+import { createStorageClients } from '../storage/clients';
 
-/** One mailbox's runtime. */
-export interface Runtime {
-  config: InboxqConfig;
+/** One mailbox as a warm instance keeps it: its MailboxContext but for the invocation's logger (`{ ...rt, log }`). */
+export interface Runtime extends Omit<MailboxContext, 'log' | 'now'> {
   tokens: ExchangeTokenProvider;
-  storage: StorageClients;
-  ledger: Ledger;
 }
 
 /** Every mailbox of the deployment, found by key or address. */
@@ -46,19 +44,6 @@ export function deploymentFor(env: Env): DeploymentRuntime {
     deployments.set(key, deployment);
   }
   return deployment;
-}
-
-/** The runtime of a deployment that serves one mailbox (tests and tools that look at one). */
-export function runtimeFor(env: Env, mailbox?: string): Runtime {
-  const deployment = deploymentFor(env);
-  if (mailbox !== undefined) {
-    const rt = deployment.find(mailbox);
-    if (!rt) throw new Error(`mailbox ${mailbox} is not configured in these settings`);
-    return rt;
-  }
-  if (deployment.mailboxes.length !== 1)
-    throw new Error(`these settings serve ${deployment.mailboxes.length} mailboxes: name one`);
-  return deployment.mailboxes[0]!;
 }
 
 let fromProcess: DeploymentRuntime | undefined;

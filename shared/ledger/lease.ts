@@ -15,6 +15,7 @@
  */
 import type { TableClient } from '@azure/data-tables';
 
+import { InboxqError } from '../errors';
 import { clip } from '../storage/bounded';
 import { type StorageClients, storageError, tableErrorCode } from '../storage/clients';
 import { MAILBOXES_TABLE, partitionKey } from './rows';
@@ -44,8 +45,9 @@ export interface RunState {
   killedBatch: { uidValidity: string; uids: number[] } | null;
 }
 
-export class LeaseLostError extends Error {
-  override readonly name = 'LeaseLostError';
+/** Another run took the mailbox's run lease: this run stops where it is, the other continues. */
+export class LeaseLostError extends InboxqError {
+  override readonly code = 'LEASE_LOST';
 }
 
 interface LeaseRow {

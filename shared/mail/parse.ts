@@ -4,6 +4,8 @@ import type { Readable } from 'node:stream';
 import { Headers } from '@zone-eu/mailsplit';
 import { type AddressObject, type AttachmentStream, MailParser, type MessageText, simpleParser } from 'mailparser';
 
+import { InboxqError } from '../errors';
+
 /** MIME parts a mail may have (mailsplit's default is 1,000; a mail with 1,000 attachments is legitimate). */
 export const MAX_MIME_PARTS = 5000;
 /**
@@ -152,8 +154,8 @@ export function structuralProblem(source: Buffer, totalSize = source.length): st
 }
 
 /** The body of a mail can't be parsed (too many parts, a structure the parser refuses). Only that mail is affected. */
-export class MailParseError extends Error {
-  override readonly name = 'MailParseError';
+export class MailParseError extends InboxqError {
+  override readonly code = 'MAIL_PARSE';
 }
 
 export interface StreamedAttachment {

@@ -18,7 +18,7 @@
  * Pacing: Exchange Online accepts 30 messages a minute per mailbox. When the minute is full, the
  * reply is put back on the queue, invisible until the next minute, instead of failing.
  */
-import type { InboxqConfig } from '../config/types';
+import type { MailboxContext } from '../context';
 import {
   describeIssues,
   MAIL_CONTAINER,
@@ -26,16 +26,12 @@ import {
   type ReplyMessage,
   replyMessageSchema,
 } from '../contract/messages';
-import type { TokenSource } from '../credentials/token';
 import { InvalidMessageError, ReplyInProgressError, SmtpError, UnknownTaskError } from '../errors';
-import type { Ledger } from '../ledger/ledger';
 import { takeSendingSlot } from '../ledger/pacing';
 import type { MessageRecord, ReplyRecord } from '../ledger/rows';
 import { MailboxSession } from '../mailbox/imap';
 import { BlobStore } from '../storage/blobs';
-import type { StorageClients } from '../storage/clients';
 import { sendQueueMessage } from '../storage/queues';
-import type { Logger } from '../telemetry/log';
 import { inboxqMetrics } from '../telemetry/metrics';
 import { type ComposedAttachment, composeReply, replyMessageId } from './compose';
 import { sendMail } from './smtp';
@@ -49,14 +45,8 @@ export const ACKNOWLEDGEMENT_REPLY_ID = 'inboxq-ack';
 
 export type ReplyStep = 'claimed' | 'smtp-accepted' | 'recorded';
 
-export interface ReplyDeps {
-  config: InboxqConfig;
-  tokens: TokenSource;
-  ledger: Ledger;
-  storage: StorageClients;
-  log: Logger;
+export interface ReplyDeps extends MailboxContext {
   onStep?: (step: ReplyStep, info: { taskId: string; replyId: string }) => void | Promise<void>;
-  now?: () => number;
   /** The id of the queue message being delivered (the trigger's `id`): tells a duplicate request from a redelivery. */
   deliveryId?: string;
 }

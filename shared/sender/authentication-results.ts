@@ -14,6 +14,7 @@
  *   (`spf=pass (...) smtp.mailfrom=...; dmarc=pass action=none header.from=...`), and its
  *   non-standard `action=` / `compauth=` extras, kept as plain properties.
  */
+import { InboxqError } from '../errors';
 
 export interface AuthResult {
   /** Lower-cased method, without a version: `dmarc`, `spf`, `dkim`, `compauth`, ... */
@@ -32,8 +33,9 @@ export interface AuthenticationResults {
   results: AuthResult[];
 }
 
-export class AuthResultsSyntaxError extends Error {
-  override readonly name = 'AuthResultsSyntaxError';
+/** An Authentication-Results header that is not RFC 8601 (or EOP-shaped): the sender check fails closed. */
+export class AuthResultsSyntaxError extends InboxqError {
+  override readonly code = 'AUTH_RESULTS_SYNTAX';
 }
 
 type Token = { kind: 'word'; value: string; quoted: boolean } | { kind: ';' } | { kind: '=' };

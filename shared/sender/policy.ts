@@ -135,7 +135,7 @@ function authenticate(
   try {
     parsed = parseAuthenticationResults(authResults[0]!);
   } catch (err) {
-    const why = err instanceof AuthResultsSyntaxError ? err.message : 'unreadable';
+    const why = err instanceof AuthResultsSyntaxError ? err.summary : 'unreadable';
     return { ok: false, reason: `the first Authentication-Results header can't be parsed (${why})` };
   }
   const idText = parsed.authservId ? `authserv-id ${parsed.authservId}` : 'no authserv-id, as Microsoft 365 writes it';

@@ -9,8 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalStack } from '../../localstack';
 import { runQueueTrigger } from '../../localstack/queue-runner';
+import { runtimeFor } from '../../localstack/runtime';
 import { encodeQueueMessage } from '../../shared/contract/messages';
-import { runtimeFor } from '../../shared/host/runtime';
 import { TaskWorker } from '../../shared/worker/worker';
 import { buildMail, eopFail } from '../helpers/mail';
 import { drainNow, handlersFor, peekTasks, queue, REPLIES_QUEUE, table } from '../helpers/stack';

@@ -9,8 +9,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalStack } from '../../localstack';
+import { runtimeFor } from '../../localstack/runtime';
 import { LEASE_MS } from '../../shared/drain/drain';
-import { runtimeFor } from '../../shared/host/runtime';
 import { conversationIdFor } from '../../shared/identity/ids';
 import { REPLY_LEASE_MS } from '../../shared/reply/reply';
 import { buildMail, eopFail } from '../helpers/mail';

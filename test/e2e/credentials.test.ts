@@ -5,9 +5,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalStack } from '../../localstack';
+import { runtimeFor } from '../../localstack/runtime';
 import { peekClaims } from '../../shared/credentials/token';
 import { TokenError } from '../../shared/errors';
-import { runtimeFor } from '../../shared/host/runtime';
 import { buildMail } from '../helpers/mail';
 import { drainNow } from '../helpers/stack';
 

@@ -7,9 +7,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalStack } from '../../localstack';
+import { runtimeFor } from '../../localstack/runtime';
 import type { TaskMessage } from '../../shared/contract/messages';
 import { drainMailbox, type DrainSummary } from '../../shared/drain/drain';
-import { runtimeFor } from '../../shared/host/runtime';
 import { memoryLogger } from '../../shared/telemetry/log';
 import { TaskWorker } from '../../shared/worker/worker';
 import { eopPass } from '../helpers/mail';

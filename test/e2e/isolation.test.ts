@@ -12,11 +12,11 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalStack } from '../../localstack';
+import { runtimeFor } from '../../localstack/runtime';
 import { encodeQueueMessage, type TaskMessage } from '../../shared/contract/messages';
 import { ConversationStore } from '../../shared/conversation/conversations';
 import { drainMailbox, type DrainSummary } from '../../shared/drain/drain';
 import { POISON_RUNS } from '../../shared/drain/suspects';
-import { runtimeFor } from '../../shared/host/runtime';
 import { conversationIdFor, deriveTaskId, replyMessageId } from '../../shared/identity/ids';
 import { memoryLogger } from '../../shared/telemetry/log';
 import { TaskWorker } from '../../shared/worker/worker';

@@ -8,9 +8,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalStack } from '../../localstack';
+import { runtimeFor } from '../../localstack/runtime';
 import { MAIL_CONTAINER } from '../../shared/contract/messages';
 import { drainMailbox, type DrainStep } from '../../shared/drain/drain';
-import { runtimeFor } from '../../shared/host/runtime';
 import { partitionKey } from '../../shared/ledger/rows';
 import { memoryLogger } from '../../shared/telemetry/log';
 import { buildMail } from '../helpers/mail';

@@ -6,8 +6,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalStack } from '../../localstack';
+import { runtimeFor } from '../../localstack/runtime';
 import { drainMailbox, type DrainSummary } from '../../shared/drain/drain';
-import { runtimeFor } from '../../shared/host/runtime';
 import { memoryLogger } from '../../shared/telemetry/log';
 import { buildMail } from '../helpers/mail';
 import { clearTasks, takeAllTasks } from '../helpers/stack';

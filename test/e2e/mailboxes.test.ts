@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalStack } from '../../localstack';
 import { ImapFaultProxy } from '../../localstack/proxies';
 import { runQueueTrigger } from '../../localstack/queue-runner';
+import { runtimeFor } from '../../localstack/runtime';
 import {
   decodeQueueMessage,
   DRAIN_REQUESTS_QUEUE,
@@ -16,7 +17,6 @@ import {
   TASKS_QUEUE,
 } from '../../shared/contract/messages';
 import { ImapError } from '../../shared/errors';
-import { runtimeFor } from '../../shared/host/runtime';
 import { TaskWorker } from '../../shared/worker/worker';
 import { buildMail } from '../helpers/mail';
 import { context, handlersFor, queue, sendReplies, timer } from '../helpers/stack';

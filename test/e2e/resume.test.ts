@@ -7,9 +7,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalStack } from '../../localstack';
 import { runQueueTrigger } from '../../localstack/queue-runner';
+import { runtimeFor } from '../../localstack/runtime';
 import { encodeQueueMessage } from '../../shared/contract/messages';
 import { drainMailbox, type DrainStep } from '../../shared/drain/drain';
-import { runtimeFor } from '../../shared/host/runtime';
 import { type ReplyStep, sendReply } from '../../shared/reply/reply';
 import { memoryLogger } from '../../shared/telemetry/log';
 import { TaskWorker } from '../../shared/worker/worker';

@@ -14,8 +14,8 @@ import {
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { LocalStack } from '../../localstack';
+import { runtimeFor } from '../../localstack/runtime';
 import { drainMailbox } from '../../shared/drain/drain';
-import { runtimeFor } from '../../shared/host/runtime';
 import { sendReply } from '../../shared/reply/reply';
 import { memoryLogger } from '../../shared/telemetry/log';
 import { setupTelemetry } from '../../shared/telemetry/setup';

@@ -88,3 +88,15 @@ describe('the layout', () => {
     }
   });
 });
+
+describe('errors', () => {
+  it('every error class of the product extends InboxqError (only InboxqError extends Error)', () => {
+    const product = [...sources('functions'), ...sources('shared'), ...sources('cli')];
+    const plain = product.flatMap((f) =>
+      [...readFileSync(path.join(ROOT, f), 'utf8').matchAll(/class (\w+) extends (\w*Error)\b/g)]
+        .filter((m) => m[2] === 'Error' && m[1] !== 'InboxqError')
+        .map((m) => `${f}: ${m[1]}`),
+    );
+    expect(plain).toEqual([]);
+  });
+});
