@@ -194,7 +194,7 @@ export class LocalStack {
       settings: {
         INBOXQ_CLIENT_ID: clientId,
         INBOXQ_CLIENT_CREDENTIAL: 'managed-identity',
-        AZURE_CLIENT_ID: this.managedIdentity.clientId,
+        INBOXQ_MANAGED_IDENTITY_CLIENT_ID: this.managedIdentity.clientId,
       },
     };
   }
@@ -217,6 +217,7 @@ export class LocalStack {
       INBOXQ_KEYVAULT_URL: this.vault.url,
       INBOXQ_CLIENT_SECRET_NAME: CLIENT_SECRET_NAME,
       INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE: 'false',
+      INBOXQ_KEYVAULT_INSTANCE_DISCOVERY: 'false',
       INBOXQ_AUTHORITY_HOST: this.idp.url,
       INBOXQ_IMAP_HOST: '127.0.0.1',
       INBOXQ_IMAP_PORT: String(this.dovecot.imapPort),

@@ -46,8 +46,10 @@ var platformSettings = {
   AzureWebJobsStorage__blobServiceUri: storage.properties.primaryEndpoints.blob
   AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
   AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
-  // DefaultAzureCredential (Key Vault) and ManagedIdentityCredential (secretless) use this identity.
+  // The Azure SDK's own setting: DefaultAzureCredential reads Key Vault as this identity.
   AZURE_CLIENT_ID: identityClientId
+  // inboxq's: the identity whose token is the federated credential of the app registration (managed-identity mode).
+  INBOXQ_MANAGED_IDENTITY_CLIENT_ID: identityClientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
 }

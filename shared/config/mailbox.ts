@@ -54,7 +54,7 @@ export function loadMailbox(env: Env, key: string, overrideKey: string | null): 
 
   let credential: ClientCredentialSource | undefined;
   if (s.INBOXQ_CLIENT_CREDENTIAL === 'managed-identity') {
-    credential = { kind: 'managed-identity', identityClientId: s.AZURE_CLIENT_ID || undefined };
+    credential = { kind: 'managed-identity', identityClientId: s.INBOXQ_MANAGED_IDENTITY_CLIENT_ID?.toLowerCase() };
   } else if (s.INBOXQ_CLIENT_CREDENTIAL === 'certificate') {
     if (s.INBOXQ_KEYVAULT_URL === undefined)
       problems.push(`${nameOf('INBOXQ_KEYVAULT_URL')} is required: the client certificate is read from Key Vault`);
@@ -146,7 +146,10 @@ export function loadMailbox(env: Env, key: string, overrideKey: string | null): 
       exchangeResource: s.INBOXQ_EXCHANGE_RESOURCE,
       credential,
     },
-    keyVault: { verifyChallengeResource: s.INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE },
+    keyVault: {
+      verifyChallengeResource: s.INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE,
+      instanceDiscovery: s.INBOXQ_KEYVAULT_INSTANCE_DISCOVERY,
+    },
     imap: { host: s.INBOXQ_IMAP_HOST, port: s.INBOXQ_IMAP_PORT, secure: s.INBOXQ_IMAP_SECURE },
     smtp: { host: s.INBOXQ_SMTP_HOST, port: s.INBOXQ_SMTP_PORT },
     tlsCa,
@@ -156,9 +159,14 @@ export function loadMailbox(env: Env, key: string, overrideKey: string | null): 
       quarantineFolder: s.INBOXQ_QUARANTINE_FOLDER,
       maxMessagesPerRun: s.INBOXQ_MAX_MESSAGES_PER_RUN,
       runBudgetMs: s.INBOXQ_RUN_BUDGET_SECONDS * 1000,
+      leaseMs: s.INBOXQ_DRAIN_LEASE_SECONDS * 1000,
       retentionDays: s.INBOXQ_MAIL_RETENTION_DAYS,
     },
-    reply: { maxPerMinute: s.INBOXQ_SMTP_MAX_PER_MINUTE, failureNotice: s.INBOXQ_FAILURE_NOTICE },
+    reply: {
+      maxPerMinute: s.INBOXQ_SMTP_MAX_PER_MINUTE,
+      failureNotice: s.INBOXQ_FAILURE_NOTICE,
+      leaseMs: s.INBOXQ_REPLY_LEASE_SECONDS * 1000,
+    },
     acknowledgement: { enabled: s.INBOXQ_ACKNOWLEDGE, text: s.INBOXQ_ACKNOWLEDGEMENT_TEXT },
     storage,
   };

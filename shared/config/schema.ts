@@ -12,6 +12,10 @@ export const DEFAULT_AUTHORITY_HOST = 'https://login.microsoftonline.com';
 export const DEFAULT_EXCHANGE_RESOURCE = 'https://outlook.office365.com';
 export const DEFAULT_CLIENT_SECRET_NAME = 'inboxq-client-secret';
 export const DEFAULT_CLIENT_CERTIFICATE_NAME = 'inboxq-client-certificate';
+/** A drain holds its mailbox this long, renewed before each batch; a run killed mid-batch frees it after this. */
+export const DEFAULT_DRAIN_LEASE_SECONDS = 300;
+/** A reply being sent is left to its delivery this long before another delivery may take it over. */
+export const DEFAULT_REPLY_LEASE_SECONDS = 60;
 
 const bool = (name: string) =>
   z
@@ -154,8 +158,16 @@ export function schemaFor(n: (setting: string) => string) {
     INBOXQ_CLIENT_CERTIFICATE_NAME: vaultObjectName(n('INBOXQ_CLIENT_CERTIFICATE_NAME'), 'certificate').default(
       DEFAULT_CLIENT_CERTIFICATE_NAME,
     ),
-    AZURE_CLIENT_ID: z.string().trim().optional(),
+    INBOXQ_MANAGED_IDENTITY_CLIENT_ID: z
+      .string()
+      .trim()
+      .regex(
+        /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i,
+        `${n('INBOXQ_MANAGED_IDENTITY_CLIENT_ID')} must be the client id (a GUID) of a user-assigned managed identity`,
+      )
+      .optional(),
     INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE: bool(n('INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE')).default(true),
+    INBOXQ_KEYVAULT_INSTANCE_DISCOVERY: bool(n('INBOXQ_KEYVAULT_INSTANCE_DISCOVERY')).default(true),
     INBOXQ_AUTHORITY_HOST: httpsUrl(n('INBOXQ_AUTHORITY_HOST')).default(DEFAULT_AUTHORITY_HOST),
     INBOXQ_EXCHANGE_RESOURCE: httpsUrl(n('INBOXQ_EXCHANGE_RESOURCE')).default(DEFAULT_EXCHANGE_RESOURCE),
     INBOXQ_IMAP_HOST: hostName(n('INBOXQ_IMAP_HOST')).default('outlook.office365.com'),
@@ -174,8 +186,10 @@ export function schemaFor(n: (setting: string) => string) {
     INBOXQ_QUARANTINE_FOLDER: z.string().trim().min(1).default('inboxq-quarantine'),
     INBOXQ_MAX_MESSAGES_PER_RUN: intIn(n('INBOXQ_MAX_MESSAGES_PER_RUN'), 1, 100000).default(500),
     INBOXQ_RUN_BUDGET_SECONDS: intIn(n('INBOXQ_RUN_BUDGET_SECONDS'), 5, 3600).default(240),
+    INBOXQ_DRAIN_LEASE_SECONDS: intIn(n('INBOXQ_DRAIN_LEASE_SECONDS'), 30, 3600).default(DEFAULT_DRAIN_LEASE_SECONDS),
     INBOXQ_MAIL_RETENTION_DAYS: intIn(n('INBOXQ_MAIL_RETENTION_DAYS'), 0, 3650).default(30),
     INBOXQ_SMTP_MAX_PER_MINUTE: intIn(n('INBOXQ_SMTP_MAX_PER_MINUTE'), 0, 10000).default(30),
+    INBOXQ_REPLY_LEASE_SECONDS: intIn(n('INBOXQ_REPLY_LEASE_SECONDS'), 10, 3600).default(DEFAULT_REPLY_LEASE_SECONDS),
     INBOXQ_FAILURE_NOTICE: bool(n('INBOXQ_FAILURE_NOTICE')).default(true),
     INBOXQ_ACKNOWLEDGE: bool(n('INBOXQ_ACKNOWLEDGE')).default(true),
     INBOXQ_ACKNOWLEDGEMENT_TEXT: z
@@ -210,7 +224,7 @@ export const DEPLOYMENT_SETTINGS = new Set([
   'INBOXQ_DRAIN_SCHEDULE',
   'INBOXQ_TLS_CA_FILE',
   'INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE',
-  'AZURE_CLIENT_ID',
+  'INBOXQ_KEYVAULT_INSTANCE_DISCOVERY',
   'AzureWebJobsStorage',
   'AzureWebJobsStorage__queueServiceUri',
   'AzureWebJobsStorage__tableServiceUri',
@@ -227,3 +241,9 @@ export function mailboxSettingName(key: string, setting: string): string {
 export function isSetting(setting: string): boolean {
   return setting in CANONICAL.shape;
 }
+
+/**
+ * Settings the Azure SDK reads itself (DefaultAzureCredential, for the Key Vault login), never
+ * inboxq: listed so the README's table and the example settings name them too.
+ */
+export const AZURE_SDK_SETTINGS = ['AZURE_CLIENT_ID', 'AZURE_TENANT_ID', 'AZURE_CLIENT_SECRET', 'AZURE_AUTHORITY_HOST'];

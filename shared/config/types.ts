@@ -50,6 +50,8 @@ export interface InboxqConfig {
   keyVault: {
     /** Off Azure (a local vault endpoint) the challenge's resource can't be verified. */
     verifyChallengeResource: boolean;
+    /** Look the vault login's authority up in Microsoft's instance discovery (off for a private identity provider). */
+    instanceDiscovery: boolean;
   };
   imap: { host: string; port: number; secure: boolean };
   smtp: { host: string; port: number };
@@ -61,6 +63,8 @@ export interface InboxqConfig {
     quarantineFolder: string;
     maxMessagesPerRun: number;
     runBudgetMs: number;
+    /** The run lease: held this long, renewed before each batch. */
+    leaseMs: number;
     /** Stored mail (blobs) and ledger rows older than this are deleted; 0 keeps them. */
     retentionDays: number;
   };
@@ -69,6 +73,8 @@ export interface InboxqConfig {
     maxPerMinute: number;
     /** Tell the sender when their answer can't be delivered (its reply ended in the poison queue). */
     failureNotice: boolean;
+    /** A reply in `sending` belongs to its delivery this long; after it, another delivery checks the Sent folder and takes over. */
+    leaseMs: number;
   };
   /** A short threaded answer to the first mail of each conversation, with its task id. */
   acknowledgement: { enabled: boolean; text: string };

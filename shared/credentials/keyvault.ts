@@ -1,9 +1,11 @@
 /**
  * Reads the app registration's client secret from Azure Key Vault.
  *
- * The vault is reached with DefaultAzureCredential: the Function App's managed identity in Azure
- * (AZURE_CLIENT_ID names a user-assigned one), a developer's az login or environment credential
- * locally. The secret is read on demand (latest version), never put in an app setting, and never
+ * The vault is reached with the Azure SDK's DefaultAzureCredential, which reads the SDK's own
+ * settings, not inboxq's: in Azure the Function App's managed identity (AZURE_CLIENT_ID names a
+ * user-assigned one); locally a developer's az login, or AZURE_TENANT_ID, AZURE_CLIENT_ID and
+ * AZURE_CLIENT_SECRET with AZURE_AUTHORITY_HOST for its login (INBOXQ_AUTHORITY_HOST is for the
+ * mailbox's token only). The secret is read on demand (latest version), never put in an app setting, and never
  * logged: only its name and version are.
  */
 import { DefaultAzureCredential, type TokenCredential } from '@azure/identity';
@@ -22,6 +24,8 @@ export interface KeyVaultReadOptions {
   secretName: string;
   mailbox: string;
   verifyChallengeResource: boolean;
+  /** Microsoft's instance discovery for the vault login (INBOXQ_KEYVAULT_INSTANCE_DISCOVERY). */
+  instanceDiscovery: boolean;
   tlsCa: Buffer | undefined;
   credential?: TokenCredential;
 }
@@ -29,7 +33,7 @@ export interface KeyVaultReadOptions {
 const clients = new Map<string, SecretClient>();
 
 function secretClient(opts: KeyVaultReadOptions): SecretClient {
-  const key = `${opts.vaultUrl}|${opts.verifyChallengeResource}`;
+  const key = `${opts.vaultUrl}|${opts.verifyChallengeResource}|${opts.instanceDiscovery}`;
   let client = clients.get(key);
   if (!client) {
     const tlsOptions = opts.tlsCa ? { ca: opts.tlsCa } : undefined;
@@ -37,8 +41,8 @@ function secretClient(opts: KeyVaultReadOptions): SecretClient {
       opts.credential ??
       new DefaultAzureCredential({
         ...(tlsOptions ? { tlsOptions } : {}),
-        // Off Azure (a local vault and identity provider) Microsoft's instance discovery can't be reached.
-        ...(opts.verifyChallengeResource ? {} : { disableInstanceDiscovery: true }),
+        // A private identity provider (the local stack, a disconnected cloud) is not in Microsoft's instance discovery.
+        ...(opts.instanceDiscovery ? {} : { disableInstanceDiscovery: true }),
       });
     client = new SecretClient(opts.vaultUrl, credential, {
       disableChallengeResourceVerification: !opts.verifyChallengeResource,

@@ -165,6 +165,7 @@ export class ExchangeTokenProvider implements TokenSource {
         secretName,
         mailbox,
         verifyChallengeResource: this.config.keyVault.verifyChallengeResource,
+        instanceDiscovery: this.config.keyVault.instanceDiscovery,
         tlsCa: this.config.tlsCa,
       });
     switch (c.kind) {
@@ -216,7 +217,7 @@ export class ExchangeTokenProvider implements TokenSource {
                   mailbox,
                   cause: err,
                   retryable: true,
-                  hint: 'INBOXQ_CLIENT_CREDENTIAL=managed-identity needs a managed identity on the Function App; set AZURE_CLIENT_ID to the client id of a user-assigned one',
+                  hint: 'INBOXQ_CLIENT_CREDENTIAL=managed-identity needs a managed identity on the Function App; set INBOXQ_MANAGED_IDENTITY_CLIENT_ID to the client id of a user-assigned one',
                 },
               );
             }

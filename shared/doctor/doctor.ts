@@ -163,6 +163,7 @@ async function checkCredential(config: InboxqConfig, checks: DoctorCheck[]): Pro
           secretName: c.secretName,
           mailbox: config.mailbox,
           verifyChallengeResource: config.keyVault.verifyChallengeResource,
+          instanceDiscovery: config.keyVault.instanceDiscovery,
           tlsCa: config.tlsCa,
         });
         checks.push({ step: 'credential', status: 'pass', detail: `${name} is readable (version ${read.version})` });
@@ -174,6 +175,7 @@ async function checkCredential(config: InboxqConfig, checks: DoctorCheck[]): Pro
           secretName: c.certificateName,
           mailbox: config.mailbox,
           verifyChallengeResource: config.keyVault.verifyChallengeResource,
+          instanceDiscovery: config.keyVault.instanceDiscovery,
           tlsCa: config.tlsCa,
         });
         const cert = parseClientCertificate(read.value);
@@ -209,7 +211,7 @@ async function checkCredential(config: InboxqConfig, checks: DoctorCheck[]): Pro
   } catch (err) {
     const fix =
       c.kind === 'managed-identity'
-        ? 'assign a user-assigned managed identity to the Function App and set AZURE_CLIENT_ID to its client id (azd provision does both)'
+        ? 'assign a user-assigned managed identity to the Function App and set INBOXQ_MANAGED_IDENTITY_CLIENT_ID to its client id (azd provision does both)'
         : (fixFor(err) ?? `check ${name}`);
     checks.push({ step: 'credential', status: 'fail', detail: detailOf(err), fix });
     return false;

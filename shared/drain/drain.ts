@@ -62,8 +62,6 @@ export interface DrainSummary {
   error: string | null;
 }
 
-/** The run lease lasts this long and is renewed before each batch. */
-export const LEASE_MS = 5 * 60_000;
 /** Mails fetched and handled together (one FETCH of small sources, one of large headers, one MOVE): a table transaction holds 100 rows. */
 export const BATCH_SIZE = 100;
 
@@ -98,7 +96,7 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
 
   let lease: Awaited<ReturnType<typeof MailboxLease.acquire>>;
   try {
-    lease = await MailboxLease.acquire(deps.storage, config.mailbox, runId, LEASE_MS, now);
+    lease = await MailboxLease.acquire(deps.storage, config.mailbox, runId, config.drain.leaseMs, now);
   } catch (err) {
     // Storage is down: no run can start. Said here, in the words every failed run uses (alerts count them).
     inboxqMetrics.run(config.mailbox, 'failed', now() - started);

@@ -11,7 +11,7 @@
 import type { InvocationContext, Timer } from '@azure/functions';
 
 import { DRAIN_REQUESTS_QUEUE, type DrainRequest, drainRequestSchema } from '../contract/messages';
-import { drainMailbox, type DrainSummary, LEASE_MS } from '../drain/drain';
+import { drainMailbox, type DrainSummary } from '../drain/drain';
 import { describeError, InboxqError, InvalidMessageError, toError, UnknownTaskError } from '../errors';
 import { handlePoisonedAcknowledgements, isAcknowledgementsMessage, sendAcknowledgements } from '../reply/acknowledge';
 import { handlePoisonedReply, parseReplyMessage, sendReply } from '../reply/reply';
@@ -88,13 +88,13 @@ export function createHandlers(
         mailbox: config.mailbox,
         requestedAt,
       }));
-      // A request nobody took within a lease period is stale: the next tick asks again.
+      // A request nobody took within its mailbox's lease period is stale: the next tick asks again.
       const storage = d.mailboxes[0]!.storage;
       await Promise.all(
-        requests.map((r) =>
-          sendQueueMessage(storage, DRAIN_REQUESTS_QUEUE, r, {
-            mailbox: r.mailbox,
-            timeToLiveSeconds: LEASE_MS / 1000,
+        d.mailboxes.map(({ config }, i) =>
+          sendQueueMessage(storage, DRAIN_REQUESTS_QUEUE, requests[i]!, {
+            mailbox: config.mailbox,
+            timeToLiveSeconds: config.drain.leaseMs / 1000,
           }),
         ),
       );

@@ -2,7 +2,9 @@
  * What a warm Functions instance keeps between invocations: the validated config of every mailbox,
  * their token providers (MSAL's cache), and the Storage clients. Built once per set of settings.
  *
- * This is the one place that reads process.env (through `loadDeployment`).
+ * The app reads process.env in two places: here (every mailbox's settings, through
+ * `loadDeployment`) and functions/startup.ts (APPLICATIONINSIGHTS_*, for telemetry). The Azure SDK
+ * reads its own AZURE_* settings (README, Settings). The CLI takes its environment as an argument.
  */
 import { findMailbox, loadDeployment } from '../config/deployment';
 import type { Env } from '../config/types';

@@ -36,8 +36,6 @@ import { inboxqMetrics } from '../telemetry/metrics';
 import { type ComposedAttachment, composeReply, replyMessageId } from './compose';
 import { sendMail } from './smtp';
 
-/** How long a `sending` row is taken to mean "another delivery is on it" before the Sent folder is checked. */
-export const REPLY_LEASE_MS = 60_000;
 /** replyId of the notice a sender gets when the answer to their mail can't be delivered. */
 export const FAILURE_NOTICE_REPLY_ID = 'inboxq-failure-notice';
 /** replyId of the acknowledgement of a conversation's first mail (shared/reply/acknowledge.ts). */
@@ -148,14 +146,14 @@ async function sendReplyOnce(
     }
     if (record.state === 'sending') {
       const age = now() - Date.parse(record.sendingSince);
-      if (age < REPLY_LEASE_MS && sentByAnotherRequest(record, deps)) {
+      if (age < config.reply.leaseMs && sentByAnotherRequest(record, deps)) {
         log.info(
           'Reply is being sent by the delivery of another request for it; this duplicate request is settled',
           ids,
         );
         return { outcome: 'in-progress-elsewhere', taskId, replyId, messageId };
       }
-      if (age < REPLY_LEASE_MS) {
+      if (age < config.reply.leaseMs) {
         throw new ReplyInProgressError(
           `Reply ${replyId} to task ${taskId} is being sent by another delivery (since ${Math.round(age / 1000)} s)`,
           {

@@ -10,9 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalStack } from '../../localstack';
 import { runtimeFor } from '../../localstack/runtime';
-import { LEASE_MS } from '../../shared/drain/drain';
 import { conversationIdFor } from '../../shared/identity/ids';
-import { REPLY_LEASE_MS } from '../../shared/reply/reply';
 import { buildMail, eopFail } from '../helpers/mail';
 import { clearTasks, sendReplies, takeAllTasks } from '../helpers/stack';
 
@@ -43,8 +41,11 @@ function runChild(
 }
 
 const SENDERS = '*@partner.test';
-// After a killed run its lease stays until it expires: the next runs see a clock past that.
-const AFTER_LEASE = LEASE_MS + 60_000;
+// After a killed run its lease stays until it expires: the runs here hold a 30 s lease
+// (INBOXQ_DRAIN_LEASE_SECONDS), and the next runs see a clock past it. With the default
+// lease (5 minutes) they would find the mailbox still held.
+const LEASE = { INBOXQ_DRAIN_LEASE_SECONDS: '30' };
+const AFTER_LEASE = 31_000;
 
 describe('a drain killed at each step boundary', () => {
   it.each(['fetched', 'claimed', 'blobs-written', 'queued', 'recorded', 'moved', 'removed'] as const)(
@@ -126,6 +127,7 @@ describe('a drain killed at random moments', () => {
       INBOXQ_AUTHORIZED_SENDERS: SENDERS,
       INBOXQ_TASKS_QUEUE: 'tasks-crash-random',
       INBOXQ_SMTP_MAX_PER_MINUTE: '0',
+      ...LEASE,
     });
     // Six rounds: new mail arrives (one forged in four), and a drain is killed wherever it happens
     // to be: at a random moment within the time a whole run of one round took (the first round,
@@ -213,7 +215,12 @@ describe('a reply killed at each step boundary', () => {
   ] as const)("at %s, then delivered again: %s, one mail in the recipient's inbox", async (step, outcome) => {
     const mailbox = `reply-crash-${step}@company.test`;
     const sender = `sender-${step}@partner.test`;
-    const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS, INBOXQ_ACKNOWLEDGE: 'false' });
+    // A 10 s reply lease (the default is 60 s): the second delivery, 11 s later by its clock, may take over.
+    const settings = stack.settings(mailbox, {
+      INBOXQ_AUTHORIZED_SENDERS: SENDERS,
+      INBOXQ_ACKNOWLEDGE: 'false',
+      INBOXQ_REPLY_LEASE_SECONDS: '10',
+    });
     await stack.appendMail(mailbox, buildMail({ from: sender, to: mailbox }));
     expect((await runChild({ kind: 'drain', settings })).code).toBe(0);
     const [row] = await runtimeFor(settings).ledger.listMessages(mailbox);
@@ -221,7 +228,7 @@ describe('a reply killed at each step boundary', () => {
 
     const killed = await runChild({ kind: 'reply', settings, reply, dieAt: step });
     expect(killed.signal, killed.stderr).toBe('SIGKILL');
-    const again = await runChild({ kind: 'reply', settings, reply, nowOffsetMs: REPLY_LEASE_MS + 1000 });
+    const again = await runChild({ kind: 'reply', settings, reply, nowOffsetMs: 11_000 });
     expect(again.code, again.stderr).toBe(0);
     expect(JSON.parse(again.stdout).outcome).toBe(outcome);
     const third = await runChild({ kind: 'reply', settings, reply });

@@ -10,7 +10,7 @@ import { ImapFaultProxy, TcpProxy } from '../../localstack/proxies';
 import { hostQueueSettings, runQueueTrigger } from '../../localstack/queue-runner';
 import { runtimeFor } from '../../localstack/runtime';
 import { encodeQueueMessage } from '../../shared/contract/messages';
-import { drainMailbox, LEASE_MS } from '../../shared/drain/drain';
+import { drainMailbox } from '../../shared/drain/drain';
 import { ImapError, KeyVaultError, StorageError } from '../../shared/errors';
 import { sendReply } from '../../shared/reply/reply';
 import { memoryLogger } from '../../shared/telemetry/log';
@@ -149,7 +149,11 @@ describe('Azure faults', () => {
         .replace(`:${stack.azurite.blobPort}/`, `:${blob.port}/`)
         .replace(`:${stack.azurite.queuePort}/`, `:${q.port}/`)
         .replace(`:${stack.azurite.tablePort}/`, `:${table.port}/`);
-      const settings = stack.settings(mailbox, { ...POLICY, AzureWebJobsStorage: cs });
+      const settings = stack.settings(mailbox, {
+        ...POLICY,
+        AzureWebJobsStorage: cs,
+        INBOXQ_DRAIN_LEASE_SECONDS: '30',
+      });
       await clearTasks(stack);
       await seed(mailbox, 2);
       let downed = false;
@@ -168,7 +172,7 @@ describe('Azure faults', () => {
       // until the lease expires, and the next run after that finishes the work.
       const held = await drain(settings);
       expect(held.summary.stoppedBecause).toBe('leased-elsewhere');
-      await drainMailbox({ ...runtimeFor(settings), log: memoryLogger(), now: () => Date.now() + LEASE_MS + 1000 });
+      await drainMailbox({ ...runtimeFor(settings), log: memoryLogger(), now: () => Date.now() + 31_000 });
       await expectAllQueuedOnce(settings, mailbox, 2);
     } finally {
       for (const p of proxies) await p.stop();

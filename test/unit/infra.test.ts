@@ -51,6 +51,10 @@ describe('infra', () => {
       );
     expect(union?.slice(1)).toEqual(['INBOXQ_MAILBOX', 'INBOXQ_MAILBOXES']);
     for (const name of [...written, ...union!.slice(1)]) expect(SETTING_NAMES, name).toContain(name);
+    // And the ones the function module writes beside the platform's.
+    const platform = [...functionBicep.matchAll(/^\s+(INBOXQ_\w+):/gm)].map((m) => m[1]!);
+    expect(platform).toContain('INBOXQ_MANAGED_IDENTITY_CLIENT_ID');
+    for (const name of platform) expect(SETTING_NAMES, name).toContain(name);
   });
 
   it('provisions the queues, tables and container the code uses, with identity-based connections only', () => {

@@ -1,7 +1,18 @@
+import { readFileSync } from 'node:fs';
+
 import { describe, expect, it } from 'vitest';
 
 import { loadDeployment } from '../../shared/config/deployment';
-import { DEFAULT_ACKNOWLEDGEMENT_TEXT, isNcrontab, parseSenderList, SETTING_NAMES } from '../../shared/config/schema';
+import {
+  AZURE_SDK_SETTINGS,
+  DEFAULT_ACKNOWLEDGEMENT_TEXT,
+  DEFAULT_DRAIN_LEASE_SECONDS,
+  DEFAULT_REPLY_LEASE_SECONDS,
+  DEPLOYMENT_SETTINGS,
+  isNcrontab,
+  parseSenderList,
+  SETTING_NAMES,
+} from '../../shared/config/schema';
 import { ConfigError } from '../../shared/errors';
 import { loadConfig } from '../helpers/config';
 
@@ -264,5 +275,96 @@ describe('several mailboxes', () => {
     expect(deploymentProblems({ ...two, INBOXQ_MAILBOX: 'agent@company.com' })).toEqual([
       'INBOXQ_MAILBOX is set, but with INBOXQ_MAILBOXES each mailbox names its address in INBOXQ_<KEY>__MAILBOX: remove INBOXQ_MAILBOX',
     ]);
+  });
+});
+
+describe('settings that each do one thing', () => {
+  it('the leases default to 5 minutes (drain) and 60 s (reply), and can be set, per mailbox too', () => {
+    expect(loadConfig(base).drain.leaseMs).toBe(DEFAULT_DRAIN_LEASE_SECONDS * 1000);
+    expect(loadConfig(base).reply.leaseMs).toBe(DEFAULT_REPLY_LEASE_SECONDS * 1000);
+    expect(DEFAULT_DRAIN_LEASE_SECONDS).toBe(300);
+    expect(DEFAULT_REPLY_LEASE_SECONDS).toBe(60);
+    const set = loadConfig({ ...base, INBOXQ_DRAIN_LEASE_SECONDS: '90', INBOXQ_REPLY_LEASE_SECONDS: '20' });
+    expect([set.drain.leaseMs, set.reply.leaseMs]).toEqual([90_000, 20_000]);
+    const { mailboxes } = loadDeployment({
+      ...base,
+      INBOXQ_MAILBOX: undefined,
+      INBOXQ_MAILBOXES: 'a,b',
+      INBOXQ_A__MAILBOX: 'a@company.com',
+      INBOXQ_B__MAILBOX: 'b@company.com',
+      INBOXQ_B__DRAIN_LEASE_SECONDS: '45',
+    });
+    expect(mailboxes.map((m) => m.drain.leaseMs)).toEqual([300_000, 45_000]);
+  });
+
+  it.each([
+    ['INBOXQ_DRAIN_LEASE_SECONDS', '29', 'INBOXQ_DRAIN_LEASE_SECONDS must be between 30 and 3600'],
+    ['INBOXQ_REPLY_LEASE_SECONDS', '5', 'INBOXQ_REPLY_LEASE_SECONDS must be between 10 and 3600'],
+    ['INBOXQ_REPLY_LEASE_SECONDS', 'soon', 'INBOXQ_REPLY_LEASE_SECONDS must be a whole number'],
+  ])('%s=%s is refused, naming it', (name, value, message) => {
+    expect(() => loadConfig({ ...base, [name]: value })).toThrow(message);
+  });
+
+  it("the managed-identity credential's identity is INBOXQ_MANAGED_IDENTITY_CLIENT_ID, never the SDK's AZURE_CLIENT_ID", () => {
+    const mi = { ...base, INBOXQ_CLIENT_CREDENTIAL: 'managed-identity' };
+    const sdkOnly = loadConfig({ ...mi, AZURE_CLIENT_ID: '11111111-1111-1111-1111-111111111111' });
+    expect(sdkOnly.identity.credential).toEqual({ kind: 'managed-identity', identityClientId: undefined });
+    const own = loadConfig({ ...mi, INBOXQ_MANAGED_IDENTITY_CLIENT_ID: '22222222-2222-2222-2222-22222222222A' });
+    expect(own.identity.credential).toEqual({
+      kind: 'managed-identity',
+      identityClientId: '22222222-2222-2222-2222-22222222222a',
+    });
+    expect(() => loadConfig({ ...mi, INBOXQ_MANAGED_IDENTITY_CLIENT_ID: 'my-identity' })).toThrow(
+      'INBOXQ_MANAGED_IDENTITY_CLIENT_ID must be the client id (a GUID) of a user-assigned managed identity',
+    );
+  });
+
+  it('the vault challenge check and instance discovery are two switches', () => {
+    expect(loadConfig(base).keyVault).toEqual({ verifyChallengeResource: true, instanceDiscovery: true });
+    expect(loadConfig({ ...base, INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE: 'false' }).keyVault).toEqual({
+      verifyChallengeResource: false,
+      instanceDiscovery: true,
+    });
+    expect(loadConfig({ ...base, INBOXQ_KEYVAULT_INSTANCE_DISCOVERY: 'false' }).keyVault).toEqual({
+      verifyChallengeResource: true,
+      instanceDiscovery: false,
+    });
+  });
+
+  it("the README's settings tables name every setting inboxq and the Azure SDK read, and nothing else", () => {
+    const readme = readFileSync('README.md', 'utf8');
+    const section = readme.slice(
+      readme.indexOf('## Settings'),
+      readme.indexOf('\n## ', readme.indexOf('## Settings') + 1),
+    );
+    const named = new Set<string>();
+    for (const row of section.split('\n').filter((l) => l.startsWith('| `'))) {
+      const names = [...row.split('|')[1]!.matchAll(/`([A-Za-z_]+)`/g)].map((m) => m[1]!);
+      const first = names[0]!;
+      for (const n of names) {
+        // `INBOXQ_IMAP_HOST` / `_PORT`, `AzureWebJobsStorage__queueServiceUri`, `__tableServiceUri`
+        if (n.startsWith('__')) named.add(first.slice(0, first.indexOf('__')) + n);
+        else if (n.startsWith('_')) named.add(first.slice(0, first.lastIndexOf('_')) + n);
+        else named.add(n);
+      }
+    }
+    const read = [...SETTING_NAMES, ...AZURE_SDK_SETTINGS];
+    expect(read.filter((n) => !named.has(n))).toEqual([]);
+    expect([...named].filter((n) => !read.includes(n))).toEqual([]);
+  });
+
+  it('the example settings name the Azure SDK settings too', () => {
+    const example = JSON.parse(readFileSync('local.settings.example.json', 'utf8')) as { Values: object };
+    for (const name of AZURE_SDK_SETTINGS) expect(Object.keys(example.Values), name).toContain(name);
+  });
+});
+
+describe('docs/mailboxes.md', () => {
+  it('names every setting that belongs to the deployment', () => {
+    const doc = readFileSync('docs/mailboxes.md', 'utf8');
+    const missing = [...DEPLOYMENT_SETTINGS].filter(
+      (s) => !s.startsWith('AzureWebJobsStorage') && !doc.includes(`\`${s}\``),
+    );
+    expect(missing).toEqual([]);
   });
 });

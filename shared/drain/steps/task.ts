@@ -42,6 +42,10 @@ export interface TaskInput {
   source: MailSource;
 }
 
+/**
+ * Stores an accepted mail (its source, its attachments, large text parts) and returns its task
+ * message, validated against the contract and within the size a queue message can carry.
+ */
 export async function buildTask(storage: StorageClients, input: TaskInput): Promise<TaskMessage> {
   const { mailbox, taskId, record, header, sender, conversation, source } = input;
   const blobs = new BlobStore(storage, MAIL_CONTAINER, mailbox);
