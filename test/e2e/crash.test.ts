@@ -52,7 +52,7 @@ describe('a drain killed at each step boundary', () => {
     'at %s',
     async (step) => {
       const mailbox = `crash-${step}@company.test`;
-      const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS });
+      const settings = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDERS, ...LEASE });
       await clearTasks(stack);
       const senders = ['a', 'b', 'c', 'd'].map((s) => `${s}-${step}@partner.test`);
       const mails = [
