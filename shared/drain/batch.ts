@@ -27,6 +27,7 @@ import {
   ok,
   partition,
   perMail,
+  type ReadMail,
 } from './mail';
 import { requestAcknowledgements } from './steps/acknowledge';
 import { claimBatch } from './steps/claim';
@@ -71,133 +72,149 @@ export async function drainBatch(
   session: MailboxSession,
   entries: MailboxEntry[],
 ): Promise<{ results: MailResult[]; deferred: MailboxEntry[] }> {
-  const { config, ledger, log, storage } = deps;
-  const mailbox = config.mailbox;
-  const step = async (s: DrainStep, uid: number, taskId?: string) => deps.onStep?.(s, { uid, taskId });
-  const results: MailResult[] = [];
-  const settled: Settlement[] = [];
-  const logProps = (s: { uid: number; taskId: string; record: MessageRecord }) => ({
-    mailbox,
-    taskId: s.taskId,
-    uid: s.uid,
-    messageId: s.record.messageId,
-  });
+  const batch = new Batch(deps, session);
+  const read = await batch.read(entries);
+  const { judged, deferred } = batch.judge(read);
+  const toBuild = batch.plan(await batch.claim(judged));
+  await batch.buildAndQueue(await decideConversations(deps, deps.config.mailbox, toBuild));
+  await batch.record();
+  await batch.acknowledge();
+  await batch.remove();
+  return { results: batch.results(), deferred };
+}
 
-  // 1. read
-  const { read, gone } = await readBatch(session, entries);
-  for (const uid of gone)
-    results.push({
-      uid,
-      taskId: null,
-      outcome: 'gone',
-      reasons: ['the mail left the inbox before it was read'],
-      resumed: false,
-    });
-  for (const mail of read) await step('fetched', mail.entry.uid);
-
-  // 2. judge, from the header section alone. Two copies of one mail in a batch would share a
-  // ledger row: the second waits for the next batch.
-  const judged: JudgedMail[] = [];
-  const deferred: MailboxEntry[] = [];
-  const seen = new Set<string>();
-  for (const mail of read) {
-    const j = judgeOne(mail, mailbox, config.senderPolicy);
-    if (seen.has(j.taskId)) deferred.push(mail.entry);
-    else {
-      seen.add(j.taskId);
-      judged.push(j);
-    }
-  }
-
-  // 3. claim
-  const claims = partition(await claimBatch(ledger, judged, mailbox, session.uidValidity));
-  for (const f of claims.failed) settleFailure(f);
-  for (const mail of claims.going) await step('claimed', mail.entry.uid, mail.taskId);
-
-  const toBuild: ClaimedMail[] = [];
+/** The state of one batch between its steps: what each mail's settlement is, and the results so far. */
+class Batch {
+  private readonly done: MailResult[] = [];
+  private readonly settled: Settlement[] = [];
   /** Notes of mails a person moved back to INBOX, kept in their rows' reasons. */
-  const notes = new Map<number, string>();
-  for (const claimed of claims.going) {
-    const mail = released(claimed);
-    if (mail !== claimed) notes.set(mail.entry.uid, mail.record.reasons[0]!);
-    const { record, judged: j } = mail;
-    const base = { uid: mail.entry.uid, taskId: mail.taskId, resumed: mail.resumed, record };
-    if (mail.resumed && record.headerSha256 !== mail.headerSha256 && record.state !== 'claimed') {
-      // Same Message-ID from the same accepted sender, different headers: not the mail we processed.
-      // Never dropped, never run twice.
-      const reason = `another mail with Message-ID ${record.messageId} was already processed as task ${mail.taskId}; this copy differs and was set aside`;
-      settled.push({
-        ...base,
-        record: { ...record, reasons: [reason] },
-        destination: 'quarantine',
-        outcome: 'duplicate',
-        foreignRow: true,
-      });
-      log.warn('Mail reuses a processed Message-ID with different headers; moved to quarantine', logProps(base));
-    } else if (record.state !== 'claimed') {
-      // Done before (a resumed run, or another copy of a processed mail): only its removal is left.
-      settled.push({
-        ...base,
-        destination: record.state === 'quarantined' ? 'quarantine' : 'processed',
-        ...(record.removed ? { outcome: 'duplicate' as const } : {}),
-      });
-    } else if (mail.accepted) {
-      toBuild.push(mail);
-    } else if (j.kind === 'malformed') {
-      settled.push({
-        ...base,
-        patch: {
-          state: 'quarantined',
-          reasons: [`the mail is malformed: ${j.reason}; it was moved to ${config.drain.quarantineFolder}`],
-        },
-        destination: 'quarantine',
-      });
-    } else {
-      settled.push({
-        ...base,
-        patch: { state: 'rejected', sender: j.verdict.sender, reasons: j.verdict.reasons },
-        destination: 'processed',
-        code: j.verdict.code,
-      });
-    }
+  private readonly notes = new Map<number, string>();
+  private readonly mailbox: string;
+
+  constructor(
+    private readonly deps: DrainDeps,
+    private readonly session: MailboxSession,
+  ) {
+    this.mailbox = deps.config.mailbox;
   }
 
-  // 4. conversations
-  const conversed = await decideConversations(deps, mailbox, toBuild);
+  private async step(s: DrainStep, uid: number, taskId?: string): Promise<void> {
+    await this.deps.onStep?.(s, { uid, taskId });
+  }
 
-  // 5. task: small mails from memory, concurrently; a large one streamed over the session, which
-  // carries one command at a time. 6. queue: each task as soon as it is built.
-  const limit = pLimit(STORAGE_CONCURRENCY);
-  const queueOne = async (mail: ConversedMail, task: TaskMessage): Promise<void> => {
-    await step('blobs-written', mail.entry.uid, mail.taskId);
-    const sent = await queueTask(storage, config.tasksQueue, mailbox, mail, task);
-    if (!sent.ok) return settleFailure({ ...sent, record: mail.record, taskId: mail.taskId });
-    await step('queued', mail.entry.uid, mail.taskId);
-    const patch = queuedPatch(mail, task);
-    settled.push({
-      uid: mail.entry.uid,
-      taskId: mail.taskId,
-      resumed: mail.resumed,
-      record: mail.record,
-      patch,
-      destination: 'processed',
+  private logProps(s: { uid: number; taskId: string; record: MessageRecord }) {
+    return { mailbox: this.mailbox, taskId: s.taskId, uid: s.uid, messageId: s.record.messageId };
+  }
+
+  /** 1. read: small sources and large headers, one FETCH each. */
+  async read(entries: MailboxEntry[]): Promise<ReadMail[]> {
+    const { read, gone } = await readBatch(this.session, entries);
+    for (const uid of gone) {
+      const reasons = ['the mail left the inbox before it was read'];
+      this.done.push({ uid, taskId: null, outcome: 'gone', reasons, resumed: false });
+    }
+    for (const mail of read) await this.step('fetched', mail.entry.uid);
+    return read;
+  }
+
+  /**
+   * 2. judge, from the header section alone. Two copies of one mail in a batch would share a
+   * ledger row: the second waits for the next batch.
+   */
+  judge(read: ReadMail[]): { judged: JudgedMail[]; deferred: MailboxEntry[] } {
+    const judged: JudgedMail[] = [];
+    const deferred: MailboxEntry[] = [];
+    const seen = new Set<string>();
+    for (const mail of read) {
+      const j = judgeOne(mail, this.mailbox, this.deps.config.senderPolicy);
+      if (seen.has(j.taskId)) deferred.push(mail.entry);
+      else {
+        seen.add(j.taskId);
+        judged.push(j);
+      }
+    }
+    return { judged, deferred };
+  }
+
+  /** 3. claim: every mail's row, insert-if-absent, in one transaction per 100. */
+  async claim(judged: JudgedMail[]): Promise<ClaimedMail[]> {
+    const claims = partition(await claimBatch(this.deps.ledger, judged, this.mailbox, this.session.uidValidity));
+    for (const f of claims.failed) this.settleFailure(f);
+    for (const mail of claims.going) await this.step('claimed', mail.entry.uid, mail.taskId);
+    return claims.going;
+  }
+
+  /**
+   * What each claimed mail needs: a task built (accepted, new), a verdict recorded (rejected,
+   * malformed), or only its removal (done before). Returns the mails whose task is to be built.
+   */
+  plan(claimed: ClaimedMail[]): ClaimedMail[] {
+    const toBuild: ClaimedMail[] = [];
+    for (const claimedMail of claimed) {
+      const mail = released(claimedMail);
+      if (mail !== claimedMail) this.notes.set(mail.entry.uid, mail.record.reasons[0]!);
+      const { record, judged: j } = mail;
+      const base = { uid: mail.entry.uid, taskId: mail.taskId, resumed: mail.resumed, record };
+      if (mail.resumed && record.headerSha256 !== mail.headerSha256 && record.state !== 'claimed') {
+        // Same Message-ID from the same accepted sender, different headers: not the mail we processed.
+        // Never dropped, never run twice.
+        const reason = `another mail with Message-ID ${record.messageId} was already processed as task ${mail.taskId}; this copy differs and was set aside`;
+        this.settled.push({
+          ...base,
+          record: { ...record, reasons: [reason] },
+          destination: 'quarantine',
+          outcome: 'duplicate',
+          foreignRow: true,
+        });
+        this.deps.log.warn(
+          'Mail reuses a processed Message-ID with different headers; moved to quarantine',
+          this.logProps(base),
+        );
+      } else if (record.state !== 'claimed') {
+        // Done before (a resumed run, or another copy of a processed mail): only its removal is left.
+        this.settled.push({
+          ...base,
+          destination: record.state === 'quarantined' ? 'quarantine' : 'processed',
+          ...(record.removed ? { outcome: 'duplicate' as const } : {}),
+        });
+      } else if (mail.accepted) {
+        toBuild.push(mail);
+      } else if (j.kind === 'malformed') {
+        const reasons = [
+          `the mail is malformed: ${j.reason}; it was moved to ${this.deps.config.drain.quarantineFolder}`,
+        ];
+        this.settled.push({ ...base, patch: { state: 'quarantined', reasons }, destination: 'quarantine' });
+      } else {
+        this.settled.push({
+          ...base,
+          patch: { state: 'rejected', sender: j.verdict.sender, reasons: j.verdict.reasons },
+          destination: 'processed',
+          code: j.verdict.code,
+        });
+      }
+    }
+    return toBuild;
+  }
+
+  /**
+   * 5. task and 6. queue: small mails from memory, concurrently; a large one streamed over the
+   * session, which carries one command at a time. Each task is queued as soon as it is built.
+   */
+  async buildAndQueue(conversed: ConversedMail[]): Promise<void> {
+    const limit = pLimit(STORAGE_CONCURRENCY);
+    const streamed = (m: ConversedMail) => !m.source && m.entry.size > SMALL_MAIL_BYTES;
+    await this.session.keepAlive(async () => {
+      await settleAll(conversed.filter((m) => !streamed(m)).map((m) => limit(() => this.buildOne(m))));
+      for (const mail of conversed.filter(streamed)) await this.buildOne(mail);
     });
-    log.info('Mail queued as a task', {
-      mailbox,
-      taskId: mail.taskId,
-      uid: mail.entry.uid,
-      messageId: mail.record.messageId,
-      sender: patch.sender,
-      attachments: task.attachments.length,
-      bytes: mail.entry.size,
-    });
-  };
-  const buildOne = async (mail: ConversedMail): Promise<void> => {
+  }
+
+  private async buildOne(mail: ConversedMail): Promise<void> {
     const j = mail.judged.kind === 'mail' ? mail.judged : undefined;
     const built = await perMail(mail.entry.uid, 'storing the mail and building its task', async () =>
       ok(
-        await buildTask(storage, {
-          mailbox,
+        await buildTask(this.deps.storage, {
+          mailbox: this.mailbox,
           taskId: mail.taskId,
           record: mail.record,
           header: j!.parsed,
@@ -205,107 +222,143 @@ export async function drainBatch(
           conversation: mail.conversation,
           source: mail.source
             ? { kind: 'buffer', data: mail.source }
-            : { kind: 'stream', stream: await session.download(mail.entry.uid) },
+            : { kind: 'stream', stream: await this.session.download(mail.entry.uid) },
         }),
       ),
     );
     if (!built.ok)
-      return settleFailure({ ...built, record: mail.record, taskId: mail.taskId }, j?.verdict.sender ?? null);
-    await queueOne(mail, built.mail);
-  };
-  await session.keepAlive(async () => {
-    await settleAll(
-      conversed.filter((m) => m.source || m.entry.size <= SMALL_MAIL_BYTES).map((m) => limit(() => buildOne(m))),
-    );
-    for (const mail of conversed.filter((m) => !m.source && m.entry.size > SMALL_MAIL_BYTES)) await buildOne(mail);
-  });
+      return this.settleFailure({ ...built, record: mail.record, taskId: mail.taskId }, j?.verdict.sender ?? null);
+    await this.queueOne(mail, built.mail);
+  }
 
-  // 7. record: the batch's rows in one transaction; a row Storage refuses holds its mail in INBOX.
-  const patched = settled.filter((s) => s.patch);
-  const withNote = (s: Settlement): Partial<MessageRecord> => {
-    const note = notes.get(s.uid);
-    return note ? { ...s.patch, reasons: [...(s.patch!.reasons ?? []), note] } : s.patch!;
-  };
-  const recorded = await recordBatch(
-    ledger,
-    patched.map((s) => ({ uid: s.uid, record: s.record, patch: withNote(s) })),
-  );
-  for (const [n, s] of patched.entries()) {
-    const r = recorded[n]!;
-    if (!r.ok) {
-      s.destination = 'stay';
-      s.outcome = 'held';
-      s.record = { ...s.record, reasons: [r.failure.reason] };
-      log.warn(`Mail held in the inbox: ${r.failure.reason}`, logProps(s));
-      continue;
+  private async queueOne(mail: ConversedMail, task: TaskMessage): Promise<void> {
+    const { config, storage, log } = this.deps;
+    await this.step('blobs-written', mail.entry.uid, mail.taskId);
+    const sent = await queueTask(storage, config.tasksQueue, this.mailbox, mail, task);
+    if (!sent.ok) return this.settleFailure({ ...sent, record: mail.record, taskId: mail.taskId });
+    await this.step('queued', mail.entry.uid, mail.taskId);
+    const patch = queuedPatch(mail, task);
+    const { uid } = mail.entry;
+    this.settled.push({
+      uid,
+      taskId: mail.taskId,
+      resumed: mail.resumed,
+      record: mail.record,
+      patch,
+      destination: 'processed',
+    });
+    log.info('Mail queued as a task', {
+      ...this.logProps({ uid, taskId: mail.taskId, record: mail.record }),
+      sender: patch.sender,
+      attachments: task.attachments.length,
+      bytes: mail.entry.size,
+    });
+  }
+
+  /** 7. record: the batch's rows in one transaction; a row Storage refuses holds its mail in INBOX. */
+  async record(): Promise<void> {
+    const patched = this.settled.filter((s) => s.patch);
+    const withNote = (s: Settlement): Partial<MessageRecord> => {
+      const note = this.notes.get(s.uid);
+      return note ? { ...s.patch, reasons: [...(s.patch!.reasons ?? []), note] } : s.patch!;
+    };
+    const recorded = await recordBatch(
+      this.deps.ledger,
+      patched.map((s) => ({ uid: s.uid, record: s.record, patch: withNote(s) })),
+    );
+    for (const [n, s] of patched.entries()) {
+      const r = recorded[n]!;
+      if (!r.ok) {
+        s.destination = 'stay';
+        s.outcome = 'held';
+        s.record = { ...s.record, reasons: [r.failure.reason] };
+        this.deps.log.warn(`Mail held in the inbox: ${r.failure.reason}`, this.logProps(s));
+        continue;
+      }
+      s.record = r.mail;
+      this.logVerdict(s);
+      await this.step('recorded', s.uid, s.taskId);
     }
-    s.record = r.mail;
-    const rec = r.mail;
+  }
+
+  private logVerdict(s: Settlement): void {
+    const { record: rec } = s;
+    const { log, config } = this.deps;
     if (rec.state === 'rejected') {
-      inboxqMetrics.rejected(mailbox, s.code ?? 'unknown');
-      log.warn(`Mail rejected: ${rec.reasons.join('; ')}`, { ...logProps(s), sender: rec.sender, code: s.code });
+      inboxqMetrics.rejected(this.mailbox, s.code ?? 'unknown');
+      log.warn(`Mail rejected: ${rec.reasons.join('; ')}`, { ...this.logProps(s), sender: rec.sender, code: s.code });
     } else if (rec.state === 'quarantined') {
       const malformed = rec.reasons[0]?.startsWith('the mail is malformed');
       log.warn(
         malformed
           ? 'Mail is malformed; moving it to quarantine'
           : `Mail set aside; moving it to ${config.drain.quarantineFolder}`,
-        { ...logProps(s), reason: rec.reasons[0] },
+        { ...this.logProps(s), reason: rec.reasons[0] },
       );
     }
-    await step('recorded', s.uid, s.taskId);
   }
 
-  // 8. acknowledge
-  if (config.acknowledgement.enabled) {
+  /** 8. acknowledge: one message for the batch's new conversations, on the replies queue. */
+  async acknowledge(): Promise<void> {
+    if (!this.deps.config.acknowledgement.enabled) return;
+    const leaving = this.settled.filter((s) => s.destination !== 'stay' && !s.foreignRow);
     await requestAcknowledgements(
-      storage,
-      mailbox,
-      settled.filter((s) => s.destination !== 'stay' && !s.foreignRow).map((s) => s.record),
+      this.deps.storage,
+      this.mailbox,
+      leaving.map((s) => s.record),
     );
   }
 
-  // 9. remove
-  const leaving = settled.filter((s) => s.destination !== 'stay');
-  await removeBatch(
-    session,
-    ledger,
-    config,
-    leaving.map((s) => ({
-      uid: s.uid,
-      destination: s.destination as 'processed' | 'quarantine',
-      taskId: s.record.removed || s.foreignRow ? null : s.taskId,
-    })),
-    async (uid, taskId) => step('moved', uid, taskId ?? undefined),
-  );
-  for (const s of settled) {
-    if (s.outcome === 'duplicate' && s.record.removed)
-      log.info('Mail was already processed; removed the copy left in the inbox', logProps(s));
-    else if (!s.outcome) await step('removed', s.uid, s.taskId);
-    const state = s.record.state;
-    results.push({
-      uid: s.uid,
-      taskId: s.taskId,
-      outcome: s.outcome ?? (state === 'queued' ? 'queued' : state === 'rejected' ? 'rejected' : 'quarantined'),
-      reasons: s.record.reasons,
-      resumed: s.resumed,
-    });
+  /** 9. remove: one MOVE per destination, then the rows say so. */
+  async remove(): Promise<void> {
+    const leaving = this.settled.filter((s) => s.destination !== 'stay');
+    await removeBatch(
+      this.session,
+      this.deps.ledger,
+      this.deps.config,
+      leaving.map((s) => ({
+        uid: s.uid,
+        destination: s.destination as 'processed' | 'quarantine',
+        taskId: s.record.removed || s.foreignRow ? null : s.taskId,
+      })),
+      async (uid, taskId) => this.step('moved', uid, taskId ?? undefined),
+    );
+    for (const s of this.settled) {
+      if (s.outcome === 'duplicate' && s.record.removed)
+        this.deps.log.info('Mail was already processed; removed the copy left in the inbox', this.logProps(s));
+      else if (!s.outcome) await this.step('removed', s.uid, s.taskId);
+    }
   }
-  return { results: results.sort((a, b) => a.uid - b.uid), deferred };
+
+  /** Every mail's result, by UID. */
+  results(): MailResult[] {
+    const settled = this.settled.map((s): MailResult => {
+      const state = s.record.state;
+      return {
+        uid: s.uid,
+        taskId: s.taskId,
+        outcome: s.outcome ?? (state === 'queued' ? 'queued' : state === 'rejected' ? 'rejected' : 'quarantined'),
+        reasons: s.record.reasons,
+        resumed: s.resumed,
+      };
+    });
+    return [...this.done, ...settled].sort((a, b) => a.uid - b.uid);
+  }
 
   /** A mail a step set aside (quarantine, with the reason in its row) or held. */
-  function settleFailure(f: Failed, sender: string | null = null): void {
+  private settleFailure(f: Failed, sender: string | null = null): void {
     if (!f.record || !f.taskId) throw new Error('a mail failed before it had a ledger row'); // claim is the first step that can fail per mail
+    const { log, config } = this.deps;
     const reason =
       f.failure.kind === 'set-aside'
         ? `${f.failure.reason}; it was moved to ${config.drain.quarantineFolder}`
         : f.failure.reason;
     log.warn(`Mail ${f.failure.kind === 'set-aside' ? 'set aside' : 'held'}: ${f.failure.reason}`, {
-      mailbox,
+      mailbox: this.mailbox,
       taskId: f.taskId,
       uid: f.uid,
     });
-    settled.push({
+    this.settled.push({
       uid: f.uid,
       taskId: f.taskId,
       resumed: false,

@@ -19,8 +19,8 @@ import { randomUUID } from 'node:crypto';
 
 import type { MailboxContext } from '../context';
 import { describeError } from '../errors';
-import { LeaseLostError, MailboxLease, suspectKey } from '../ledger/lease';
-import { MailboxSession } from '../mailbox/imap';
+import { LeaseLostError, MailboxLease, suspectKey, type Suspects } from '../ledger/lease';
+import { type MailboxEntry, MailboxSession } from '../mailbox/imap';
 import { inboxqMetrics } from '../telemetry/metrics';
 import { drainBatch, type MailResult } from './batch';
 import type { MailOutcome } from './mail';
@@ -66,13 +66,53 @@ export interface DrainSummary {
 export const BATCH_SIZE = 100;
 
 export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
-  const { config, log, ledger } = deps;
+  const { config, log } = deps;
   const now = deps.now ?? Date.now;
   const started = now();
-  const runId = randomUUID();
-  const summary: DrainSummary = {
+  const summary = emptySummary(randomUUID(), config.mailbox, started);
+  const lease = await acquireLease(deps, summary, now);
+  if (!lease) return summary;
+  await deps.onStep?.('leased', { uid: 0 });
+  if (lease.state.killedBatch) {
+    log.warn('The last drain run stopped in the middle of a batch; its mails are drained one by one', {
+      mailbox: config.mailbox,
+      runId: summary.runId,
+      mails: lease.state.killedBatch.uids.length,
+    });
+  }
+
+  let session: MailboxSession | undefined;
+  let failure: { error: unknown } | undefined;
+  try {
+    session = await MailboxSession.open({ config, tokens: deps.tokens, log });
+    await drainInbox(deps, session, lease, summary, () => now() - started > config.drain.runBudgetMs);
+    if (config.drain.retentionDays > 0 && summary.stoppedBecause === 'empty') {
+      summary.counts.expired = await expireOldMail(deps, now);
+    }
+  } catch (err) {
+    failure = { error: err };
+    summary.stoppedBecause = 'error';
+    summary.error =
+      err instanceof LeaseLostError
+        ? 'the run lease was taken over by another run; it continues from here'
+        : describeError(err);
+    // The mailbox may have done more than its answers said (a MOVE whose reply was lost).
+    lease.state.reconcile = true;
+  } finally {
+    summary.counts.throttled = session?.throttled ?? 0;
+    await session?.close();
+    await lease.release();
+  }
+  summary.durationMs = now() - started;
+  await finishRun(deps, summary, failure !== undefined, now);
+  if (failure && !(failure.error instanceof LeaseLostError)) throw failure.error;
+  return summary;
+}
+
+function emptySummary(runId: string, mailbox: string, started: number): DrainSummary {
+  return {
     runId,
-    mailbox: config.mailbox,
+    mailbox,
     startedAt: new Date(started).toISOString(),
     durationMs: 0,
     stoppedBecause: 'empty',
@@ -93,177 +133,163 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
     outcomes: [],
     error: null,
   };
+}
 
+/** The mailbox's run lease, or null (summary says why) when another run holds it. Throws when Storage is down. */
+async function acquireLease(deps: DrainDeps, summary: DrainSummary, now: () => number): Promise<MailboxLease | null> {
+  const { config, log } = deps;
+  const started = Date.parse(summary.startedAt);
   let lease: Awaited<ReturnType<typeof MailboxLease.acquire>>;
   try {
-    lease = await MailboxLease.acquire(deps.storage, config.mailbox, runId, config.drain.leaseMs, now);
+    lease = await MailboxLease.acquire(deps.storage, config.mailbox, summary.runId, config.drain.leaseMs, now);
   } catch (err) {
     // Storage is down: no run can start. Said here, in the words every failed run uses (alerts count them).
     inboxqMetrics.run(config.mailbox, 'failed', now() - started);
     log.error(`Drain run failed: ${describeError(err)}`, {
       mailbox: config.mailbox,
-      runId,
+      runId: summary.runId,
       outcome: 'failed',
       stoppedBecause: 'error',
     });
     throw err;
   }
-  if (!(lease instanceof MailboxLease)) {
-    summary.stoppedBecause = 'leased-elsewhere';
-    inboxqMetrics.run(config.mailbox, 'leased-elsewhere', now() - started);
-    log.info('Another drain run holds this mailbox; this run does nothing', {
-      mailbox: config.mailbox,
-      runId,
-      heldBy: lease.heldBy,
-      until: new Date(lease.until).toISOString(),
-    });
-    return summary;
-  }
-  await deps.onStep?.('leased', { uid: 0 });
-  const { suspects } = lease.state;
-  if (lease.state.killedBatch) {
-    log.warn('The last drain run stopped in the middle of a batch; its mails are drained one by one', {
-      mailbox: config.mailbox,
-      runId,
-      mails: lease.state.killedBatch.uids.length,
-    });
-  }
+  if (lease instanceof MailboxLease) return lease;
+  summary.stoppedBecause = 'leased-elsewhere';
+  inboxqMetrics.run(config.mailbox, 'leased-elsewhere', now() - started);
+  log.info('Another drain run holds this mailbox; this run does nothing', {
+    mailbox: config.mailbox,
+    runId: summary.runId,
+    heldBy: lease.heldBy,
+    until: new Date(lease.until).toISOString(),
+  });
+  return null;
+}
 
-  let session: MailboxSession | undefined;
-  let failure: { error: unknown } | undefined;
+/**
+ * The mails of INBOX, oldest first, batch after batch (a suspect of poison alone), until the inbox
+ * is empty, the message limit is reached or the time budget is spent.
+ */
+async function drainInbox(
+  deps: DrainDeps,
+  session: MailboxSession,
+  lease: MailboxLease,
+  summary: DrainSummary,
+  overBudget: () => boolean,
+): Promise<void> {
+  const { config, log, ledger } = deps;
+  const { suspects } = lease.state;
+  const mails = await session.listMails();
+  const inbox = new Set(mails.map((m) => m.uid));
+  if (lease.state.reconcile) {
+    summary.counts.reconciled = await reconcileLedger(ledger, config.mailbox, session.uidValidity, inbox);
+    lease.state.reconcile = false;
+    if (summary.counts.reconciled > 0)
+      log.warn('Ledger rows of mail that had left the inbox were marked removed', {
+        mailbox: config.mailbox,
+        runId: summary.runId,
+        count: summary.counts.reconciled,
+      });
+  }
+  forgetGone(suspects, session.uidValidity, inbox);
+  let index = 0;
+  while (index < mails.length) {
+    if (index >= config.drain.maxMessagesPerRun) {
+      summary.stoppedBecause = 'limit';
+      break;
+    }
+    if (overBudget()) {
+      summary.stoppedBecause = 'budget';
+      break;
+    }
+    const max = Math.min(BATCH_SIZE, config.drain.maxMessagesPerRun - index);
+    const plan = nextPlan(mails, index, max, suspects, session.uidValidity);
+    let results: MailResult[];
+    if (plan.kind === 'poison') {
+      results = [await setAsidePoison(deps, session, plan.entry.uid, plan.suspect.runs, plan.suspect.last)];
+      suspects.delete(suspectKey(session.uidValidity, plan.entry.uid));
+      index += 1;
+    } else {
+      results = await drainEntries(deps, session, lease, plan.entries);
+      index += plan.entries.length;
+    }
+    count(summary, results, suspects, session.uidValidity);
+  }
+  summary.remaining = mails.length - Math.min(index, mails.length) + summary.counts.held;
+}
+
+/**
+ * A batch, with its UIDs noted on the lease while it runs (a run killed mid-batch makes them
+ * suspects), and the copies it deferred in batches of their own.
+ */
+async function drainEntries(
+  deps: DrainDeps,
+  session: MailboxSession,
+  lease: MailboxLease,
+  entries: MailboxEntry[],
+): Promise<MailResult[]> {
+  const { suspects } = lease.state;
+  const uids = entries.map((e) => e.uid);
+  await lease.beginBatch(session.uidValidity, uids);
+  const results: MailResult[] = [];
   try {
-    session = await MailboxSession.open({ config, tokens: deps.tokens, log });
-    const mails = await session.listMails();
-    const inbox = new Set(mails.map((m) => m.uid));
-    if (lease.state.reconcile) {
-      summary.counts.reconciled = await reconcileLedger(ledger, config.mailbox, session.uidValidity, inbox);
-      lease.state.reconcile = false;
-      if (summary.counts.reconciled > 0)
-        log.warn('Ledger rows of mail that had left the inbox were marked removed', {
-          mailbox: config.mailbox,
-          runId,
-          count: summary.counts.reconciled,
-        });
-    }
-    forgetGone(suspects, session.uidValidity, inbox);
-    let index = 0;
-    while (index < mails.length) {
-      if (index >= config.drain.maxMessagesPerRun) {
-        summary.stoppedBecause = 'limit';
-        break;
-      }
-      if (now() - started > config.drain.runBudgetMs) {
-        summary.stoppedBecause = 'budget';
-        break;
-      }
-      const plan = nextPlan(
-        mails,
-        index,
-        Math.min(BATCH_SIZE, config.drain.maxMessagesPerRun - index),
-        suspects,
-        session.uidValidity,
-      );
-      let results: MailResult[];
-      if (plan.kind === 'poison') {
-        results = [await setAsidePoison(deps, session, plan.entry.uid, plan.suspect.runs, plan.suspect.last)];
-        suspects.delete(suspectKey(session.uidValidity, plan.entry.uid));
-        index += 1;
-      } else {
-        const uids = plan.entries.map((e) => e.uid);
-        await lease.beginBatch(session.uidValidity, uids);
-        results = [];
-        try {
-          for (let queue = plan.entries; queue.length > 0;) {
-            const batch = await drainBatch(deps, session, queue);
-            results.push(...batch.results);
-            queue = batch.deferred;
-          }
-        } catch (err) {
-          if (countsAgainstMails(err)) suspect(suspects, session.uidValidity, uids, describeError(err));
-          throw err;
-        } finally {
-          lease.endBatch();
-        }
-        index += plan.entries.length;
-      }
-      for (const result of results) {
-        inboxqMetrics.mail(config.mailbox, result.outcome);
-        summary.counts.seen++;
-        summary.counts[result.outcome]++;
-        if (result.resumed) summary.counts.resumed++;
-        summary.outcomes.push(result);
-        if (result.outcome === 'held')
-          suspect(suspects, session.uidValidity, [result.uid], result.reasons[0] ?? 'held');
-        else suspects.delete(suspectKey(session.uidValidity, result.uid));
-      }
-    }
-    summary.remaining = mails.length - Math.min(index, mails.length) + summary.counts.held;
-    if (config.drain.retentionDays > 0 && summary.stoppedBecause === 'empty') {
-      summary.counts.expired = await expireOldMail(deps, now);
+    for (let queue = entries; queue.length > 0;) {
+      const batch = await drainBatch(deps, session, queue);
+      results.push(...batch.results);
+      queue = batch.deferred;
     }
   } catch (err) {
-    failure = { error: err };
-    summary.stoppedBecause = 'error';
-    summary.error =
-      err instanceof LeaseLostError
-        ? 'the run lease was taken over by another run; it continues from here'
-        : describeError(err);
-    // The mailbox may have done more than its answers said (a MOVE whose reply was lost).
-    lease.state.reconcile = true;
+    if (countsAgainstMails(err)) suspect(suspects, session.uidValidity, uids, describeError(err));
+    throw err;
   } finally {
-    summary.counts.throttled = session?.throttled ?? 0;
-    await session?.close();
-    await lease.release();
+    lease.endBatch();
   }
+  return results;
+}
 
-  summary.durationMs = now() - started;
-  const outcome = failure ? 'failed' : summary.remaining > 0 ? 'partial' : 'ok';
+/** Counts a batch's results; a held mail becomes a suspect, any other is cleared. */
+function count(summary: DrainSummary, results: MailResult[], suspects: Suspects, uidValidity: bigint): void {
+  for (const result of results) {
+    inboxqMetrics.mail(summary.mailbox, result.outcome);
+    summary.counts.seen++;
+    summary.counts[result.outcome]++;
+    if (result.resumed) summary.counts.resumed++;
+    summary.outcomes.push(result);
+    if (result.outcome === 'held') suspect(suspects, uidValidity, [result.uid], result.reasons[0] ?? 'held');
+    else suspects.delete(suspectKey(uidValidity, result.uid));
+  }
+}
+
+/** The run's metric, its row in the ledger (best effort) and its log line. */
+async function finishRun(deps: DrainDeps, summary: DrainSummary, failed: boolean, now: () => number): Promise<void> {
+  const { config, log, ledger } = deps;
+  const { runId } = summary;
+  const outcome = failed ? 'failed' : summary.remaining > 0 ? 'partial' : 'ok';
   inboxqMetrics.run(config.mailbox, outcome, summary.durationMs);
+  const { seen, queued, rejected, quarantined, duplicate, held, resumed, throttled, reconciled } = summary.counts;
   try {
-    const { seen, queued, rejected, quarantined, duplicate, held, resumed, throttled, reconciled } = summary.counts;
     await ledger.recordRun(config.mailbox, {
       runId,
       startedAt: summary.startedAt,
       finishedAt: new Date(now()).toISOString(),
       outcome,
       counts: {
-        seen,
-        queued,
-        rejected,
-        quarantined,
-        duplicate,
-        held,
-        resumed,
-        throttled,
-        reconciled,
-        failedRuns: failure ? 1 : 0,
+        ...{ seen, queued, rejected, quarantined, duplicate, held, resumed, throttled, reconciled },
+        failedRuns: failed ? 1 : 0,
       },
       error: summary.error,
     });
   } catch (err) {
     log.warn('Could not record the run in the ledger', { mailbox: config.mailbox, runId, error: describeError(err) });
   }
-
   const props = {
     mailbox: config.mailbox,
     runId,
     outcome,
     durationMs: summary.durationMs,
-    seen: summary.counts.seen,
-    queued: summary.counts.queued,
-    rejected: summary.counts.rejected,
-    quarantined: summary.counts.quarantined,
-    duplicates: summary.counts.duplicate,
-    held: summary.counts.held,
-    throttled: summary.counts.throttled,
+    ...{ seen, queued, rejected, quarantined, duplicates: duplicate, held, throttled },
     remaining: summary.remaining,
     stoppedBecause: summary.stoppedBecause,
   };
-  if (failure) {
-    log.error(`Drain run failed: ${summary.error}`, props);
-    if (failure.error instanceof LeaseLostError) return summary;
-    throw failure.error;
-  }
-  log.info('Drain run finished', props);
-  return summary;
+  if (failed) log.error(`Drain run failed: ${summary.error}`, props);
+  else log.info('Drain run finished', props);
 }
