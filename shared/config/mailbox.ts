@@ -10,6 +10,7 @@ import {
   ACKNOWLEDGEMENT_PLACEHOLDERS,
   DEPLOYMENT_SETTINGS,
   mailboxSettingName,
+  type MailboxSettings,
   parseSenderList,
   schemaFor,
 } from './schema';
@@ -17,117 +18,13 @@ import type { ClientCredentialSource, Env, InboxqConfig, StorageConnection } fro
 
 /** One mailbox's config: `key` null for a single-mailbox deployment (plain INBOXQ_* settings). */
 export function loadMailbox(env: Env, key: string, overrideKey: string | null): InboxqConfig {
-  const perMailbox = (setting: string) =>
-    overrideKey !== null && setting.startsWith('INBOXQ_') && !DEPLOYMENT_SETTINGS.has(setting);
-  const nameOf = (setting: string): string => {
-    if (!perMailbox(setting)) return setting;
-    const own = mailboxSettingName(overrideKey!, setting);
-    // With several mailboxes, each names its address itself: a shared INBOXQ_MAILBOX would make them one inbox.
-    return env[own] !== undefined || setting === 'INBOXQ_MAILBOX' ? own : setting;
-  };
-  const schema = schemaFor(nameOf);
-
-  // Empty strings count as unset, the way the portal and local.settings.json present them.
-  const present: Record<string, string> = {};
-  for (const setting of Object.keys(schema.shape)) {
-    const name = nameOf(setting);
-    const value = env[name];
-    if (value !== undefined && (value !== '' || setting === 'INBOXQ_TRUSTED_AUTHSERV_ID')) present[setting] = value;
-  }
-  const parsed = schema.safeParse(present);
-  if (!parsed.success) {
-    throw new ConfigError(
-      parsed.error.issues.map((issue) => {
-        const setting = String(issue.path[0] ?? 'settings');
-        const name = nameOf(setting);
-        if (issue.code === 'invalid_type' && present[setting] === undefined) {
-          return setting === 'INBOXQ_MAILBOX' && overrideKey
-            ? `${name} is required: the address of mailbox "${overrideKey}"`
-            : `${name} is required`;
-        }
-        return issue.message.startsWith(name) ? issue.message : `${name}: ${issue.message}`;
-      }),
-    );
-  }
-  const s = parsed.data;
+  const { s, nameOf } = readSettings(env, overrideKey);
   const problems: string[] = [];
-
-  let credential: ClientCredentialSource | undefined;
-  if (s.INBOXQ_CLIENT_CREDENTIAL === 'managed-identity') {
-    credential = { kind: 'managed-identity', identityClientId: s.INBOXQ_MANAGED_IDENTITY_CLIENT_ID?.toLowerCase() };
-  } else if (s.INBOXQ_CLIENT_CREDENTIAL === 'certificate') {
-    if (s.INBOXQ_KEYVAULT_URL === undefined)
-      problems.push(`${nameOf('INBOXQ_KEYVAULT_URL')} is required: the client certificate is read from Key Vault`);
-    else
-      credential = {
-        kind: 'keyvault-certificate',
-        vaultUrl: s.INBOXQ_KEYVAULT_URL,
-        certificateName: s.INBOXQ_CLIENT_CERTIFICATE_NAME,
-      };
-  } else if (s.INBOXQ_CLIENT_SECRET !== undefined) {
-    credential = { kind: 'secret-setting', secret: s.INBOXQ_CLIENT_SECRET };
-  } else if (s.INBOXQ_KEYVAULT_URL !== undefined) {
-    credential = { kind: 'keyvault-secret', vaultUrl: s.INBOXQ_KEYVAULT_URL, secretName: s.INBOXQ_CLIENT_SECRET_NAME };
-  } else {
-    problems.push(
-      `${nameOf('INBOXQ_KEYVAULT_URL')} is required (the vault holding the client secret); for local development only, ${nameOf('INBOXQ_CLIENT_SECRET')} may be set instead`,
-    );
-  }
-
-  const { senders, invalid } = parseSenderList(s.INBOXQ_AUTHORIZED_SENDERS);
-  if (invalid.length > 0) {
-    problems.push(
-      `${nameOf('INBOXQ_AUTHORIZED_SENDERS')} has entries that are neither an address nor *@domain: ${invalid.join(', ')}`,
-    );
-  }
-
-  let storage: StorageConnection | undefined;
-  if (s.AzureWebJobsStorage !== undefined) {
-    storage = { kind: 'connection-string', connectionString: s.AzureWebJobsStorage };
-  } else if (
-    s.AzureWebJobsStorage__queueServiceUri &&
-    s.AzureWebJobsStorage__tableServiceUri &&
-    s.AzureWebJobsStorage__blobServiceUri
-  ) {
-    storage = {
-      kind: 'identity',
-      queueServiceUri: s.AzureWebJobsStorage__queueServiceUri,
-      tableServiceUri: s.AzureWebJobsStorage__tableServiceUri,
-      blobServiceUri: s.AzureWebJobsStorage__blobServiceUri,
-      clientId: s.AzureWebJobsStorage__clientId || undefined,
-    };
-  } else {
-    problems.push(
-      'AzureWebJobsStorage is required (UseDevelopmentStorage=true for Azurite), or AzureWebJobsStorage__queueServiceUri, __tableServiceUri and __blobServiceUri for identity-based connections',
-    );
-  }
-
-  let tlsCa: Buffer | undefined;
-  if (s.INBOXQ_TLS_CA_FILE !== undefined) {
-    try {
-      tlsCa = readFileSync(s.INBOXQ_TLS_CA_FILE);
-    } catch (err) {
-      problems.push(
-        `INBOXQ_TLS_CA_FILE names a file that can't be read (${(err as NodeJS.ErrnoException).code ?? 'error'}): ${s.INBOXQ_TLS_CA_FILE}`,
-      );
-    }
-  }
-
-  if (s.INBOXQ_PROCESSED_ACTION === 'move' && s.INBOXQ_PROCESSED_FOLDER.toUpperCase() === 'INBOX') {
-    problems.push(`${nameOf('INBOXQ_PROCESSED_FOLDER')} must not be INBOX: processed mail would be drained again`);
-  }
-  if (s.INBOXQ_QUARANTINE_FOLDER.toUpperCase() === 'INBOX') {
-    problems.push(`${nameOf('INBOXQ_QUARANTINE_FOLDER')} must not be INBOX`);
-  }
-  const unknownPlaceholders = [...s.INBOXQ_ACKNOWLEDGEMENT_TEXT.matchAll(/\{(\w+)\}/g)]
-    .map((m) => m[1]!)
-    .filter((p) => !(ACKNOWLEDGEMENT_PLACEHOLDERS as readonly string[]).includes(p));
-  if (unknownPlaceholders.length > 0) {
-    problems.push(
-      `${nameOf('INBOXQ_ACKNOWLEDGEMENT_TEXT')} uses unknown placeholders ${unknownPlaceholders.map((p) => `{${p}}`).join(', ')}; it may use ${ACKNOWLEDGEMENT_PLACEHOLDERS.map((p) => `{${p}}`).join(', ')}`,
-    );
-  }
-
+  const credential = credentialOf(s, nameOf, problems);
+  const senders = authorizedSenders(s, nameOf, problems);
+  const storage = storageOf(s, problems);
+  const tlsCa = tlsCaOf(s, problems);
+  checkTogether(s, nameOf, problems);
   if (problems.length > 0 || !credential || !storage) throw new ConfigError(problems, { mailbox: s.INBOXQ_MAILBOX });
 
   return {
@@ -170,4 +67,139 @@ export function loadMailbox(env: Env, key: string, overrideKey: string | null): 
     acknowledgement: { enabled: s.INBOXQ_ACKNOWLEDGE, text: s.INBOXQ_ACKNOWLEDGEMENT_TEXT },
     storage,
   };
+}
+
+type NameOf = (setting: string) => string;
+
+/**
+ * The mailbox's settings, validated against the schema: its own override where one is set, else
+ * the shared setting. `nameOf` names the app setting a value came from, for messages.
+ */
+function readSettings(env: Env, overrideKey: string | null): { s: MailboxSettings; nameOf: NameOf } {
+  const perMailbox = (setting: string) =>
+    overrideKey !== null && setting.startsWith('INBOXQ_') && !DEPLOYMENT_SETTINGS.has(setting);
+  const nameOf = (setting: string): string => {
+    if (!perMailbox(setting)) return setting;
+    const own = mailboxSettingName(overrideKey!, setting);
+    // With several mailboxes, each names its address itself: a shared INBOXQ_MAILBOX would make them one inbox.
+    return env[own] !== undefined || setting === 'INBOXQ_MAILBOX' ? own : setting;
+  };
+  const schema = schemaFor(nameOf);
+
+  // Empty strings count as unset, the way the portal and local.settings.json present them.
+  const present: Record<string, string> = {};
+  for (const setting of Object.keys(schema.shape)) {
+    const name = nameOf(setting);
+    const value = env[name];
+    if (value !== undefined && (value !== '' || setting === 'INBOXQ_TRUSTED_AUTHSERV_ID')) present[setting] = value;
+  }
+  const parsed = schema.safeParse(present);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((issue) => {
+        const setting = String(issue.path[0] ?? 'settings');
+        const name = nameOf(setting);
+        if (issue.code === 'invalid_type' && present[setting] === undefined) {
+          return setting === 'INBOXQ_MAILBOX' && overrideKey
+            ? `${name} is required: the address of mailbox "${overrideKey}"`
+            : `${name} is required`;
+        }
+        return issue.message.startsWith(name) ? issue.message : `${name}: ${issue.message}`;
+      }),
+    );
+  }
+  return { s: parsed.data, nameOf };
+}
+
+/** Which client credential the settings describe, or a problem naming what is missing. */
+function credentialOf(s: MailboxSettings, nameOf: NameOf, problems: string[]): ClientCredentialSource | undefined {
+  let credential: ClientCredentialSource | undefined;
+  if (s.INBOXQ_CLIENT_CREDENTIAL === 'managed-identity') {
+    credential = { kind: 'managed-identity', identityClientId: s.INBOXQ_MANAGED_IDENTITY_CLIENT_ID?.toLowerCase() };
+  } else if (s.INBOXQ_CLIENT_CREDENTIAL === 'certificate') {
+    if (s.INBOXQ_KEYVAULT_URL === undefined)
+      problems.push(`${nameOf('INBOXQ_KEYVAULT_URL')} is required: the client certificate is read from Key Vault`);
+    else
+      credential = {
+        kind: 'keyvault-certificate',
+        vaultUrl: s.INBOXQ_KEYVAULT_URL,
+        certificateName: s.INBOXQ_CLIENT_CERTIFICATE_NAME,
+      };
+  } else if (s.INBOXQ_CLIENT_SECRET !== undefined) {
+    credential = { kind: 'secret-setting', secret: s.INBOXQ_CLIENT_SECRET };
+  } else if (s.INBOXQ_KEYVAULT_URL !== undefined) {
+    credential = { kind: 'keyvault-secret', vaultUrl: s.INBOXQ_KEYVAULT_URL, secretName: s.INBOXQ_CLIENT_SECRET_NAME };
+  } else {
+    problems.push(
+      `${nameOf('INBOXQ_KEYVAULT_URL')} is required (the vault holding the client secret); for local development only, ${nameOf('INBOXQ_CLIENT_SECRET')} may be set instead`,
+    );
+  }
+  return credential;
+}
+
+function authorizedSenders(s: MailboxSettings, nameOf: NameOf, problems: string[]): string[] {
+  const { senders, invalid } = parseSenderList(s.INBOXQ_AUTHORIZED_SENDERS);
+  if (invalid.length > 0) {
+    problems.push(
+      `${nameOf('INBOXQ_AUTHORIZED_SENDERS')} has entries that are neither an address nor *@domain: ${invalid.join(', ')}`,
+    );
+  }
+  return senders;
+}
+
+/** A connection string (Azurite, local) or identity-based service URIs (Azure). */
+function storageOf(s: MailboxSettings, problems: string[]): StorageConnection | undefined {
+  let storage: StorageConnection | undefined;
+  if (s.AzureWebJobsStorage !== undefined) {
+    storage = { kind: 'connection-string', connectionString: s.AzureWebJobsStorage };
+  } else if (
+    s.AzureWebJobsStorage__queueServiceUri &&
+    s.AzureWebJobsStorage__tableServiceUri &&
+    s.AzureWebJobsStorage__blobServiceUri
+  ) {
+    storage = {
+      kind: 'identity',
+      queueServiceUri: s.AzureWebJobsStorage__queueServiceUri,
+      tableServiceUri: s.AzureWebJobsStorage__tableServiceUri,
+      blobServiceUri: s.AzureWebJobsStorage__blobServiceUri,
+      clientId: s.AzureWebJobsStorage__clientId || undefined,
+    };
+  } else {
+    problems.push(
+      'AzureWebJobsStorage is required (UseDevelopmentStorage=true for Azurite), or AzureWebJobsStorage__queueServiceUri, __tableServiceUri and __blobServiceUri for identity-based connections',
+    );
+  }
+  return storage;
+}
+
+function tlsCaOf(s: MailboxSettings, problems: string[]): Buffer | undefined {
+  let tlsCa: Buffer | undefined;
+  if (s.INBOXQ_TLS_CA_FILE !== undefined) {
+    try {
+      tlsCa = readFileSync(s.INBOXQ_TLS_CA_FILE);
+    } catch (err) {
+      problems.push(
+        `INBOXQ_TLS_CA_FILE names a file that can't be read (${(err as NodeJS.ErrnoException).code ?? 'error'}): ${s.INBOXQ_TLS_CA_FILE}`,
+      );
+    }
+  }
+  return tlsCa;
+}
+
+/** Checks that need several settings together: folders that must not be INBOX, the acknowledgement's placeholders. */
+function checkTogether(s: MailboxSettings, nameOf: NameOf, problems: string[]): void {
+  if (s.INBOXQ_PROCESSED_ACTION === 'move' && s.INBOXQ_PROCESSED_FOLDER.toUpperCase() === 'INBOX') {
+    problems.push(`${nameOf('INBOXQ_PROCESSED_FOLDER')} must not be INBOX: processed mail would be drained again`);
+  }
+  if (s.INBOXQ_QUARANTINE_FOLDER.toUpperCase() === 'INBOX') {
+    problems.push(`${nameOf('INBOXQ_QUARANTINE_FOLDER')} must not be INBOX`);
+  }
+  const unknownPlaceholders = [...s.INBOXQ_ACKNOWLEDGEMENT_TEXT.matchAll(/\{(\w+)\}/g)]
+    .map((m) => m[1]!)
+    .filter((p) => !(ACKNOWLEDGEMENT_PLACEHOLDERS as readonly string[]).includes(p));
+  if (unknownPlaceholders.length > 0) {
+    problems.push(
+      `${nameOf('INBOXQ_ACKNOWLEDGEMENT_TEXT')} uses unknown placeholders ${unknownPlaceholders.map((p) => `{${p}}`).join(', ')}; it may use ${ACKNOWLEDGEMENT_PLACEHOLDERS.map((p) => `{${p}}`).join(', ')}`,
+    );
+  }
 }

@@ -247,3 +247,6 @@ export function isSetting(setting: string): boolean {
  * inboxq: listed so the README's table and the example settings name them too.
  */
 export const AZURE_SDK_SETTINGS = ['AZURE_CLIENT_ID', 'AZURE_TENANT_ID', 'AZURE_CLIENT_SECRET', 'AZURE_AUTHORITY_HOST'];
+
+/** One mailbox's settings as the schema gives them: validated, defaults filled in. */
+export type MailboxSettings = z.output<ReturnType<typeof schemaFor>>;
