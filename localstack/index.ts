@@ -103,13 +103,23 @@ export class LocalStack {
 
   /** What `az login` gives a developer: DefaultAzureCredential finds these and reads the vault with them. */
   exportDeveloperIdentity(): void {
-    process.env['AZURE_TENANT_ID'] = this.idp.tenantId;
-    process.env['AZURE_CLIENT_ID'] = this.developerClientId;
-    process.env['AZURE_CLIENT_SECRET'] = this.developerSecret;
-    process.env['AZURE_AUTHORITY_HOST'] = this.idp.url;
-    // What App Service sets for a managed identity; ManagedIdentityCredential reads these.
-    process.env['IDENTITY_ENDPOINT'] = this.idp.msiEndpoint;
-    process.env['IDENTITY_HEADER'] = this.idp.msiHeader;
+    Object.assign(process.env, this.sdkSettings());
+  }
+
+  /**
+   * The Azure SDK's own settings for this stack: the developer identity DefaultAzureCredential reads
+   * the vault with, and the managed-identity endpoint App Service would provide.
+   */
+  sdkSettings(): Record<string, string> {
+    return {
+      AZURE_TENANT_ID: this.idp.tenantId,
+      AZURE_CLIENT_ID: this.developerClientId,
+      AZURE_CLIENT_SECRET: this.developerSecret,
+      AZURE_AUTHORITY_HOST: this.idp.url,
+      // What App Service sets for a managed identity; ManagedIdentityCredential reads these.
+      IDENTITY_ENDPOINT: this.idp.msiEndpoint,
+      IDENTITY_HEADER: this.idp.msiHeader,
+    };
   }
 
   /**

@@ -1,0 +1,50 @@
+/**
+ * Runs inboxq's local host (localstack/host) as its own process, as `npm start` does, and collects
+ * what it prints: tests see the app start, its functions run on their triggers, and its refusals.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import path from 'node:path';
+
+const MAIN = path.resolve('build/localstack/host/main.js');
+
+export class HostProcess {
+  output = '';
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  private constructor(readonly child: ChildProcess) {
+    child.stdout!.on('data', (c: Buffer) => (this.output += c.toString()));
+    child.stderr!.on('data', (c: Buffer) => (this.output += c.toString()));
+    this.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  }
+
+  /** The host on `appRoot` with these settings as its environment; `main` overrides package.json's. */
+  static start(appRoot: string, settings: Record<string, string | undefined>, main?: string): HostProcess {
+    const args = [MAIN, '--app', appRoot, ...(main ? ['--main', main] : [])];
+    // No local.settings.json is read from a test's app folder: the settings come from the environment.
+    const env = { ...process.env, ...settings, NO_COLOR: '1' };
+    return new HostProcess(spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] }));
+  }
+
+  /** Waits until the output matches, or fails with what the host printed. */
+  async waitFor(pattern: RegExp, timeoutMs = 30_000): Promise<RegExpMatchArray> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const m = pattern.exec(this.output);
+      if (m) return m;
+      if (this.child.exitCode !== null || Date.now() > deadline)
+        throw new Error(`host output never matched ${pattern}:\n${this.output.slice(-4000)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** SIGTERM, then the exit. */
+  async stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGTERM');
+    return this.exited;
+  }
+
+  kill(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+    return this.exited;
+  }
+}
