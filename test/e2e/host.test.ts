@@ -2,13 +2,18 @@
  * inboxq's local host, as its own process, on a small app (test/fixtures/host-app) and on inboxq
  * itself: registrations, bindings and hooks run as the Functions runtime runs them, against Azurite.
  */
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { QueueClient } from '@azure/storage-queue';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalStack } from '../../localstack';
+import { runtimeFor } from '../../localstack/runtime';
+import { TaskWorker } from '../../shared/worker/worker';
 import { HostProcess } from '../helpers/host';
+import { buildMail } from '../helpers/mail';
+import { takeAllTasks } from '../helpers/stack';
 
 const FIXTURE = path.resolve('test/fixtures/host-app');
 
@@ -56,8 +61,12 @@ function fixtureSettings(overrides: Record<string, string | undefined> = {}) {
   };
 }
 
-function startHost(appRoot: string, settings: Record<string, string | undefined>, main?: string): HostProcess {
-  const host = HostProcess.start(appRoot, settings, main);
+function startHost(
+  appRoot: string,
+  settings: Record<string, string | undefined>,
+  options: { main?: string; settingsFile?: string } = {},
+): HostProcess {
+  const host = HostProcess.start(appRoot, settings, options);
   hosts.push(host);
   return host;
 }
@@ -129,3 +138,154 @@ describe('the local host on a small app', () => {
     expect(host.output).toMatch(/The '\w+' function is in error|Missing value for AzureWebJobsStorage/);
   });
 });
+
+/**
+ * inboxq itself on the host: the compiled app (build/functions, what package.json main names in
+ * dist/), the repository's host.json, and only the timer and queue messages to move it.
+ */
+describe('inboxq on the local host', () => {
+  const ROOT = path.resolve('.');
+  const SENDER = 'alice@partner.test';
+  /** An empty settings file: a developer's own local.settings.json never leaks into a test. */
+  let noFile: string;
+  beforeAll(() => {
+    noFile = path.join(stack.dir, 'empty.settings.json');
+    writeFileSync(noFile, '{ "IsEncrypted": false, "Values": {} }');
+  });
+
+  function appSettings(
+    mailbox: string,
+    overrides: Record<string, string> = {},
+  ): Record<string, string | undefined> & { INBOXQ_TASKS_QUEUE: string } {
+    return {
+      INBOXQ_TASKS_QUEUE: `tasks-${mailbox.split('@')[0]}`,
+      ...stack.settings(mailbox, {
+        INBOXQ_AUTHORIZED_SENDERS: SENDER,
+        INBOXQ_DRAIN_SCHEDULE: '*/2 * * * * *',
+        INBOXQ_TASKS_QUEUE: `tasks-${mailbox.split('@')[0]}`,
+      }),
+      // The host's own knobs, as app settings: poll at least every second, retry a failed message after 2 s.
+      AzureFunctionsJobHost__extensions__queues__maxPollingInterval: '00:00:01',
+      AzureFunctionsJobHost__extensions__queues__visibilityTimeout: '00:00:02',
+      ...overrides,
+    };
+  }
+  const app = (settings: Record<string, string | undefined>) =>
+    startHost(ROOT, settings, { main: 'build/functions/*.js', settingsFile: noFile });
+
+  it("registers every function with its bindings, and the schedule drains a mail into a task that is answered in the sender's mailbox", async () => {
+    const mailbox = 'onhost@company.test';
+    const settings = appSettings(mailbox);
+    const host = app(settings);
+    await host.waitFor(/functions running/);
+    for (const line of [
+      'drainSchedule: timerTrigger',
+      'drain: queueTrigger (drain-requests)',
+      'reply: queueTrigger (replies)',
+      'replyPoison: queueTrigger (replies-poison)',
+    ])
+      expect(host.output).toContain(line);
+    expect(host.output).toContain(`inboxq: serving default (${mailbox})`);
+
+    await stack.appendMail(
+      mailbox,
+      buildMail({ from: SENDER, to: mailbox, subject: 'Hosted', body: 'Please answer.' }),
+    );
+    const worker = TaskWorker.fromConnectionString(stack.azurite.connectionString, {
+      tasksQueue: settings.INBOXQ_TASKS_QUEUE,
+    });
+    let received: Awaited<ReturnType<TaskWorker['receive']>> = [];
+    for (const deadline = Date.now() + 30_000; received.length === 0 && Date.now() < deadline;)
+      received = await worker.receive({ max: 1 }).then(async (r) => (r.length ? r : (await sleep(300), r)));
+    expect(received).toHaveLength(1);
+    const { task, complete } = received[0]!;
+    expect(task.subject).toBe('Hosted');
+    await worker.reply({ taskId: task.taskId, mailbox, markdown: 'The **answer**.' });
+    await complete();
+
+    // The acknowledgement and the answer, sent by the reply function on its queue trigger.
+    let inbox = await stack.readFolder(SENDER, 'INBOX');
+    for (const deadline = Date.now() + 30_000; inbox.length < 2 && Date.now() < deadline; await sleep(300))
+      inbox = await stack.readFolder(SENDER, 'INBOX');
+    const subjects = inbox.map((m) => /^Subject: (.*)$/m.exec(m.source.toString())?.[1] ?? '');
+    expect(subjects.filter((s) => s.includes('Hosted'))).toHaveLength(2);
+    expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
+    expect((await host.stop()).code).toBe(0);
+    expect(host.output).toMatch(/Executed 'Functions.drainSchedule' \(Succeeded/);
+    expect(host.output).toMatch(/Executed 'Functions.drain' \(Succeeded/);
+    expect(host.output).toMatch(/Executed 'Functions.reply' \(Succeeded/);
+  });
+
+  it('the appStart hook reports invalid settings, naming them, at start', async () => {
+    const host = app(appSettings('badsettings@company.test', { INBOXQ_TENANT_ID: 'common' }));
+    await host.waitFor(/inboxq: .*Invalid settings: INBOXQ_TENANT_ID must be your tenant id/);
+    await host.stop();
+  });
+
+  it('killed mid-drain, then started again: every mail becomes one task, none is lost', async () => {
+    const mailbox = 'killdrain@company.test';
+    // A 30 s run lease: the run the kill interrupts holds the mailbox that long at most.
+    const settings = appSettings(mailbox, {
+      INBOXQ_DRAIN_LEASE_SECONDS: '30',
+      LOCALHOST_QUEUE_VISIBILITY_SECONDS: '5',
+    });
+    for (let i = 0; i < 40; i++)
+      await stack.appendMail(mailbox, buildMail({ from: SENDER, to: mailbox, subject: `Mail ${i}` }));
+    const first = app(settings);
+    await first.waitFor(/Mail queued as a task/);
+    await first.kill();
+    expect((await stack.readFolder(mailbox, 'INBOX')).length).toBeGreaterThan(0);
+
+    const second = app(settings);
+    let left = await stack.readFolder(mailbox, 'INBOX');
+    for (const deadline = Date.now() + 60_000; left.length > 0 && Date.now() < deadline; await sleep(500))
+      left = await stack.readFolder(mailbox, 'INBOX');
+    await second.stop();
+    expect(left).toHaveLength(0);
+    const rows = await runtimeFor(settings).ledger.listMessages(mailbox);
+    expect(rows).toHaveLength(40);
+    expect(rows.every((r) => r.state === 'queued' && r.removed)).toBe(true);
+    const tasks = await takeAllTasks(stack, settings.INBOXQ_TASKS_QUEUE);
+    // At least once on the queue, once per task id: a task queued twice carries the same id.
+    expect(new Set(tasks.map((t) => t.taskId)).size).toBe(40);
+    expect(new Set(tasks.map((t) => t.taskId))).toEqual(new Set(rows.map((r) => r.taskId)));
+  }, 120_000);
+
+  it('killed mid-reply, then started again: the answer arrives once', async () => {
+    const mailbox = 'killreply@company.test';
+    const sender = 'bob@partner.test';
+    const settings = appSettings(mailbox, {
+      INBOXQ_AUTHORIZED_SENDERS: sender,
+      INBOXQ_ACKNOWLEDGE: 'false',
+      INBOXQ_REPLY_LEASE_SECONDS: '10',
+      LOCALHOST_QUEUE_VISIBILITY_SECONDS: '5',
+    });
+    await stack.appendMail(mailbox, buildMail({ from: sender, to: mailbox, subject: 'Kill the reply' }));
+    const first = app(settings);
+    const worker = TaskWorker.fromConnectionString(stack.azurite.connectionString, {
+      tasksQueue: settings.INBOXQ_TASKS_QUEUE,
+    });
+    let received: Awaited<ReturnType<TaskWorker['receive']>> = [];
+    for (const deadline = Date.now() + 30_000; received.length === 0 && Date.now() < deadline; await sleep(300))
+      received = await worker.receive({ max: 1 });
+    const { task } = received[0]!;
+    await worker.reply({ taskId: task.taskId, mailbox, text: 'Sent once.' });
+    await first.waitFor(/Executing 'Functions.reply'/);
+    await first.kill();
+
+    const second = app(settings);
+    let inbox = await stack.readFolder(sender, 'INBOX');
+    for (const deadline = Date.now() + 60_000; inbox.length === 0 && Date.now() < deadline; await sleep(500))
+      inbox = await stack.readFolder(sender, 'INBOX');
+    // Long enough for any second copy: past the reply lease and a redelivery.
+    await sleep(12_000);
+    await second.stop();
+    inbox = await stack.readFolder(sender, 'INBOX');
+    expect(inbox).toHaveLength(1);
+    expect(inbox[0]!.source.toString()).toContain('Sent once.');
+  }, 120_000);
+});
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

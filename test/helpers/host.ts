@@ -18,8 +18,18 @@ export class HostProcess {
   }
 
   /** The host on `appRoot` with these settings as its environment; `main` overrides package.json's. */
-  static start(appRoot: string, settings: Record<string, string | undefined>, main?: string): HostProcess {
-    const args = [MAIN, '--app', appRoot, ...(main ? ['--main', main] : [])];
+  static start(
+    appRoot: string,
+    settings: Record<string, string | undefined>,
+    options: { main?: string; settingsFile?: string } = {},
+  ): HostProcess {
+    const args = [
+      MAIN,
+      '--app',
+      appRoot,
+      ...(options.main ? ['--main', options.main] : []),
+      ...(options.settingsFile ? ['--settings', options.settingsFile] : []),
+    ];
     // No local.settings.json is read from a test's app folder: the settings come from the environment.
     const env = { ...process.env, ...settings, NO_COLOR: '1' };
     return new HostProcess(spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] }));
