@@ -5,11 +5,13 @@
  * threaded on the original and tagged with its conversation.
  *
  *   AzureWebJobsStorage=<connection string> node build/examples/echo-worker.js [--queue tasks] [--once]
+ *   npm run worker     (next to `npm run stack`: the connection comes from local.settings.json)
  *
  * --queue: `tasks` for a deployment of one mailbox, `tasks-<key>` for the mailbox <key> of several.
  * Replace `work` with your own processing; everything else stays. A worker in another language
  * does the same with its Storage SDK (docs/contract.md).
  */
+import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 import type { ReplyMessageInput, TaskMessage } from '../shared/contract/messages';
@@ -75,11 +77,22 @@ export async function runOnce(worker: TaskWorker, log: (line: string) => void = 
   }
 }
 
+/** AzureWebJobsStorage from a local.settings.json (`npm run stack` writes one), when the environment has none. */
+function fromSettingsFile(file: string): string | undefined {
+  if (!existsSync(file)) return undefined;
+  const json = JSON.parse(readFileSync(file, 'utf8')) as { Values?: Record<string, string> };
+  return json.Values?.['AzureWebJobsStorage'];
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { queue: { type: 'string', default: TASKS_QUEUE }, once: { type: 'boolean', default: false } },
+    options: {
+      queue: { type: 'string', default: TASKS_QUEUE },
+      once: { type: 'boolean', default: false },
+      settings: { type: 'string', default: 'local.settings.json' },
+    },
   });
-  const connection = process.env['AzureWebJobsStorage'];
+  const connection = process.env['AzureWebJobsStorage'] ?? fromSettingsFile(values.settings);
   if (!connection) {
     console.error('Set AzureWebJobsStorage to the storage connection string (UseDevelopmentStorage=true for Azurite).');
     process.exit(2);

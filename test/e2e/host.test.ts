@@ -2,7 +2,8 @@
  * inboxq's local host, as its own process, on a small app (test/fixtures/host-app) and on inboxq
  * itself: registrations, bindings and hooks run as the Functions runtime runs them, against Azurite.
  */
-import { writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { QueueClient } from '@azure/storage-queue';
@@ -289,3 +290,43 @@ describe('inboxq on the local host', () => {
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+describe('npm run stack and npm start', () => {
+  it('the stack seeds a mail and writes the settings; the host, started on them, puts its task on the tasks queue; both stop on SIGTERM', async () => {
+    const out = path.join(stack.dir, 'stack.settings.json');
+    const child = spawn(process.execPath, [path.resolve('build/scripts/stack.js'), '--seed', '--out', out], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { PATH: process.env['PATH'], HOME: process.env['HOME'] },
+    });
+    let said = '';
+    child.stdout.on('data', (c: Buffer) => (said += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (said += c.toString()));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    try {
+      for (const deadline = Date.now() + 60_000; !said.includes('seeded') && Date.now() < deadline; await sleep(200));
+      expect(said).toContain(`wrote ${path.relative(path.resolve('.'), out)}`);
+      const values = (JSON.parse(readFileSync(out, 'utf8')) as { Values: Record<string, string> }).Values;
+      expect(values['INBOXQ_DRAIN_SCHEDULE']).toBe('*/10 * * * * *');
+
+      const host = HostProcess.start(
+        path.resolve('.'),
+        {},
+        {
+          main: 'build/functions/*.js',
+          settingsFile: out,
+          inheritEnv: false,
+        },
+      );
+      hosts.push(host);
+      await host.waitFor(/Mail queued as a task/, 60_000);
+      const tasks = new QueueClient(values['AzureWebJobsStorage']!, 'tasks');
+      const { peekedMessageItems } = await tasks.peekMessages({ numberOfMessages: 5 });
+      expect(peekedMessageItems).toHaveLength(1);
+      expect((await host.stop()).code).toBe(0);
+    } finally {
+      child.kill('SIGTERM');
+    }
+    expect(await exited).toBe(0);
+    expect(said).toContain('local stack: SIGTERM, stopping');
+  }, 120_000);
+});

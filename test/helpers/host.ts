@@ -21,7 +21,7 @@ export class HostProcess {
   static start(
     appRoot: string,
     settings: Record<string, string | undefined>,
-    options: { main?: string; settingsFile?: string } = {},
+    options: { main?: string; settingsFile?: string; inheritEnv?: boolean } = {},
   ): HostProcess {
     const args = [
       MAIN,
@@ -31,7 +31,9 @@ export class HostProcess {
       ...(options.settingsFile ? ['--settings', options.settingsFile] : []),
     ];
     // No local.settings.json is read from a test's app folder: the settings come from the environment.
-    const env = { ...process.env, ...settings, NO_COLOR: '1' };
+    // inheritEnv false: a clean environment, as a new terminal (this test process carries its own stack's AZURE_* settings).
+    const base = options.inheritEnv === false ? { PATH: process.env['PATH'], HOME: process.env['HOME'] } : process.env;
+    const env = { ...base, ...settings, NO_COLOR: '1' };
     return new HostProcess(spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] }));
   }
 
