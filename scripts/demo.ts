@@ -3,28 +3,27 @@
  *
  *   1. start the stack (identity provider, Key Vault, Dovecot, SMTP, Azurite) on 127.0.0.1
  *   2. seed the mailbox agent@contoso.test with a mail from an authorized sender and a forged one
- *   3. run a tick of the drain schedule (timer) and the drain it requests (queue trigger)
+ *   3. start the app on the local host (localstack/host, what `npm start` runs without Core Tools):
+ *      its timer requests a drain every 2 seconds, and the drain function takes the request
  *   4. run the sample worker (examples/echo-worker.ts): it answers the task in Markdown
- *   5. run the reply function on the replies queue (as the Functions host would): the
- *      acknowledgement and the answer go out over SMTP
+ *   5. the reply function, on its queue trigger, sends the acknowledgement and the answer over SMTP
  *   6. read them back from the sender's mailbox over IMAP
  *   7. the sender answers the answer: the follow-up joins the conversation, and is answered too
+ *
+ * Nothing but the app's timer and queue messages moves a mail: the demo only seeds, runs the
+ * worker, and watches.
  *
  * Run with `npm run demo` (or `bash scripts/demo.sh` on a fresh machine).
  */
 import { randomUUID } from 'node:crypto';
+import path from 'node:path';
 
-import { InvocationContext, type Timer } from '@azure/functions';
-import { QueueClient } from '@azure/storage-queue';
 import { type ParsedMail, simpleParser } from 'mailparser';
 
 import { runOnce } from '../examples/echo-worker';
 import { exitOnSignals, LocalStack } from '../localstack';
-import { runQueueTrigger } from '../localstack/queue-runner';
-import { DRAIN_REQUESTS_QUEUE, REPLIES_QUEUE } from '../shared/contract/messages';
-import type { DrainSummary } from '../shared/drain/drain';
-import { createHandlers } from '../shared/host/handlers';
-import { deploymentFor } from '../shared/host/runtime';
+import { LocalHost } from '../localstack/host/host';
+import { runtimeFor } from '../localstack/runtime';
 import { TaskWorker } from '../shared/worker/worker';
 
 const MAILBOX = 'agent@contoso.test';
@@ -34,12 +33,13 @@ const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 const dim = (s: string) => (process.stdout.isTTY ? `\x1b[2m${s}\x1b[0m` : s);
 const step = (n: number, text: string) => console.log(`\n${bold(`${n}. ${text}`)}`);
 
-function context(name: string): InvocationContext {
-  return new InvocationContext({
-    functionName: name,
-    invocationId: randomUUID(),
-    logHandler: (level, ...args) => console.log(dim(`   [${name} ${level}] ${args.join(' ')}`)),
-  });
+/** Polls until `check` gives a value, or fails naming what never happened. */
+async function until<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
+  for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await new Promise((r) => setTimeout(r, 250))) {
+    const value = await check();
+    if (value !== undefined) return value;
+  }
+  throw new Error(`${what} did not happen within ${timeoutMs / 1000} s`);
 }
 
 function mail(opts: {
@@ -82,11 +82,15 @@ function mail(opts: {
   ].join('\r\n');
 }
 
+const ALICE_PASS =
+  'spf=pass (sender IP is 203.0.113.5) smtp.mailfrom=fabrikam.test; dkim=pass (signature was verified) header.d=fabrikam.test;dmarc=pass action=none header.from=fabrikam.test;compauth=pass reason=100';
+
 async function main(): Promise<void> {
   exitOnSignals();
   step(1, 'Starting the local stack on 127.0.0.1');
   const started = Date.now();
   const stack = await LocalStack.start();
+  let host: LocalHost | undefined;
   try {
     console.log(`   identity provider ${stack.idp.url}   Key Vault ${stack.vault.url}`);
     console.log(
@@ -96,16 +100,22 @@ async function main(): Promise<void> {
       `   Azurite queues :${stack.azurite.queuePort} tables :${stack.azurite.tablePort} blobs :${stack.azurite.blobPort}   (${Date.now() - started} ms)`,
     );
 
-    const settings = stack.settings(MAILBOX, { INBOXQ_AUTHORIZED_SENDERS: `${SENDER}, ceo@contoso.test` });
-    const handlers = createHandlers(() => deploymentFor(settings));
+    const settings = {
+      ...stack.settings(MAILBOX, {
+        INBOXQ_AUTHORIZED_SENDERS: `${SENDER}, ceo@contoso.test`,
+        INBOXQ_DRAIN_SCHEDULE: '*/2 * * * * *',
+      }),
+      // The host polls its queues at least every second in the demo (host.json says 10 s).
+      AzureFunctionsJobHost__extensions__queues__maxPollingInterval: '00:00:01',
+    };
+    const ledger = runtimeFor(settings).ledger;
 
     step(2, `Seeding ${MAILBOX}`);
     await stack.appendMail(
       MAILBOX,
       mail({
         from: `Alice Smith <${SENDER}>`,
-        authResults:
-          'spf=pass (sender IP is 203.0.113.5) smtp.mailfrom=fabrikam.test; dkim=pass (signature was verified) header.d=fabrikam.test;dmarc=pass action=none header.from=fabrikam.test;compauth=pass reason=100',
+        authResults: ALICE_PASS,
         subject: 'Please check the Q3 figures',
         body: 'Hi, could you check the attached figures and tell me the total?',
         attachment: { name: 'q3.csv', content: 'month,revenue\r\nJul,14\r\nAug,12\r\nSep,16' },
@@ -124,66 +134,45 @@ async function main(): Promise<void> {
     );
     console.log('   a forged mail claiming to be ceo@contoso.test (DMARC fail)');
 
-    const worker = TaskWorker.fromConnectionString(stack.azurite.connectionString);
-    const drain = async (): Promise<DrainSummary> => {
-      await handlers.schedule({ isPastDue: false } as Timer, context('drainSchedule'));
-      let summary: DrainSummary | undefined;
-      await runQueueTrigger({
-        queue: new QueueClient(stack.azurite.connectionString, DRAIN_REQUESTS_QUEUE),
-        poisonQueue: new QueueClient(stack.azurite.connectionString, `${DRAIN_REQUESTS_QUEUE}-poison`),
-        functionName: 'drain',
-        handler: async (m, c) => {
-          const outcome = await handlers.drain(m, c);
-          if (outcome.error) throw outcome.error;
-          summary = outcome.summary;
-        },
-      });
-      if (!summary) throw new Error('the drain did not run');
-      for (const o of summary.outcomes) {
-        const what =
-          o.outcome === 'queued' ? ` as task ${o.taskId}` : ` (ledger row ${o.taskId}) because ${o.reasons.join('; ')}`;
-        console.log(`   UID ${o.uid}: ${bold(o.outcome)}${what}`);
-      }
-      return summary;
-    };
-    const sendReplies = async () => {
-      const run = await runQueueTrigger({
-        queue: new QueueClient(stack.azurite.connectionString, REPLIES_QUEUE),
-        poisonQueue: new QueueClient(stack.azurite.connectionString, `${REPLIES_QUEUE}-poison`),
-        functionName: 'reply',
-        handler: (m, c) => handlers.reply(m, c),
-      });
-      console.log(`   ${run.succeeded} mail(s) sent over SMTP with XOAUTH2, ${run.failed} failed`);
-    };
-    const show = (m: ParsedMail) => {
-      console.log(`   From:        ${m.from?.text}`);
-      console.log(`   Subject:     ${m.subject}`);
-      console.log(`   In-Reply-To: ${m.inReplyTo}`);
-      const parts = [
-        `text/plain${m.html ? ' + text/html' : ''}`,
-        ...m.attachments.map((a) => `${a.filename} (${a.size} bytes)`),
-      ];
-      console.log(`   Parts:       ${parts.join(', ')}`);
-      console.log(`   ${String(m.text).trim().split('\n').join('\n   ')}\n`);
-    };
-
-    step(
-      3,
-      'Running the drain schedule (timer trigger), then the drain it requests (queue trigger on "drain-requests")',
-    );
-    const first = await drain();
+    step(3, 'Starting the app on the local host: the drain schedule (timer) requests a drain every 2 seconds');
+    let executed = 0;
+    host = await LocalHost.start({
+      appRoot: path.join(__dirname, '..', '..'),
+      env: settings,
+      // The functions compiled with this demo (package.json main names the same files in dist/).
+      main: 'build/functions/*.js',
+      log: (level, line) => {
+        if (/^Executed /.test(line)) executed++;
+        if (level === 'error' || /^ {2}\w+: (queue|timer)Trigger/.test(line))
+          console.log(dim(`   [host] ${line.trim()}`));
+      },
+    });
+    const rows = await until('the drain of the two mails', async () => {
+      const r = await ledger.listMessages(MAILBOX);
+      return r.length === 2 && r.every((m) => m.removed) ? r : undefined;
+    });
+    for (const r of rows.sort((a, b) => a.uid - b.uid)) {
+      const what =
+        r.state === 'queued' ? ` as task ${r.taskId}` : ` (ledger row ${r.taskId}) because ${r.reasons.join('; ')}`;
+      console.log(`   UID ${r.uid}: ${bold(r.state)}${what}`);
+    }
     const inbox = await stack.readFolder(MAILBOX, 'INBOX');
     console.log(`   INBOX now holds ${inbox.length} mail(s); processed mail is in inboxq-processed`);
 
     step(4, 'Running the sample worker (examples/echo-worker.ts) on the tasks queue');
+    const worker = TaskWorker.fromConnectionString(stack.azurite.connectionString);
     const answered = await runOnce(worker, (l) => console.log(`   ${l}`));
     console.log(`   ${answered} task(s) answered in Markdown on the replies queue`);
 
-    step(5, 'Running the reply function (queue trigger on "replies"): the acknowledgement and the answer');
-    await sendReplies();
+    step(5, 'The reply function (queue trigger on "replies") sends the acknowledgement and the answer');
+    const senderMail = async (n: number) => {
+      const stored = await stack.readFolder(SENDER, 'INBOX');
+      return stored.length >= n ? Promise.all(stored.map((m) => simpleParser(m.source))) : undefined;
+    };
+    const received = await until('the acknowledgement and the answer', () => senderMail(2));
+    console.log(`   ${received.length} mail(s) sent over SMTP with XOAUTH2`);
 
     step(6, `Reading ${SENDER}'s mailbox over IMAP`);
-    const received = await Promise.all((await stack.readFolder(SENDER, 'INBOX')).map((m) => simpleParser(m.source)));
     received.forEach(show);
 
     step(7, `${SENDER} answers the answer; the follow-up joins the conversation`);
@@ -192,21 +181,25 @@ async function main(): Promise<void> {
       MAILBOX,
       mail({
         from: `Alice Smith <${SENDER}>`,
-        authResults:
-          'spf=pass (sender IP is 203.0.113.5) smtp.mailfrom=fabrikam.test; dkim=pass (signature was verified) header.d=fabrikam.test;dmarc=pass action=none header.from=fabrikam.test;compauth=pass reason=100',
+        authResults: ALICE_PASS,
         subject: answer.subject ?? '',
         inReplyTo: answer.messageId,
         body: `Thanks! And what about Q4?\r\n\r\nOn ${new Date().toUTCString()} ${MAILBOX} wrote:\r\n> ${String(answer.text).trim().split('\n')[0]}\r\n`,
       }),
     );
-    const second = await drain();
+    await until('the follow-up task', async () =>
+      (await ledger.listMessages(MAILBOX)).length === 3 ? true : undefined,
+    );
     await runOnce(worker, (l) => console.log(`   ${l}`));
-    await sendReplies();
-    const all = await Promise.all((await stack.readFolder(SENDER, 'INBOX')).map((m) => simpleParser(m.source)));
+    const all = await until('the answer to the follow-up', () => senderMail(3));
     const followUp = all.find((m) => !received.some((r) => r.messageId === m.messageId))!;
     show(followUp);
 
+    await host.stop();
+    host = undefined;
+    const final = await ledger.listMessages(MAILBOX);
     const forged = await stack.readFolder('ceo@contoso.test', 'INBOX');
+    console.log(dim(`   [host] ${executed} invocations, every one on its own timer or queue message`));
     console.log(
       `${bold('Done.')} 1 mail became a task, was acknowledged and answered, threaded; its follow-up joined the conversation and was answered too; the forged mail was recorded as rejected and got ${forged.length} replies.`,
     );
@@ -214,15 +207,27 @@ async function main(): Promise<void> {
       received.length !== 2 ||
       all.length !== 3 ||
       forged.length !== 0 ||
-      first.counts.queued !== 1 ||
-      first.counts.rejected !== 1 ||
-      second.counts.queued !== 1
+      final.filter((r) => r.state === 'queued').length !== 2 ||
+      final.filter((r) => r.state === 'rejected').length !== 1
     ) {
       throw new Error('the demo did not end as expected (see above)');
     }
   } finally {
+    await host?.stop();
     await stack.stop();
   }
+}
+
+function show(m: ParsedMail): void {
+  console.log(`   From:        ${m.from?.text}`);
+  console.log(`   Subject:     ${m.subject}`);
+  console.log(`   In-Reply-To: ${m.inReplyTo}`);
+  const parts = [
+    `text/plain${m.html ? ' + text/html' : ''}`,
+    ...m.attachments.map((a) => `${a.filename} (${a.size} bytes)`),
+  ];
+  console.log(`   Parts:       ${parts.join(', ')}`);
+  console.log(`   ${String(m.text).trim().split('\n').join('\n   ')}\n`);
 }
 
 main().then(

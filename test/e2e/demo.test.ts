@@ -1,6 +1,7 @@
 /**
  * The README's first command runs this demo: it must keep working. It runs the compiled demo as a
- * user would (its own local stack, stopped at the end) and checks what it says it showed.
+ * user would (its own local stack and the app on the local host, both stopped at the end) and
+ * checks what it says it showed.
  */
 import { execFile } from 'node:child_process';
 import path from 'node:path';
@@ -16,7 +17,11 @@ describe('the demo', () => {
     });
     expect(stdout).toMatch(/UID 1: queued as task [0-9a-f]{32}/);
     expect(stdout).toMatch(/UID 2: rejected .* DMARC result for contoso\.test is fail/);
-    expect(stdout).toContain('2 mail(s) sent over SMTP with XOAUTH2, 0 failed');
+    expect(stdout).toContain('2 mail(s) sent over SMTP with XOAUTH2');
+    // The app ran on the local host: its functions registered with their triggers.
+    expect(stdout).toContain('[host] drainSchedule: timerTrigger');
+    expect(stdout).toContain('[host] reply: queueTrigger (replies)');
+    expect(stdout).toMatch(/\[host\] \d+ invocations, every one on its own timer or queue message/);
     expect(stdout).toContain('Parts:       text/plain + text/html, received-files.csv');
     expect(stdout).toMatch(/continued by in-reply-to/);
     expect(stdout).toContain(
