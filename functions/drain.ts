@@ -11,7 +11,7 @@ const handlers = createHandlers();
 app.storageQueue('drain', {
   queueName: DRAIN_REQUESTS_QUEUE,
   connection: 'AzureWebJobsStorage',
-  handler: async (message, context) => {
-    await handlers.drain(message, context);
-  },
+  // The outcome is returned for tools that run the app in-process (the host itself ignores it:
+  // this function has no return binding).
+  handler: (message, context) => handlers.drain(message, context),
 });

@@ -10,7 +10,6 @@ app.timer('drainSchedule', {
   schedule: '%INBOXQ_DRAIN_SCHEDULE%',
   useMonitor: true,
   runOnStartup: false,
-  handler: async (timer, context) => {
-    await handlers.schedule(timer, context);
-  },
+  // The requests are returned for tools that run the app in-process (no return binding: the host ignores them).
+  handler: (timer, context) => handlers.schedule(timer, context),
 });

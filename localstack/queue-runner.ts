@@ -1,6 +1,8 @@
 /**
- * Drives a queue-triggered handler the way the Functions host does, for places the host can't run
- * (this machine, the demo, tests): receive a batch (host.json batchSize), decode base64
+ * Drives one queue-triggered handler directly, without its registration: what the benchmarks use
+ * to time the reply path alone. Everything else (the demo, the tests, `npm start`) runs the app on
+ * the local host (localstack/host), which goes through the registrations, bindings and hooks.
+ * It does what the host does for a queue: receive a batch (host.json batchSize), decode base64
  * (messageEncoding), parse JSON when it is JSON, call the handler for each message of the batch at
  * the same time with an InvocationContext carrying dequeueCount, delete on success; on failure leave the message to reappear, and after maxDequeueCount deliveries move it
  * to `<queue>-poison`. Settings come from host.json so the two can't drift apart.

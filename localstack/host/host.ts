@@ -19,7 +19,7 @@ import type { QueueServiceClient } from '@azure/storage-queue';
 import { connectionProblem, queueServiceFor } from './connections';
 import { type BindingInfo, CoreApi, provideCoreApi, type RegisteredFunction } from './core-api';
 import { invokeFunction, typedValue } from './invoke';
-import { QueueTrigger } from './queue-trigger';
+import { type QueueRun, QueueTrigger } from './queue-trigger';
 import {
   type AppSettings,
   type HostJson,
@@ -41,6 +41,11 @@ export interface LocalHostOptions {
   /** Entry files instead of package.json `main` (a glob relative to appRoot). */
   main?: string;
   log?: HostLog;
+  /**
+   * 'run' (default): triggers poll and fire on their own. 'manual': nothing runs until a tool
+   * calls runTimer or runQueue (the demo's and the end-to-end tests' step-by-step use).
+   */
+  triggers?: 'run' | 'manual';
 }
 
 const QUEUE_NAME = /^[a-z0-9](?:[a-z0-9]|-(?!-)){1,61}[a-z0-9]$/;
@@ -48,7 +53,8 @@ const QUEUE_NAME = /^[a-z0-9](?:[a-z0-9]|-(?!-)){1,61}[a-z0-9]$/;
 export class LocalHost {
   readonly api: CoreApi;
   readonly functions: RegisteredFunction[] = [];
-  #triggers: (QueueTrigger | TimerTrigger)[] = [];
+  #triggers = new Map<string, QueueTrigger | TimerTrigger>();
+  #manual = false;
   #appHookData: Record<string, unknown> = {};
   #restore: () => void;
 
@@ -69,6 +75,7 @@ export class LocalHost {
     // The worker runs the app with its settings as environment variables.
     for (const [k, v] of Object.entries(settings)) if (v !== undefined) process.env[k] = v;
     const host = new LocalHost(appRoot, settings, readHostJson(appRoot, settings), log);
+    host.#manual = options.triggers === 'manual';
     try {
       host.load(options.main);
       host.check();
@@ -170,8 +177,8 @@ export class LocalHost {
           invoke,
           log: this.log,
         });
-        await t.start();
-        this.#triggers.push(t);
+        await (this.#manual ? t.prepare() : t.start());
+        this.#triggers.set(fn.metadata.name, t);
         this.log('info', `  ${fn.metadata.name}: queueTrigger (${queueName})`);
       } else {
         const t = new TimerTrigger({
@@ -182,8 +189,8 @@ export class LocalHost {
           invoke,
           log: this.log,
         });
-        t.start();
-        this.#triggers.push(t);
+        if (!this.#manual) t.start();
+        this.#triggers.set(fn.metadata.name, t);
         this.log('info', `  ${fn.metadata.name}: timerTrigger (${t.next().toISOString()} next)`);
       }
     }
@@ -198,12 +205,13 @@ export class LocalHost {
     const name = fn.metadata.name;
     this.log('info', `Executing 'Functions.${name}'`);
     const started = Date.now();
-    const response = await invokeFunction(this.api, fn, request, this.#appHookData, (level, category, message) =>
+    const invoked = await invokeFunction(this.api, fn, request, this.#appHookData, (level, category, message) =>
       this.log(
         /error|critical/i.test(String(level)) ? 'error' : /warn/i.test(String(level)) ? 'warn' : 'info',
         `${name}: ${message}`,
       ),
     );
+    const { response } = invoked;
     const outputs = [
       ...(response.outputData ?? []),
       ...(response.returnValue !== undefined && response.returnValue !== null && fn.metadata.bindings['$return']
@@ -227,7 +235,21 @@ export class LocalHost {
       }
     }
     this.log('info', `Executed 'Functions.${name}' (Succeeded, Duration=${Date.now() - started}ms)`);
-    return response;
+    return invoked;
+  }
+
+  /** One occurrence of a timer function now; its handler's value, or its failure thrown. */
+  async runTimer(functionName: string): Promise<unknown> {
+    const t = this.#triggers.get(functionName);
+    if (!(t instanceof TimerTrigger)) throw new Error(`no timer function ${functionName}`);
+    return t.fireNow();
+  }
+
+  /** Every message on a queue function's queue handled now, as its trigger would. */
+  async runQueue(functionName: string): Promise<QueueRun> {
+    const t = this.#triggers.get(functionName);
+    if (!(t instanceof QueueTrigger)) throw new Error(`no queue function ${functionName}`);
+    return t.drainOnce();
   }
 
   private async runHooks(name: 'appStart' | 'appTerminate', extra: Record<string, unknown>): Promise<void> {
@@ -236,8 +258,8 @@ export class LocalHost {
   }
 
   async stop(): Promise<void> {
-    const triggers = this.#triggers;
-    this.#triggers = [];
+    const triggers = [...this.#triggers.values()];
+    this.#triggers.clear();
     await Promise.all(triggers.map((t) => t.stop()));
     await this.runHooks('appTerminate', { functionAppDirectory: this.appRoot });
     this.#restore();

@@ -14,6 +14,12 @@ export interface InvocationRequest {
   triggerMetadata: Record<string, TypedData>;
 }
 
+/** What the worker sends back (response), and the handler's own value before conversion (for in-process tools). */
+export interface Invoked {
+  response: InvocationResponse;
+  result: unknown;
+}
+
 export type FunctionLog = (level: string, category: string, message: string) => void;
 
 export async function invokeFunction(
@@ -22,7 +28,7 @@ export async function invokeFunction(
   request: InvocationRequest,
   appHookData: Record<string, unknown>,
   log: FunctionLog,
-): Promise<InvocationResponse> {
+): Promise<Invoked> {
   const invocationId = randomUUID();
   const coreContext = {
     invocationId,
@@ -54,7 +60,7 @@ export async function invokeFunction(
   const failed: { error: unknown } | undefined =
     post.error === undefined || post.error === null ? undefined : { error: post.error };
   if (failed) throw failed.error;
-  return model.getResponse(context, post.result);
+  return { response: await model.getResponse(context, post.result), result: post.result };
 }
 
 /** The value a binding's TypedData carries: a string, JSON, bytes or a number. */

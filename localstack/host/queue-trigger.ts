@@ -16,7 +16,8 @@
  */
 import type { DequeuedMessageItem, QueueClient } from '@azure/storage-queue';
 
-import type { InvocationResponse, TypedData } from './core-api';
+import type { TypedData } from './core-api';
+import type { Invoked } from './invoke';
 import type { QueueOptions } from './settings';
 
 export interface QueueTriggerOptions extends QueueOptions {
@@ -29,11 +30,19 @@ export interface QueueTriggerOptions extends QueueOptions {
   invoke: (request: {
     inputData: { name: string; data: TypedData }[];
     triggerMetadata: Record<string, TypedData>;
-  }) => Promise<InvocationResponse>;
+  }) => Promise<Invoked>;
   log: (level: 'info' | 'warn' | 'error', message: string) => void;
 }
 
 const MIN_POLL_MS = 100;
+
+/** What a drainOnce did: invocations that succeeded (with their handlers' values) and failed. */
+export interface QueueRun {
+  succeeded: number;
+  failed: number;
+  poisoned: number;
+  results: unknown[];
+}
 
 export class QueueTrigger {
   #stopped = false;
@@ -43,10 +52,39 @@ export class QueueTrigger {
 
   constructor(private readonly o: QueueTriggerOptions) {}
 
-  async start(): Promise<void> {
+  /** Creates the queue and its poison queue, as the host does at start. */
+  async prepare(): Promise<void> {
     await this.o.queue.createIfNotExists();
     await this.o.poisonQueue.createIfNotExists();
+  }
+
+  async start(): Promise<void> {
+    await this.prepare();
     this.#loop = this.run();
+  }
+
+  /**
+   * For tools that step through the app (the demo's tests, the end-to-end tests): every message
+   * visible now handled as the polling loop would, a batch at a time, until none is left.
+   */
+  async drainOnce(): Promise<QueueRun> {
+    const run: QueueRun = { succeeded: 0, failed: 0, poisoned: 0, results: [] };
+    for (;;) {
+      const { receivedMessageItems: items } = await this.o.queue.receiveMessages({
+        numberOfMessages: Math.min(32, this.o.batchSize),
+        visibilityTimeout: this.o.receiveVisibilitySeconds,
+      });
+      if (items.length === 0) return run;
+      for (const outcome of await Promise.all(items.map((item) => this.process(item)))) {
+        if (outcome.ok) {
+          run.succeeded++;
+          run.results.push(outcome.result);
+        } else {
+          run.failed++;
+          if (outcome.poisoned) run.poisoned++;
+        }
+      }
+    }
   }
 
   /** Stops polling and waits for the invocations in flight. */
@@ -81,7 +119,11 @@ export class QueueTrigger {
       }
       delay = MIN_POLL_MS;
       for (const item of items) {
-        const work = this.process(item).finally(() => this.#inFlight.delete(work));
+        const work = this.process(item).then(
+          () => undefined,
+          () => undefined,
+        );
+        void work.finally(() => this.#inFlight.delete(work));
         this.#inFlight.add(work);
       }
     }
@@ -97,15 +139,18 @@ export class QueueTrigger {
     });
   }
 
-  private async process(item: DequeuedMessageItem): Promise<void> {
+  private async process(
+    item: DequeuedMessageItem,
+  ): Promise<{ ok: true; result: unknown } | { ok: false; poisoned: boolean }> {
     const { functionName, queue, poisonQueue, maxDequeueCount, log } = this.o;
     try {
       const text = this.decode(item.messageText);
-      await this.o.invoke({
+      const { result } = await this.o.invoke({
         inputData: [{ name: this.o.bindingName, data: asTypedData(text) }],
         triggerMetadata: triggerMetadata(item),
       });
       await queue.deleteMessage(item.messageId, item.popReceipt);
+      return { ok: true, result };
     } catch (err) {
       const last = item.dequeueCount >= maxDequeueCount;
       log(
@@ -131,6 +176,7 @@ export class QueueTrigger {
       } catch (settleErr) {
         log('error', `${functionName}: settling message ${item.messageId} failed: ${describe(settleErr)}`);
       }
+      return { ok: false, poisoned: last };
     }
   }
 

@@ -10,7 +10,8 @@
  */
 import { CronExpressionParser } from 'cron-parser';
 
-import type { InvocationResponse, TypedData } from './core-api';
+import type { TypedData } from './core-api';
+import type { Invoked } from './invoke';
 import { HostStartError } from './settings';
 
 /** An occurrence fired this much later than scheduled is past due. */
@@ -25,7 +26,7 @@ export interface TimerTriggerOptions {
   invoke: (request: {
     inputData: { name: string; data: TypedData }[];
     triggerMetadata: Record<string, TypedData>;
-  }) => Promise<InvocationResponse>;
+  }) => Promise<Invoked>;
   log: (level: 'info' | 'warn' | 'error', message: string) => void;
   now?: () => number;
 }
@@ -92,6 +93,23 @@ export class TimerTrigger {
     );
   }
 
+  /** For tools that step through the app: one occurrence now, its handler's value returned, a failure thrown. */
+  async fireNow(): Promise<unknown> {
+    const { result } = await this.o.invoke(this.request(new Date(this.#now()), false));
+    return result;
+  }
+
+  /** The timer input the host sends: schedule, schedule status, isPastDue. */
+  private request(scheduled: Date, isPastDue: boolean) {
+    const status = {
+      Last: (this.#last ?? new Date(0)).toISOString(),
+      Next: this.next(scheduled.getTime()).toISOString(),
+      LastUpdated: new Date(this.#now()).toISOString(),
+    };
+    const timer = { Schedule: { AdjustForDST: true }, ScheduleStatus: status, IsPastDue: isPastDue };
+    return { inputData: [{ name: this.o.bindingName, data: { json: JSON.stringify(timer) } }], triggerMetadata: {} };
+  }
+
   private async fire(scheduled: Date, isPastDue: boolean): Promise<void> {
     if (this.#running) {
       this.o.log(
@@ -100,14 +118,8 @@ export class TimerTrigger {
       );
       return;
     }
-    const status = {
-      Last: (this.#last ?? new Date(0)).toISOString(),
-      Next: this.next(scheduled.getTime()).toISOString(),
-      LastUpdated: new Date(this.#now()).toISOString(),
-    };
-    const timer = { Schedule: { AdjustForDST: true }, ScheduleStatus: status, IsPastDue: isPastDue };
     this.#running = this.o
-      .invoke({ inputData: [{ name: this.o.bindingName, data: { json: JSON.stringify(timer) } }], triggerMetadata: {} })
+      .invoke(this.request(scheduled, isPastDue))
       .then(
         () => undefined,
         (err: unknown) => {

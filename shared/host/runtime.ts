@@ -48,10 +48,12 @@ export function deploymentFor(env: Env): DeploymentRuntime {
   return deployment;
 }
 
-let fromProcess: DeploymentRuntime | undefined;
-
-/** Every mailbox this Functions instance serves, from its app settings. */
+/**
+ * Every mailbox this Functions instance serves, from its app settings as they are now. The settings
+ * are validated on each invocation (well under a millisecond); the runtimes, with their token caches
+ * and clients, are kept as long as the settings are the same (deploymentFor). A host that runs
+ * several sets of settings in one process (the end-to-end tests) gets each its own runtime.
+ */
 export function processDeployment(): DeploymentRuntime {
-  fromProcess ??= deploymentFor(process.env);
-  return fromProcess;
+  return deploymentFor(process.env);
 }

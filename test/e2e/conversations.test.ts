@@ -11,15 +11,14 @@ import { type ParsedMail, simpleParser } from 'mailparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalStack } from '../../localstack';
-import { runQueueTrigger } from '../../localstack/queue-runner';
 import type { TaskMessage } from '../../shared/contract/messages';
 import { conversationIdFor } from '../../shared/identity/ids';
 import { TaskWorker } from '../../shared/worker/worker';
+import { runQueueFunction } from '../helpers/app';
 import { buildMail } from '../helpers/mail';
 import {
   clearTasks,
   drainNow,
-  handlersFor,
   queue,
   REPLIES_QUEUE,
   sendReplies as sendRepliesOf,
@@ -330,13 +329,7 @@ describe("acknowledgements that can't be delivered", () => {
       const run = await sendReplies(env);
       expect(run).toMatchObject({ succeeded: 0, poisoned: 1 });
       const logs: string[] = [];
-      const handlers = handlersFor(env);
-      const poisoned = await runQueueTrigger({
-        queue: queue(stack, `${REPLIES_QUEUE}-poison`),
-        poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison-poison`),
-        functionName: 'replyPoison',
-        handler: (m, c) => handlers.replyPoison(m, c),
-      });
+      const poisoned = await runQueueFunction(stack, env, 'replyPoison');
       logs.push(...poisoned.logs);
       expect(poisoned.succeeded).toBe(1);
       expect(logs.join('\n')).toContain(

@@ -8,12 +8,12 @@ import { simpleParser } from 'mailparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalStack } from '../../localstack';
-import { runQueueTrigger } from '../../localstack/queue-runner';
 import { runtimeFor } from '../../localstack/runtime';
 import { encodeQueueMessage } from '../../shared/contract/messages';
 import { TaskWorker } from '../../shared/worker/worker';
+import { runQueueFunction } from '../helpers/app';
 import { buildMail, eopFail } from '../helpers/mail';
-import { drainNow, handlersFor, peekTasks, queue, REPLIES_QUEUE, table } from '../helpers/stack';
+import { drainNow, peekTasks, queue, REPLIES_QUEUE, table } from '../helpers/stack';
 
 let stack: LocalStack;
 beforeAll(async () => {
@@ -27,7 +27,6 @@ describe('drain and reply, end to end', () => {
   it('turns an authorized mail into a task and answers it threaded', async () => {
     const mailbox = 'agent@company.test';
     const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: 'alice@partner.test' });
-    const handlers = handlersFor(env);
     const raw = buildMail({
       from: 'Alice <alice@partner.test>',
       to: mailbox,
@@ -70,12 +69,7 @@ describe('drain and reply, end to end', () => {
         html: '<p>Revenue was <b>42</b> in Q3.</p>',
       }),
     );
-    const run = await runQueueTrigger({
-      queue: queue(stack, REPLIES_QUEUE),
-      poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison`),
-      functionName: 'reply',
-      handler: (m, c) => handlers.reply(m, c),
-    });
+    const run = await runQueueFunction(stack, env, 'reply');
     // The acknowledgement the drain queued, and the worker's answer.
     expect(run).toMatchObject({ succeeded: 2, failed: 0 });
 

@@ -6,16 +6,17 @@ import { simpleParser } from 'mailparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalStack } from '../../localstack';
+import { readHostJson } from '../../localstack/host/settings';
 import { ImapFaultProxy, TcpProxy } from '../../localstack/proxies';
-import { hostQueueSettings, runQueueTrigger } from '../../localstack/queue-runner';
 import { runtimeFor } from '../../localstack/runtime';
 import { encodeQueueMessage } from '../../shared/contract/messages';
 import { drainMailbox } from '../../shared/drain/drain';
 import { ImapError, KeyVaultError, StorageError } from '../../shared/errors';
 import { sendReply } from '../../shared/reply/reply';
 import { memoryLogger } from '../../shared/telemetry/log';
+import { runQueueFunction } from '../helpers/app';
 import { buildMail } from '../helpers/mail';
-import { clearTasks, handlersFor, queue, REPLIES_QUEUE, takeAllTasks } from '../helpers/stack';
+import { clearTasks, queue, REPLIES_QUEUE, takeAllTasks } from '../helpers/stack';
 
 let stack: LocalStack;
 let imapProxy: ImapFaultProxy;
@@ -208,13 +209,7 @@ describe('SMTP faults', () => {
     const replies = queue(stack, REPLIES_QUEUE);
     await replies.createIfNotExists();
     for (const m of messages) await replies.sendMessage(encodeQueueMessage(m));
-    const handlers = handlersFor(settings);
-    return runQueueTrigger({
-      queue: replies,
-      poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison`),
-      functionName: 'reply',
-      handler: (m, c) => handlers.reply(m, c),
-    });
+    return runQueueFunction(stack, settings, 'reply');
   }
 
   it('a token the server refuses although it looks fresh is renewed and the reply sent', async () => {
@@ -259,20 +254,13 @@ describe('SMTP faults', () => {
     const mailbox = 'smtp-poison@company.test';
     const sender = 'e4@partner.test';
     const { settings, taskId } = await acceptedTask(mailbox, sender);
-    const { maxDequeueCount } = hostQueueSettings();
+    const { maxDequeueCount } = readHostJson('.', {}).queues;
     for (let i = 0; i < maxDequeueCount; i++) stack.smtp.dataFaults.push({ code: 451, text: '4.4.7 Message delayed' });
     const run = await deliverReplies(settings, [
       { type: 'inboxq.reply', version: 1, taskId, mailbox, text: 'the answer' },
     ]);
     expect(run).toMatchObject({ poisoned: 1, succeeded: 0 });
-
-    const handlers = handlersFor(settings);
-    const poisonRun = await runQueueTrigger({
-      queue: queue(stack, `${REPLIES_QUEUE}-poison`),
-      poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison-poison`),
-      functionName: 'replyPoison',
-      handler: (m, c) => handlers.replyPoison(m, c),
-    });
+    const poisonRun = await runQueueFunction(stack, settings, 'replyPoison');
     expect(poisonRun).toMatchObject({ succeeded: 1, failed: 0 });
     const task = await runtimeFor(settings).ledger.getMessage(mailbox, taskId);
     expect(task?.state).toBe('failed');

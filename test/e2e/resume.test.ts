@@ -6,15 +6,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalStack } from '../../localstack';
-import { runQueueTrigger } from '../../localstack/queue-runner';
 import { runtimeFor } from '../../localstack/runtime';
 import { encodeQueueMessage } from '../../shared/contract/messages';
 import { drainMailbox, type DrainStep } from '../../shared/drain/drain';
 import { type ReplyStep, sendReply } from '../../shared/reply/reply';
 import { memoryLogger } from '../../shared/telemetry/log';
 import { TaskWorker } from '../../shared/worker/worker';
+import { runQueueFunction } from '../helpers/app';
 import { buildMail } from '../helpers/mail';
-import { clearTasks, handlersFor, peekTasks, queue, REPLIES_QUEUE } from '../helpers/stack';
+import { clearTasks, peekTasks, queue, REPLIES_QUEUE } from '../helpers/stack';
 
 let stack: LocalStack;
 beforeAll(async () => {
@@ -105,9 +105,6 @@ describe('a reply is sent once', () => {
     const mailbox = 'twice@company.test';
     const sender = 'carol@partner.test';
     const task = await acceptedTask(mailbox, sender);
-    const handlers = handlersFor(
-      stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', INBOXQ_ACKNOWLEDGE: 'false' }),
-    );
     const replies = queue(stack, REPLIES_QUEUE);
     await replies.createIfNotExists();
     const message = encodeQueueMessage({
@@ -119,12 +116,11 @@ describe('a reply is sent once', () => {
     });
     await replies.sendMessage(message);
     await replies.sendMessage(message);
-    const run = await runQueueTrigger({
-      queue: replies,
-      poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison`),
-      functionName: 'reply',
-      handler: (m, c) => handlers.reply(m, c),
-    });
+    const run = await runQueueFunction(
+      stack,
+      stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', INBOXQ_ACKNOWLEDGE: 'false' }),
+      'reply',
+    );
     // Both copies arrive in one batch, handled at the same time as the host does: the second finds
     // the first sending (or done) and is settled without an error or a retry.
     expect(run).toMatchObject({ succeeded: 2, failed: 0, poisoned: 0 });

@@ -1,81 +1,37 @@
-/** Test-side access to the local stack's Storage and the handlers, as the Functions host would call them. */
-import { randomUUID } from 'node:crypto';
+/** Test-side access to the local stack's Storage, and the app's functions run on the local host (app.ts). */
 
 import { TableClient } from '@azure/data-tables';
-import { InvocationContext, type Timer } from '@azure/functions';
 import { QueueClient } from '@azure/storage-queue';
 
 import type { LocalStack } from '../../localstack';
-import { runQueueTrigger } from '../../localstack/queue-runner';
-import {
-  decodeQueueMessage,
-  DRAIN_REQUESTS_QUEUE,
-  REPLIES_QUEUE,
-  type TaskMessage,
-  TASKS_QUEUE,
-} from '../../shared/contract/messages';
+import { decodeQueueMessage, REPLIES_QUEUE, type TaskMessage, TASKS_QUEUE } from '../../shared/contract/messages';
 import type { DrainSummary } from '../../shared/drain/drain';
-import { createHandlers, type DrainOutcome, type Handlers } from '../../shared/host/handlers';
-import { deploymentFor } from '../../shared/host/runtime';
-
-export function timer(): Timer {
-  return {
-    isPastDue: false,
-    schedule: { adjustForDST: false },
-    scheduleStatus: { last: '', next: '', lastUpdated: '' },
-  };
-}
-
-export function context(
-  name: string,
-  logs: string[],
-  triggerMetadata: Record<string, unknown> = {},
-): InvocationContext {
-  return new InvocationContext({
-    functionName: name,
-    invocationId: randomUUID(),
-    logHandler: (level, ...args) => logs.push(`${level}: ${args.map(String).join(' ')}`),
-    triggerMetadata,
-  });
-}
-
-export function handlersFor(env: Record<string, string | undefined>): Handlers {
-  return createHandlers(() => deploymentFor(env));
-}
+import { type DrainOutcome } from '../../shared/host/handlers';
+import { runQueueFunction, runTimerFunction } from './app';
 
 /**
- * One tick of the drain schedule, as the host runs it: the timer puts a drain request per mailbox
- * on the drain-requests queue, and the queue trigger drains each (a batch at the same time).
+ * One tick of the drain schedule, as the host runs it: the timer function puts a drain request per
+ * mailbox on the drain-requests queue, and the drain function takes each (a batch at the same time).
+ * Each drain's outcome is what the function returned.
  */
 export async function drainTick(
   stack: LocalStack,
   env: Record<string, string | undefined>,
   logs: string[] = [],
 ): Promise<DrainOutcome[]> {
-  const handlers = handlersFor(env);
-  await handlers.schedule(timer(), context('drainSchedule', logs));
-  const outcomes: DrainOutcome[] = [];
-  const run = await runQueueTrigger({
-    queue: queue(stack, DRAIN_REQUESTS_QUEUE),
-    poisonQueue: queue(stack, `${DRAIN_REQUESTS_QUEUE}-poison`),
-    functionName: 'drain',
-    handler: async (m, c) => {
-      outcomes.push(await handlers.drain(m, c));
-    },
-  });
-  logs.push(...run.logs);
-  return outcomes;
+  await runTimerFunction(stack, env, 'drainSchedule', logs);
+  const run = await runQueueFunction(stack, env, 'drain', logs);
+  return run.results as DrainOutcome[];
 }
 
 /** Runs the reply function over everything on the replies queue, as the host would. */
-export async function sendReplies(stack: LocalStack, env: Record<string, string | undefined>) {
-  const handlers = handlersFor(env);
-  return runQueueTrigger({
-    queue: queue(stack, REPLIES_QUEUE),
-    poisonQueue: queue(stack, `${REPLIES_QUEUE}-poison`),
-    functionName: 'reply',
-    handler: (m, c) => handlers.reply(m, c),
-  });
+export function sendReplies(stack: LocalStack, env: Record<string, string | undefined>, logs: string[] = []) {
+  return runQueueFunction(stack, env, 'reply', logs);
+}
+
+/** Runs the poisoned-reply function over everything on the replies-poison queue. */
+export function handlePoisonedReplies(stack: LocalStack, env: Record<string, string | undefined>, logs: string[] = []) {
+  return runQueueFunction(stack, env, 'replyPoison', logs);
 }
 
 /** A tick of a one-mailbox deployment: its drain's summary, or the drain's error thrown. */

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 
 import { describe, expect, it } from 'vitest';
 
-import { hostQueueSettings } from '../../localstack/queue-runner';
+import { readHostJson } from '../../localstack/host/settings';
 import { contractJsonSchemas } from '../../shared/contract/json-schema';
 import { decodeQueueMessage, encodeQueueMessage, replyMessageSchema } from '../../shared/contract/messages';
 import { createHandlers } from '../../shared/host/handlers';
@@ -85,12 +85,12 @@ describe('host.json', () => {
   it('is a v2 host with the v4 extension bundle and base64 queue messages', () => {
     expect(host.version).toBe('2.0');
     expect(host.extensionBundle).toEqual({ id: 'Microsoft.Azure.Functions.ExtensionBundle', version: '[4.*, 5.0.0)' });
-    expect(hostQueueSettings().messageEncoding).toBe('base64');
+    expect(readHostJson('.', {}).queues.messageEncoding).toBe('base64');
   });
 
   it('the reply handler states the same maxDequeueCount as the host applies', async () => {
     const logs: string[] = [];
-    const { maxDequeueCount } = hostQueueSettings();
+    const { maxDequeueCount } = readHostJson('.', {}).queues;
     const { InvocationContext } = await import('@azure/functions');
     const ctx = new InvocationContext({
       functionName: 'reply',
