@@ -330,3 +330,21 @@ describe('npm run stack and npm start', () => {
     expect(said).toContain('local stack: SIGTERM, stopping');
   }, 120_000);
 });
+
+describe('timers after a pause', () => {
+  it('an occurrence that fires late (the process was stopped) is past due, and missed ones are not replayed', async () => {
+    const host = startHost(FIXTURE, fixtureSettings({ TICK_SCHEDULE: '*/1 * * * * *' }));
+    await host.waitFor(/tick isPastDue=false/);
+    await queue('ticks').clearMessages();
+    host.child.kill('SIGSTOP');
+    await sleep(3500);
+    host.child.kill('SIGCONT');
+    await host.waitFor(/tick isPastDue=true/);
+    await sleep(1500);
+    await host.stop();
+    const ticks = (await receiveAll('ticks', 1)) as { isPastDue: boolean }[];
+    // Three occurrences fell in the pause: one late run for them, not three.
+    expect(ticks.filter((t) => t.isPastDue)).toHaveLength(1);
+    expect(ticks.filter((t) => !t.isPastDue).length).toBeGreaterThanOrEqual(1);
+  });
+});
