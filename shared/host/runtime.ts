@@ -48,12 +48,21 @@ export function deploymentFor(env: Env): DeploymentRuntime {
   return deployment;
 }
 
+let current: { key: string; deployment: DeploymentRuntime } | undefined;
+
 /**
  * Every mailbox this Functions instance serves, from its app settings as they are now. The settings
- * are validated on each invocation (well under a millisecond); the runtimes, with their token caches
- * and clients, are kept as long as the settings are the same (deploymentFor). A host that runs
- * several sets of settings in one process (the end-to-end tests) gets each its own runtime.
+ * are validated again only when inboxq's own (INBOXQ_*, AzureWebJobsStorage*) changed, which in
+ * Azure means a restart anyway; the check costs some microseconds, a validation about a millisecond.
+ * A host that runs several sets of settings in one process (the end-to-end tests) gets each its own
+ * runtime, with its token cache and clients (deploymentFor).
  */
 export function processDeployment(): DeploymentRuntime {
-  return deploymentFor(process.env);
+  const key = JSON.stringify(
+    Object.entries(process.env)
+      .filter(([name]) => name.startsWith('INBOXQ_') || name.startsWith('AzureWebJobsStorage'))
+      .sort(([x], [y]) => (x < y ? -1 : 1)),
+  );
+  if (current?.key !== key) current = { key, deployment: deploymentFor(process.env) };
+  return current.deployment;
 }
