@@ -20,6 +20,12 @@ export interface Invoked {
   result: unknown;
 }
 
+/** How a trigger invokes its function (host.ts binds it to the function and its outputs). */
+export type Invoke = (request: InvocationRequest) => Promise<Invoked>;
+
+/** Where a trigger says what happened to a message or an occurrence. */
+export type TriggerLog = (level: 'info' | 'warn' | 'error', message: string) => void;
+
 export type FunctionLog = (level: string, category: string, message: string) => void;
 
 export async function invokeFunction(

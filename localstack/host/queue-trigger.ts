@@ -17,7 +17,7 @@
 import type { DequeuedMessageItem, QueueClient } from '@azure/storage-queue';
 
 import type { TypedData } from './core-api';
-import type { Invoked } from './invoke';
+import type { Invoke, TriggerLog } from './invoke';
 import type { QueueOptions } from './settings';
 
 export interface QueueTriggerOptions extends QueueOptions {
@@ -27,11 +27,8 @@ export interface QueueTriggerOptions extends QueueOptions {
   queue: QueueClient;
   poisonQueue: QueueClient;
   receiveVisibilitySeconds: number;
-  invoke: (request: {
-    inputData: { name: string; data: TypedData }[];
-    triggerMetadata: Record<string, TypedData>;
-  }) => Promise<Invoked>;
-  log: (level: 'info' | 'warn' | 'error', message: string) => void;
+  invoke: Invoke;
+  log: TriggerLog;
 }
 
 const MIN_POLL_MS = 100;

@@ -10,8 +10,7 @@
  */
 import { CronExpressionParser } from 'cron-parser';
 
-import type { TypedData } from './core-api';
-import type { Invoked } from './invoke';
+import type { Invoke, TriggerLog } from './invoke';
 import { HostStartError } from './settings';
 
 /** An occurrence fired this much later than scheduled is past due. */
@@ -23,11 +22,8 @@ export interface TimerTriggerOptions {
   bindingName: string;
   schedule: string;
   runOnStartup: boolean;
-  invoke: (request: {
-    inputData: { name: string; data: TypedData }[];
-    triggerMetadata: Record<string, TypedData>;
-  }) => Promise<Invoked>;
-  log: (level: 'info' | 'warn' | 'error', message: string) => void;
+  invoke: Invoke;
+  log: TriggerLog;
   now?: () => number;
 }
 
