@@ -115,8 +115,8 @@ export class LocalHost {
   /** Every binding checked before anything starts: all problems together, each naming its function. */
   private check(): void {
     const problems: string[] = [];
-    const storageNeeded = this.functions.length > 0;
-    if (storageNeeded && connectionProblem('AzureWebJobsStorage', this.settings))
+    // The host itself needs Storage for every trigger but HTTP (the only kinds it runs here).
+    if (connectionProblem('AzureWebJobsStorage', this.settings))
       problems.push('Missing value for AzureWebJobsStorage: it is required for all triggers other than HTTP.');
     for (const fn of this.functions) {
       for (const [name, binding] of Object.entries(fn.metadata.bindings)) {
