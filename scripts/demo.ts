@@ -192,9 +192,11 @@ async function main(): Promise<void> {
         body: `Thanks! And what about Q4?\r\n\r\nOn ${new Date().toUTCString()} ${MAILBOX} wrote:\r\n> ${String(answer.text).trim().split('\n')[0]}\r\n`,
       }),
     );
-    await until('the follow-up task', async () =>
-      (await ledger.listMessages(MAILBOX)).length === 3 ? true : undefined,
-    );
+    // Its task is on the queue once its row says so and the mail left the inbox (a claimed row is not enough).
+    await until('the follow-up task', async () => {
+      const r = await ledger.listMessages(MAILBOX);
+      return r.length === 3 && r.every((m) => m.removed) ? true : undefined;
+    });
     await runOnce(worker, (l) => console.log(`   ${l}`));
     const all = await until('the answer to the follow-up', () => senderMail(3));
     const followUp = all.find((m) => !received.some((r) => r.messageId === m.messageId))!;
