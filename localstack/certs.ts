@@ -12,7 +12,8 @@ export interface Certificates {
   key: Buffer;
 }
 
-function openssl(args: string[], cwd: string): void {
+/** Runs openssl in `cwd`; says plainly when it is missing or what it answered. */
+export function openssl(args: string[], cwd: string): void {
   try {
     execFileSync('openssl', args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
   } catch (err) {

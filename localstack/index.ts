@@ -8,7 +8,6 @@
  *   SMTP submission (STARTTLS, XOAUTH2)      <- nodemailer (replies); delivers into Dovecot over LMTP
  *   Azurite (queues, tables, blobs)          <- the Storage SDKs
  */
-import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import {
   chmodSync,
@@ -27,7 +26,7 @@ import path from 'node:path';
 import { ImapFlow } from 'imapflow';
 
 import { LocalAzurite } from './azurite';
-import { type Certificates, makeCertificates } from './certs';
+import { type Certificates, makeCertificates, openssl } from './certs';
 import { LocalDovecot } from './dovecot';
 import { EXCHANGE_AUDIENCE, IdentityProvider } from './idp';
 import { LocalKeyVault } from './keyvault';
@@ -147,8 +146,7 @@ export class LocalStack {
     const clientId = randomUUID();
     const certificateName = `cert-${clientId.slice(0, 8)}`;
     const dir = mkdtempSync(path.join(this.dir, 'cert-'));
-    execFileSync(
-      'openssl',
+    openssl(
       [
         'req',
         '-x509',
@@ -164,10 +162,7 @@ export class LocalStack {
         '-subj',
         `/CN=inboxq-${certificateName}`,
       ],
-      {
-        cwd: dir,
-        stdio: 'ignore',
-      },
+      dir,
     );
     const cert = readFileSync(path.join(dir, 'cert.pem'), 'utf8');
     const key = readFileSync(path.join(dir, 'key.pem'), 'utf8');
