@@ -5,40 +5,23 @@
  * It does what the host does for a queue: receive a batch (host.json batchSize), decode base64
  * (messageEncoding), parse JSON when it is JSON, call the handler for each message of the batch at
  * the same time with an InvocationContext carrying dequeueCount, delete on success; on failure leave the message to reappear, and after maxDequeueCount deliveries move it
- * to `<queue>-poison`. Settings come from host.json so the two can't drift apart.
+ * to `<queue>-poison`. Settings come from host.json, read by the local host's own reader.
  */
 import { randomUUID } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 
 import { InvocationContext } from '@azure/functions';
 import type { QueueClient } from '@azure/storage-queue';
 
-export interface HostQueueSettings {
-  maxDequeueCount: number;
-  messageEncoding: 'base64' | 'none';
-  batchSize: number;
-}
+import { type QueueOptions, readHostJson } from './host/settings';
 
-/** The nearest host.json above this file: the repository root, from source or from build/. */
-function findHostJson(): string {
+/** The nearest folder above this file with a host.json: the repository root, from source or from build/. */
+function appRoot(): string {
   for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    const candidate = path.join(dir, 'host.json');
-    if (existsSync(candidate)) return candidate;
+    if (existsSync(path.join(dir, 'host.json'))) return dir;
     if (path.dirname(dir) === dir) throw new Error('host.json not found above ' + __dirname);
   }
-}
-
-export function hostQueueSettings(hostJsonPath = findHostJson()): HostQueueSettings {
-  const host = JSON.parse(readFileSync(hostJsonPath, 'utf8')) as {
-    extensions?: { queues?: Partial<HostQueueSettings> };
-  };
-  const q = host.extensions?.queues ?? {};
-  return {
-    maxDequeueCount: q.maxDequeueCount ?? 5,
-    messageEncoding: q.messageEncoding ?? 'base64',
-    batchSize: q.batchSize ?? 16,
-  };
 }
 
 export interface QueueRunResult {
@@ -53,13 +36,14 @@ export async function runQueueTrigger(options: {
   poisonQueue: QueueClient;
   functionName: string;
   handler: (message: unknown, context: InvocationContext) => Promise<unknown>;
-  settings?: HostQueueSettings;
+  settings?: QueueOptions;
   /** Seconds before a failed message reappears (the host uses visibilityTimeout from host.json). */
   retryDelaySeconds?: number;
   /** Stop after this many deliveries in all. */
   maxDeliveries?: number;
 }): Promise<QueueRunResult> {
-  const settings = options.settings ?? hostQueueSettings();
+  // host.json read as the local host reads it (one reader for both).
+  const settings = options.settings ?? readHostJson(appRoot(), {}).queues;
   const result: QueueRunResult = { succeeded: 0, failed: 0, poisoned: 0, logs: [] };
   await options.poisonQueue.createIfNotExists();
   let deliveries = 0;
