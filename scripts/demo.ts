@@ -15,7 +15,6 @@
  *
  * Run with `npm run demo` (or `bash scripts/demo.sh` on a fresh machine).
  */
-import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -25,6 +24,7 @@ import { runOnce } from '../examples/echo-worker';
 import { exitOnSignals, LocalStack } from '../localstack';
 import { LocalHost } from '../localstack/host/host';
 import { runtimeFor } from '../localstack/runtime';
+import { FABRIKAM_PASS, sampleMail } from '../localstack/sample-mail';
 import { TaskWorker } from '../shared/worker/worker';
 
 const MAILBOX = 'agent@contoso.test';
@@ -42,49 +42,6 @@ async function until<T>(what: string, check: () => Promise<T | undefined>, timeo
   }
   throw new Error(`${what} did not happen within ${timeoutMs / 1000} s`);
 }
-
-function mail(opts: {
-  from: string;
-  authResults: string;
-  subject: string;
-  body: string;
-  inReplyTo?: string;
-  attachment?: { name: string; content: string };
-}): string {
-  const domain = /@([^>\s]+)/.exec(opts.from)![1];
-  const id = `<${randomUUID()}@${domain}>`;
-  const head = [
-    `Authentication-Results: ${opts.authResults}`,
-    `From: ${opts.from}`,
-    `To: ${MAILBOX}`,
-    `Subject: ${opts.subject}`,
-    `Date: ${new Date().toUTCString()}`,
-    `Message-ID: ${id}`,
-    ...(opts.inReplyTo ? [`In-Reply-To: ${opts.inReplyTo}`, `References: ${opts.inReplyTo}`] : []),
-    'MIME-Version: 1.0',
-  ];
-  if (!opts.attachment) return [...head, 'Content-Type: text/plain; charset=utf-8', '', opts.body, ''].join('\r\n');
-  const b = 'demo-boundary';
-  return [
-    ...head,
-    `Content-Type: multipart/mixed; boundary="${b}"`,
-    '',
-    `--${b}`,
-    'Content-Type: text/plain; charset=utf-8',
-    '',
-    opts.body,
-    `--${b}`,
-    `Content-Type: text/csv; name="${opts.attachment.name}"`,
-    `Content-Disposition: attachment; filename="${opts.attachment.name}"`,
-    '',
-    opts.attachment.content,
-    `--${b}--`,
-    '',
-  ].join('\r\n');
-}
-
-const ALICE_PASS =
-  'spf=pass (sender IP is 203.0.113.5) smtp.mailfrom=fabrikam.test; dkim=pass (signature was verified) header.d=fabrikam.test;dmarc=pass action=none header.from=fabrikam.test;compauth=pass reason=100';
 
 async function main(): Promise<void> {
   exitOnSignals();
@@ -114,9 +71,10 @@ async function main(): Promise<void> {
     step(2, `Seeding ${MAILBOX}`);
     await stack.appendMail(
       MAILBOX,
-      mail({
+      sampleMail({
+        to: MAILBOX,
         from: `Alice Smith <${SENDER}>`,
-        authResults: ALICE_PASS,
+        authResults: FABRIKAM_PASS,
         subject: 'Please check the Q3 figures',
         body: 'Hi, could you check the attached figures and tell me the total?',
         attachment: { name: 'q3.csv', content: 'month,revenue\r\nJul,14\r\nAug,12\r\nSep,16' },
@@ -125,7 +83,8 @@ async function main(): Promise<void> {
     console.log(`   a mail from ${SENDER} (DMARC pass, authorized) with an attachment`);
     await stack.appendMail(
       MAILBOX,
-      mail({
+      sampleMail({
+        to: MAILBOX,
         from: 'ceo@contoso.test',
         authResults:
           'spf=fail (sender IP is 198.51.100.7) smtp.mailfrom=contoso.test; dkim=none (message not signed) header.d=none;dmarc=fail action=quarantine header.from=contoso.test;compauth=fail reason=000',
@@ -184,9 +143,10 @@ async function main(): Promise<void> {
     const answer = received.find((m) => !/inboxq-ack@/.test(m.messageId ?? ''))!;
     await stack.appendMail(
       MAILBOX,
-      mail({
+      sampleMail({
+        to: MAILBOX,
         from: `Alice Smith <${SENDER}>`,
-        authResults: ALICE_PASS,
+        authResults: FABRIKAM_PASS,
         subject: answer.subject ?? '',
         inReplyTo: answer.messageId,
         body: `Thanks! And what about Q4?\r\n\r\nOn ${new Date().toUTCString()} ${MAILBOX} wrote:\r\n> ${String(answer.text).trim().split('\n')[0]}\r\n`,

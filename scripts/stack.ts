@@ -18,6 +18,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { LocalStack } from '../localstack';
+import { FABRIKAM_PASS, sampleMail } from '../localstack/sample-mail';
 
 const MAILBOX = 'agent@contoso.test';
 const SENDER = 'alice@fabrikam.test';
@@ -25,19 +26,13 @@ const WRITTEN_BY = 'npm run stack';
 const ROOT = path.join(__dirname, '..', '..');
 
 function seedMail(): string {
-  return [
-    'Authentication-Results: spf=pass (sender IP is 203.0.113.5) smtp.mailfrom=fabrikam.test; dkim=pass (signature was verified) header.d=fabrikam.test;dmarc=pass action=none header.from=fabrikam.test;compauth=pass reason=100',
-    `From: Alice Smith <${SENDER}>`,
-    `To: ${MAILBOX}`,
-    'Subject: Hello from the local stack',
-    `Date: ${new Date().toUTCString()}`,
-    `Message-ID: <${Date.now()}.seed@fabrikam.test>`,
-    'MIME-Version: 1.0',
-    'Content-Type: text/plain; charset=utf-8',
-    '',
-    'Could you confirm this became a task?',
-    '',
-  ].join('\r\n');
+  return sampleMail({
+    from: `Alice Smith <${SENDER}>`,
+    to: MAILBOX,
+    authResults: FABRIKAM_PASS,
+    subject: 'Hello from the local stack',
+    body: 'Could you confirm this became a task?',
+  });
 }
 
 /** Where the settings go: local.settings.json unless it is someone's own file. */
