@@ -15,7 +15,6 @@
  *
  * Run with `npm run demo` (or `bash scripts/demo.sh` on a fresh machine).
  */
-import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { type ParsedMail, simpleParser } from 'mailparser';
@@ -97,12 +96,10 @@ async function main(): Promise<void> {
     step(3, 'Starting the app on the local host: the drain schedule (timer) requests a drain every 2 seconds');
     let executed = 0;
     // Only the demo's settings: a local.settings.json of yours in the repository is not read.
-    const noSettingsFile = path.join(stack.dir, 'demo.settings.json');
-    writeFileSync(noSettingsFile, '{ "IsEncrypted": false, "Values": {} }');
     host = await LocalHost.start({
       appRoot: path.join(__dirname, '..', '..'),
       env: settings,
-      settingsFile: noSettingsFile,
+      settingsFile: null,
       // The functions compiled with this demo (package.json main names the same files in dist/).
       main: 'build/functions/*.js',
       log: (level, line) => {

@@ -37,7 +37,7 @@ export interface LocalHostOptions {
   /** The environment the settings file is read under (default process.env). */
   env?: AppSettings;
   /** Another settings file than `<appRoot>/local.settings.json`. */
-  settingsFile?: string;
+  settingsFile?: string | null;
   /** Entry files instead of package.json `main` (a glob relative to appRoot). */
   main?: string;
   log?: HostLog;

@@ -19,7 +19,9 @@ export class HostStartError extends Error {
   }
 }
 
-export function loadAppSettings(appRoot: string, env: AppSettings = process.env, file?: string): AppSettings {
+/** `file` null: no settings file at all, only `env` (tools that bring every setting themselves). */
+export function loadAppSettings(appRoot: string, env: AppSettings = process.env, file?: string | null): AppSettings {
+  if (file === null) return { ...env };
   const settingsFile = file ?? path.join(appRoot, 'local.settings.json');
   const values: Record<string, string> = {};
   if (existsSync(settingsFile)) {

@@ -8,8 +8,6 @@
  * One host per test file (vitest runs each file in its own process). A test's settings are the
  * app's environment for the duration of its call, as each Function App has its own.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 
 import type { LocalStack } from '../../localstack';
@@ -32,13 +30,11 @@ export interface FunctionRun {
 
 function appHost(stack: LocalStack): Promise<LocalHost> {
   if (!host) {
-    // No developer's local.settings.json: an empty settings file.
-    const empty = path.join(mkdtempSync(path.join(os.tmpdir(), 'inboxq-app-')), 'local.settings.json');
-    writeFileSync(empty, '{ "IsEncrypted": false, "Values": {} }');
     host = LocalHost.start({
       appRoot: ROOT,
       main: 'build/functions/*.js',
-      settingsFile: empty,
+      // No developer's local.settings.json: only the settings given here.
+      settingsFile: null,
       triggers: 'manual',
       env: {
         ...process.env,

@@ -30,6 +30,11 @@ describe('app settings', () => {
     expect(settings['N']).toBeUndefined();
   });
 
+  it('null for the file reads none: a local.settings.json in the folder is not read', () => {
+    const dir = appDir({ 'local.settings.json': JSON.stringify({ Values: { A: 'file' } }) });
+    expect(loadAppSettings(dir, { B: 'env' }, null)).toEqual({ B: 'env' });
+  });
+
   it('a settings file named but missing, or not JSON, is refused', () => {
     const dir = appDir({ 'bad.json': '{ "Values": ' });
     expect(() => loadAppSettings(dir, {}, path.join(dir, 'none.json'))).toThrow(HostStartError);
