@@ -10,6 +10,15 @@
  *       Checks each mailbox's setup (or the one named) step by step against the real services and
  *       names the step to fix, with the command. Exit 0 only when every check passes, 1 otherwise.
  *
+ *   inboxq trace <Message-ID | task id | sender | conversation id> [--mailbox M] [--json]
+ *       The life of each matching mail, oldest first. Exit 1 when nothing matches.
+ *   inboxq status [--mailbox M] [--json]
+ *       Runs, INBOX, set-aside mail, queues and pacing per mailbox. Exit 1 when stale or poisoned.
+ *   inboxq release <task id | UID ...> [--mailbox M]
+ *       Moves set-aside or rejected mail back to INBOX for the next run.
+ *   inboxq replay replies-poison [--mailbox M] [--dry-run]
+ *       Puts poisoned replies back on the replies queue. (The commands are in ops.ts.)
+ *
  * Settings come from the environment. A settings file (local.settings.json, as `func start` reads
  * its Values) is read only when named with --settings, never found by itself: a file someone else
  * wrote in the current folder must not decide where the user's own Azure identity sends a token.
@@ -19,29 +28,15 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
-import { parse as parseJson, type ParseError, printParseErrorCode } from 'jsonc-parser';
 import { z } from 'zod';
 
 import { findMailbox, loadDeployment, notConfiguredHere } from '../shared/config/deployment';
 import type { Env, SenderPolicy } from '../shared/config/types';
 import { formatDoctorReport, runDoctorAll } from '../shared/doctor/doctor';
-import { describeError, InboxqError } from '../shared/errors';
+import { describeError } from '../shared/errors';
 import { judgeMail } from '../shared/sender/judge';
-
-const USAGE = `usage:
-  inboxq check-sender --policy policy.json message.eml
-  inboxq check-sender --mailbox agent@example.com [--settings local.settings.json] message.eml
-  inboxq doctor [--mailbox agent@example.com | --mailbox KEY] [--settings local.settings.json] [--json]
-
-Settings come from the environment; --settings FILE adds the Values of a local.settings.json.
-
-policy.json: {"authorizedSenders": ["alice@example.com", "*@partner.example"],
-              "trustedAuthservId": "", "microsoftInternalFallback": true}`;
-
-/** The command line or the settings file it names is wrong: printed with the usage, exit 2. */
-export class UsageError extends InboxqError {
-  override readonly code = 'USAGE';
-}
+import { release, replay, status, trace } from './ops';
+import { type CliResult, settingsFromEnvironment, UsageError } from './settings';
 
 export const policyFileSchema = z
   .object({
@@ -51,106 +46,21 @@ export const policyFileSchema = z
   })
   .strict();
 
-/** Key Vault's DNS suffixes in Azure's clouds: a vault named in a settings file must end in one. */
-export const VAULT_DNS_SUFFIXES = [
-  '.vault.azure.net',
-  '.vault.azure.cn',
-  '.vault.usgovcloudapi.net',
-  '.vault.microsoftazure.de',
-];
-/** Entra ID's login hosts in Azure's clouds: an authority named in a settings file must be one. */
-export const LOGIN_HOSTS = [
-  'login.microsoftonline.com',
-  'login.microsoftonline.us',
-  'login.chinacloudapi.cn',
-  'login.partner.microsoftonline.cn',
-];
+export { type CliResult, LOGIN_HOSTS, settingsFromEnvironment, UsageError, VAULT_DNS_SUFFIXES } from './settings';
 
-/** The host of an https URL, lower-case, or null. */
-function httpsHost(value: string): string | null {
-  try {
-    const url = new URL(value);
-    return url.protocol === 'https:' && !url.username && !url.password ? url.hostname.toLowerCase() : null;
-  } catch {
-    return null;
-  }
-}
+const USAGE = `usage:
+  inboxq check-sender --policy policy.json message.eml
+  inboxq check-sender --mailbox agent@example.com [--settings local.settings.json] message.eml
+  inboxq doctor [--mailbox agent@example.com | --mailbox KEY] [--settings local.settings.json] [--json] [--skip-sent-check]
+  inboxq trace <Message-ID | task id | sender address | conversation id> [--mailbox M] [--json] [--max N] [--timeout S]
+  inboxq status [--mailbox M] [--json] [--schedule "0 */2 * * * *"]
+  inboxq release <task id | UID ...> [--mailbox M] [--json]
+  inboxq replay replies-poison [--mailbox M] [--dry-run] [--json]
 
-/** Why a value from a settings file may not be used, or undefined. Names the setting, never quotes a value. */
-function unsafeFromFile(name: string, value: string): string | undefined {
-  const setting = name.replace(/^INBOXQ_[A-Z0-9_]+__/, 'INBOXQ_');
-  if (setting === 'INBOXQ_KEYVAULT_URL' && value) {
-    const host = httpsHost(value);
-    if (!host || !VAULT_DNS_SUFFIXES.some((s) => host.endsWith(s) && host.length > s.length)) {
-      return `${name} in the settings file is not an https URL of an Azure Key Vault (a host ending in ${VAULT_DNS_SUFFIXES.join(', ')}); set it in the environment to use another endpoint`;
-    }
-  }
-  if ((setting === 'INBOXQ_AUTHORITY_HOST' || name === 'AZURE_AUTHORITY_HOST') && value) {
-    const host = httpsHost(value);
-    if (!host || !LOGIN_HOSTS.includes(host))
-      return `${name} in the settings file is not an https URL of an Entra ID login host (${LOGIN_HOSTS.join(', ')}); set it in the environment to use another one`;
-  }
-  if (setting === 'INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE' && value.trim().toLowerCase() === 'false') {
-    return `${name}=false can't come from a settings file (it lets a vault endpoint ask for a token meant elsewhere); set it in the environment if you mean it`;
-  }
-  return undefined;
-}
+Settings come from the environment; --settings FILE adds the Values of a local.settings.json.
 
-/** Line and column (1-based) of an offset in a text. */
-function position(text: string, offset: number): string {
-  let line = 1;
-  let lineStart = 0;
-  for (let i = 0; i < offset && i < text.length; i++) {
-    if (text.charCodeAt(i) === 10) {
-      line++;
-      lineStart = i + 1;
-    }
-  }
-  return `line ${line}, column ${offset - lineStart + 1}`;
-}
-
-/**
- * Settings as the Functions host would see them: the environment, over the Values of the settings
- * file named with --settings. Errors name the file and the position, and quote nothing of it (a
- * settings file holds secrets).
- */
-export function settingsFromEnvironment(env: Env = process.env, settingsFile?: string): Env {
-  if (!settingsFile) return { ...env };
-  let text: string;
-  try {
-    text = readFileSync(settingsFile, 'utf8');
-  } catch (err) {
-    throw new UsageError(
-      `settings file ${settingsFile} can't be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
-    );
-  }
-  const errors: ParseError[] = [];
-  const parsed = parseJson(text, errors, {
-    disallowComments: false,
-    allowTrailingComma: false,
-    allowEmptyContent: false,
-  }) as unknown;
-  if (errors.length > 0) {
-    const first = errors[0]!;
-    throw new UsageError(
-      `settings file ${settingsFile} is not valid JSON: ${printParseErrorCode(first.error)} at ${position(text, first.offset)}`,
-    );
-  }
-  const values = (parsed as { Values?: unknown } | null)?.Values;
-  if (typeof values !== 'object' || values === null || Array.isArray(values))
-    throw new UsageError(`settings file ${settingsFile} has no "Values" object (the shape of local.settings.json)`);
-  const fromFile: Env = {};
-  const problems: string[] = [];
-  for (const [name, value] of Object.entries(values as Record<string, unknown>)) {
-    if (typeof value !== 'string') continue;
-    if (env[name] !== undefined) continue; // the environment wins
-    const problem = unsafeFromFile(name, value);
-    if (problem) problems.push(problem);
-    fromFile[name] = value;
-  }
-  if (problems.length > 0) throw new UsageError(`settings file ${settingsFile}: ${problems.join('; ')}`);
-  return { ...fromFile, ...env };
-}
+policy.json: {"authorizedSenders": ["alice@example.com", "*@partner.example"],
+              "trustedAuthservId": "", "microsoftInternalFallback": true}`;
 
 function readPolicy(path: string): SenderPolicy {
   let raw: unknown;
@@ -184,12 +94,6 @@ function mailboxPolicy(mailbox: string, env: Env): SenderPolicy {
   const config = findMailbox(mailboxes, mailbox);
   if (!config) throw new UsageError(notConfiguredHere(mailbox, mailboxes));
   return config.senderPolicy;
-}
-
-export interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
 }
 
 export function checkSender(args: string[], env: Env = process.env): CliResult {
@@ -228,11 +132,19 @@ export function checkSender(args: string[], env: Env = process.env): CliResult {
 export async function doctor(args: string[], env: Env = process.env): Promise<CliResult> {
   const { values } = parseArgs({
     args,
-    options: { mailbox: { type: 'string' }, settings: { type: 'string' }, json: { type: 'boolean' } },
+    options: {
+      mailbox: { type: 'string' },
+      settings: { type: 'string' },
+      json: { type: 'boolean' },
+      'skip-sent-check': { type: 'boolean' },
+    },
     allowPositionals: false,
   });
   const settings = settingsFromEnvironment(env, values.settings);
-  const reports = await runDoctorAll(settings, values.mailbox ? { mailbox: values.mailbox } : {});
+  const reports = await runDoctorAll(settings, {
+    ...(values.mailbox ? { mailbox: values.mailbox } : {}),
+    skipSentCheck: values['skip-sent-check'] ?? false,
+  });
   const ok = reports.every((r) => r.checks.every((c) => c.status === 'pass'));
   // One mailbox: one report (an object in JSON); several: one after another (an array).
   const json = reports.map((r) => ({
@@ -255,6 +167,14 @@ export async function main(argv: string[], env: Env = process.env): Promise<CliR
         return checkSender(rest, env);
       case 'doctor':
         return await doctor(rest, env);
+      case 'trace':
+        return await trace(rest, env);
+      case 'status':
+        return await status(rest, env);
+      case 'release':
+        return await release(rest, env);
+      case 'replay':
+        return await replay(rest, env);
       case undefined:
       case 'help':
       case '--help':

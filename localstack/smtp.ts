@@ -32,6 +32,11 @@ export class LocalSmtpServer {
   readonly authFailures: string[] = [];
   /** Mailboxes for which SMTP AUTH is disabled (535 5.7.139, as Set-CASMailbox would make it). */
   readonly smtpAuthDisabled = new Set<string>();
+  /**
+   * Per sending mailbox, how its Sent copy is kept: 'none' (a server that keeps no copy) or a delay
+   * in ms (a copy that comes late). Absent: at once, as Exchange Online does.
+   */
+  readonly sentCopy = new Map<string, 'none' | number>();
   /** Answers given to DATA before accepting, one per message, e.g. [{ code: 451, text: '4.3.0 try later' }]. */
   readonly dataFaults: { code: number; text: string }[] = [];
   private server: SMTPServer | undefined;
@@ -120,7 +125,12 @@ export class LocalSmtpServer {
     const from = String(session.envelope.mailFrom ? session.envelope.mailFrom.address : '');
     const to = session.envelope.rcptTo.map((r) => r.address);
     const sentCopy = `${from.replace('@', '+Sent@')}`;
-    await this.lmtp!.sendMail({ envelope: { from, to: [...to, sentCopy] }, raw });
+    const copy = this.sentCopy.get(from.toLowerCase());
+    await this.lmtp!.sendMail({ envelope: { from, to: copy === undefined ? [...to, sentCopy] : to }, raw });
+    if (typeof copy === 'number')
+      setTimeout(() => {
+        this.lmtp!.sendMail({ envelope: { from, to: [sentCopy] }, raw }).catch(() => undefined);
+      }, copy).unref();
     const messageId = /^message-id:\s*(<[^>]+>)/im.exec(raw.toString('utf8', 0, Math.min(raw.length, 64 * 1024)))?.[1];
     this.accepted.push({ from, to, messageId, raw });
   }

@@ -2,8 +2,9 @@
  * `inboxq doctor`: checks each mailbox's whole setup against the real services, in the order an
  * admin sets it up, and names the step that is wrong with the command that fixes it.
  *
- *   1 settings   2 credential   3 token   4 token roles   5 IMAP   6 SMTP   7 storage
+ *   1 settings   2 credential   3 token   4 token roles   5 IMAP   6 SMTP   7 Sent folder   8 storage
  *
+ * Step 7 sends one mail from the mailbox to itself (sent-folder.ts); `skipSentCheck` leaves it out.
  * The steps follow docs/m365-setup.md; a failed step skips those that can't work without it.
  */
 import { ManagedIdentityCredential } from '@azure/identity';
@@ -27,8 +28,10 @@ import { MailboxSession } from '../mailbox/imap';
 import { verifySmtp } from '../reply/smtp';
 import { findMissingResources } from '../storage/clients';
 import { silentLogger } from '../telemetry/log';
+import { checkSentFolder } from './sent-folder';
 
-export type StepName = 'settings' | 'credential' | 'token' | 'token roles' | 'IMAP' | 'SMTP' | 'storage';
+export type StepName =
+  'settings' | 'credential' | 'token' | 'token roles' | 'IMAP' | 'SMTP' | 'Sent folder' | 'storage';
 
 export interface DoctorCheck {
   step: StepName;
@@ -58,7 +61,7 @@ export interface MailboxReport {
   checks: DoctorCheck[];
 }
 
-const AFTER_SETTINGS: StepName[] = ['credential', 'token', 'token roles', 'IMAP', 'SMTP', 'storage'];
+const AFTER_SETTINGS: StepName[] = ['credential', 'token', 'token roles', 'IMAP', 'SMTP', 'Sent folder', 'storage'];
 
 function settingsFailed(mailbox: string, detail: string, fix: string, why: string): MailboxReport {
   return {
@@ -72,7 +75,13 @@ function settingsFailed(mailbox: string, detail: string, fix: string, why: strin
 }
 
 /** Checks every mailbox of the deployment (or the one named by key or address), one after another. */
-export async function runDoctorAll(env: Env, options: { mailbox?: string } = {}): Promise<MailboxReport[]> {
+export interface DoctorOptions {
+  mailbox?: string;
+  /** Leave out step 7, which sends a mail from the mailbox to itself. */
+  skipSentCheck?: boolean;
+}
+
+export async function runDoctorAll(env: Env, options: DoctorOptions = {}): Promise<MailboxReport[]> {
   let mailboxes: InboxqConfig[];
   try {
     mailboxes = loadDeployment(env).mailboxes;
@@ -103,12 +112,12 @@ export async function runDoctorAll(env: Env, options: { mailbox?: string } = {})
   }
   const reports: MailboxReport[] = [];
   for (const config of mailboxes)
-    reports.push({ mailbox: config.mailbox, key: config.key, checks: await checkMailbox(config) });
+    reports.push({ mailbox: config.mailbox, key: config.key, checks: await checkMailbox(config, options) });
   return reports;
 }
 
 /** The checks of one mailbox: the only one, or the one named by key or address. */
-export async function runDoctor(env: Env, options: { mailbox?: string } = {}): Promise<DoctorCheck[]> {
+export async function runDoctor(env: Env, options: DoctorOptions = {}): Promise<DoctorCheck[]> {
   const reports = await runDoctorAll(env, options);
   if (reports.length > 1) {
     return settingsFailed(
@@ -121,7 +130,7 @@ export async function runDoctor(env: Env, options: { mailbox?: string } = {}): P
   return reports[0]!.checks;
 }
 
-async function checkMailbox(config: InboxqConfig): Promise<DoctorCheck[]> {
+async function checkMailbox(config: InboxqConfig, options: DoctorOptions): Promise<DoctorCheck[]> {
   const checks: DoctorCheck[] = [];
   const skip = (steps: StepName[], why: string) =>
     steps.forEach((step) => checks.push({ step, status: 'skipped', detail: why }));
@@ -137,10 +146,13 @@ async function checkMailbox(config: InboxqConfig): Promise<DoctorCheck[]> {
     const tokens = tokenProviderFor(config);
     const tokenOk = await checkToken(config, tokens, checks);
     if (tokenOk) {
-      await checkImap(config, tokens, checks);
-      await checkSmtp(config, tokens, checks);
-    } else skip(['token roles', 'IMAP', 'SMTP'], 'no token');
-  } else skip(['token', 'token roles', 'IMAP', 'SMTP'], 'the credential is not readable');
+      const imapOk = await checkImap(config, tokens, checks);
+      const smtpOk = await checkSmtp(config, tokens, checks);
+      if (options.skipSentCheck) skip(['Sent folder'], 'left out (--skip-sent-check)');
+      else if (imapOk && smtpOk) await checkSent(config, tokens, checks);
+      else skip(['Sent folder'], 'needs IMAP and SMTP');
+    } else skip(['token roles', 'IMAP', 'SMTP', 'Sent folder'], 'no token');
+  } else skip(['token', 'token roles', 'IMAP', 'SMTP', 'Sent folder'], 'the credential is not readable');
   await checkStorage(config, checks);
   return checks;
 }
@@ -251,7 +263,15 @@ async function checkToken(
   return true;
 }
 
-async function checkImap(config: InboxqConfig, tokens: ExchangeTokenProvider, checks: DoctorCheck[]): Promise<void> {
+async function checkSent(config: InboxqConfig, tokens: ExchangeTokenProvider, checks: DoctorCheck[]): Promise<void> {
+  try {
+    checks.push({ step: 'Sent folder', ...(await checkSentFolder(config, tokens)) });
+  } catch (err) {
+    checks.push({ step: 'Sent folder', status: 'fail', detail: detailOf(err), fix: fixFor(err) });
+  }
+}
+
+async function checkImap(config: InboxqConfig, tokens: ExchangeTokenProvider, checks: DoctorCheck[]): Promise<boolean> {
   try {
     const session = await MailboxSession.open({ config, tokens, log: silentLogger, timeoutMs: 15_000 });
     const uids = await session.listUids();
@@ -261,6 +281,7 @@ async function checkImap(config: InboxqConfig, tokens: ExchangeTokenProvider, ch
       status: 'pass',
       detail: `logged in to ${config.imap.host}:${config.imap.port} and selected INBOX (${uids.length} mails waiting)`,
     });
+    return true;
   } catch (err) {
     let fix = fixFor(err);
     if (err instanceof ImapError && err.failure === 'auth') {
@@ -271,10 +292,11 @@ async function checkImap(config: InboxqConfig, tokens: ExchangeTokenProvider, ch
       fix = `Add-MailboxPermission -Identity ${config.mailbox} -User <object id of the Enterprise application> -AccessRights FullAccess`;
     }
     checks.push({ step: 'IMAP', status: 'fail', detail: detailOf(err), fix });
+    return false;
   }
 }
 
-async function checkSmtp(config: InboxqConfig, tokens: ExchangeTokenProvider, checks: DoctorCheck[]): Promise<void> {
+async function checkSmtp(config: InboxqConfig, tokens: ExchangeTokenProvider, checks: DoctorCheck[]): Promise<boolean> {
   try {
     await verifySmtp(config, tokens, silentLogger);
     checks.push({
@@ -282,6 +304,7 @@ async function checkSmtp(config: InboxqConfig, tokens: ExchangeTokenProvider, ch
       status: 'pass',
       detail: `AUTH XOAUTH2 accepted by ${config.smtp.host}:${config.smtp.port}`,
     });
+    return true;
   } catch (err) {
     let fix = fixFor(err);
     if (err instanceof SmtpError && err.failure === 'auth-disabled') {
@@ -290,6 +313,7 @@ async function checkSmtp(config: InboxqConfig, tokens: ExchangeTokenProvider, ch
       fix = `check SMTP.SendAsApp (step token roles) and the mailbox permission: Add-MailboxPermission -Identity ${config.mailbox} -User <object id of the Enterprise application> -AccessRights FullAccess`;
     }
     checks.push({ step: 'SMTP', status: 'fail', detail: detailOf(err), fix });
+    return false;
   }
 }
 

@@ -247,6 +247,7 @@ class Batch {
       patch,
       destination: 'processed',
     });
+    inboxqMetrics.lag(this.mailbox, Date.parse(patch.queuedAt!) - Date.parse(mail.record.receivedAt));
     log.info('Mail queued as a task', {
       ...this.logProps({ uid, taskId: mail.taskId, record: mail.record }),
       sender: patch.sender,
@@ -371,16 +372,19 @@ class Batch {
 }
 
 /**
- * A mail set aside earlier that a person moved back to INBOX: its row says `quarantined` and
- * removed. It is drained again from the start under the same identity (the row keeps why it was
- * set aside, and says it came back). A copy of a processed mail with other headers is not released:
- * its row is another mail's.
+ * A mail set aside or rejected earlier that came back to INBOX (`inboxq release`, or a person who
+ * moved it back in Outlook): its row says `quarantined` or `rejected`, and removed. It is drained
+ * again from the start under the same identity (the row keeps why it was set aside, and says it
+ * came back), so a cause fixed since (a sender policy, a bug) gives it a new verdict. A mail
+ * accepted now is claimed under its Message-ID, a new row, and becomes one task. A copy of a
+ * processed mail with other headers is not released: its row is another mail's.
  */
 export function released<T extends ClaimedMail>(mail: T): T {
   const { record } = mail;
-  if (!mail.resumed || record.state !== 'quarantined' || !record.removed || record.headerSha256 !== mail.headerSha256)
-    return mail;
-  const note = `it was moved back to INBOX after being set aside, and drained again (it had been set aside because ${record.reasons[0] ?? 'of an unknown reason'})`;
+  const wasSetAside = record.state === 'quarantined' || record.state === 'rejected';
+  if (!mail.resumed || !wasSetAside || !record.removed || record.headerSha256 !== mail.headerSha256) return mail;
+  const why = record.state === 'rejected' ? 'rejected' : 'set aside';
+  const note = `it was moved back to INBOX after being ${why}, and drained again (it had been ${why} because ${record.reasons[0] ?? 'of an unknown reason'})`;
   return { ...mail, record: { ...record, state: 'claimed', removed: false, reasons: [note] } };
 }
 

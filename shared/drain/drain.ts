@@ -265,6 +265,7 @@ async function finishRun(deps: DrainDeps, summary: DrainSummary, failed: boolean
   const { runId } = summary;
   const outcome = failed ? 'failed' : summary.remaining > 0 ? 'partial' : 'ok';
   inboxqMetrics.run(config.mailbox, outcome, summary.durationMs);
+  if (!failed) inboxqMetrics.heartbeat(config.mailbox, config.key, summary.remaining);
   const { seen, queued, rejected, quarantined, duplicate, held, resumed, throttled, reconciled } = summary.counts;
   try {
     await ledger.recordRun(config.mailbox, {

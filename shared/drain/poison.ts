@@ -9,6 +9,7 @@ import type { MailResult } from './batch';
 import type { DrainDeps } from './drain';
 import { requestAcknowledgements } from './steps/acknowledge';
 import { claimRecord } from './steps/claim';
+import { locationOf } from './steps/remove';
 
 /**
  * A mail that was in the batch of POISON_RUNS failed runs in a row. If its row says everything but
@@ -29,9 +30,11 @@ export async function setAsidePoison(
   const existing = await ledger.findByUid(mailbox, uidValidity, uid);
   if (existing && existing.state !== 'claimed') {
     if (config.acknowledgement.enabled) await requestAcknowledgements(deps.storage, mailbox, [existing]);
-    if (existing.state === 'quarantined') await session.remove([uid], 'move', config.drain.quarantineFolder);
+    const destination = existing.state === 'quarantined' ? 'quarantine' : 'processed';
+    if (destination === 'quarantine') await session.remove([uid], 'move', config.drain.quarantineFolder);
     else await session.remove([uid], config.drain.processedAction, config.drain.processedFolder);
-    await ledger.markRemoved(mailbox, [{ taskId: existing.taskId, uid, uidValidity }]);
+    const location = locationOf(destination, config.drain);
+    await ledger.markRemoved(mailbox, [{ taskId: existing.taskId, uid, uidValidity, location }]);
     log.warn(`Mail in the batch of ${runs} failed drain runs was already ${existing.state}; it was only removed`, {
       mailbox,
       uid,
@@ -70,7 +73,9 @@ export async function setAsidePoison(
     record = claim.record;
   }
   await session.remove([uid], 'move', config.drain.quarantineFolder);
-  await ledger.markRemoved(mailbox, [{ taskId: record.taskId, uid, uidValidity }]);
+  await ledger.markRemoved(mailbox, [
+    { taskId: record.taskId, uid, uidValidity, location: config.drain.quarantineFolder },
+  ]);
   log.warn(`Mail set aside after ${runs} failed drain runs with it in the batch`, {
     mailbox,
     uid,

@@ -9,6 +9,7 @@
  * numbering whose mail is still in INBOX is found again by its claim when the mail is drained.
  */
 import type { Ledger } from '../ledger/ledger';
+import { UNKNOWN_LOCATION } from '../ledger/rows';
 
 /** Rows looked at per reconciliation (the rest wait for the next one). */
 const MAX_ROWS = 5000;
@@ -23,7 +24,7 @@ export async function reconcileLedger(
   const gone = rows.filter((r) => r.uidValidity === uidValidity.toString() && !inbox.has(r.uid));
   await ledger.markRemoved(
     mailbox,
-    gone.map((r) => ({ taskId: r.taskId, uid: r.uid, uidValidity: r.uidValidity })),
+    gone.map((r) => ({ taskId: r.taskId, uid: r.uid, uidValidity: r.uidValidity, location: UNKNOWN_LOCATION })),
     { reconciled: true },
   );
   return gone.length;

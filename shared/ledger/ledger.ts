@@ -177,7 +177,7 @@ export class Ledger {
    */
   async markRemoved(
     mailbox: string,
-    rows: { taskId: string; uid: number; uidValidity: string }[],
+    rows: { taskId: string; uid: number; uidValidity: string; location?: string }[],
     options: { reconciled?: boolean } = {},
   ): Promise<void> {
     if (rows.length === 0) return;
@@ -198,6 +198,7 @@ export class Ledger {
                 uid: r.uid,
                 uidValidity: r.uidValidity,
                 updatedAt,
+                ...(r.location ? { location: r.location } : {}),
                 ...extra,
               },
               'Merge',
@@ -247,6 +248,20 @@ export class Ledger {
     });
   }
 
+  /** Rows of mail that had UID `uid` in INBOX under any UIDVALIDITY, at most `max` (a partition scan). */
+  async findByUidAnyValidity(mailbox: string, uid: number, max: number): Promise<MessageRecord[]> {
+    const table = await this.table(MESSAGES_TABLE);
+    return this.op('lookup of a mail by UID', async () => {
+      const out: MessageRecord[] = [];
+      const filter = `PartitionKey eq '${partitionKey(mailbox).replace(/'/g, "''")}' and uid eq ${Math.trunc(uid)}`;
+      for await (const e of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) {
+        out.push(fromMessageEntity(e));
+        if (out.length >= max) break;
+      }
+      return out;
+    });
+  }
+
   /** Mails claimed before `cutoff` (ISO date) and finished, oldest first, at most `max`. */
   async listMessagesClaimedBefore(mailbox: string, cutoff: string, max: number): Promise<MessageRecord[]> {
     const table = await this.table(MESSAGES_TABLE);
@@ -258,6 +273,50 @@ export class Ledger {
         out.push(fromMessageEntity(e));
         if (out.length >= max) break;
       }
+      return out;
+    });
+  }
+
+  /**
+   * Rows of one mailbox whose property `name` equals `value` (Message-ID, sender, conversation id,
+   * header hash): a scan of the mailbox's partition, filtered by the service, which returns the
+   * matches page by page (a page ends after 1,000 rows or 5 s of the service's work). It stops at
+   * `max` matches or at `deadline` (epoch ms) and says whether it saw the whole partition.
+   */
+  async findMessagesWhere(
+    mailbox: string,
+    name: 'messageId' | 'sender' | 'conversationId' | 'headerSha256',
+    value: string,
+    limits: { deadline: number; max: number },
+  ): Promise<{ rows: MessageRecord[]; complete: boolean }> {
+    const table = await this.table(MESSAGES_TABLE);
+    return this.op(`search of mails by ${name}`, async () => {
+      const rows: MessageRecord[] = [];
+      const pk = partitionKey(mailbox).replace(/'/g, "''");
+      const filter = `PartitionKey eq '${pk}' and ${name} eq '${value.replace(/'/g, "''")}'`;
+      const pages = table
+        .listEntities<Record<string, unknown>>({ queryOptions: { filter } })
+        .byPage({ maxPageSize: 1000 });
+      for await (const page of pages) {
+        for (const e of page) rows.push(fromMessageEntity(e));
+        if (rows.length >= limits.max || Date.now() >= limits.deadline)
+          return { rows: rows.slice(0, limits.max), complete: false };
+      }
+      return { rows, complete: true };
+    });
+  }
+
+  /** Every reply row of one task (acknowledgement, answers, failure notice): a range of row keys. */
+  async listReplies(mailbox: string, taskId: string): Promise<ReplyRecord[]> {
+    const table = await this.table(REPLIES_TABLE);
+    return this.op(`listing of the replies of task ${taskId}`, async () => {
+      const out: ReplyRecord[] = [];
+      const pk = partitionKey(mailbox).replace(/'/g, "''");
+      const id = taskId.replace(/'/g, "''");
+      // Row keys are `<taskId>.<replyId>`; '/' is the character after '.'.
+      const filter = `PartitionKey eq '${pk}' and RowKey ge '${id}.' and RowKey lt '${id}/'`;
+      for await (const e of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } }))
+        out.push(fromReplyEntity(e));
       return out;
     });
   }
@@ -336,7 +395,15 @@ export class Ledger {
           lastRunOutcome: run.outcome,
           lastRunCounts: JSON.stringify(run.counts),
           lastError: clip(run.error ?? '', 2000),
-          ...(run.outcome === 'ok' ? { lastSuccessAt: run.finishedAt } : {}),
+          // A partial run (its budget ended with mail left) still drained: the mailbox is alive.
+          ...(run.outcome !== 'failed'
+            ? {
+                lastSuccessAt: run.finishedAt,
+                lastSuccessRunId: run.runId,
+                lastSuccessOutcome: run.outcome,
+                lastSuccessCounts: JSON.stringify(run.counts),
+              }
+            : {}),
           totals: JSON.stringify(totals),
         },
         'Merge',

@@ -47,3 +47,19 @@ export async function takeSendingSlot(
   }
   return 1000;
 }
+
+/** Replies sent in the current minute, as the pace row counts them (for `inboxq status`). */
+export async function readPace(
+  storage: StorageClients,
+  mailbox: string,
+  now: () => number = Date.now,
+): Promise<{ sentThisMinute: number }> {
+  const table = await storage.table(MAILBOXES_TABLE);
+  try {
+    const e = await table.getEntity<{ minute: number; count: number }>(PACE_PARTITION, partitionKey(mailbox));
+    return { sentThisMinute: Number(e.minute) === Math.floor(now() / 60_000) ? Number(e.count) : 0 };
+  } catch (err) {
+    if ((err as { statusCode?: number }).statusCode === 404) return { sentThisMinute: 0 };
+    throw storageError('Reading the sending pace failed', err, mailbox);
+  }
+}

@@ -39,8 +39,22 @@ export interface MessageRecord {
   updatedAt: string;
   /** Set when a later run found the mail gone from INBOX while the row said otherwise (a crash between the MOVE and its record). */
   reconciledAt?: string;
+  /** When the task was queued (accepted mail). */
+  queuedAt?: string;
+  /**
+   * Where the mail went when it left INBOX: a folder name, `(deleted)`, or `(unknown)` when a later
+   * run found it gone without its record; `INBOX` again after `inboxq release`.
+   */
+  location?: string;
+  /** When `inboxq release` put the mail back into INBOX. */
+  releasedAt?: string;
   etag?: string;
 }
+
+/** `location` of a mail the drain deleted (INBOXQ_PROCESSED_ACTION=delete). */
+export const DELETED_LOCATION = '(deleted)';
+/** `location` of a mail a later run found gone from INBOX without a record of where it went. */
+export const UNKNOWN_LOCATION = '(unknown)';
 
 /**
  * sending: a delivery is sending it, or died doing so (then the Sent folder decides);
@@ -61,6 +75,10 @@ export interface ReplyRecord {
   /** The queue message whose delivery is sending it (or sent it); '' when not known. */
   deliveryId: string;
   sentAt: string | null;
+  /** The SMTP server's answer to the last attempt (`250 2.0.0 OK …`, or the refusal), bounded; '' before one. */
+  lastResponse?: string;
+  /** What the Sent-folder check after an interrupted send found: `found` or `missing`, with when; '' when none ran. */
+  sentFolderCheck?: string;
   etag?: string;
 }
 
@@ -94,6 +112,8 @@ export const ROW_BOUNDS = {
   reason: 1000,
   referencesJson: 16_000,
   references: 30,
+  location: 300,
+  response: 500,
 } as const;
 
 export type Entity = Record<string, unknown> & { partitionKey: string; rowKey: string };
@@ -125,6 +145,9 @@ export function toMessageEntity(r: MessageRecord): Entity {
     claimedAt: r.claimedAt,
     updatedAt: r.updatedAt,
     ...(r.reconciledAt ? { reconciledAt: r.reconciledAt } : {}),
+    ...(r.queuedAt ? { queuedAt: r.queuedAt } : {}),
+    ...(r.location ? { location: clip(r.location, ROW_BOUNDS.location) } : {}),
+    ...(r.releasedAt ? { releasedAt: r.releasedAt } : {}),
   };
 }
 
@@ -150,6 +173,9 @@ export function fromMessageEntity(e: TableEntityResult<Record<string, unknown>>)
     claimedAt: s('claimedAt'),
     updatedAt: s('updatedAt'),
     ...(s('reconciledAt') ? { reconciledAt: s('reconciledAt') } : {}),
+    ...(s('queuedAt') ? { queuedAt: s('queuedAt') } : {}),
+    ...(s('location') ? { location: s('location') } : {}),
+    ...(s('releasedAt') ? { releasedAt: s('releasedAt') } : {}),
     etag: e.etag,
   };
 }
@@ -167,6 +193,8 @@ export function toReplyEntity(r: ReplyRecord): Entity {
     sendingSince: r.sendingSince,
     deliveryId: r.deliveryId,
     sentAt: r.sentAt ?? '',
+    lastResponse: clip(r.lastResponse ?? '', ROW_BOUNDS.response),
+    sentFolderCheck: r.sentFolderCheck ?? '',
   };
 }
 
@@ -182,6 +210,8 @@ export function fromReplyEntity(e: TableEntityResult<Record<string, unknown>>): 
     sendingSince: s('sendingSince'),
     deliveryId: s('deliveryId'),
     sentAt: s('sentAt') || null,
+    lastResponse: s('lastResponse'),
+    sentFolderCheck: s('sentFolderCheck'),
     etag: e.etag,
   };
 }

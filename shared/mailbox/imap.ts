@@ -241,6 +241,86 @@ export class MailboxSession {
     }
   }
 
+  /** How many mails a folder holds (STATUS), without selecting it; undefined when it does not exist. */
+  async countIn(folder: string): Promise<number | undefined> {
+    if (folder.toLowerCase() !== 'inbox') {
+      const list = await this.run('LIST', () => this.client.list());
+      if (!list.some((f) => f.path.toLowerCase() === folder.toLowerCase())) return undefined;
+    }
+    const status = await this.run(`STATUS ${folder}`, () => this.client.status(folder, { messages: true }));
+    return status ? (status.messages ?? 0) : undefined;
+  }
+
+  /**
+   * UIDs in `folder` of the mail whose header section hashes to `headerSha256`: candidates found by
+   * Message-ID (or, without one, by arrival day), then their header sections compared. At most
+   * `maxCandidates` headers are fetched.
+   */
+  async findMail(
+    folder: string,
+    mail: { messageId: string | null; headerSha256: string; receivedAt: string },
+    hash: (header: Buffer) => string,
+    maxCandidates = 200,
+  ): Promise<number[]> {
+    const lock = await this.run(`SELECT ${folder}`, () => this.client.getMailboxLock(folder, { readOnly: true }));
+    try {
+      const day = 24 * 3600_000;
+      const received = Date.parse(mail.receivedAt);
+      const query = mail.messageId
+        ? { header: { 'message-id': mail.messageId } }
+        : { since: new Date(received - day), before: new Date(received + 2 * day) };
+      const found = await this.run('UID SEARCH', () => this.client.search(query, { uid: true }));
+      const uids = (found || []).sort((a, b) => a - b).slice(-maxCandidates);
+      if (uids.length === 0) return [];
+      const matches: number[] = [];
+      await this.run(`UID FETCH ${uids.length} mails (BODY.PEEK[HEADER])`, async () => {
+        for await (const msg of this.client.fetch(uids.join(','), { uid: true, headers: true }, { uid: true }))
+          if (msg.headers && hash(msg.headers) === mail.headerSha256) matches.push(msg.uid);
+      });
+      return matches;
+    } finally {
+      lock.release();
+    }
+  }
+
+  /** Deletes the mails of `folder` with this Message-ID (doctor's own test mail). */
+  async deleteByMessageId(folder: string, messageId: string): Promise<void> {
+    const lock = await this.run(`SELECT ${folder}`, () => this.client.getMailboxLock(folder));
+    try {
+      const found = await this.run('SEARCH HEADER Message-ID', () =>
+        this.client.search({ header: { 'message-id': messageId } }, { uid: true }),
+      );
+      if (found && found.length > 0)
+        await this.run('UID EXPUNGE', () => this.checked(this.client.messageDelete(found.join(','), { uid: true })));
+    } finally {
+      lock.release();
+    }
+  }
+
+  /** Moves one mail from `folder` to `destination` (UID MOVE); throws when the server refuses. */
+  async moveBetween(folder: string, uid: number, destination: string): Promise<void> {
+    const lock = await this.run(`SELECT ${folder}`, () => this.client.getMailboxLock(folder));
+    try {
+      await this.run(`UID MOVE ${uid} to ${destination}`, () =>
+        this.checked(this.client.messageMove(String(uid), destination, { uid: true })),
+      );
+    } finally {
+      lock.release();
+    }
+  }
+
+  /** Arrival time of the oldest mail in the selected folder, if any (one small FETCH). */
+  async oldestArrival(): Promise<Date | undefined> {
+    const uids = await this.listUids();
+    if (uids.length === 0) return undefined;
+    let oldest: Date | undefined;
+    await this.run('UID FETCH (INTERNALDATE)', async () => {
+      for await (const msg of this.client.fetch(String(uids[0]), { uid: true, internalDate: true }, { uid: true }))
+        if (msg.internalDate) oldest = new Date(msg.internalDate);
+    });
+    return oldest;
+  }
+
   /**
    * Runs `work` (a batch's Storage writes and parsing, which can take a while) with the session kept
    * alive: a NOOP whenever no command has gone out for KEEPALIVE_MS, so the server's or the socket's

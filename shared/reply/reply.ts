@@ -26,7 +26,7 @@ import {
   type ReplyMessage,
   replyMessageSchema,
 } from '../contract/messages';
-import { InvalidMessageError, ReplyInProgressError, SmtpError, UnknownTaskError } from '../errors';
+import { describeError, InvalidMessageError, ReplyInProgressError, SmtpError, UnknownTaskError } from '../errors';
 import { takeSendingSlot } from '../ledger/pacing';
 import type { MessageRecord, ReplyRecord } from '../ledger/rows';
 import { MailboxSession } from '../mailbox/imap';
@@ -34,6 +34,7 @@ import { BlobStore } from '../storage/blobs';
 import { sendQueueMessage } from '../storage/queues';
 import { inboxqMetrics } from '../telemetry/metrics';
 import { type ComposedAttachment, composeReply, replyMessageId } from './compose';
+import { parkPoisonedReply } from './parked';
 import { sendMail } from './smtp';
 
 /** replyId of the notice a sender gets when the answer to their mail can't be delivered. */
@@ -163,11 +164,13 @@ async function sendReplyOnce(
           },
         );
       }
+      const checkedAt = new Date(now()).toISOString();
       if (await foundInSentFolder(deps, messageId)) {
-        await ledger.updateReply(record, { state: 'sent', sentAt: new Date(now()).toISOString() });
+        await ledger.updateReply(record, { state: 'sent', sentAt: checkedAt, sentFolderCheck: `found ${checkedAt}` });
         log.info('Reply found in the Sent folder after an interrupted send; not sending it again', ids);
         return { outcome: 'found-in-sent-folder', taskId, replyId, messageId };
       }
+      record = { ...record, sentFolderCheck: `missing ${checkedAt}` };
     }
     // `unsent`, `failed` (a worker queued it again), or an interrupted send that did not go out:
     // claim this attempt; a concurrent delivery doing the same loses on the etag.
@@ -204,6 +207,7 @@ async function sendReplyOnce(
   }
   await deps.onStep?.('claimed', { taskId, replyId });
 
+  let response: string;
   try {
     const wait = await takeSendingSlot(deps.storage, config.mailbox, config.reply.maxPerMinute, now);
     if (wait > 0) {
@@ -218,18 +222,29 @@ async function sendReplyOnce(
     }
     const attachments = await loadAttachments(deps, reply);
     const mail = composeReply(task, reply, attachments);
-    await sendMail(config, deps.tokens, mail, log);
+    response = (await sendMail(config, deps.tokens, mail, log)).response;
   } catch (err) {
     // Unless the message may have reached the server, this attempt certainly sent nothing: the
     // next delivery sends at once instead of waiting for the lease and the Sent folder.
+    const lastResponse = err instanceof SmtpError ? err.message : describeError(err);
     if (!(err instanceof SmtpError && err.mayHaveBeenSent))
-      await ledger.updateReply(record, { state: 'unsent' }).catch(() => undefined);
+      await ledger.updateReply(record, { state: 'unsent', lastResponse }).catch(() => undefined);
+    else await ledger.updateReply(record, { lastResponse }).catch(() => undefined);
     throw err;
   }
   await deps.onStep?.('smtp-accepted', { taskId, replyId });
-  await ledger.updateReply(record, { state: 'sent', sentAt: new Date(now()).toISOString() });
+  await ledger.updateReply(record, { state: 'sent', sentAt: new Date(now()).toISOString(), lastResponse: response });
   await deps.onStep?.('recorded', { taskId, replyId });
   log.info('Reply sent', { ...ids, messageId, attempts: record.attempts });
+  if (task.state === 'failed' && replyId !== ACKNOWLEDGEMENT_REPLY_ID && replyId !== FAILURE_NOTICE_REPLY_ID) {
+    // A poisoned answer replayed (inboxq replay): the task is answered after all.
+    const note = `the reply ${replyId} was delivered after all (${new Date(now()).toISOString()})`;
+    await ledger
+      .updateMessage(task, { state: 'queued', reasons: [...task.reasons, note] })
+      .catch((err: unknown) =>
+        log.warn('Could not record that the task is answered after all', { ...ids, error: describeError(err) }),
+      );
+  }
   return { outcome: 'sent', taskId, replyId, messageId };
 }
 
@@ -263,6 +278,8 @@ export async function handlePoisonedReply(
   const ids = { mailbox: config.mailbox, taskId: reply.taskId, replyId: reply.replyId };
   const record = await ledger.getReply(config.mailbox, reply.taskId, reply.replyId);
   if (record?.state === 'sent') return 'already-sent';
+  // Kept first, so `inboxq replay replies-poison` can send it once the cause is fixed.
+  await parkPoisonedReply(deps.storage, reply, reply);
   if (record) await ledger.updateReply(record, { state: 'failed' });
   if (reply.replyId === ACKNOWLEDGEMENT_REPLY_ID) {
     // Only the acknowledgement was lost: the task itself goes on, and its answer may still arrive.

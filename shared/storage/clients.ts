@@ -93,7 +93,15 @@ function serviceClients(connection: StorageConnection) {
   };
 }
 
-export function createStorageClients(connection: StorageConnection, mailbox?: string): StorageClients {
+/**
+ * Clients of one storage account. The app creates each table, queue and container on first use;
+ * `readOnly` (the CLI's trace and status) creates nothing: a missing one reads as empty.
+ */
+export function createStorageClients(
+  connection: StorageConnection,
+  mailbox?: string,
+  options: { readOnly?: boolean } = {},
+): StorageClients {
   const ready = new Map<string, Promise<unknown>>();
   const { queueService, blobService, table: tableClient } = serviceClients(connection);
   const name =
@@ -118,19 +126,19 @@ export function createStorageClients(connection: StorageConnection, mailbox?: st
     table: (table) =>
       once(`table ${table}`, async () => {
         const client = tableClient(table);
-        await client.createTable();
+        if (!options.readOnly) await client.createTable();
         return client;
       }),
     queue: (queue) =>
       once(`queue ${queue}`, async () => {
         const client = queueService.getQueueClient(queue);
-        await client.createIfNotExists();
+        if (!options.readOnly) await client.createIfNotExists();
         return client;
       }),
     container: (container) =>
       once(`container ${container}`, async () => {
         const client = blobService.getContainerClient(container);
-        await client.createIfNotExists();
+        if (!options.readOnly) await client.createIfNotExists();
         return client;
       }),
   };

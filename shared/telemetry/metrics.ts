@@ -9,6 +9,10 @@
  *   inboxq.token.requests  counter   outcome (issued | failed)
  *   inboxq.drain.runs      counter   mailbox, outcome (ok | partial | failed | leased-elsewhere)
  *   inboxq.drain.duration  histogram mailbox, outcome   (ms)
+ *   inboxq.heartbeat       counter   mailbox, key: one per run that drained (ok or partial); its
+ *                                    absence for 15 minutes is the silence alert (infra/app/silence.kql)
+ *   inboxq.drain.backlog   histogram mailbox, key: mail left in INBOX when a run ended
+ *   inboxq.mail.lag        histogram mailbox: ms from a mail's arrival (INTERNALDATE) to its task
  *
  * Instruments are looked up at each use: a meter taken before the provider is registered would
  * stay a no-op.
@@ -17,31 +21,60 @@ import { type Attributes, metrics } from '@opentelemetry/api';
 
 const METER = 'inboxq';
 
+/** Names the alerts and the workbook query (infra/app/*.kql); a test checks both sides agree. */
+export const METRIC_NAMES = {
+  mail: 'inboxq.mail',
+  rejected: 'inboxq.mail.rejected',
+  reply: 'inboxq.reply',
+  tokenRequests: 'inboxq.token.requests',
+  runs: 'inboxq.drain.runs',
+  duration: 'inboxq.drain.duration',
+  heartbeat: 'inboxq.heartbeat',
+  backlog: 'inboxq.drain.backlog',
+  lag: 'inboxq.mail.lag',
+} as const;
+
 function counter(name: string, description: string) {
   return metrics.getMeter(METER).createCounter(name, { description });
 }
 
 export const inboxqMetrics = {
   mail(mailbox: string, outcome: string): void {
-    counter('inboxq.mail', 'Mails handled by the drain, by outcome').add(1, { mailbox, outcome });
+    counter(METRIC_NAMES.mail, 'Mails handled by the drain, by outcome').add(1, { mailbox, outcome });
   },
   rejected(mailbox: string, reason: string): void {
-    counter('inboxq.mail.rejected', 'Mails rejected by the sender policy, by reason').add(1, { mailbox, reason });
+    counter(METRIC_NAMES.rejected, 'Mails rejected by the sender policy, by reason').add(1, { mailbox, reason });
   },
   reply(mailbox: string, outcome: string): void {
-    counter('inboxq.reply', 'Replies handled, by outcome').add(1, { mailbox, outcome });
+    counter(METRIC_NAMES.reply, 'Replies handled, by outcome').add(1, { mailbox, outcome });
   },
   tokenRequest(outcome: 'issued' | 'failed'): void {
-    counter('inboxq.token.requests', 'Calls to the Entra ID token endpoint (not served from cache)').add(1, {
+    counter(METRIC_NAMES.tokenRequests, 'Calls to the Entra ID token endpoint (not served from cache)').add(1, {
       outcome,
     });
   },
-  run(mailbox: string, outcome: string, durationMs: number): void {
-    const attributes: Attributes = { mailbox, outcome };
-    counter('inboxq.drain.runs', 'Drain runs, by outcome').add(1, attributes);
+  /** A run that drained (ok or partial): the mailbox is alive. */
+  heartbeat(mailbox: string, key: string, backlog: number): void {
+    const meter = metrics.getMeter(METER);
+    meter
+      .createCounter(METRIC_NAMES.heartbeat, { description: 'Drain runs that drained (ok or partial)' })
+      .add(1, { mailbox, key });
+    meter
+      .createHistogram(METRIC_NAMES.backlog, { description: 'Mail left in INBOX when a run ended' })
+      .record(backlog, { mailbox, key });
+  },
+  lag(mailbox: string, ms: number): void {
     metrics
       .getMeter(METER)
-      .createHistogram('inboxq.drain.duration', { description: 'Drain run duration', unit: 'ms' })
+      .createHistogram(METRIC_NAMES.lag, { description: 'From arrival to task', unit: 'ms' })
+      .record(Math.max(0, ms), { mailbox });
+  },
+  run(mailbox: string, outcome: string, durationMs: number): void {
+    const attributes: Attributes = { mailbox, outcome };
+    counter(METRIC_NAMES.runs, 'Drain runs, by outcome').add(1, attributes);
+    metrics
+      .getMeter(METER)
+      .createHistogram(METRIC_NAMES.duration, { description: 'Drain run duration', unit: 'ms' })
       .record(durationMs, attributes);
   },
 };

@@ -43,9 +43,52 @@ describe('inboxq doctor', () => {
       'token roles',
       'IMAP',
       'SMTP',
+      'Sent folder',
       'storage',
     ]);
+    const sent = byStep(json.checks)['Sent folder']!;
+    expect(sent.detail).toMatch(/left a copy in Sent after \d+\.\d s \(the reply lease is 60 s\) and it arrived after/);
+    // The test mail is cleaned up: nothing of it stays in INBOX, Sent or the processed folder.
+    for (const folder of ['INBOX', 'Sent', 'inboxq-processed'])
+      expect(await stack.readFolder('doctor-ok@company.test', folder)).toHaveLength(0);
   });
+
+  it('no copy in Sent: step Sent folder fails and says replies become at least once', async () => {
+    const mailbox = 'doctor-nosent@company.test';
+    stack.smtp.sentCopy.set(mailbox, 'none');
+    const env = stack.settings(mailbox, { INBOXQ_REPLY_LEASE_SECONDS: '10' });
+    const started = Date.now();
+    const checks = await runDoctor(env);
+    expect(failed(checks)).toEqual(['Sent folder']);
+    const sent = byStep(checks)['Sent folder']!;
+    expect(sent.detail).toContain('left no copy in Sent within the reply lease (10 s); it arrived after');
+    expect(sent.detail).toContain('replies are at least once, not exactly once');
+    expect(sent.fix).toContain('INBOXQ_REPLY_LEASE_SECONDS');
+    // It waited out the lease, and no longer.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(10_000);
+    expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
+    // Leaving it out: the step is skipped and nothing is sent.
+    const before = stack.smtp.accepted.length;
+    const skipped = byStep(await runDoctor(env, { skipSentCheck: true }))['Sent folder']!;
+    expect(skipped.status).toBe('skipped');
+    expect(stack.smtp.accepted.length).toBe(before);
+  }, 30_000);
+
+  it('a copy in Sent that comes after the reply lease: the step fails, naming the lease to raise', async () => {
+    const mailbox = 'doctor-latesent@company.test';
+    stack.smtp.sentCopy.set(mailbox, 13_000);
+    const checks = await runDoctor(stack.settings(mailbox, { INBOXQ_REPLY_LEASE_SECONDS: '10' }));
+    const sent = byStep(checks)['Sent folder']!;
+    expect(sent.status).toBe('fail');
+    expect(sent.fix).toContain('If the copy only comes late, raise INBOXQ_REPLY_LEASE_SECONDS above the delay');
+    // The same server with a lease longer than the delay passes.
+    stack.smtp.sentCopy.set(mailbox, 2_000);
+    const again = byStep(await runDoctor(stack.settings(mailbox, { INBOXQ_REPLY_LEASE_SECONDS: '10' })))[
+      'Sent folder'
+    ]!;
+    expect(again.status).toBe('pass');
+    expect(again.detail).toMatch(/after [2-9]\.\d s/);
+  }, 40_000);
 
   it('invalid settings: step settings, the setting named, the rest skipped', async () => {
     const checks = await runDoctor(stack.settings('doctor-settings@company.test', { INBOXQ_TENANT_ID: 'common' }));

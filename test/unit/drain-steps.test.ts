@@ -299,6 +299,7 @@ describe('the row of a queued mail', () => {
         `it points at conversation ${'c'.repeat(24)} of other participants, so it started conversation ${'d'.repeat(24)}`,
       ],
       conversationId: 'd'.repeat(24),
+      queuedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) as unknown,
     });
   });
 });

@@ -30,5 +30,11 @@ export function queuedPatch(mail: ConversedMail, task: TaskMessage): Partial<Mes
     reasons.push(
       `it points at conversation ${refused} of other participants, so it started conversation ${task.conversation.id}`,
     );
-  return { state: 'queued', sender: verdict?.sender ?? null, reasons, conversationId: task.conversation.id };
+  return {
+    state: 'queued',
+    sender: verdict?.sender ?? null,
+    reasons,
+    conversationId: task.conversation.id,
+    queuedAt: new Date().toISOString(),
+  };
 }

@@ -5,6 +5,7 @@
  */
 import type { InboxqConfig } from '../../config/types';
 import type { Ledger } from '../../ledger/ledger';
+import { DELETED_LOCATION } from '../../ledger/rows';
 import type { MailboxSession } from '../../mailbox/imap';
 
 export interface Leaving {
@@ -36,6 +37,14 @@ export async function removeBatch(
   const uidValidity = session.uidValidity.toString();
   await ledger.markRemoved(
     config.mailbox,
-    leaving.filter((l) => l.taskId !== null).map((l) => ({ taskId: l.taskId!, uid: l.uid, uidValidity })),
+    leaving
+      .filter((l) => l.taskId !== null)
+      .map((l) => ({ taskId: l.taskId!, uid: l.uid, uidValidity, location: locationOf(l.destination, config.drain) })),
   );
+}
+
+/** Where a mail sent to `destination` is now, as its row says it (`location`). */
+export function locationOf(destination: 'processed' | 'quarantine', drain: InboxqConfig['drain']): string {
+  if (destination === 'quarantine') return drain.quarantineFolder;
+  return drain.processedAction === 'delete' ? DELETED_LOCATION : drain.processedFolder;
 }

@@ -1,0 +1,108 @@
+/**
+ * `inboxq replay replies-poison`: sends poisoned replies again, once their cause is fixed.
+ *
+ * A poisoned reply is in one of two places: still on the replies-poison queue (when the
+ * poisoned-reply function has not run), or kept by that function as a blob (shared/reply/parked.ts)
+ * after it marked the task failed. Both go back on the replies queue; the reply function then sends
+ * each, and its ledger row keeps a reply that was sent after all from going out twice. Only the
+ * ids of a reply are printed, never its text.
+ */
+import { REPLIES_QUEUE, type ReplyMessage } from '../contract/messages';
+import { deleteParkedReply, listParkedReplies, type ParkedReply, readParkedReply } from '../reply/parked';
+import type { StorageClients } from '../storage/clients';
+import { sendQueueMessage } from '../storage/queues';
+
+export interface ReplayedReply {
+  mailbox: string;
+  taskId: string;
+  replyId: string;
+  from: 'replies-poison queue' | 'kept poisoned reply';
+}
+
+export interface ReplayResult {
+  replayed: ReplayedReply[];
+  dryRun: boolean;
+}
+
+const POISON_QUEUE = `${REPLIES_QUEUE}-poison`;
+/** Messages taken off the poison queue per request (the service's most). */
+const BATCH = 32;
+
+function idsOf(text: string): Pick<ReplyMessage, 'mailbox' | 'taskId' | 'replyId'> | undefined {
+  for (const candidate of [text, Buffer.from(text, 'base64').toString('utf8')]) {
+    try {
+      const v = JSON.parse(candidate) as Partial<ReplyMessage>;
+      if (typeof v.taskId === 'string' && typeof v.replyId === 'string' && typeof v.mailbox === 'string')
+        return { mailbox: v.mailbox.toLowerCase(), taskId: v.taskId, replyId: v.replyId };
+    } catch {
+      // the other encoding
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Replays the poisoned replies of `mailboxes` (lower-case addresses). A message on the poison
+ * queue for another mailbox, or unreadable, stays where it is.
+ */
+export async function replayPoisonedReplies(
+  storage: StorageClients,
+  mailboxes: string[],
+  options: { dryRun: boolean },
+): Promise<ReplayResult> {
+  const replayed: ReplayedReply[] = [];
+  const queue = await storage.queue(POISON_QUEUE);
+  const target = await storage.queue(REPLIES_QUEUE);
+  if (options.dryRun) {
+    // Peeking shows the first 32 only; the count says how many there are.
+    for (const m of (await queue.peekMessages({ numberOfMessages: BATCH })).peekedMessageItems) {
+      const ids = idsOf(m.messageText);
+      if (ids && mailboxes.includes(ids.mailbox)) replayed.push({ ...ids, from: 'replies-poison queue' });
+    }
+  } else {
+    // Each message is invisible while being looked at; those of other mailboxes are made visible
+    // again at the end, so the loop meets each message once.
+    const others: { messageId: string; popReceipt: string }[] = [];
+    try {
+      for (;;) {
+        const { receivedMessageItems: items } = await queue.receiveMessages({
+          numberOfMessages: BATCH,
+          visibilityTimeout: 120,
+        });
+        if (items.length === 0) break;
+        for (const m of items) {
+          const ids = idsOf(m.messageText);
+          if (!ids || !mailboxes.includes(ids.mailbox)) {
+            others.push(m);
+            continue;
+          }
+          await target.sendMessage(m.messageText);
+          await queue.deleteMessage(m.messageId, m.popReceipt);
+          replayed.push({ ...ids, from: 'replies-poison queue' });
+        }
+      }
+    } finally {
+      for (const m of others) await queue.updateMessage(m.messageId, m.popReceipt, undefined, 0).catch(() => undefined);
+    }
+  }
+  for (const mailbox of mailboxes) {
+    for (const parked of await listParkedReplies(storage, mailbox)) {
+      if (!options.dryRun) await replayParked(storage, parked);
+      replayed.push({ mailbox, taskId: parked.taskId, replyId: parked.replyId, from: 'kept poisoned reply' });
+    }
+  }
+  return { replayed, dryRun: options.dryRun };
+}
+
+async function replayParked(storage: StorageClients, parked: ParkedReply): Promise<void> {
+  const message = await readParkedReply(storage, parked);
+  await sendQueueMessage(storage, REPLIES_QUEUE, message, { mailbox: parked.mailbox });
+  await deleteParkedReply(storage, parked);
+}
+
+export function formatReplay(result: ReplayResult): string {
+  const verb = result.dryRun ? 'would be replayed' : 'replayed';
+  if (result.replayed.length === 0) return 'No poisoned replies to replay.\n';
+  const lines = result.replayed.map((r) => `  ${r.mailbox}  task ${r.taskId}  reply ${r.replyId}  (${r.from})`);
+  return `${result.replayed.length} poisoned repl${result.replayed.length === 1 ? 'y' : 'ies'} ${verb} to ${REPLIES_QUEUE}:\n${lines.join('\n')}\n`;
+}
