@@ -4,7 +4,8 @@
  *   runs     the last run and the last run that drained (ledger, inboxqMailboxes)
  *   mailbox  mail waiting in INBOX (count, oldest arrival) and set aside (STATUS of the quarantine folder)
  *   queues   depths of the tasks, replies and drain-requests queues and their *-poison queues
- *   pacing   replies sent this minute against INBOXQ_REPLIES_PER_MINUTE
+ *   pacing   replies sent this minute against the per-minute limit
+ *   poison   poisoned replies kept for `inboxq replay` (shared/reply/parked.ts)
  *
  * Unhealthy (exit 1) when a mailbox is stale (silence.ts) or a poison queue holds messages. The
  * mailbox part needs a token; when it can't be had the rest is still reported, with the error.
@@ -14,6 +15,7 @@ import { DRAIN_REQUESTS_QUEUE, REPLIES_QUEUE } from '../contract/messages';
 import { describeError } from '../errors';
 import type { Ledger } from '../ledger/ledger';
 import { readPace } from '../ledger/pacing';
+import { listParkedReplies } from '../reply/parked';
 import type { StorageClients } from '../storage/clients';
 import { type Staleness, staleness } from './silence';
 import { printable } from './trace';
@@ -36,6 +38,8 @@ export interface MailboxStatus {
   /** Approximate message counts; null for a queue that does not exist yet. */
   queues: Record<string, number | null>;
   pacing: { perMinute: number; sentThisMinute: number };
+  /** Poisoned replies kept for `inboxq replay replies-poison`. */
+  poisonedReplies: number;
   staleness: Staleness | { stale: false; reason: string };
   /** What makes the mailbox unhealthy; empty when it is healthy. */
   problems: string[];
@@ -114,12 +118,17 @@ export async function mailboxStatus(
     setAside = { error: 'not read (the mailbox could not be reached)' };
   }
   const pace = await readPace(storage, config.mailbox, () => options.now);
+  const poisonedReplies = (await listParkedReplies(storage, config.mailbox)).length;
   const stale = options.schedule
     ? staleness(lastSuccess?.at, options.schedule, options.now, config.drain.runBudgetMs + 60_000)
     : { stale: false as const, reason: 'not judged: INBOXQ_DRAIN_SCHEDULE is not set here (or give --schedule)' };
   const problems: string[] = [];
   if (stale.stale) problems.push(`stale: ${stale.reason}`);
   for (const [q, n] of Object.entries(queues)) if (q.endsWith('-poison') && n) problems.push(`${n} message(s) in ${q}`);
+  if (poisonedReplies > 0)
+    problems.push(
+      `${poisonedReplies} poisoned repl${poisonedReplies === 1 ? 'y' : 'ies'} kept; once the cause is fixed: inboxq replay replies-poison`,
+    );
   if ('error' in inbox) problems.push(`the mailbox can't be read: ${inbox.error}`);
   return {
     mailbox: config.mailbox,
@@ -130,6 +139,7 @@ export async function mailboxStatus(
     setAside,
     queues,
     pacing: { perMinute: config.reply.maxPerMinute, sentThisMinute: pace.sentThisMinute },
+    poisonedReplies,
     staleness: stale,
     problems,
   };

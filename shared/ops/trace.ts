@@ -119,7 +119,9 @@ export async function traceMail(sources: TraceSource[], query: TraceQuery, limit
     complete &&= found.complete;
     for (const row of found.rows) mails.push(await traced(source, row, limits));
   }
-  mails.sort((a, b) => (a.events[0]?.at ?? '').localeCompare(b.events[0]?.at ?? ''));
+  // Oldest first: by arrival, then by claim (a released mail claimed again arrived at the same time).
+  const order = (m: TracedMail) => `${m.events[0]?.at ?? ''} ${m.events[1]?.at ?? ''}`;
+  mails.sort((a, b) => order(a).localeCompare(order(b)));
   return { query, mails, complete, mailboxes: sources.map((s) => s.config.mailbox) };
 }
 
