@@ -167,6 +167,9 @@ module observability 'app/observability.bicep' = {
   scope: rg
   params: {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+    mailboxKeys: empty(mailboxKeys) ? [
+      'default'
+    ] : mailboxKeys
     location: location
     tags: tags
   }

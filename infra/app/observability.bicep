@@ -1,6 +1,8 @@
-// What an operator watches: a workbook with one mailbox's flow at a glance, and alerts for the
-// three things that need a person (poisoned replies, a drain failing run after run, auth failures).
-// The queries read the structured lines inboxq logs (docs/operations.md has them all).
+// What an operator watches: a workbook with the mail flow and each mailbox's health at a glance,
+// and alerts for what needs a person: poisoned replies, a drain failing run after run, auth
+// failures, and a mailbox gone silent (no run drained it for 15 minutes, or none ran at all).
+// The queries read the structured lines inboxq logs and its custom metrics (docs/operations.md);
+// the metric queries live in .kql files beside this one, checked against the names the code emits.
 
 param applicationInsightsName string
 param location string = resourceGroup().location
@@ -10,13 +12,28 @@ param workbookName string = 'inboxq'
 @description('Where alert notifications go; empty creates the alert rules without notifications')
 param actionGroupId string = ''
 
+@description('The mailboxes\' keys (INBOXQ_MAILBOXES), or [\'default\'] for one mailbox: the silence alert expects a heartbeat from each')
+param mailboxKeys array = [
+  'default'
+]
+
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
 
 var runs = 'traces | where message startswith "Drain run" | extend p = parse_json(extract(@"(\\{.*\\})$", 1, message))'
 
+var silenceQuery = replace(loadTextContent('silence.kql'), '__MAILBOX_KEYS__', string(mailboxKeys))
+
 var alerts = [
+  {
+    name: 'inboxq-mailbox-silent'
+    description: 'No drain run drained a mailbox for 15 minutes, or none ran at all (the schedule stopped, the app is down, or a setting keeps runs from starting): its mail waits. Run `inboxq status`.'
+    severity: 1
+    query: silenceQuery
+    threshold: 0
+    window: 'PT15M'
+  }
   {
     name: 'inboxq-poisoned-replies'
     description: 'A reply could not be delivered after its retries and is in replies-poison: its task is marked failed.'
@@ -84,6 +101,10 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
 ]
 
 var workbookQueries = [
+  {
+    title: 'Mailboxes: last run that drained, backlog, arrival to task'
+    query: loadTextContent('mailboxes.kql')
+  }
   {
     title: 'Mail per run: queued, rejected, quarantined'
     query: '${runs} | extend mailbox = tostring(p.mailbox) | summarize queued = sum(toint(p.queued)), rejected = sum(toint(p.rejected)), quarantined = sum(toint(p.quarantined)) by bin(timestamp, 1h), mailbox | render timechart'

@@ -16,8 +16,10 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { LocalStack } from '../../localstack';
 import { runtimeFor } from '../../localstack/runtime';
 import { drainMailbox } from '../../shared/drain/drain';
+import { type Heartbeat, heartbeatsFromLogLines, SILENCE_WINDOW_MS, silentMailboxes } from '../../shared/ops/silence';
 import { sendReply } from '../../shared/reply/reply';
 import { memoryLogger } from '../../shared/telemetry/log';
+import { METRIC_NAMES } from '../../shared/telemetry/metrics';
 import { setupTelemetry } from '../../shared/telemetry/setup';
 import { buildMail, eopFail } from '../helpers/mail';
 
@@ -78,6 +80,39 @@ describe('custom metrics', () => {
     expect(sumBy(await points('inboxq.token.requests'), 'outcome')['issued']).toBeGreaterThanOrEqual(1);
     const durations = await points('inboxq.drain.duration');
     expect((durations[0]!.value as { count: number }).count).toBe(1);
+  });
+
+  it('send a heartbeat per run that drained, with the names the silence alert reads; silence is judged on what was recorded', async () => {
+    const mailbox = 'heartbeat@company.test';
+    const rt = runtimeFor(stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test' }));
+    await stack.appendMail(mailbox, buildMail({ from: 'a@partner.test', to: mailbox }));
+    const log = memoryLogger();
+    await drainMailbox({ ...rt, log });
+    const recordedAt = Date.now();
+    const beats = (await points(METRIC_NAMES.heartbeat)).filter((p) => p.attributes['mailbox'] === mailbox);
+    expect(beats.map((p) => [p.attributes, p.value])).toEqual([[{ mailbox, key: 'default' }, 1]]);
+    const backlog = (await points(METRIC_NAMES.backlog)).find((p) => p.attributes['mailbox'] === mailbox);
+    expect((backlog!.value as { count: number; max: number }).count).toBe(1);
+    const lag = (await points(METRIC_NAMES.lag)).find((p) => p.attributes['mailbox'] === mailbox);
+    expect((lag!.value as { count: number }).count).toBe(1);
+
+    // The recorded points as Application Insights stores them (customMetrics: name, dimensions, valueSum).
+    const heartbeats: Heartbeat[] = beats.map((p) => ({
+      name: METRIC_NAMES.heartbeat,
+      key: String(p.attributes['key']),
+      mailbox: String(p.attributes['mailbox']),
+      timestamp: recordedAt,
+      value: p.value as number,
+    }));
+    expect(silentMailboxes(['default', 'sales'], heartbeats, recordedAt + 60_000)).toEqual(['sales']);
+    expect(silentMailboxes(['default'], heartbeats, recordedAt + SILENCE_WINDOW_MS - 1000)).toEqual([]);
+    expect(silentMailboxes(['default'], heartbeats, recordedAt + SILENCE_WINDOW_MS)).toEqual(['default']);
+    // And the same rule on the run lines the drain logged.
+    const lines = log.lines.map((l) => ({ timestamp: recordedAt, message: l.line }));
+    const fromLines = heartbeatsFromLogLines(lines);
+    expect(fromLines.map((h) => h.key)).toEqual([mailbox]);
+    expect(silentMailboxes([mailbox], fromLines, recordedAt + 60_000)).toEqual([]);
+    expect(silentMailboxes([mailbox], fromLines, recordedAt + 16 * 60_000)).toEqual([mailbox]);
   });
 
   it('are not exported anywhere without APPLICATIONINSIGHTS_CONNECTION_STRING', () => {
