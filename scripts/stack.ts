@@ -88,12 +88,13 @@ async function main(): Promise<void> {
   );
   console.log(`  mailbox ${MAILBOX}, authorized sender ${SENDER}, drain every 10 s`);
   console.log(`local stack: wrote ${rel}`);
-  if (rel !== 'local.settings.json')
-    console.log(
-      '  (your local.settings.json was kept: start the app with `npm start -- --settings local.settings.stack.json`)',
-    );
-  console.log('  in another terminal: npm start        (the app: timer, drain, reply)');
+  const start = rel === 'local.settings.json' ? 'npm start' : `npm start -- --settings ${rel}`;
+  if (rel === 'local.settings.stack.json') console.log('  (your local.settings.json was kept)');
+  console.log(`  in another terminal: ${start}        (the app: timer, drain, reply)`);
   console.log(`  and optionally:      npm run worker   (the sample worker answers each task)`);
+  console.log(
+    `  the operator's view: npm run inboxq:local -- status${values.out ? ` --stack ${rel}` : ''}   (also trace, release, replay, doctor)`,
+  );
 
   if (values.seed) {
     await stack.appendMail(MAILBOX, seedMail());

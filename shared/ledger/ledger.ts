@@ -297,10 +297,14 @@ export class Ledger {
       const pages = table
         .listEntities<Record<string, unknown>>({ queryOptions: { filter } })
         .byPage({ maxPageSize: 1000 });
-      for await (const page of pages) {
-        for (const e of page) rows.push(fromMessageEntity(e));
-        if (rows.length >= limits.max || Date.now() >= limits.deadline)
-          return { rows: rows.slice(0, limits.max), complete: false };
+      try {
+        for await (const page of pages) {
+          for (const e of page) rows.push(fromMessageEntity(e));
+          if (rows.length >= limits.max || Date.now() >= limits.deadline)
+            return { rows: rows.slice(0, limits.max), complete: false };
+        }
+      } catch (err) {
+        if (tableErrorCode(err) !== 'TableNotFound') throw err; // read-only clients create nothing
       }
       return { rows, complete: true };
     });
@@ -315,8 +319,12 @@ export class Ledger {
       const id = taskId.replace(/'/g, "''");
       // Row keys are `<taskId>.<replyId>`; '/' is the character after '.'.
       const filter = `PartitionKey eq '${pk}' and RowKey ge '${id}.' and RowKey lt '${id}/'`;
-      for await (const e of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } }))
-        out.push(fromReplyEntity(e));
+      try {
+        for await (const e of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } }))
+          out.push(fromReplyEntity(e));
+      } catch (err) {
+        if (tableErrorCode(err) !== 'TableNotFound') throw err; // read-only clients create nothing
+      }
       return out;
     });
   }

@@ -270,7 +270,7 @@ function eventsOf(mail: TracedMail, row: MessageRecord): TraceEvent[] {
   for (const id of mail.drainedAgainAs)
     events.push({ at: row.releasedAt ?? row.updatedAt, what: `drained again as task ${id}` });
   events.sort((a, b) => a.at.localeCompare(b.at));
-  events.push({ at: row.updatedAt, what: `now: ${describeLocation(mail.now)}` });
+  events.push({ at: new Date().toISOString(), what: `now: ${describeLocation(mail.now)}` });
   return events;
 }
 
