@@ -2,7 +2,7 @@
  * inboxq's local host, as its own process, on a small app (test/fixtures/host-app) and on inboxq
  * itself: registrations, bindings and hooks run as the Functions runtime runs them, against Azurite.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -322,6 +322,16 @@ describe('npm run stack and npm start', () => {
       const tasks = new QueueClient(values['AzureWebJobsStorage']!, 'tasks');
       const { peekedMessageItems } = await tasks.peekMessages({ numberOfMessages: 5 });
       expect(peekedMessageItems).toHaveLength(1);
+      // The operator's view of it, as `npm run inboxq:local -- trace …` gives it.
+      const trace = spawnSync(
+        process.execPath,
+        [path.resolve('build/scripts/local-cli.js'), 'trace', 'alice@fabrikam.test', '--stack', out],
+        { encoding: 'utf8', env: { PATH: process.env['PATH'], HOME: process.env['HOME'] } },
+      );
+      expect(trace.stderr).toBe('');
+      expect(trace.status).toBe(0);
+      expect(trace.stdout).toMatch(/agent@contoso\.test {2}task [0-9a-f]{32} {2}accepted/);
+      expect(trace.stdout).toContain('queued on tasks in conversation');
       expect((await host.stop()).code).toBe(0);
     } finally {
       child.kill('SIGTERM');
