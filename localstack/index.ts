@@ -24,6 +24,8 @@ import os from 'node:os';
 import path from 'node:path';
 
 import { ImapFlow } from 'imapflow';
+import SMTPConnection from 'nodemailer/lib/smtp-connection';
+import XOAuth2 from 'nodemailer/lib/xoauth2';
 
 import { LocalAzurite } from './azurite';
 import { type Certificates, makeCertificates, openssl } from './certs';
@@ -256,6 +258,34 @@ export class LocalStack {
     client.on('error', () => {});
     await client.connect();
     return client;
+  }
+
+  /** An SMTP connection authenticated as `mailbox` and left open (another client using one of its connections). */
+  async smtpConnection(mailbox: string): Promise<{ close(): Promise<void> }> {
+    const accessToken = await this.idp.mint(
+      { roles: EXCHANGE_ROLES, appid: 'inboxq-local-stack' },
+      { audience: EXCHANGE_AUDIENCE },
+    );
+    const connection = new SMTPConnection({
+      host: '127.0.0.1',
+      port: this.smtp.port,
+      requireTLS: true,
+      tls: { ca: this.certs.ca },
+    });
+    connection.on('error', () => {});
+    await new Promise<void>((resolve, reject) => connection.connect((err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      connection.login({ oauth2: new XOAuth2({ user: mailbox, accessToken }) }, (err) =>
+        err ? reject(err) : resolve(),
+      ),
+    );
+    return {
+      close: () =>
+        new Promise<void>((resolve) => {
+          connection.once('end', () => resolve());
+          connection.quit();
+        }),
+    };
   }
 
   /** Puts a mail into a folder of a mailbox, as delivery would. */

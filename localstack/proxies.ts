@@ -68,6 +68,8 @@ export class ImapFaultProxy {
   port = 0;
   /** Commands answered with a throttling response, and connections cut, so far. */
   readonly injected: string[] = [];
+  /** Client connections accepted so far. */
+  connections = 0;
   private server: tls.Server | undefined;
   private readonly rules: Rule[] = [];
   private readonly sockets = new Set<net.Socket>();
@@ -89,6 +91,7 @@ export class ImapFaultProxy {
 
   async start(): Promise<void> {
     this.server = tls.createServer({ key: this.certs.key, cert: this.certs.cert }, (client) => {
+      this.connections++;
       const upstream = tls.connect({
         host: '127.0.0.1',
         port: this.targetPort,

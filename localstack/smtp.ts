@@ -20,6 +20,9 @@ export interface AcceptedMail {
   raw: Buffer;
 }
 
+const CONCURRENCY_REFUSAL =
+  '4.3.2 Concurrent connections limit exceeded. Visit https://aka.ms/concurrent_sending for more information.';
+
 function smtpError(code: number, text: string): Error {
   const err = new Error(text) as Error & { responseCode: number };
   err.responseCode = code;
@@ -37,6 +40,18 @@ export class LocalSmtpServer {
    * in ms (a copy that comes late). Absent: at once, as Exchange Online does.
    */
   readonly sentCopy = new Map<string, 'none' | number>();
+  /**
+   * Exchange Online's limit of concurrent SMTP AUTH connections per mailbox: an authenticated
+   * connection beyond it gets `432 4.3.2 Concurrent connections limit exceeded` at the end of DATA
+   * (or at AUTH, `limitAnsweredAt: 'auth'`) and is closed. 0 switches it off.
+   */
+  connectionLimit = 3;
+  limitAnsweredAt: 'data' | 'auth' = 'data';
+  /** Refusals given under the limit, and the most authenticated connections one mailbox had at once. */
+  readonly limitRefusals: { mailbox: string; at: 'data' | 'auth' }[] = [];
+  readonly peakConnections = new Map<string, number>();
+  /** Authenticated connections open now, by session id. */
+  private readonly authenticated = new Map<string, string>();
   /** Answers given to DATA before accepting, one per message, e.g. [{ code: 451, text: '4.3.0 try later' }]. */
   readonly dataFaults: { code: number; text: string }[] = [];
   private server: SMTPServer | undefined;
@@ -68,7 +83,20 @@ export class LocalSmtpServer {
       closeTimeout: 100,
       onAuth: (auth, session, callback) => {
         this.authenticate(auth, session).then(
-          (user) => callback(null, { user }),
+          (user) => {
+            if (
+              this.connectionLimit > 0 &&
+              this.limitAnsweredAt === 'auth' &&
+              this.connectionsOf(user) >= this.connectionLimit
+            ) {
+              this.limitRefusals.push({ mailbox: user, at: 'auth' });
+              this.closeSoon(session.id);
+              return callback(smtpError(432, CONCURRENCY_REFUSAL));
+            }
+            this.authenticated.set(session.id, user);
+            this.peakConnections.set(user, Math.max(this.peakConnections.get(user) ?? 0, this.connectionsOf(user)));
+            callback(null, { user });
+          },
           (err: Error) => {
             this.authFailures.push(err.message);
             callback(err);
@@ -83,10 +111,23 @@ export class LocalSmtpServer {
         }
         callback();
       },
+      onClose: (session) => {
+        this.authenticated.delete(session.id);
+      },
       onData: (stream, session, callback) => {
         const chunks: Buffer[] = [];
         stream.on('data', (c: Buffer) => chunks.push(c));
         stream.on('end', () => {
+          const user = String(session.user ?? '');
+          if (
+            this.connectionLimit > 0 &&
+            this.limitAnsweredAt === 'data' &&
+            this.connectionsOf(user) > this.connectionLimit
+          ) {
+            this.limitRefusals.push({ mailbox: user, at: 'data' });
+            this.closeSoon(session.id);
+            return callback(smtpError(432, CONCURRENCY_REFUSAL));
+          }
           const fault = this.dataFaults.shift();
           if (fault) return callback(smtpError(fault.code, fault.text));
           const raw = Buffer.concat(chunks);
@@ -100,6 +141,21 @@ export class LocalSmtpServer {
     this.server.on('error', () => {});
     await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
     this.port = (this.server.server.address() as AddressInfo).port;
+  }
+
+  private connectionsOf(user: string): number {
+    let n = 0;
+    for (const u of this.authenticated.values()) if (u === user) n++;
+    return n;
+  }
+
+  /** Closes a connection after its answer went out, as Exchange does after a 432. */
+  private closeSoon(sessionId: string): void {
+    setTimeout(() => {
+      const connections = (this.server as unknown as { connections: Set<{ id: string; close: () => void }> })
+        .connections;
+      for (const c of connections) if (c.id === sessionId) c.close();
+    }, 20);
   }
 
   private async authenticate(auth: SMTPServerAuthentication, _session: SMTPServerSession): Promise<string> {

@@ -74,13 +74,22 @@ export class ImapError extends InboxqError {
   constructor(
     message: string,
     readonly failure: ImapFailure,
-    options: InboxqErrorOptions = {},
+    options: InboxqErrorOptions & { backoffMs?: number | undefined } = {},
   ) {
     super(message, options);
+    this.backoffMs = options.backoffMs;
   }
+
+  /** The back-off Exchange suggested with its throttling answer (`Suggested Backoff Time: N milliseconds`). */
+  readonly backoffMs: number | undefined;
 }
 
-export type SmtpFailure = 'auth' | 'auth-disabled' | 'send-as-denied' | 'unreachable' | 'transient' | 'rejected';
+/**
+ * `busy`: every SMTP connection the mailbox may have is in use (432 4.3.2, or no slot free);
+ * `throttled`: Exchange stopped the mailbox sending for a while (550 5.2.25x, the daily quota, a full mailbox).
+ */
+export type SmtpFailure =
+  'auth' | 'auth-disabled' | 'send-as-denied' | 'unreachable' | 'transient' | 'busy' | 'throttled' | 'rejected';
 
 /** SMTP submission failed. `transient` and `unreachable` are retryable. */
 export class SmtpError extends InboxqError {
@@ -89,11 +98,18 @@ export class SmtpError extends InboxqError {
     message: string,
     readonly failure: SmtpFailure,
     readonly responseCode: number | undefined,
-    options: InboxqErrorOptions & { command?: string | undefined } = {},
+    options: InboxqErrorOptions & { command?: string | undefined; notSent?: boolean; poolClosed?: boolean } = {},
   ) {
     super(message, options);
     this.command = options.command;
+    this.notSent = options.notSent ?? false;
+    this.poolClosed = options.poolClosed ?? false;
   }
+
+  /** Known not to have reached the server (no slot, or the pool closed before it went out). */
+  readonly notSent: boolean;
+  /** The message waited in a pool that was closed: it can go out at once on a new one. */
+  readonly poolClosed: boolean;
 
   /** The SMTP command that failed (nodemailer's `command`: CONN, AUTH XOAUTH2, MAIL FROM, DATA, ...). */
   readonly command: string | undefined;
@@ -104,7 +120,7 @@ export class SmtpError extends InboxqError {
    * code, or that failed before DATA, certainly sent nothing.
    */
   get mayHaveBeenSent(): boolean {
-    if (this.responseCode !== undefined) return false;
+    if (this.notSent || this.responseCode !== undefined) return false;
     return !this.command || !/^(CONN|EHLO|HELO|STARTTLS|AUTH|MAIL FROM|RCPT TO)/i.test(this.command);
   }
 }

@@ -115,7 +115,7 @@ var workbookQueries = [
   }
   {
     title: 'Replies sent, deferred, failed'
-    query: 'traces | where message startswith "Reply sent" or message startswith "Sending pace reached" or message startswith "Reply failed" or message startswith "A reply could not be delivered" | extend kind = case(message startswith "Reply sent", "sent", message startswith "Sending pace", "deferred", message startswith "Reply failed", "retried", "failed") | summarize count() by bin(timestamp, 1h), kind | render columnchart'
+    query: 'traces | where message startswith "Reply sent" or message has "reply deferred by" or message startswith "Reply failed" or message startswith "A reply could not be delivered" | extend kind = case(message startswith "Reply sent", "sent", message has "reply deferred by", "deferred", message startswith "Reply failed", "retried", "failed") | summarize count() by bin(timestamp, 1h), kind | render columnchart'
   }
   {
     title: 'Drain runs: outcome and duration'

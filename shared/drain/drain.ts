@@ -18,9 +18,9 @@
 import { randomUUID } from 'node:crypto';
 
 import type { MailboxContext } from '../context';
-import { describeError } from '../errors';
+import { describeError, ImapError } from '../errors';
 import { LeaseLostError, MailboxLease, suspectKey, type Suspects } from '../ledger/lease';
-import { type MailboxEntry, MailboxSession } from '../mailbox/imap';
+import { LONG_BACKOFF_MS, type MailboxEntry, MailboxSession } from '../mailbox/imap';
 import { inboxqMetrics } from '../telemetry/metrics';
 import { drainBatch, type MailResult } from './batch';
 import type { MailOutcome } from './mail';
@@ -48,7 +48,7 @@ export interface DrainSummary {
   startedAt: string;
   durationMs: number;
   /** Why the run ended: the inbox was empty, the time budget or message limit was reached, another run holds the lease, or an error. */
-  stoppedBecause: 'empty' | 'budget' | 'limit' | 'leased-elsewhere' | 'error';
+  stoppedBecause: 'empty' | 'budget' | 'limit' | 'leased-elsewhere' | 'throttled' | 'error';
   counts: Record<MailOutcome, number> & {
     seen: number;
     resumed: number;
@@ -90,14 +90,29 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
       summary.counts.expired = await expireOldMail(deps, now);
     }
   } catch (err) {
-    failure = { error: err };
-    summary.stoppedBecause = 'error';
-    summary.error =
-      err instanceof LeaseLostError
-        ? 'the run lease was taken over by another run; it continues from here'
-        : describeError(err);
-    // The mailbox may have done more than its answers said (a MOVE whose reply was lost).
-    lease.state.reconcile = true;
+    if (err instanceof ImapError && err.failure === 'throttled' && (err.backoffMs ?? 0) > LONG_BACKOFF_MS) {
+      // Exchange asked for longer than a run waits: not a failure. The runs that follow wait it out.
+      lease.state.backoffUntil = now() + err.backoffMs!;
+      lease.state.reconcile = true;
+      summary.stoppedBecause = 'throttled';
+      summary.error = err.summary;
+      log.warn(
+        `Exchange throttled the mailbox; its runs wait until ${new Date(lease.state.backoffUntil).toISOString()}`,
+        {
+          mailbox: config.mailbox,
+          runId: summary.runId,
+        },
+      );
+    } else {
+      failure = { error: err };
+      summary.stoppedBecause = 'error';
+      summary.error =
+        err instanceof LeaseLostError
+          ? 'the run lease was taken over by another run; it continues from here'
+          : describeError(err);
+      // The mailbox may have done more than its answers said (a MOVE whose reply was lost).
+      lease.state.reconcile = true;
+    }
   } finally {
     summary.counts.throttled = session?.throttled ?? 0;
     await session?.close();
@@ -154,6 +169,16 @@ async function acquireLease(deps: DrainDeps, summary: DrainSummary, now: () => n
     throw err;
   }
   if (lease instanceof MailboxLease) return lease;
+  if ('backoffUntil' in lease) {
+    summary.stoppedBecause = 'throttled';
+    inboxqMetrics.run(config.mailbox, 'throttled-wait', now() - started);
+    log.info('Exchange asked this mailbox to wait; this run does not connect', {
+      mailbox: config.mailbox,
+      runId: summary.runId,
+      until: new Date(lease.backoffUntil).toISOString(),
+    });
+    return null;
+  }
   summary.stoppedBecause = 'leased-elsewhere';
   inboxqMetrics.run(config.mailbox, 'leased-elsewhere', now() - started);
   log.info('Another drain run holds this mailbox; this run does nothing', {
@@ -263,7 +288,11 @@ function count(summary: DrainSummary, results: MailResult[], suspects: Suspects,
 async function finishRun(deps: DrainDeps, summary: DrainSummary, failed: boolean, now: () => number): Promise<void> {
   const { config, log, ledger } = deps;
   const { runId } = summary;
-  const outcome = failed ? 'failed' : summary.remaining > 0 ? 'partial' : 'ok';
+  const outcome = failed
+    ? 'failed'
+    : summary.remaining > 0 || summary.stoppedBecause === 'throttled'
+      ? 'partial'
+      : 'ok';
   inboxqMetrics.run(config.mailbox, outcome, summary.durationMs);
   if (!failed) inboxqMetrics.heartbeat(config.mailbox, config.key, summary.remaining);
   const { seen, queued, rejected, quarantined, duplicate, held, resumed, throttled, reconciled } = summary.counts;

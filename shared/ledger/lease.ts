@@ -10,6 +10,8 @@
  *              many times in a row (poison-mail detection, shared/drain/suspects.ts).
  *   reconcile  the last run did not end cleanly: the ledger may be behind the mailbox (a MOVE that
  *              went through while its answer was lost), and the next run reconciles it.
+ *   backoffUntil  Exchange throttled the last run and asked to wait longer than a run waits: until
+ *              then, a run takes no lease and makes no IMAP connection.
  * A clean run with nothing to pass on deletes the row; otherwise it leaves it expired, so the next
  * run takes it over at once.
  */
@@ -43,6 +45,8 @@ export interface RunState {
   reconcile: boolean;
   /** The batch a killed run was working on (its UIDs were counted as suspects already). */
   killedBatch: { uidValidity: string; uids: number[] } | null;
+  /** Epoch ms until which Exchange asked this mailbox's runs to stay away (0: no back-off). */
+  backoffUntil: number;
 }
 
 /** Another run took the mailbox's run lease: this run stops where it is, the other continues. */
@@ -56,6 +60,7 @@ interface LeaseRow {
   batch?: string;
   suspects?: string;
   reconcile?: boolean;
+  backoffUntil?: number;
 }
 
 function readSuspects(json: string | undefined): Suspects {
@@ -96,7 +101,7 @@ export class MailboxLease {
     owner: string,
     durationMs: number,
     now: () => number = Date.now,
-  ): Promise<MailboxLease | { heldBy: string; until: number }> {
+  ): Promise<MailboxLease | { heldBy: string; until: number } | { backoffUntil: number }> {
     const table = await storage.table(MAILBOXES_TABLE);
     const key = partitionKey(mailbox);
     const entity = { partitionKey: LEASE_PARTITION, rowKey: key, owner, expiresAt: now() + durationMs };
@@ -106,6 +111,7 @@ export class MailboxLease {
         suspects: new Map(),
         reconcile: false,
         killedBatch: null,
+        backoffUntil: 0,
       });
     } catch (err) {
       if (tableErrorCode(err) !== 'EntityAlreadyExists')
@@ -118,11 +124,13 @@ export class MailboxLease {
       throw storageError('Reading the run lease failed', err, mailbox);
     }
     if (Number(current.expiresAt) > now()) return { heldBy: String(current.owner), until: Number(current.expiresAt) };
+    if (Number(current.backoffUntil ?? 0) > now()) return { backoffUntil: Number(current.backoffUntil) };
     // Taken over: what the last run left is this run's to carry on.
     const state: RunState = {
       suspects: readSuspects(current.suspects),
       reconcile: current.reconcile === true,
       killedBatch: null,
+      backoffUntil: 0,
     };
     if (current.batch) {
       try {
@@ -181,6 +189,7 @@ export class MailboxLease {
           batch: this.batch ? JSON.stringify(this.batch) : '',
           suspects: writeSuspects(this.state.suspects),
           reconcile: this.state.reconcile,
+          backoffUntil: this.state.backoffUntil,
         },
         'Replace',
         { etag: this.etag },
@@ -200,7 +209,7 @@ export class MailboxLease {
   async release(): Promise<void> {
     this.batch = null;
     try {
-      if (this.state.suspects.size === 0 && !this.state.reconcile)
+      if (this.state.suspects.size === 0 && !this.state.reconcile && this.state.backoffUntil <= this.now())
         await this.table.deleteEntity(LEASE_PARTITION, this.key, { etag: this.etag });
       else await this.write(0);
     } catch {

@@ -18,23 +18,35 @@ export async function takeSendingSlot(
   perMinute: number,
   now: () => number = Date.now,
 ): Promise<number> {
-  if (perMinute <= 0) return 0;
   const table = await storage.table(MAILBOXES_TABLE);
   const key = partitionKey(mailbox);
   for (let attempt = 0; attempt < 10; attempt++) {
     const t = now();
     const minute = Math.floor(t / 60_000);
-    let row: { minute: number; count: number; etag?: string } | undefined;
+    let row: { minute: number; count: number; blockedUntil: number; etag?: string } | undefined;
     try {
-      const e = await table.getEntity<{ minute: number; count: number }>(PACE_PARTITION, key);
-      row = { minute: Number(e.minute), count: Number(e.count), etag: e.etag };
+      const e = await table.getEntity<{ minute: number; count: number; blockedUntil?: number }>(PACE_PARTITION, key);
+      row = {
+        minute: Number(e.minute),
+        count: Number(e.count),
+        blockedUntil: Number(e.blockedUntil ?? 0),
+        etag: e.etag,
+      };
     } catch (err) {
       if ((err as { statusCode?: number }).statusCode !== 404)
         throw storageError('Reading the sending pace failed', err, mailbox);
     }
+    if (row && row.blockedUntil > t) return row.blockedUntil - t;
+    if (perMinute <= 0) return 0;
     const count = row && row.minute === minute ? row.count : 0;
     if (count >= perMinute) return (minute + 1) * 60_000 - t;
-    const entity = { partitionKey: PACE_PARTITION, rowKey: key, minute, count: count + 1 };
+    const entity = {
+      partitionKey: PACE_PARTITION,
+      rowKey: key,
+      minute,
+      count: count + 1,
+      blockedUntil: row?.blockedUntil ?? 0,
+    };
     try {
       if (row) await table.updateEntity(entity, 'Replace', { etag: row.etag ?? '*' });
       else await table.createEntity(entity);
@@ -48,18 +60,42 @@ export async function takeSendingSlot(
   return 1000;
 }
 
+/**
+ * Stops every instance sending for the mailbox until `until` (epoch ms): Exchange said it won't take
+ * mail from it for a while (throttling, the daily quota, a full mailbox). `takeSendingSlot` answers
+ * with the wait, so replies are deferred without connecting.
+ */
+export async function blockSending(storage: StorageClients, mailbox: string, until: number): Promise<void> {
+  const table = await storage.table(MAILBOXES_TABLE);
+  try {
+    await table.upsertEntity(
+      { partitionKey: PACE_PARTITION, rowKey: partitionKey(mailbox), blockedUntil: until },
+      'Merge',
+    );
+  } catch (err) {
+    throw storageError('Recording that sending is blocked failed', err, mailbox);
+  }
+}
+
 /** Replies sent in the current minute, as the pace row counts them (for `inboxq status`). */
 export async function readPace(
   storage: StorageClients,
   mailbox: string,
   now: () => number = Date.now,
-): Promise<{ sentThisMinute: number }> {
+): Promise<{ sentThisMinute: number; blockedUntil: number }> {
   const table = await storage.table(MAILBOXES_TABLE);
   try {
-    const e = await table.getEntity<{ minute: number; count: number }>(PACE_PARTITION, partitionKey(mailbox));
-    return { sentThisMinute: Number(e.minute) === Math.floor(now() / 60_000) ? Number(e.count) : 0 };
+    const e = await table.getEntity<{ minute: number; count: number; blockedUntil?: number }>(
+      PACE_PARTITION,
+      partitionKey(mailbox),
+    );
+    const blockedUntil = Number(e.blockedUntil ?? 0);
+    return {
+      sentThisMinute: Number(e.minute) === Math.floor(now() / 60_000) ? Number(e.count) : 0,
+      blockedUntil: blockedUntil > now() ? blockedUntil : 0,
+    };
   } catch (err) {
-    if ((err as { statusCode?: number }).statusCode === 404) return { sentThisMinute: 0 };
+    if ((err as { statusCode?: number }).statusCode === 404) return { sentThisMinute: 0, blockedUntil: 0 };
     throw storageError('Reading the sending pace failed', err, mailbox);
   }
 }

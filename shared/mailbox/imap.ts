@@ -31,6 +31,8 @@ export interface MailboxEntry {
   internalDate: Date | undefined;
 }
 
+/** A throttling back-off longer than this ends the run, and is waited out by the runs that follow. */
+export const LONG_BACKOFF_MS = 30_000;
 /** A command throttled this many times ends the run; the next run continues. */
 const MAX_THROTTLED_ATTEMPTS = 2;
 /** A session with no command for this long gets a NOOP while a batch is being worked on. */
@@ -48,7 +50,7 @@ export class MailboxSession {
   private constructor(
     readonly client: ImapFlow,
     readonly mailbox: string,
-    private readonly commandErrors: { last: unknown },
+    private readonly commandErrors: CommandErrors,
     private readonly imap: InboxqConfig['imap'],
   ) {}
 
@@ -57,7 +59,7 @@ export class MailboxSession {
     const { config } = options;
     let token = await options.tokens.getToken();
     for (let attempt = 1; ; attempt++) {
-      const commandErrors: { last: unknown } = { last: undefined };
+      const commandErrors: CommandErrors = { last: undefined, backoffMs: undefined };
       const client = createClient(options, token.token, commandErrors);
       try {
         await client.connect();
@@ -66,7 +68,7 @@ export class MailboxSession {
         return session;
       } catch (err) {
         client.close();
-        const described = describeImapError(err, config);
+        const described = describeImapError(longBackoff(err, commandErrors), config);
         if (described.failure === 'auth' && attempt === 1) {
           options.log.warn('IMAP refused the cached token; retrying once with a new one', { mailbox: config.mailbox });
           token = await options.tokens.getToken({ forceRefresh: true });
@@ -359,8 +361,15 @@ export class MailboxSession {
       try {
         return await op();
       } catch (err) {
-        const described = describeImapError(err, { mailbox: this.mailbox, imap: this.imap }, what);
-        if (described.failure === 'throttled' && attempt < MAX_THROTTLED_ATTEMPTS) {
+        const described = describeImapError(
+          longBackoff(err, this.commandErrors),
+          { mailbox: this.mailbox, imap: this.imap },
+          what,
+        );
+        // A back-off longer than imapflow waits (Exchange has asked for minutes): the run ends, and
+        // the mailbox's runs wait it out without connecting (shared/ledger/lease.ts).
+        const long = (described.backoffMs ?? 0) > LONG_BACKOFF_MS;
+        if (described.failure === 'throttled' && attempt < MAX_THROTTLED_ATTEMPTS && !long) {
           this.throttled++;
           continue;
         }
@@ -373,7 +382,28 @@ export class MailboxSession {
   }
 }
 
-function createClient(options: MailboxSessionOptions, accessToken: string, commandErrors: { last: unknown }): ImapFlow {
+/** What imapflow's log says of a command the session can't learn from its result. */
+interface CommandErrors {
+  /** The server's answer to the last refused command. */
+  last: unknown;
+  /** A throttling back-off Exchange asked for that is longer than a run waits (LONG_BACKOFF_MS). */
+  backoffMs: number | undefined;
+}
+
+/**
+ * imapflow waits out a throttling hint inside the command, and a FETCH retries after the whole
+ * hint, up to 5 minutes a time. A hint longer than a run waits closes the client instead (the wait
+ * is aborted): the error that follows is the throttling, with the back-off asked for.
+ */
+function longBackoff(err: unknown, commandErrors: CommandErrors): unknown {
+  if (commandErrors.backoffMs === undefined) return err;
+  return Object.assign(new Error('Request is throttled', { cause: err }), {
+    code: 'ETHROTTLE',
+    throttleReset: commandErrors.backoffMs,
+  });
+}
+
+function createClient(options: MailboxSessionOptions, accessToken: string, commandErrors: CommandErrors): ImapFlow {
   const { config } = options;
   const imapOptions: ImapFlowOptions = {
     host: config.imap.host,
@@ -384,8 +414,13 @@ function createClient(options: MailboxSessionOptions, accessToken: string, comma
     logger: {
       debug: () => {},
       info: () => {},
-      warn: (entry: { err?: unknown }) => {
+      warn: (entry: { err?: unknown; msg?: string; throttleDelay?: number; throttleReset?: number }) => {
         if (entry?.err) commandErrors.last = entry.err;
+        const hint = entry?.msg?.startsWith('Throttling detected') ? entry.throttleDelay : undefined;
+        if (typeof hint === 'number' && hint > LONG_BACKOFF_MS && commandErrors.backoffMs === undefined) {
+          commandErrors.backoffMs = hint;
+          setImmediate(() => client.close());
+        }
       },
       error: () => {},
     },
@@ -412,6 +447,7 @@ interface ImapFlowErrorFacts {
   responseStatus?: string;
   message?: string;
   throttleReset?: number;
+  throttleWaited?: number;
 }
 
 /** Turns an imapflow failure into an ImapError that says what happened and what to do. */
@@ -439,8 +475,13 @@ export function describeImapError(
       'grant the service principal FullAccess on this mailbox: Add-MailboxPermission -Identity <mailbox> -User <service principal id> -AccessRights FullAccess';
   } else if (e.code === 'ETHROTTLE' || /Request is throttled/i.test(text)) {
     failure = 'throttled';
-    message = `Exchange throttled the IMAP session during ${during}`;
-    hint = 'the next run continues where this one stopped; lower the schedule frequency if this persists';
+    const backoff =
+      typeof e.throttleReset === 'number' ? ` and asked to wait ${Math.round(e.throttleReset / 1000)} s` : '';
+    message = `Exchange throttled the IMAP session during ${during}${backoff}`;
+    hint =
+      typeof e.throttleReset === 'number' && e.throttleReset > LONG_BACKOFF_MS
+        ? 'the runs of this mailbox wait that long without connecting, then continue where this one stopped'
+        : 'the next run continues where this one stopped; lower the schedule frequency if this persists';
   } else if (
     e.code &&
     /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|ECONNRESET|EHOSTUNREACH|ENETUNREACH|EPIPE|ESOCKET|NoConnection|ETIMEOUT|CONNECT_TIMEOUT|GREETING_TIMEOUT)$/.test(
@@ -470,5 +511,6 @@ export function describeImapError(
     hint,
     cause: err,
     retryable: failure !== 'auth' && failure !== 'not-connected',
+    backoffMs: failure === 'throttled' && typeof e.throttleReset === 'number' ? e.throttleReset : undefined,
   });
 }

@@ -27,8 +27,9 @@ import {
   replyMessageSchema,
 } from '../contract/messages';
 import { describeError, InvalidMessageError, ReplyInProgressError, SmtpError, UnknownTaskError } from '../errors';
-import { takeSendingSlot } from '../ledger/pacing';
+import { blockSending, takeSendingSlot } from '../ledger/pacing';
 import type { MessageRecord, ReplyRecord } from '../ledger/rows';
+import { SmtpSlots } from '../ledger/smtp-slots';
 import { MailboxSession } from '../mailbox/imap';
 import { BlobStore } from '../storage/blobs';
 import { sendQueueMessage } from '../storage/queues';
@@ -43,6 +44,12 @@ export const FAILURE_NOTICE_REPLY_ID = 'inboxq-failure-notice';
 export const ACKNOWLEDGEMENT_REPLY_ID = 'inboxq-ack';
 
 export type ReplyStep = 'claimed' | 'smtp-accepted' | 'recorded';
+
+/**
+ * How long a mailbox sends nothing after Exchange throttled it (550 5.2.25x), refused it past its
+ * daily quota (554 5.2.0 SubmissionQuotaExceeded) or found it full: replies wait on the queue.
+ */
+export const THROTTLED_SENDING_PAUSE_MS = 15 * 60_000;
 
 export interface ReplyDeps extends MailboxContext {
   onStep?: (step: ReplyStep, info: { taskId: string; replyId: string }) => void | Promise<void>;
@@ -207,23 +214,48 @@ async function sendReplyOnce(
   }
   await deps.onStep?.('claimed', { taskId, replyId });
 
+  const defer = async (seconds: number, line: string, lastResponse?: string) => {
+    await sendQueueMessage(deps.storage, REPLIES_QUEUE, reply, {
+      mailbox: config.mailbox,
+      visibilityTimeoutSeconds: seconds,
+    });
+    await ledger.updateReply(record, { state: 'unsent', ...(lastResponse ? { lastResponse } : {}) });
+    log.info(`${line}; reply deferred by ${seconds} s`, ids);
+    return { outcome: 'deferred' as const, taskId, replyId, messageId };
+  };
   let response: string;
   try {
     const wait = await takeSendingSlot(deps.storage, config.mailbox, config.reply.maxPerMinute, now);
     if (wait > 0) {
       const seconds = Math.ceil(wait / 1000) + Math.floor(Math.random() * 5);
-      await sendQueueMessage(deps.storage, REPLIES_QUEUE, reply, {
-        mailbox: config.mailbox,
-        visibilityTimeoutSeconds: seconds,
-      });
-      await ledger.updateReply(record, { state: 'unsent' });
-      log.info(`Sending pace reached (${config.reply.maxPerMinute} a minute); reply deferred by ${seconds} s`, ids);
-      return { outcome: 'deferred', taskId, replyId, messageId };
+      return await defer(
+        seconds,
+        `Sending pace reached (${config.reply.maxPerMinute} a minute), or sending paused after Exchange throttled the mailbox`,
+      );
     }
     const attachments = await loadAttachments(deps, reply);
     const mail = composeReply(task, reply, attachments);
-    response = (await sendMail(config, deps.tokens, mail, log)).response;
+    response = (await sendMail(config, deps.tokens, mail, log, new SmtpSlots(deps.storage, config.mailbox))).response;
   } catch (err) {
+    if (err instanceof SmtpError && err.failure === 'busy') {
+      // Every connection the mailbox may have is in use: a deferral, not a failure.
+      return await defer(
+        2 + Math.floor(Math.random() * 8),
+        'The SMTP connections of the mailbox are all in use',
+        err.message,
+      );
+    }
+    if (err instanceof SmtpError && err.failure === 'throttled') {
+      // Exchange won't take mail from the mailbox for a while: every instance waits, without connecting.
+      await blockSending(deps.storage, config.mailbox, now() + THROTTLED_SENDING_PAUSE_MS);
+      inboxqMetrics.reply(config.mailbox, 'throttled');
+      log.warn(`Exchange stopped the mailbox from sending: ${err.summary}`, ids);
+      return await defer(
+        THROTTLED_SENDING_PAUSE_MS / 1000 + Math.floor(Math.random() * 30),
+        'Sending paused',
+        err.message,
+      );
+    }
     // Unless the message may have reached the server, this attempt certainly sent nothing: the
     // next delivery sends at once instead of waiting for the lease and the Sent folder.
     const lastResponse = err instanceof SmtpError ? err.message : describeError(err);

@@ -12,6 +12,7 @@ import type Mail from 'nodemailer/lib/mailer';
 import type { InboxqConfig } from '../config/types';
 import type { AccessToken, TokenSource } from '../credentials/token';
 import { SmtpError, type SmtpFailure } from '../errors';
+import { SMTP_CONNECTIONS_PER_MAILBOX } from '../ledger/smtp-slots';
 import type { Logger } from '../telemetry/log';
 
 export interface SmtpSendResult {
@@ -21,7 +22,7 @@ export interface SmtpSendResult {
 
 type SmtpConfig = Pick<InboxqConfig, 'mailbox' | 'smtp' | 'tlsCa'>;
 
-function createTransport(config: SmtpConfig, token: AccessToken, pooled: boolean) {
+function createTransport(config: SmtpConfig, token: AccessToken, connections: number | undefined) {
   return nodemailer.createTransport({
     host: config.smtp.host,
     port: config.smtp.port,
@@ -31,68 +32,156 @@ function createTransport(config: SmtpConfig, token: AccessToken, pooled: boolean
     connectionTimeout: 30_000,
     greetingTimeout: 30_000,
     socketTimeout: 120_000,
-    ...(pooled ? { pool: true, maxConnections: POOL_CONNECTIONS, maxMessages: 100 } : {}),
+    // maxRequeues 0: nodemailer would otherwise send a message again by itself when its connection
+    // closes mid-send, possibly after the server took it; whether to send again is the ledger's call.
+    ...(connections ? { pool: true, maxConnections: connections, maxMessages: 100, maxRequeues: 0 } : {}),
     ...(config.tlsCa ? { tls: { ca: config.tlsCa } } : {}),
   });
 }
 
-/** Connections a warm instance keeps open per mailbox (Exchange Online limits concurrent SMTP connections per mailbox). */
+/** Connections a warm instance opens at most per mailbox, when the mailbox's slots allow (ConnectionBudget). */
 const POOL_CONNECTIONS = 2;
+/** A pool with nothing to send for this long closes, and gives its connection slots back. */
+const POOL_IDLE_MS = 10_000;
 
 type Transport = ReturnType<typeof createTransport>;
 
 /**
- * One pooled transport per mailbox and server in a warm instance, so replies don't pay TLS, EHLO,
- * STARTTLS and AUTH each time. It is replaced when the token changes, and dropped after an error.
+ * The mailbox's SMTP connections shared with every other instance (shared/ledger/smtp-slots.ts):
+ * a pool opens only as many connections as it holds slots for.
  */
-const pools = new Map<string, { token: string; transport: Transport }>();
-
-function pooledTransport(config: SmtpConfig, token: AccessToken): Transport {
-  const key = `${config.smtp.host}:${config.smtp.port}|${config.mailbox}`;
-  const current = pools.get(key);
-  if (current && current.token === token.token) return current.transport;
-  current?.transport.close();
-  const transport = createTransport(config, token, true);
-  // An idle pooled connection the server drops reports an error with no send waiting: forget the pool.
-  transport.on('error', () => dropPooledTransport(config, transport));
-  pools.set(key, { token: token.token, transport });
-  return transport;
+export interface ConnectionBudget {
+  /** Takes up to `want` slots; how many are held (0: every slot is in use elsewhere). */
+  acquire(want: number): Promise<number>;
+  /** Keeps the slots held; how many are still held. */
+  renew(): Promise<number>;
+  release(): Promise<void>;
 }
 
-function dropPooledTransport(config: SmtpConfig, transport: Transport): void {
+interface Pool {
+  key: string;
+  token: string;
+  transport: Transport;
+  budget: ConnectionBudget | undefined;
+  /** Sends under way on it. */
+  busy: number;
+  idle?: NodeJS.Timeout;
+}
+
+/**
+ * One pooled transport per mailbox and server in a warm instance, so replies don't pay TLS, EHLO,
+ * STARTTLS and AUTH each time. It is replaced when the token changes, closed when idle, and dropped
+ * after a failure of the connection or the login (a refusal of one message keeps it: the other
+ * messages waiting in it would otherwise fail with it).
+ */
+const pools = new Map<string, Pool>();
+
+function closePool(pool: Pool): void {
+  if (pools.get(pool.key) === pool) pools.delete(pool.key);
+  clearTimeout(pool.idle);
+  pool.transport.close();
+  void pool.budget?.release();
+}
+
+/** Pools being opened (their slots taken), so concurrent sends of one instance share one. */
+const opening = new Map<string, Promise<Pool>>();
+
+async function pooledTransport(
+  config: SmtpConfig,
+  token: AccessToken,
+  budget: ConnectionBudget | undefined,
+): Promise<Pool> {
   const key = `${config.smtp.host}:${config.smtp.port}|${config.mailbox}`;
-  if (pools.get(key)?.transport === transport) pools.delete(key);
-  transport.close();
+  const pending = opening.get(key);
+  if (pending) {
+    const pool = await pending;
+    if (pool.token === token.token && pools.get(key) === pool) return pool;
+  }
+  const current = pools.get(key);
+  if (current && current.token === token.token && (!current.budget || (await current.budget.renew()) > 0))
+    return current;
+  if (opening.has(key)) return pooledTransport(config, token, budget);
+  const open = (async (): Promise<Pool> => {
+    if (current) closePool(current);
+    const connections = budget ? await budget.acquire(POOL_CONNECTIONS) : POOL_CONNECTIONS;
+    if (connections === 0) throw connectionsInUse(config);
+    const pool: Pool = {
+      key,
+      token: token.token,
+      transport: createTransport(config, token, connections),
+      budget,
+      busy: 0,
+    };
+    // An idle pooled connection the server drops reports an error with no send waiting: forget the pool.
+    pool.transport.on('error', () => closePool(pool));
+    pools.set(key, pool);
+    return pool;
+  })();
+  opening.set(key, open);
+  try {
+    return await open;
+  } finally {
+    opening.delete(key);
+  }
+}
+
+function connectionsInUse(config: SmtpConfig): SmtpError {
+  return new SmtpError(
+    `all ${SMTP_CONNECTIONS_PER_MAILBOX} SMTP connections of ${config.mailbox} are in use by other instances`,
+    'busy',
+    undefined,
+    {
+      mailbox: config.mailbox,
+      hint: 'nothing was sent; the reply waits a few seconds for a connection',
+      retryable: true,
+      notSent: true,
+    },
+  );
+}
+
+/** Failures after which a pool is not used again: its connections or its token are no good. */
+function dropsPool(err: SmtpError): boolean {
+  return err.failure === 'auth' || err.failure === 'auth-disabled' || err.failure === 'unreachable';
 }
 
 /**
  * Runs `use` on a transport; when the server refuses a cached token (535), once more with a token
- * fetched past MSAL's cache. `pooled` keeps the transport for the next call.
+ * fetched past MSAL's cache; when the pool was closed under a message (it was never sent), once
+ * more on a new pool. `budget` (pooled sends) bounds the connections across instances.
  */
 async function withTransport<T>(
   config: SmtpConfig,
   tokens: TokenSource,
   log: Logger,
-  pooled: boolean,
+  pooled: { budget: ConnectionBudget | undefined } | false,
   use: (t: Transport) => Promise<T>,
 ): Promise<T> {
   let token = await tokens.getToken();
   for (let attempt = 1; ; attempt++) {
-    const transport = pooled ? pooledTransport(config, token) : createTransport(config, token, false);
+    const pool = pooled ? await pooledTransport(config, token, pooled.budget) : undefined;
+    const transport = pool ? pool.transport : createTransport(config, token, undefined);
+    if (pool) {
+      pool.busy++;
+      clearTimeout(pool.idle);
+    }
     try {
-      const result = await use(transport);
-      if (!pooled) transport.close();
-      return result;
+      return await use(transport);
     } catch (err) {
-      if (pooled) dropPooledTransport(config, transport);
-      else transport.close();
       const described = describeSmtpError(err, config);
+      if (pool && dropsPool(described)) closePool(pool);
       if (described.failure === 'auth' && attempt === 1) {
         log.warn('SMTP refused the cached token; retrying once with a new one', { mailbox: config.mailbox });
         token = await tokens.getToken({ forceRefresh: true });
         continue;
       }
+      if (described.poolClosed && attempt < 3) continue;
       throw described;
+    } finally {
+      if (!pool) transport.close();
+      else if (--pool.busy === 0 && pools.get(pool.key) === pool) {
+        pool.idle = setTimeout(() => closePool(pool), POOL_IDLE_MS);
+        pool.idle.unref();
+      }
     }
   }
 }
@@ -102,8 +191,9 @@ export async function sendMail(
   tokens: TokenSource,
   message: Mail.Options,
   log: Logger,
+  budget?: ConnectionBudget,
 ): Promise<SmtpSendResult> {
-  return withTransport(config, tokens, log, true, async (transport) => {
+  return withTransport(config, tokens, log, { budget }, async (transport) => {
     const info = await transport.sendMail(message);
     return { messageId: info.messageId, response: String(info.response ?? '').slice(0, 200) };
   });
@@ -133,7 +223,29 @@ export function describeSmtpError(err: unknown, config: SmtpConfig): SmtpError {
   let failure: SmtpFailure;
   let message: string;
   let hint: string;
-  if (/5\.7\.139/.test(response)) {
+  let notSent = false;
+  let poolClosed = false;
+  if (code === 432 || /\b4\.3\.2\b/.test(response)) {
+    // Exchange Online: more than 3 concurrent SMTP AUTH connections for the mailbox, at AUTH or DATA.
+    failure = 'busy';
+    message = `${server} refused another concurrent connection for ${config.mailbox} (${response || code})`;
+    hint = 'nothing was sent; the reply waits a few seconds for a connection';
+  } else if (/Connection pool was closed/i.test(e.message ?? '')) {
+    failure = 'transient';
+    message = `the SMTP connection pool to ${server} was closed before the reply went out`;
+    hint = 'nothing was sent; the reply is sent again at once';
+    notSent = true;
+    poolClosed = true;
+  } else if (/SubmissionQuotaExceeded/i.test(response) || (code === 550 && /\b5\.2\.25[13-5]\b/.test(response))) {
+    // The daily recipient limit (554 5.2.0 …SubmissionQuotaExceeded), or continuous-error throttling (550 5.2.25x).
+    failure = 'throttled';
+    message = `Exchange stopped ${config.mailbox} from sending for now (${response || code})`;
+    hint = 'nothing was sent; replies wait on the queue until Exchange lets the mailbox send again';
+  } else if (/QuotaExceededException|5\.2\.2\b/.test(response)) {
+    failure = 'throttled';
+    message = `the mailbox ${config.mailbox} is full (${response || code})`;
+    hint = 'nothing was sent; free space in the mailbox (its Sent Items and inboxq folders) and the replies go out';
+  } else if (/5\.7\.139/.test(response)) {
     failure = 'auth-disabled';
     message = `SMTP AUTH is disabled for ${config.mailbox} on ${server} (535 5.7.139)`;
     hint = `enable it for the mailbox: Set-CASMailbox -Identity ${config.mailbox} -SmtpClientAuthenticationDisabled $false (and check the tenant: Set-TransportConfig -SmtpClientAuthenticationDisabled $false; security defaults turn it off)`;
@@ -167,7 +279,9 @@ export function describeSmtpError(err: unknown, config: SmtpConfig): SmtpError {
     mailbox: config.mailbox,
     hint,
     cause: err,
-    retryable: failure === 'transient' || failure === 'unreachable',
+    retryable: failure === 'transient' || failure === 'unreachable' || failure === 'busy' || failure === 'throttled',
     command: e.command,
+    notSent,
+    poolClosed,
   });
 }

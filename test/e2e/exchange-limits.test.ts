@@ -1,0 +1,208 @@
+/**
+ * Exchange Online's limits as the local stack enforces them: 3 concurrent SMTP connections per
+ * mailbox (432 4.3.2 beyond, at DATA or at AUTH), sending throttled or over quota (550 5.2.25x,
+ * 554 5.2.0 SubmissionQuotaExceeded), and an IMAP back-off of minutes.
+ */
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { LocalStack } from '../../localstack';
+import { ImapFaultProxy } from '../../localstack/proxies';
+import { runtimeFor } from '../../localstack/runtime';
+import { encodeQueueMessage } from '../../shared/contract/messages';
+import { drainMailbox } from '../../shared/drain/drain';
+import { readPace } from '../../shared/ledger/pacing';
+import { listParkedReplies } from '../../shared/reply/parked';
+import { sendReply, THROTTLED_SENDING_PAUSE_MS } from '../../shared/reply/reply';
+import { memoryLogger } from '../../shared/telemetry/log';
+import { HostProcess } from '../helpers/host';
+import { buildMail } from '../helpers/mail';
+import { queue, REPLIES_QUEUE } from '../helpers/stack';
+
+let stack: LocalStack;
+let imapProxy: ImapFaultProxy;
+const hosts: HostProcess[] = [];
+beforeAll(async () => {
+  stack = await LocalStack.start();
+  imapProxy = new ImapFaultProxy(stack.dovecot.imapPort, stack.certs);
+  await imapProxy.start();
+});
+afterAll(async () => {
+  await Promise.all(hosts.map((h) => h.kill()));
+  await imapProxy?.stop();
+  await stack?.stop();
+});
+
+/** A mailbox with `n` accepted tasks (acknowledgements off, no pace), and their task ids. */
+async function acceptedTasks(mailbox: string, n: number, extra: Record<string, string> = {}) {
+  const settings = stack.settings(mailbox, {
+    INBOXQ_AUTHORIZED_SENDERS: '*@partner.test',
+    INBOXQ_ACKNOWLEDGE: 'false',
+    INBOXQ_SMTP_MAX_PER_MINUTE: '0',
+    INBOXQ_TASKS_QUEUE: `tasks-${mailbox.split('@')[0]}`,
+    ...extra,
+  });
+  for (let i = 0; i < n; i++)
+    await stack.appendMail(mailbox, buildMail({ from: `p${i}@partner.test`, to: mailbox, subject: `mail ${i}` }));
+  const summary = await drainMailbox({ ...runtimeFor(settings), log: memoryLogger() });
+  return { settings, taskIds: summary.outcomes.map((o) => o.taskId!) };
+}
+
+const reply = (mailbox: string, taskId: string, text = 'the answer') => ({
+  type: 'inboxq.reply',
+  version: 1,
+  taskId,
+  mailbox,
+  text,
+});
+
+describe('3 concurrent SMTP connections per mailbox', () => {
+  it('two instances sending 40 replies at once stay within the limit: each delivered once, no poison, at most two deliveries, no error lines', async () => {
+    const mailbox = 'two-instances@company.test';
+    const { settings, taskIds } = await acceptedTasks(mailbox, 40);
+    const replies = queue(stack, REPLIES_QUEUE);
+    await replies.createIfNotExists();
+    for (const taskId of taskIds) await replies.sendMessage(encodeQueueMessage(reply(mailbox, taskId)));
+    // No settings file: the settings come from the environment, as in Azure.
+    const emptySettings = path.join(stack.dir, 'empty.settings.json');
+    writeFileSync(emptySettings, '{ "IsEncrypted": false, "Values": {} }');
+    const instance = () =>
+      HostProcess.start(
+        path.resolve('.'),
+        {
+          ...settings,
+          INBOXQ_DRAIN_SCHEDULE: '0 0 0 1 1 *',
+          AzureFunctionsJobHost__extensions__queues__maxPollingInterval: '00:00:01',
+        },
+        { main: 'build/functions/*.js', settingsFile: emptySettings },
+      );
+    const [a, b] = [instance(), instance()];
+    hosts.push(a, b);
+    const ids = taskIds.map((t) => `<inboxq.${t}.reply@company.test>`);
+    const delivered = () => stack.smtp.accepted.filter((m) => ids.includes(m.messageId ?? ''));
+    for (const deadline = Date.now() + 90_000; delivered().length < 40 && Date.now() < deadline;)
+      await new Promise((r) => setTimeout(r, 250));
+    await Promise.all([a.stop(), b.stop()]);
+
+    const perId = new Map<string, number>();
+    for (const m of delivered()) perId.set(m.messageId!, (perId.get(m.messageId!) ?? 0) + 1);
+    expect(perId.size).toBe(40);
+    expect([...perId.values()].every((n) => n === 1)).toBe(true);
+    expect(stack.smtp.peakConnections.get(mailbox)).toBeLessThanOrEqual(3);
+    expect(stack.smtp.limitRefusals.filter((r) => r.mailbox === mailbox)).toEqual([]);
+    const rt = runtimeFor(settings);
+    for (const taskId of taskIds) {
+      const row = await rt.ledger.getReply(mailbox, taskId, 'reply');
+      expect(row?.state).toBe('sent');
+      expect(row!.attempts).toBeLessThanOrEqual(2);
+    }
+    expect(await listParkedReplies(rt.storage, mailbox)).toEqual([]);
+    expect((await queue(stack, `${REPLIES_QUEUE}-poison`).getProperties()).approximateMessagesCount ?? 0).toBe(0);
+    const output = a.output + b.output;
+    expect(output).not.toMatch(/Reply failed|error/i);
+    // Both instances sent: the slots were shared, not taken by one.
+    const sentBy = [a, b].map((h) => (h.output.match(/Reply sent/g) ?? []).length);
+    expect(sentBy[0]! + sentBy[1]!).toBe(40);
+    expect(sentBy.every((n) => n > 0)).toBe(true);
+  }, 150_000);
+
+  it('432 at AUTH is a deferral, not a refused token; the reply goes out on the next delivery', async () => {
+    const mailbox = 'busy-auth@company.test';
+    const { settings, taskIds } = await acceptedTasks(mailbox, 1);
+    stack.smtp.limitAnsweredAt = 'auth';
+    stack.smtp.connectionLimit = 1;
+    // Another client holds the mailbox's one connection.
+    const holder = await stack.smtpConnection(mailbox);
+    try {
+      const log = memoryLogger();
+      const result = await sendReply(reply(mailbox, taskIds[0]!), { ...runtimeFor(settings), log });
+      expect(result.outcome).toBe('deferred');
+      const lines = log.lines.map((l) => `${l.level} ${l.line}`).join('\n');
+      expect(lines).toMatch(/^info The SMTP connections of the mailbox are all in use; reply deferred by \d+ s/m);
+      expect(lines).not.toContain('refused the cached token');
+      expect(stack.smtp.limitRefusals).toContainEqual({ mailbox, at: 'auth' });
+      const row = await runtimeFor(settings).ledger.getReply(mailbox, taskIds[0]!, 'reply');
+      expect(row).toMatchObject({ state: 'unsent' });
+      expect(row!.lastResponse).toContain('432 4.3.2 Concurrent connections limit exceeded');
+    } finally {
+      await holder.close();
+      stack.smtp.limitAnsweredAt = 'data';
+      stack.smtp.connectionLimit = 3;
+    }
+    const again = await sendReply(reply(mailbox, taskIds[0]!), { ...runtimeFor(settings), log: memoryLogger() });
+    expect(again.outcome).toBe('sent');
+  });
+});
+
+describe('Exchange stops a mailbox from sending', () => {
+  for (const [what, fault] of [
+    ['continuous-error throttling (550 5.2.251)', { code: 550, text: '5.2.251 Too many errors; try again later' }],
+    [
+      'the daily quota (554 5.2.0 SubmissionQuotaExceeded)',
+      {
+        code: 554,
+        text: '5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to process message due to a permanent exception',
+      },
+    ],
+  ] as const) {
+    it(`${what}: the reply is deferred, not failed; every reply waits without connecting; then they go out`, async () => {
+      const mailbox = `paused-${fault.code}@company.test`;
+      const { settings, taskIds } = await acceptedTasks(mailbox, 2);
+      const rt = runtimeFor(settings);
+      stack.smtp.dataFaults.push({ ...fault });
+      const log = memoryLogger();
+      const first = await sendReply(reply(mailbox, taskIds[0]!), { ...rt, log });
+      expect(first.outcome).toBe('deferred');
+      expect(log.lines.filter((l) => l.level === 'error')).toEqual([]);
+      expect(log.lines.map((l) => l.line).join('\n')).toContain('Exchange stopped the mailbox from sending');
+      const pace = await readPace(rt.storage, mailbox);
+      expect(pace.blockedUntil).toBeGreaterThan(Date.now() + THROTTLED_SENDING_PAUSE_MS - 60_000);
+      // The other reply waits too, without a connection.
+      const accepted = stack.smtp.accepted.length;
+      const second = await sendReply(reply(mailbox, taskIds[1]!), { ...rt, log: memoryLogger() });
+      expect(second.outcome).toBe('deferred');
+      expect(stack.smtp.accepted.length).toBe(accepted);
+      // Once the pause is over, both go out.
+      const later = () => Date.now() + THROTTLED_SENDING_PAUSE_MS + 1000;
+      for (const taskId of taskIds)
+        expect((await sendReply(reply(mailbox, taskId), { ...rt, log: memoryLogger(), now: later })).outcome).toBe(
+          'sent',
+        );
+    });
+  }
+});
+
+describe('an IMAP back-off of minutes', () => {
+  it('ends the run; the next runs make no IMAP connection until it has passed, then the mailbox drains; nothing lost', async () => {
+    const mailbox = 'backoff@company.test';
+    const settings = stack.settings(mailbox, {
+      INBOXQ_AUTHORIZED_SENDERS: '*@partner.test',
+      INBOXQ_ACKNOWLEDGE: 'false',
+      INBOXQ_IMAP_PORT: String(imapProxy.port),
+      INBOXQ_TASKS_QUEUE: 'tasks-backoff',
+    });
+    for (let i = 0; i < 3; i++) await stack.appendMail(mailbox, buildMail({ from: `b${i}@partner.test`, to: mailbox }));
+    const rt = runtimeFor(settings);
+    imapProxy.throttle(/UID FETCH/, 300_000, 1);
+    const log = memoryLogger();
+    const first = await drainMailbox({ ...rt, log });
+    expect(first.stoppedBecause).toBe('throttled');
+    expect(first.counts.queued).toBe(0);
+    expect(log.lines.map((l) => l.line).join('\n')).toMatch(/Exchange throttled the mailbox; its runs wait until /);
+    expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(3);
+
+    const connections = imapProxy.connections;
+    for (const minutes of [1, 4]) {
+      const waiting = await drainMailbox({ ...rt, log: memoryLogger(), now: () => Date.now() + minutes * 60_000 });
+      expect(waiting.stoppedBecause).toBe('throttled');
+    }
+    expect(imapProxy.connections).toBe(connections);
+
+    const after = await drainMailbox({ ...rt, log: memoryLogger(), now: () => Date.now() + 301_000 });
+    expect(after.counts.queued).toBe(3);
+    expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
+    expect(imapProxy.connections).toBe(connections + 1);
+  }, 90_000);
+});
