@@ -60,7 +60,7 @@ export class TcpProxy {
 
 interface Rule {
   pattern: RegExp;
-  action: { kind: 'throttle'; backoffMs: number } | { kind: 'drop' };
+  action: { kind: 'throttle'; backoffMs: number } | { kind: 'drop' } | { kind: 'answer'; text: string };
   times: number;
 }
 
@@ -82,6 +82,14 @@ export class ImapFaultProxy {
   /** The next `times` commands matching `pattern` are answered with Exchange's throttling response. */
   throttle(pattern: RegExp, backoffMs: number, times = 1): void {
     this.rules.push({ pattern, action: { kind: 'throttle', backoffMs }, times });
+  }
+
+  /**
+   * The next `times` commands matching `pattern` get `text` as their tagged answer instead of
+   * reaching the server, e.g. Exchange's `BAD User is authenticated but not connected.`
+   */
+  answer(pattern: RegExp, text: string, times = 1): void {
+    this.rules.push({ pattern, action: { kind: 'answer', text }, times });
   }
 
   /** The next command matching `pattern` cuts the connection instead of reaching the server. */
@@ -122,7 +130,9 @@ export class ImapFaultProxy {
             return;
           }
           client.write(
-            `${tag} BAD Request is throttled. Suggested Backoff Time: ${rule.action.backoffMs} milliseconds\r\n`,
+            rule.action.kind === 'answer'
+              ? `${tag} ${rule.action.text}\r\n`
+              : `${tag} BAD Request is throttled. Suggested Backoff Time: ${rule.action.backoffMs} milliseconds\r\n`,
           );
         }
       });

@@ -4,7 +4,12 @@
 set -eu
 cat <<TEXT
 
-inboxq is provisioned. Left to do (once), as a tenant admin:
+inboxq is provisioned. Left to do (once), as a tenant admin (docs/m365-setup.md, step by step):
+
+  API permissions of the app registration ${INBOXQ_CLIENT_ID}: App registrations → API permissions →
+  Add a permission → APIs my organization uses → "Office 365 Exchange Online" (not Microsoft Graph) →
+  Application permissions → IMAP.AccessAsApp and SMTP.SendAsApp; then grant admin consent:
+    az ad app permission admin-consent --id ${INBOXQ_CLIENT_ID}
 
   Credential (${INBOXQ_CLIENT_CREDENTIAL:-managed-identity}):
 TEXT
@@ -22,6 +27,8 @@ TEXT
   certificate)
     cat <<TEXT
     az keyvault certificate import --vault-name ${AZURE_KEY_VAULT_NAME} --name inboxq-client-certificate --file inboxq.pem
+    and upload its public part to the app registration (Entra ID only ever sees the public key):
+    az ad app credential reset --id ${INBOXQ_CLIENT_ID} --cert @inboxq.crt --append
 TEXT
     ;;
 esac
@@ -30,7 +37,8 @@ cat <<TEXT
   Exchange Online (PowerShell, Connect-ExchangeOnline), for each mailbox:
     New-ServicePrincipal -AppId ${INBOXQ_CLIENT_ID} -ObjectId <object id of the Enterprise application>
     Add-MailboxPermission -Identity <mailbox> -User <that object id> -AccessRights FullAccess
-    Set-CASMailbox -Identity <mailbox> -SmtpClientAuthenticationDisabled \$false
+    Set-CASMailbox -Identity <mailbox> -ImapEnabled \$true -SmtpClientAuthenticationDisabled \$false
+    (per mailbox: the tenant's SMTP AUTH setting can stay off)
 
   Then check everything from here:
     npx inboxq doctor   (with the app settings of ${AZURE_FUNCTION_APP_NAME} in local.settings.json)

@@ -52,6 +52,14 @@ var alerts = [
     window: 'PT30M'
   }
   {
+    name: 'inboxq-sending-paused'
+    description: 'Exchange stopped a mailbox from sending (550 5.2.25x throttling, the daily recipient quota, or a full mailbox): its replies wait on the queue. Run `inboxq status`; free the mailbox if it is full.'
+    severity: 2
+    query: 'customMetrics | where name == "inboxq.reply" and tostring(customDimensions.outcome) == "throttled" and valueSum > 0'
+    threshold: 0
+    window: 'PT15M'
+  }
+  {
     name: 'inboxq-auth-failures'
     description: 'Entra ID, IMAP or SMTP refused inboxq\'s credentials: run `inboxq doctor`.'
     severity: 1

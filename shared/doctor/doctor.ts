@@ -284,12 +284,15 @@ async function checkImap(config: InboxqConfig, tokens: ExchangeTokenProvider, ch
     return true;
   } catch (err) {
     let fix = fixFor(err);
+    // IMAP switched off for the mailbox (Set-CASMailbox -ImapEnabled, often off through a CAS
+    // mailbox plan) refuses the app's login much as a missing permission does: check it first.
+    const imapEnabled = `Get-CASMailbox -Identity ${config.mailbox} | Format-List ImapEnabled; if False: Set-CASMailbox -Identity ${config.mailbox} -ImapEnabled $true`;
     if (err instanceof ImapError && err.failure === 'auth') {
       fix =
-        `in Exchange Online PowerShell (Connect-ExchangeOnline): New-ServicePrincipal -AppId ${config.identity.clientId} -ObjectId <object id of the *Enterprise application*, not of the app registration>; ` +
+        `in Exchange Online PowerShell (Connect-ExchangeOnline): first ${imapEnabled}; then New-ServicePrincipal -AppId ${config.identity.clientId} -ObjectId <object id of the *Enterprise application*, not of the app registration>; ` +
         `Add-MailboxPermission -Identity ${config.mailbox} -User <that object id> -AccessRights FullAccess; permission changes take 15-30 minutes to apply`;
     } else if (err instanceof ImapError && err.failure === 'not-connected') {
-      fix = `Add-MailboxPermission -Identity ${config.mailbox} -User <object id of the Enterprise application> -AccessRights FullAccess`;
+      fix = `first ${imapEnabled}; then Add-MailboxPermission -Identity ${config.mailbox} -User <object id of the Enterprise application> -AccessRights FullAccess`;
     }
     checks.push({ step: 'IMAP', status: 'fail', detail: detailOf(err), fix });
     return false;
@@ -308,7 +311,9 @@ async function checkSmtp(config: InboxqConfig, tokens: ExchangeTokenProvider, ch
   } catch (err) {
     let fix = fixFor(err);
     if (err instanceof SmtpError && err.failure === 'auth-disabled') {
-      fix = `Set-CASMailbox -Identity ${config.mailbox} -SmtpClientAuthenticationDisabled $false (and for the tenant: Set-TransportConfig -SmtpClientAuthenticationDisabled $false; security defaults turn it off)`;
+      // The mailbox's setting overrides the tenant's: Microsoft recommends leaving SMTP AUTH off for
+      // the tenant and turning it on for the mailboxes that need it.
+      fix = `Set-CASMailbox -Identity ${config.mailbox} -SmtpClientAuthenticationDisabled $false (the mailbox's setting is enough; leave it off for the rest of the tenant)`;
     } else if (err instanceof SmtpError && err.failure === 'auth') {
       fix = `check SMTP.SendAsApp (step token roles) and the mailbox permission: Add-MailboxPermission -Identity ${config.mailbox} -User <object id of the Enterprise application> -AccessRights FullAccess`;
     }

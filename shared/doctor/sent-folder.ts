@@ -51,7 +51,16 @@ export async function checkSentFolder(
   );
   const session = await MailboxSession.open({ config, tokens, log: silentLogger, timeoutMs: 15_000 });
   try {
-    const sent = (await session.specialFolder('\\Sent')) ?? 'Sent Items';
+    const sent = await session.sentFolder();
+    if (!sent) {
+      await sleep(POLL_MS * 2); // the test mail's arrival, to delete it
+      await cleanUp(session, ['INBOX', config.drain.processedFolder], messageId);
+      return {
+        status: 'fail',
+        detail: `the mailbox has no Sent folder inboxq can recognise (none marked \\Sent by the server, none with a known name): a reply whose send was interrupted can't be checked there`,
+        fix: 'Exchange Online marks its Sent Items folder \\Sent; check that the mailbox has one (Get-MailboxFolderStatistics -Identity <mailbox> -FolderScope SentItems)',
+      };
+    }
     const received = ['INBOX', config.drain.processedFolder];
     let sentAfter: number | undefined;
     let arrivedAfter: number | undefined;

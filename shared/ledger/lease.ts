@@ -217,3 +217,16 @@ export class MailboxLease {
     }
   }
 }
+
+/** Until when Exchange asked the mailbox's runs to stay away (epoch ms), or 0 (for `inboxq status`). */
+export async function readBackoff(storage: StorageClients, mailbox: string, now: number): Promise<number> {
+  const table = await storage.table(MAILBOXES_TABLE);
+  try {
+    const row = await table.getEntity<LeaseRow>(LEASE_PARTITION, partitionKey(mailbox));
+    const until = Number(row.backoffUntil ?? 0);
+    return until > now ? until : 0;
+  } catch (err) {
+    if ((err as { statusCode?: number }).statusCode === 404) return 0;
+    throw storageError('Reading the run lease failed', err, mailbox);
+  }
+}

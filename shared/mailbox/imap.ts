@@ -230,6 +230,15 @@ export class MailboxSession {
     return list.find((f) => f.specialUse === use)?.path;
   }
 
+  /**
+   * The mailbox's Sent folder: the one the server marks `\Sent` (SPECIAL-USE), else the one
+   * imapflow recognises by its name in any of some hundred languages ("Gesendete Elemente",
+   * "Éléments envoyés", …); undefined when there is none.
+   */
+  async sentFolder(): Promise<string | undefined> {
+    return this.specialFolder('\\Sent');
+  }
+
   /** Does `folder` hold a message with this Message-ID? Used to tell whether a reply already went out. */
   async hasMessageId(folder: string, messageId: string): Promise<boolean> {
     const lock = await this.run(`SELECT ${folder}`, () => this.client.getMailboxLock(folder, { readOnly: true }));
@@ -467,12 +476,12 @@ export function describeImapError(
     failure = 'auth';
     message = `IMAP login to ${server} was refused (AUTHENTICATE XOAUTH2 failed)`;
     hint =
-      'check that the service principal is registered in Exchange with the Enterprise application object id (New-ServicePrincipal -AppId <client id> -ObjectId <enterprise app object id>), that it has FullAccess on this mailbox (Add-MailboxPermission), and that the app has IMAP.AccessAsApp with admin consent; changes take up to 30 minutes. `inboxq doctor` checks each step';
+      'check that IMAP is enabled for the mailbox (Get-CASMailbox <mailbox> | Format-List ImapEnabled), that the service principal is registered in Exchange with the Enterprise application object id (New-ServicePrincipal -AppId <client id> -ObjectId <enterprise app object id>), that it has FullAccess on this mailbox (Add-MailboxPermission), and that the app has IMAP.AccessAsApp with admin consent; changes take up to 30 minutes. `inboxq doctor` checks each step';
   } else if (/authenticated but not connected/i.test(text)) {
     failure = 'not-connected';
     message = `IMAP login to ${server} worked but the mailbox is not accessible ("User is authenticated but not connected")`;
     hint =
-      'grant the service principal FullAccess on this mailbox: Add-MailboxPermission -Identity <mailbox> -User <service principal id> -AccessRights FullAccess';
+      'check that IMAP is enabled for the mailbox (Get-CASMailbox <mailbox> | Format-List ImapEnabled; Set-CASMailbox <mailbox> -ImapEnabled $true), then that the service principal has FullAccess on it: Add-MailboxPermission -Identity <mailbox> -User <service principal id> -AccessRights FullAccess';
   } else if (e.code === 'ETHROTTLE' || /Request is throttled/i.test(text)) {
     failure = 'throttled';
     const backoff =

@@ -14,6 +14,7 @@ import type { InboxqConfig } from '../config/types';
 import { DRAIN_REQUESTS_QUEUE, REPLIES_QUEUE } from '../contract/messages';
 import { describeError } from '../errors';
 import type { Ledger } from '../ledger/ledger';
+import { readBackoff } from '../ledger/lease';
 import { readPace } from '../ledger/pacing';
 import { listParkedReplies } from '../reply/parked';
 import type { StorageClients } from '../storage/clients';
@@ -37,7 +38,9 @@ export interface MailboxStatus {
   setAside: { folder: string; mails: number } | { error: string };
   /** Approximate message counts; null for a queue that does not exist yet. */
   queues: Record<string, number | null>;
-  pacing: { perMinute: number; sentThisMinute: number };
+  pacing: { perMinute: number; sentThisMinute: number; pausedUntil: string | null };
+  /** Until when Exchange asked the drain runs to wait (an IMAP back-off), or null. */
+  imapBackoffUntil: string | null;
   /** Poisoned replies kept for `inboxq replay replies-poison`. */
   poisonedReplies: number;
   staleness: Staleness | { stale: false; reason: string };
@@ -119,6 +122,8 @@ export async function mailboxStatus(
   }
   const pace = await readPace(storage, config.mailbox, () => options.now);
   const poisonedReplies = (await listParkedReplies(storage, config.mailbox)).length;
+  const backoff = await readBackoff(storage, config.mailbox, options.now);
+  const iso = (ms: number) => (ms > 0 ? new Date(ms).toISOString() : null);
   const stale = options.schedule
     ? staleness(lastSuccess?.at, options.schedule, options.now, config.drain.runBudgetMs + 60_000)
     : { stale: false as const, reason: 'not judged: INBOXQ_DRAIN_SCHEDULE is not set here (or give --schedule)' };
@@ -138,7 +143,12 @@ export async function mailboxStatus(
     inbox,
     setAside,
     queues,
-    pacing: { perMinute: config.reply.maxPerMinute, sentThisMinute: pace.sentThisMinute },
+    pacing: {
+      perMinute: config.reply.maxPerMinute,
+      sentThisMinute: pace.sentThisMinute,
+      pausedUntil: iso(pace.blockedUntil),
+    },
+    imapBackoffUntil: iso(backoff),
     poisonedReplies,
     staleness: stale,
     problems,
@@ -180,8 +190,9 @@ export function formatStatus(statuses: MailboxStatus[], now: number): string {
         .join(', ')}`,
     );
     out.push(
-      `  reply pacing      ${s.pacing.perMinute > 0 ? `${s.pacing.sentThisMinute} of ${s.pacing.perMinute} this minute` : 'off'}`,
+      `  reply pacing      ${s.pacing.perMinute > 0 ? `${s.pacing.sentThisMinute} of ${s.pacing.perMinute} this minute` : 'off'}${s.pacing.pausedUntil ? `; sending paused by Exchange until ${s.pacing.pausedUntil}` : ''}`,
     );
+    if (s.imapBackoffUntil) out.push(`  IMAP back-off     runs wait until ${s.imapBackoffUntil}, as Exchange asked`);
     for (const p of s.problems) out.push(`  ! ${p}`);
     out.push('');
   }

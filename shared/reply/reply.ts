@@ -26,7 +26,14 @@ import {
   type ReplyMessage,
   replyMessageSchema,
 } from '../contract/messages';
-import { describeError, InvalidMessageError, ReplyInProgressError, SmtpError, UnknownTaskError } from '../errors';
+import {
+  describeError,
+  ImapError,
+  InvalidMessageError,
+  ReplyInProgressError,
+  SmtpError,
+  UnknownTaskError,
+} from '../errors';
 import { blockSending, takeSendingSlot } from '../ledger/pacing';
 import type { MessageRecord, ReplyRecord } from '../ledger/rows';
 import { SmtpSlots } from '../ledger/smtp-slots';
@@ -361,7 +368,16 @@ async function loadAttachments(deps: ReplyDeps, reply: ReplyMessage): Promise<Co
 async function foundInSentFolder(deps: ReplyDeps, messageId: string): Promise<boolean> {
   const session = await MailboxSession.open({ config: deps.config, tokens: deps.tokens, log: deps.log });
   try {
-    const sent = (await session.specialFolder('\\Sent')) ?? 'Sent Items';
+    const sent = await session.sentFolder();
+    if (!sent)
+      throw new ImapError(
+        `The mailbox ${deps.config.mailbox} has no Sent folder inboxq can recognise (none marked \\Sent, none with a known name), so an interrupted send can't be checked`,
+        'protocol',
+        {
+          mailbox: deps.config.mailbox,
+          hint: 'the reply is retried and ends in the poison queue if this persists; `inboxq doctor` (step Sent folder) says what the mailbox has',
+        },
+      );
     return await session.hasMessageId(sent, messageId);
   } finally {
     await session.close();

@@ -248,7 +248,7 @@ export function describeSmtpError(err: unknown, config: SmtpConfig): SmtpError {
   } else if (/5\.7\.139/.test(response)) {
     failure = 'auth-disabled';
     message = `SMTP AUTH is disabled for ${config.mailbox} on ${server} (535 5.7.139)`;
-    hint = `enable it for the mailbox: Set-CASMailbox -Identity ${config.mailbox} -SmtpClientAuthenticationDisabled $false (and check the tenant: Set-TransportConfig -SmtpClientAuthenticationDisabled $false; security defaults turn it off)`;
+    hint = `enable it for the mailbox: Set-CASMailbox -Identity ${config.mailbox} -SmtpClientAuthenticationDisabled $false (the mailbox's setting is enough; leave it off for the rest of the tenant)`;
   } else if (code === 535 || e.code === 'EAUTH') {
     failure = 'auth';
     message = `SMTP login to ${server} was refused (${response || 'authentication failed'})`;

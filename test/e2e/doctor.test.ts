@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { main } from '../../cli/inboxq';
 import { LocalStack } from '../../localstack';
+import { ImapFaultProxy } from '../../localstack/proxies';
 import { MAIL_CONTAINER } from '../../shared/contract/messages';
 import { CONVERSATIONS_TABLE } from '../../shared/conversation/conversations';
 import { type DoctorCheck, runDoctor } from '../../shared/doctor/doctor';
@@ -150,6 +151,30 @@ describe('inboxq doctor', () => {
     const smtp = byStep(checks)['SMTP']!;
     expect(smtp.detail).toContain('5.7.139');
     expect(smtp.fix).toContain(`Set-CASMailbox -Identity ${mailbox} -SmtpClientAuthenticationDisabled $false`);
+    // Per mailbox, as Microsoft recommends: no tenant-wide advice.
+    expect(smtp.fix).not.toContain('Set-TransportConfig');
+    expect(smtp.detail + smtp.fix).not.toContain('Set-TransportConfig');
+  });
+
+  it('IMAP disabled for the mailbox ("authenticated but not connected"): step IMAP names Set-CASMailbox -ImapEnabled before the permission', async () => {
+    const mailbox = 'doctor-imapoff@company.test';
+    const proxy = new ImapFaultProxy(stack.dovecot.imapPort, stack.certs);
+    await proxy.start();
+    try {
+      // What Exchange answers the SELECT of a mailbox whose IMAP is switched off (or not granted).
+      proxy.answer(/SELECT/, 'BAD User is authenticated but not connected.');
+      const checks = await runDoctor(stack.settings(mailbox, { INBOXQ_IMAP_PORT: String(proxy.port) }), {
+        skipSentCheck: true,
+      });
+      expect(failed(checks)).toEqual(['IMAP']);
+      const imap = byStep(checks)['IMAP']!;
+      expect(imap.detail).toContain('User is authenticated but not connected');
+      expect(imap.fix).toBe(
+        `first Get-CASMailbox -Identity ${mailbox} | Format-List ImapEnabled; if False: Set-CASMailbox -Identity ${mailbox} -ImapEnabled $true; then Add-MailboxPermission -Identity ${mailbox} -User <object id of the Enterprise application> -AccessRights FullAccess`,
+      );
+    } finally {
+      await proxy.stop();
+    }
   });
 
   it('a missing queue: step storage, naming it and how to create it', async () => {

@@ -8,12 +8,14 @@ import path from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { main } from '../../cli/inboxq';
 import { LocalStack } from '../../localstack';
 import { ImapFaultProxy } from '../../localstack/proxies';
 import { runtimeFor } from '../../localstack/runtime';
 import { encodeQueueMessage } from '../../shared/contract/messages';
 import { drainMailbox } from '../../shared/drain/drain';
 import { readPace } from '../../shared/ledger/pacing';
+import type { MailboxStatus } from '../../shared/ops/status';
 import { listParkedReplies } from '../../shared/reply/parked';
 import { sendReply, THROTTLED_SENDING_PAUSE_MS } from '../../shared/reply/reply';
 import { memoryLogger } from '../../shared/telemetry/log';
@@ -159,6 +161,8 @@ describe('Exchange stops a mailbox from sending', () => {
       expect(log.lines.map((l) => l.line).join('\n')).toContain('Exchange stopped the mailbox from sending');
       const pace = await readPace(rt.storage, mailbox);
       expect(pace.blockedUntil).toBeGreaterThan(Date.now() + THROTTLED_SENDING_PAUSE_MS - 60_000);
+      const status = JSON.parse((await main(['status', '--json'], settings)).stdout) as MailboxStatus;
+      expect(status.pacing.pausedUntil).toBe(new Date(pace.blockedUntil).toISOString());
       // The other reply waits too, without a connection.
       const accepted = stack.smtp.accepted.length;
       const second = await sendReply(reply(mailbox, taskIds[1]!), { ...rt, log: memoryLogger() });
@@ -193,6 +197,8 @@ describe('an IMAP back-off of minutes', () => {
     expect(log.lines.map((l) => l.line).join('\n')).toMatch(/Exchange throttled the mailbox; its runs wait until /);
     expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(3);
 
+    const status = JSON.parse((await main(['status', '--json'], settings)).stdout) as MailboxStatus;
+    expect(Date.parse(status.imapBackoffUntil!)).toBeGreaterThan(Date.now() + 240_000);
     const connections = imapProxy.connections;
     for (const minutes of [1, 4]) {
       const waiting = await drainMailbox({ ...rt, log: memoryLogger(), now: () => Date.now() + minutes * 60_000 });

@@ -53,7 +53,9 @@ describe('SMTP answers', () => {
       config,
     );
     expect(full.failure).toBe('throttled');
-    expect(full.summary).toBe('the mailbox agent@contoso.com is full (554 5.2.2 mailbox full; QuotaExceededException) [mailbox agent@contoso.com]');
+    expect(full.summary).toBe(
+      'the mailbox agent@contoso.com is full (554 5.2.2 mailbox full; QuotaExceededException) [mailbox agent@contoso.com]',
+    );
     expect(
       describeSmtpError({ responseCode: 554, response: '554 5.2.252 SendAsDenied; not allowed' }, config).failure,
     ).toBe('send-as-denied');
@@ -75,7 +77,9 @@ describe('IMAP throttling', () => {
       'UID FETCH',
     );
     expect(long).toMatchObject({ failure: 'throttled', backoffMs: 300_000 });
-    expect(long.summary).toBe('Exchange throttled the IMAP session during UID FETCH and asked to wait 300 s [mailbox agent@contoso.com]');
+    expect(long.summary).toBe(
+      'Exchange throttled the IMAP session during UID FETCH and asked to wait 300 s [mailbox agent@contoso.com]',
+    );
     expect(long.hint).toContain('wait that long without connecting');
     const short = describeImapError({ code: 'ETHROTTLE', throttleReset: 300 }, imap, 'UID MOVE');
     expect(short.backoffMs).toBe(300);
