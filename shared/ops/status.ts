@@ -13,8 +13,8 @@
 import type { InboxqConfig } from '../config/types';
 import { DRAIN_REQUESTS_QUEUE, REPLIES_QUEUE } from '../contract/messages';
 import { describeError } from '../errors';
-import type { Ledger } from '../ledger/ledger';
 import { readBackoff } from '../ledger/lease';
+import type { Ledger } from '../ledger/ledger';
 import { readPace } from '../ledger/pacing';
 import { listParkedReplies } from '../reply/parked';
 import type { StorageClients } from '../storage/clients';
