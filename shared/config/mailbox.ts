@@ -58,6 +58,7 @@ export function loadMailbox(env: Env, key: string, overrideKey: string | null): 
       runBudgetMs: s.INBOXQ_RUN_BUDGET_SECONDS * 1000,
       leaseMs: s.INBOXQ_DRAIN_LEASE_SECONDS * 1000,
       retentionDays: s.INBOXQ_MAIL_RETENTION_DAYS,
+      mailboxRetentionDays: s.INBOXQ_MAILBOX_RETENTION_DAYS,
     },
     reply: {
       maxPerMinute: s.INBOXQ_SMTP_MAX_PER_MINUTE,

@@ -67,6 +67,11 @@ export interface InboxqConfig {
     leaseMs: number;
     /** Stored mail (blobs) and ledger rows older than this are deleted; 0 keeps them. */
     retentionDays: number;
+    /**
+     * Mail in the processed and quarantine folders, and inboxq's own copies in Sent, older than this
+     * is deleted from the mailbox; 0 keeps it (the mailbox then fills up).
+     */
+    mailboxRetentionDays: number;
   };
   reply: {
     /** Replies sent per minute at most (Exchange Online: 30 per mailbox); 0 = no pacing. */

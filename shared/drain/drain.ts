@@ -24,6 +24,7 @@ import { LONG_BACKOFF_MS, type MailboxEntry, MailboxSession } from '../mailbox/i
 import { inboxqMetrics } from '../telemetry/metrics';
 import { drainBatch, type MailResult } from './batch';
 import type { MailOutcome } from './mail';
+import { expireMailboxMail, mailboxRetentionDue } from './mailbox-retention';
 import { setAsidePoison } from './poison';
 import { reconcileLedger } from './reconcile';
 import { expireOldMail } from './retention';
@@ -55,6 +56,8 @@ export interface DrainSummary {
     throttled: number;
     expired: number;
     reconciled: number;
+    /** Mails deleted from the processed, quarantine and Sent folders past the mailbox retention. */
+    deletedFromMailbox: number;
   };
   /** Mails left in the inbox for the next run. */
   remaining: number;
@@ -88,6 +91,11 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
     await drainInbox(deps, session, lease, summary, () => now() - started > config.drain.runBudgetMs);
     if (config.drain.retentionDays > 0 && summary.stoppedBecause === 'empty') {
       summary.counts.expired = await expireOldMail(deps, now);
+    }
+    const retention = config.drain.mailboxRetentionDays > 0 && summary.stoppedBecause === 'empty';
+    if (retention && mailboxRetentionDue(config.mailbox, now())) {
+      const deleted = await expireMailboxMail(deps, session, now);
+      summary.counts.deletedFromMailbox = deleted.processed + deleted.quarantine + deleted.sent;
     }
   } catch (err) {
     if (err instanceof ImapError && err.failure === 'throttled' && (err.backoffMs ?? 0) > LONG_BACKOFF_MS) {
@@ -143,6 +151,7 @@ function emptySummary(runId: string, mailbox: string, started: number): DrainSum
       throttled: 0,
       expired: 0,
       reconciled: 0,
+      deletedFromMailbox: 0,
     },
     remaining: 0,
     outcomes: [],

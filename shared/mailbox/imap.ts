@@ -294,6 +294,33 @@ export class MailboxSession {
     }
   }
 
+  /**
+   * Deletes at most `max` mails of `folder` that arrived before `before` (SEARCH BEFORE, by
+   * INTERNALDATE), the oldest first, and only those whose Message-ID contains `messageIdPart` when
+   * given; returns how many. A folder that does not exist has none.
+   */
+  async deleteOlderThan(folder: string, before: Date, max: number, messageIdPart?: string): Promise<number> {
+    if (!(await this.folderExists(folder))) return 0;
+    const lock = await this.run(`SELECT ${folder}`, () => this.client.getMailboxLock(folder));
+    try {
+      const query = { before, ...(messageIdPart ? { header: { 'message-id': messageIdPart } } : {}) };
+      const found = await this.run('UID SEARCH BEFORE', () => this.client.search(query, { uid: true }));
+      const uids = (found || []).sort((a, b) => a - b).slice(0, max);
+      if (uids.length > 0)
+        await this.run(`UID EXPUNGE ${uids.length} mails`, () =>
+          this.checked(this.client.messageDelete(uids.join(','), { uid: true })),
+        );
+      return uids.length;
+    } finally {
+      lock.release();
+    }
+  }
+
+  private async folderExists(folder: string): Promise<boolean> {
+    const list = await this.run('LIST', () => this.client.list());
+    return list.some((f) => f.path.toLowerCase() === folder.toLowerCase());
+  }
+
   /** Deletes the mails of `folder` with this Message-ID (doctor's own test mail). */
   async deleteByMessageId(folder: string, messageId: string): Promise<void> {
     const lock = await this.run(`SELECT ${folder}`, () => this.client.getMailboxLock(folder));

@@ -16,7 +16,7 @@ import type { InboxqConfig } from '../config/types';
 import type { Ledger } from '../ledger/ledger';
 import { DELETED_LOCATION, type MessageRecord, UNKNOWN_LOCATION } from '../ledger/rows';
 import type { MailboxSession } from '../mailbox/imap';
-import { whereNow } from './trace';
+import { RETENTION_DELETED, whereNow } from './trace';
 
 export interface ReleaseOutcome {
   target: string;
@@ -63,6 +63,8 @@ function refusal(row: MessageRecord, drain: InboxqConfig['drain']): string | und
     return `task ${row.taskId} was released already (${row.releasedAt ?? ''}); the next drain run takes it`;
   if (where === DELETED_LOCATION)
     return `task ${row.taskId} was deleted from the mailbox (INBOXQ_PROCESSED_ACTION=delete); ask the sender to send it again`;
+  if (where === RETENTION_DELETED)
+    return `task ${row.taskId} was deleted from the mailbox after INBOXQ_MAILBOX_RETENTION_DAYS; ask the sender to send it again`;
   if (where === UNKNOWN_LOCATION)
     return `task ${row.taskId} left INBOX without a record of where it went; move it back to INBOX by hand`;
   if (!row.headerSha256)

@@ -170,12 +170,23 @@ function verdictOf(state: MessageRecord['state']): TracedMail['verdict'] {
   return 'not finished';
 }
 
-/** Where the mail is now, from its row (and, for rows older than `location`, the settings as they are). */
-export function whereNow(row: MessageRecord, drain: InboxqConfig['drain']): string {
-  if (row.location) return row.location;
-  if (!row.removed) return 'INBOX';
-  if (row.state === 'quarantined') return drain.quarantineFolder;
-  return drain.processedAction === 'delete' ? DELETED_LOCATION : drain.processedFolder;
+/** Where a mail past the mailbox retention is: deleted from its folder by a drain run. */
+export const RETENTION_DELETED = '(deleted after INBOXQ_MAILBOX_RETENTION_DAYS)';
+
+/**
+ * Where the mail is now, from its row (and, for rows older than `location`, the settings as they
+ * are); a mail in the processed or quarantine folder past the mailbox retention has been deleted.
+ */
+export function whereNow(row: MessageRecord, drain: InboxqConfig['drain'], now = Date.now()): string {
+  let where: string;
+  if (row.location) where = row.location;
+  else if (!row.removed) where = 'INBOX';
+  else if (row.state === 'quarantined') where = drain.quarantineFolder;
+  else where = drain.processedAction === 'delete' ? DELETED_LOCATION : drain.processedFolder;
+  const inFolder = where === drain.processedFolder || where === drain.quarantineFolder;
+  const expired =
+    drain.mailboxRetentionDays > 0 && Date.parse(row.receivedAt) < now - drain.mailboxRetentionDays * 86_400_000;
+  return inFolder && expired ? RETENTION_DELETED : where;
 }
 
 function replyKind(replyId: string): TracedReply['kind'] {
@@ -278,6 +289,8 @@ function describeLocation(location: string): string {
   if (location === 'INBOX') return 'in INBOX, for the next drain run';
   if (location === DELETED_LOCATION) return 'deleted from the mailbox (INBOXQ_PROCESSED_ACTION=delete)';
   if (location === UNKNOWN_LOCATION) return 'gone from INBOX; a later run found it gone before its move was recorded';
+  if (location === RETENTION_DELETED)
+    return 'deleted from the mailbox: it was older than INBOXQ_MAILBOX_RETENTION_DAYS';
   return `in the folder ${location}`;
 }
 

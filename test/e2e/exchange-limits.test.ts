@@ -212,3 +212,53 @@ describe('an IMAP back-off of minutes', () => {
     expect(imapProxy.connections).toBe(connections + 1);
   }, 90_000);
 });
+
+describe('mailbox retention', () => {
+  it('deletes processed and quarantined mail and inboxq’s own copies in Sent past INBOXQ_MAILBOX_RETENTION_DAYS, nothing else', async () => {
+    const mailbox = 'retention@company.test';
+    const day = 86_400_000;
+    const old = new Date(Date.now() - 40 * day);
+    const recent = new Date(Date.now() - 2 * day);
+    const mail = (messageId: string) =>
+      Buffer.from(`From: ${mailbox}\r\nTo: x@partner.test\r\nMessage-ID: ${messageId}\r\nSubject: s\r\n\r\nbody\r\n`);
+    const client = await stack.imap(mailbox);
+    try {
+      for (const folder of ['inboxq-processed', 'inboxq-quarantine']) await client.mailboxCreate(folder);
+      await client.append('inboxq-processed', mail('<p-old-1@partner.test>'), [], old);
+      await client.append('inboxq-processed', mail('<p-old-2@partner.test>'), [], old);
+      await client.append('inboxq-processed', mail('<p-new@partner.test>'), [], recent);
+      await client.append('inboxq-quarantine', mail('<q-old@partner.test>'), [], old);
+      await client.append('inboxq-quarantine', mail('<q-new@partner.test>'), [], recent);
+      await client.append('Sent', mail('<inboxq.0123456789abcdef0123456789abcdef.reply@company.test>'), [], old);
+      await client.append('Sent', mail('<written-by-a-person@company.test>'), [], old);
+      await client.append('Sent', mail('<inboxq.fedcba9876543210fedcba9876543210.reply@company.test>'), [], recent);
+    } finally {
+      await client.logout();
+    }
+    const ids = async (folder: string) =>
+      (await stack.readFolder(mailbox, folder))
+        .map((m) => /^Message-ID: (.*)$/im.exec(m.source.toString())![1]!.trim())
+        .sort();
+
+    // Switched off: nothing is deleted.
+    const keep = stack.settings(mailbox, { INBOXQ_MAILBOX_RETENTION_DAYS: '0' });
+    expect((await drainMailbox({ ...runtimeFor(keep), log: memoryLogger() })).counts.deletedFromMailbox).toBe(0);
+    expect(await ids('inboxq-processed')).toHaveLength(3);
+
+    const settings = stack.settings(mailbox, { INBOXQ_MAILBOX_RETENTION_DAYS: '30' });
+    const log = memoryLogger();
+    const summary = await drainMailbox({ ...runtimeFor(settings), log });
+    expect(summary.counts.deletedFromMailbox).toBe(4);
+    expect(await ids('inboxq-processed')).toEqual(['<p-new@partner.test>']);
+    expect(await ids('inboxq-quarantine')).toEqual(['<q-new@partner.test>']);
+    expect(await ids('Sent')).toEqual([
+      '<inboxq.fedcba9876543210fedcba9876543210.reply@company.test>',
+      '<written-by-a-person@company.test>',
+    ]);
+    expect(log.lines.map((l) => l.line).join('\n')).toContain(
+      'Deleted mail past the mailbox retention {"mailbox":"retention@company.test"',
+    );
+    // Once an hour per mailbox in a warm instance: the next run does not look again.
+    expect((await drainMailbox({ ...runtimeFor(settings), log: memoryLogger() })).counts.deletedFromMailbox).toBe(0);
+  });
+});
