@@ -36,7 +36,7 @@ import { formatDoctorReport, runDoctorAll } from '../shared/doctor/doctor';
 import { describeError } from '../shared/errors';
 import { judgeMail } from '../shared/sender/judge';
 import { release, replay, status, trace } from './ops';
-import { type CliResult, settingsFromEnvironment, UsageError } from './settings';
+import { type CliResult, MAILBOX_OPTIONS, settingsFromEnvironment, UsageError } from './settings';
 
 export const policyFileSchema = z
   .object({
@@ -133,9 +133,7 @@ export async function doctor(args: string[], env: Env = process.env): Promise<Cl
   const { values } = parseArgs({
     args,
     options: {
-      mailbox: { type: 'string' },
-      settings: { type: 'string' },
-      json: { type: 'boolean' },
+      ...MAILBOX_OPTIONS,
       'skip-sent-check': { type: 'boolean' },
     },
     allowPositionals: false,

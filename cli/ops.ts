@@ -20,7 +20,7 @@ import { formatStatus, type MailboxStatus, mailboxStatus } from '../shared/ops/s
 import { classifyQuery, formatTrace, printable, traceMail } from '../shared/ops/trace';
 import { createStorageClients } from '../shared/storage/clients';
 import { silentLogger } from '../shared/telemetry/log';
-import { type CliResult, settingsFromEnvironment, UsageError } from './settings';
+import { type CliResult, MAILBOX_OPTIONS, settingsFromEnvironment, UsageError } from './settings';
 
 interface Selected {
   config: InboxqConfig;
@@ -58,9 +58,7 @@ export async function trace(args: string[], env: Env): Promise<CliResult> {
   const { values, positionals } = parseArgs({
     args,
     options: {
-      mailbox: { type: 'string' },
-      settings: { type: 'string' },
-      json: { type: 'boolean' },
+      ...MAILBOX_OPTIONS,
       max: { type: 'string', default: '50' },
       timeout: { type: 'string', default: '30' },
     },
@@ -93,9 +91,7 @@ export async function status(args: string[], env: Env): Promise<CliResult> {
   const { values } = parseArgs({
     args,
     options: {
-      mailbox: { type: 'string' },
-      settings: { type: 'string' },
-      json: { type: 'boolean' },
+      ...MAILBOX_OPTIONS,
       schedule: { type: 'string' },
     },
     allowPositionals: false,
@@ -135,7 +131,7 @@ export async function status(args: string[], env: Env): Promise<CliResult> {
 export async function release(args: string[], env: Env): Promise<CliResult> {
   const { values, positionals } = parseArgs({
     args,
-    options: { mailbox: { type: 'string' }, settings: { type: 'string' }, json: { type: 'boolean' } },
+    options: MAILBOX_OPTIONS,
     allowPositionals: true,
   });
   if (positionals.length === 0)
@@ -159,9 +155,7 @@ export async function replay(args: string[], env: Env): Promise<CliResult> {
   const { values, positionals } = parseArgs({
     args,
     options: {
-      mailbox: { type: 'string' },
-      settings: { type: 'string' },
-      json: { type: 'boolean' },
+      ...MAILBOX_OPTIONS,
       'dry-run': { type: 'boolean' },
     },
     allowPositionals: true,

@@ -15,6 +15,13 @@ export interface CliResult {
   stderr: string;
 }
 
+/** The options every command on a deployment's mailboxes takes (parseArgs). */
+export const MAILBOX_OPTIONS = {
+  mailbox: { type: 'string' },
+  settings: { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
 /** The command line or the settings file it names is wrong: printed with the usage, exit 2. */
 export class UsageError extends InboxqError {
   override readonly code = 'USAGE';
