@@ -5,7 +5,8 @@
  * ImapFaultProxy: terminates TLS with the stack's certificate, forwards to Dovecot over TLS, and
  * reads the client's command lines so it can answer one the way Exchange does when it throttles
  * (`tag BAD Request is throttled. Suggested Backoff Time: N milliseconds`) or cut the connection
- * when a command comes.
+ * when a command comes. It can also show a folder under another name, without its SPECIAL-USE flag
+ * (a mailbox in another language on a server that does not advertise SPECIAL-USE).
  */
 import net from 'node:net';
 import tls from 'node:tls';
@@ -70,6 +71,8 @@ export class ImapFaultProxy {
   readonly injected: string[] = [];
   /** Client connections accepted so far. */
   connections = 0;
+  /** Folders shown under another name (server name -> shown name), their SPECIAL-USE flags removed. */
+  private readonly renames = new Map<string, string>();
   private server: tls.Server | undefined;
   private readonly rules: Rule[] = [];
   private readonly sockets = new Set<net.Socket>();
@@ -92,6 +95,33 @@ export class ImapFaultProxy {
     this.rules.push({ pattern, action: { kind: 'answer', text }, times });
   }
 
+  /**
+   * Shows the server's folder `folder` as `shown` (LIST and STATUS answers), without a SPECIAL-USE
+   * flag, and maps `shown` back in the client's commands.
+   */
+  renameFolder(folder: string, shown: string): void {
+    this.renames.set(folder, shown);
+  }
+
+  /** A server line as the client sees it, with the renamed folders. */
+  private serverLine(line: string): string {
+    if (!/^\* (LIST|LSUB|STATUS) /.test(line)) return line;
+    let out = line;
+    for (const [folder, shown] of this.renames) {
+      const quoted = new RegExp(`(?:"${folder}"|(?<=[ )])${folder})(?=\\r?\\n| \\()`);
+      if (!quoted.test(out)) continue;
+      out = out.replace(quoted, `"${shown}"`).replace(/\\(Sent|Drafts|Trash|Junk|Archive|All|Flagged) ?/g, '');
+    }
+    return out;
+  }
+
+  /** A client line as the server must see it. */
+  private clientLine(line: string): string {
+    let out = line;
+    for (const [folder, shown] of this.renames) out = out.split(`"${shown}"`).join(`"${folder}"`);
+    return out;
+  }
+
   /** The next command matching `pattern` cuts the connection instead of reaching the server. */
   dropOn(pattern: RegExp, times = 1): void {
     this.rules.push({ pattern, action: { kind: 'drop' }, times });
@@ -107,7 +137,20 @@ export class ImapFaultProxy {
         servername: 'localhost',
       });
       pair(client, upstream, this.sockets);
-      upstream.pipe(client);
+      let fromServer = Buffer.alloc(0);
+      upstream.on('data', (chunk: Buffer) => {
+        if (this.renames.size === 0) return client.write(chunk);
+        fromServer = Buffer.concat([fromServer, chunk]);
+        let end = fromServer.lastIndexOf('\r\n');
+        if (end < 0) return;
+        end += 2;
+        const lines = fromServer
+          .subarray(0, end)
+          .toString('latin1')
+          .split(/(?<=\r\n)/);
+        fromServer = fromServer.subarray(end);
+        client.write(Buffer.from(lines.map((l) => this.serverLine(l)).join(''), 'latin1'));
+      });
       let pending = Buffer.alloc(0);
       client.on('data', (chunk: Buffer) => {
         pending = Buffer.concat([pending, chunk]);
@@ -117,7 +160,7 @@ export class ImapFaultProxy {
           const text = line.toString('latin1');
           const rule = this.rules.find((r) => r.times > 0 && r.pattern.test(text));
           if (!rule) {
-            upstream.write(line);
+            upstream.write(this.renames.size ? Buffer.from(this.clientLine(text), 'latin1') : line);
             continue;
           }
           rule.times--;

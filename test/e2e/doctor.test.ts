@@ -177,6 +177,34 @@ describe('inboxq doctor', () => {
     }
   });
 
+  it('a Sent folder in another language, on a server that does not mark it \\Sent: found by its name; an unknown name is said', async () => {
+    const proxy = new ImapFaultProxy(stack.dovecot.imapPort, stack.certs);
+    await proxy.start();
+    try {
+      proxy.renameFolder('Sent', 'Gesendete Elemente');
+      const mailbox = 'doctor-de@company.test';
+      const checks = await runDoctor(stack.settings(mailbox, { INBOXQ_IMAP_PORT: String(proxy.port) }));
+      const sent = byStep(checks)['Sent folder']!;
+      expect(sent.status).toBe('pass');
+      expect(sent.detail).toMatch(/^a test mail to itself left a copy in Gesendete Elemente after /);
+    } finally {
+      await proxy.stop();
+    }
+    const other = new ImapFaultProxy(stack.dovecot.imapPort, stack.certs);
+    await other.start();
+    try {
+      other.renameFolder('Sent', 'Zzz Outbox Archive');
+      const mailbox = 'doctor-xx@company.test';
+      const checks = await runDoctor(stack.settings(mailbox, { INBOXQ_IMAP_PORT: String(other.port) }));
+      const sent = byStep(checks)['Sent folder']!;
+      expect(sent.status).toBe('fail');
+      expect(sent.detail).toContain('the mailbox has no Sent folder inboxq can recognise');
+      expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
+    } finally {
+      await other.stop();
+    }
+  });
+
   it('a missing queue: step storage, naming it and how to create it', async () => {
     const storage = createStorageClients({
       kind: 'connection-string',
