@@ -2,7 +2,8 @@
  * `inboxq doctor`: checks each mailbox's whole setup against the real services, in the order an
  * admin sets it up, and names the step that is wrong with the command that fixes it.
  *
- *   1 settings   2 credential   3 token   4 token roles   5 IMAP   6 SMTP   7 Sent folder   8 storage
+ *   1 settings   2 credential   3 token   4 token roles   5 IMAP   6 SMTP   7 Sent folder
+ *   8 mailbox size (where the server reports its quota)   9 storage
  *
  * Step 7 sends one mail from the mailbox to itself (sent-folder.ts); `skipSentCheck` leaves it out.
  * The steps follow docs/m365-setup.md; a failed step skips those that can't work without it.
@@ -31,7 +32,7 @@ import { silentLogger } from '../telemetry/log';
 import { checkSentFolder } from './sent-folder';
 
 export type StepName =
-  'settings' | 'credential' | 'token' | 'token roles' | 'IMAP' | 'SMTP' | 'Sent folder' | 'storage';
+  'settings' | 'credential' | 'token' | 'token roles' | 'IMAP' | 'SMTP' | 'Sent folder' | 'mailbox size' | 'storage';
 
 export interface DoctorCheck {
   step: StepName;
@@ -61,7 +62,18 @@ export interface MailboxReport {
   checks: DoctorCheck[];
 }
 
-const AFTER_SETTINGS: StepName[] = ['credential', 'token', 'token roles', 'IMAP', 'SMTP', 'Sent folder', 'storage'];
+const AFTER_SETTINGS: StepName[] = [
+  'credential',
+  'token',
+  'token roles',
+  'IMAP',
+  'SMTP',
+  'Sent folder',
+  'mailbox size',
+  'storage',
+];
+/** A mailbox this full is a warning: at its quota Exchange stops delivery to it and sending from it. */
+export const QUOTA_WARNING = 0.9;
 
 function settingsFailed(mailbox: string, detail: string, fix: string, why: string): MailboxReport {
   return {
@@ -151,8 +163,11 @@ async function checkMailbox(config: InboxqConfig, options: DoctorOptions): Promi
       if (options.skipSentCheck) skip(['Sent folder'], 'left out (--skip-sent-check)');
       else if (imapOk && smtpOk) await checkSent(config, tokens, checks);
       else skip(['Sent folder'], 'needs IMAP and SMTP');
-    } else skip(['token roles', 'IMAP', 'SMTP', 'Sent folder'], 'no token');
-  } else skip(['token', 'token roles', 'IMAP', 'SMTP', 'Sent folder'], 'the credential is not readable');
+      if (imapOk) await checkMailboxSize(config, tokens, checks);
+      else skip(['mailbox size'], 'needs IMAP');
+    } else skip(['token roles', 'IMAP', 'SMTP', 'Sent folder', 'mailbox size'], 'no token');
+  } else
+    skip(['token', 'token roles', 'IMAP', 'SMTP', 'Sent folder', 'mailbox size'], 'the credential is not readable');
   await checkStorage(config, checks);
   return checks;
 }
@@ -268,6 +283,47 @@ async function checkSent(config: InboxqConfig, tokens: ExchangeTokenProvider, ch
     checks.push({ step: 'Sent folder', ...(await checkSentFolder(config, tokens)) });
   } catch (err) {
     checks.push({ step: 'Sent folder', status: 'fail', detail: detailOf(err), fix: fixFor(err) });
+  }
+}
+
+/** The mailbox's size against its quota, where the server reports it over IMAP (QUOTA). */
+async function checkMailboxSize(
+  config: InboxqConfig,
+  tokens: ExchangeTokenProvider,
+  checks: DoctorCheck[],
+): Promise<void> {
+  const howToLook = `Get-MailboxStatistics -Identity ${config.mailbox} | Format-List TotalItemSize; Get-Mailbox -Identity ${config.mailbox} | Format-List ProhibitSendQuota, ProhibitSendReceiveQuota`;
+  try {
+    const session = await MailboxSession.open({ config, tokens, log: silentLogger, timeoutMs: 15_000 });
+    let quota;
+    try {
+      quota = await session.storageQuota();
+    } finally {
+      await session.close();
+    }
+    if (!quota) {
+      checks.push({
+        step: 'mailbox size',
+        status: 'skipped',
+        detail: `the server does not report the mailbox's quota over IMAP; in Exchange Online PowerShell: ${howToLook}`,
+      });
+      return;
+    }
+    const share = quota.used / quota.limit;
+    const mb = (bytes: number) => `${Math.round(bytes / 1048576)} MB`;
+    const detail = `${mb(quota.used)} of ${mb(quota.limit)} used (${Math.round(share * 100)}%)`;
+    if (share < QUOTA_WARNING) {
+      checks.push({ step: 'mailbox size', status: 'pass', detail });
+      return;
+    }
+    checks.push({
+      step: 'mailbox size',
+      status: 'fail',
+      detail: `${detail}: near its quota, where Exchange stops delivery to it and sending from it`,
+      fix: `free the mailbox: INBOXQ_MAILBOX_RETENTION_DAYS (now ${config.drain.mailboxRetentionDays}; 0 keeps everything) deletes old mail from ${config.drain.processedFolder}, ${config.drain.quarantineFolder} and inboxq's replies in Sent Items; or empty them by hand`,
+    });
+  } catch (err) {
+    checks.push({ step: 'mailbox size', status: 'fail', detail: detailOf(err), fix: fixFor(err) });
   }
 }
 

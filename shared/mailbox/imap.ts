@@ -224,6 +224,15 @@ export class MailboxSession {
     this.knownFolders.add(folder.toLowerCase());
   }
 
+  /** The mailbox's storage use and limit in bytes (imapflow converts QUOTA's KiB), when the server reports them; else undefined. */
+  async storageQuota(): Promise<{ used: number; limit: number } | undefined> {
+    const quota = await this.run('GETQUOTAROOT INBOX', () => this.client.getQuota('INBOX'));
+    const storage = quota ? quota.storage : undefined;
+    if (!storage || typeof storage.usage !== 'number' || typeof storage.limit !== 'number' || storage.limit <= 0)
+      return undefined;
+    return { used: storage.usage, limit: storage.limit };
+  }
+
   /** Path of the folder with the given special use (`\Sent`), if the server marks one. */
   async specialFolder(use: '\\Sent' | '\\Trash' | '\\Junk'): Promise<string | undefined> {
     const list = await this.run('LIST', () => this.client.list());
