@@ -104,6 +104,16 @@ userdb {
   args = uid=${mailUid} gid=${mailGid} home=${d('home')}/%Lu allow_all_users=yes
 }
 mail_location = maildir:~/Maildir
+# A quota reported over IMAP (QUOTA), as a server that has one does: 10 GB per mailbox.
+mail_plugins = $mail_plugins quota
+protocol imap {
+  mail_plugins = $mail_plugins imap_quota
+}
+plugin {
+  quota = count:User quota
+  quota_rule = *:storage=10G
+  quota_vsizes = yes
+}
 lmtp_save_to_detail_mailbox = yes
 recipient_delimiter = +
 imap_max_line_length = 2M

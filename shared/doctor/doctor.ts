@@ -286,6 +286,22 @@ async function checkSent(config: InboxqConfig, tokens: ExchangeTokenProvider, ch
   }
 }
 
+/** What a mailbox's use against its quota means: a failure from QUOTA_WARNING on. */
+export function quotaVerdict(
+  quota: { used: number; limit: number },
+  config: Pick<InboxqConfig, 'drain'>,
+): Pick<DoctorCheck, 'status' | 'detail' | 'fix'> {
+  const share = quota.used / quota.limit;
+  const mb = (bytes: number) => `${Math.round(bytes / 1048576)} MB`;
+  const detail = `${mb(quota.used)} of ${mb(quota.limit)} used (${Math.round(share * 100)}%)`;
+  if (share < QUOTA_WARNING) return { status: 'pass', detail };
+  return {
+    status: 'fail',
+    detail: `${detail}: near its quota, where Exchange stops delivery to it and sending from it`,
+    fix: `free the mailbox: INBOXQ_MAILBOX_RETENTION_DAYS (now ${config.drain.mailboxRetentionDays}; 0 keeps everything) deletes old mail from ${config.drain.processedFolder}, ${config.drain.quarantineFolder} and inboxq's replies in Sent Items; or empty them by hand`,
+  };
+}
+
 /** The mailbox's size against its quota, where the server reports it over IMAP (QUOTA). */
 async function checkMailboxSize(
   config: InboxqConfig,
@@ -309,19 +325,7 @@ async function checkMailboxSize(
       });
       return;
     }
-    const share = quota.used / quota.limit;
-    const mb = (bytes: number) => `${Math.round(bytes / 1048576)} MB`;
-    const detail = `${mb(quota.used)} of ${mb(quota.limit)} used (${Math.round(share * 100)}%)`;
-    if (share < QUOTA_WARNING) {
-      checks.push({ step: 'mailbox size', status: 'pass', detail });
-      return;
-    }
-    checks.push({
-      step: 'mailbox size',
-      status: 'fail',
-      detail: `${detail}: near its quota, where Exchange stops delivery to it and sending from it`,
-      fix: `free the mailbox: INBOXQ_MAILBOX_RETENTION_DAYS (now ${config.drain.mailboxRetentionDays}; 0 keeps everything) deletes old mail from ${config.drain.processedFolder}, ${config.drain.quarantineFolder} and inboxq's replies in Sent Items; or empty them by hand`,
-    });
+    checks.push({ step: 'mailbox size', ...quotaVerdict(quota, config) });
   } catch (err) {
     checks.push({ step: 'mailbox size', status: 'fail', detail: detailOf(err), fix: fixFor(err) });
   }

@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 
+import { quotaVerdict } from '../../shared/doctor/doctor';
 import { describeImapError } from '../../shared/mailbox/imap';
 import { describeSmtpError } from '../../shared/reply/smtp';
 
@@ -84,5 +85,24 @@ describe('IMAP throttling', () => {
     const short = describeImapError({ code: 'ETHROTTLE', throttleReset: 300 }, imap, 'UID MOVE');
     expect(short.backoffMs).toBe(300);
     expect(short.hint).toContain('the next run continues');
+  });
+});
+
+describe("a mailbox's size against its quota (doctor)", () => {
+  const drain = {
+    drain: { mailboxRetentionDays: 30, processedFolder: 'inboxq-processed', quarantineFolder: 'inboxq-quarantine' },
+  } as Parameters<typeof quotaVerdict>[1];
+  it('passes below 90% and fails from it, naming what frees the mailbox', () => {
+    const gb = 1024 ** 3;
+    expect(quotaVerdict({ used: 44 * gb, limit: 50 * gb }, drain)).toEqual({
+      status: 'pass',
+      detail: '45056 MB of 51200 MB used (88%)',
+    });
+    const near = quotaVerdict({ used: 45 * gb, limit: 50 * gb }, drain);
+    expect(near.status).toBe('fail');
+    expect(near.detail).toBe(
+      '46080 MB of 51200 MB used (90%): near its quota, where Exchange stops delivery to it and sending from it',
+    );
+    expect(near.fix).toContain('INBOXQ_MAILBOX_RETENTION_DAYS (now 30');
   });
 });
