@@ -241,12 +241,14 @@ export class LocalStack {
     };
   }
 
+  /** An app-only Exchange token with both roles, minted by the identity provider (test-side access to any mailbox). */
+  private exchangeToken(): Promise<string> {
+    return this.idp.mint({ roles: EXCHANGE_ROLES, appid: 'inboxq-local-stack' }, { audience: EXCHANGE_AUDIENCE });
+  }
+
   /** An IMAP session on any mailbox, with a token minted by the identity provider (test-side access). */
   async imap(mailbox: string): Promise<ImapFlow> {
-    const accessToken = await this.idp.mint(
-      { roles: EXCHANGE_ROLES, appid: 'inboxq-local-stack' },
-      { audience: EXCHANGE_AUDIENCE },
-    );
+    const accessToken = await this.exchangeToken();
     const client = new ImapFlow({
       host: '127.0.0.1',
       port: this.dovecot.imapPort,
@@ -262,10 +264,7 @@ export class LocalStack {
 
   /** An SMTP connection authenticated as `mailbox` and left open (another client using one of its connections). */
   async smtpConnection(mailbox: string): Promise<{ close(): Promise<void> }> {
-    const accessToken = await this.idp.mint(
-      { roles: EXCHANGE_ROLES, appid: 'inboxq-local-stack' },
-      { audience: EXCHANGE_AUDIENCE },
-    );
+    const accessToken = await this.exchangeToken();
     const connection = new SMTPConnection({
       host: '127.0.0.1',
       port: this.smtp.port,
