@@ -52,6 +52,11 @@ async function perRow<T>(write: () => Promise<T>): Promise<T | RowRefused> {
   }
 }
 
+/** A string as an OData literal in a table query: quoted, its quotes doubled. */
+function odata(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
+}
+
 export function isRefused(outcome: unknown): outcome is RowRefused {
   return typeof outcome === 'object' && outcome !== null && 'refused' in outcome;
 }
@@ -209,72 +214,50 @@ export class Ledger {
     });
   }
 
-  async listMessages(mailbox: string): Promise<MessageRecord[]> {
+  /**
+   * Rows of one mailbox's partition that meet `condition` (an OData filter; none: every row), at
+   * most `max`: a scan of the partition, filtered by the service.
+   */
+  private async scanMessages(what: string, mailbox: string, condition: string, max: number): Promise<MessageRecord[]> {
     const table = await this.table(MESSAGES_TABLE);
-    return this.op('listing of mails', async () => {
+    return this.op(what, async () => {
       const out: MessageRecord[] = [];
-      const filter = `PartitionKey eq '${partitionKey(mailbox).replace(/'/g, "''")}'`;
-      for await (const e of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } }))
+      const filter = `PartitionKey eq ${odata(partitionKey(mailbox))}${condition ? ` and ${condition}` : ''}`;
+      for await (const e of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) {
         out.push(fromMessageEntity(e));
+        if (out.length >= max) break;
+      }
       return out;
     });
+  }
+
+  listMessages(mailbox: string): Promise<MessageRecord[]> {
+    return this.scanMessages('listing of mails', mailbox, '', Infinity);
   }
 
   /**
    * Rows whose mail the ledger still believes in INBOX (`removed = false`), at most `max`. A
    * partition scan: the drain runs it only after a run that did not end cleanly.
    */
-  async listUnremoved(mailbox: string, max: number): Promise<MessageRecord[]> {
-    const table = await this.table(MESSAGES_TABLE);
-    return this.op('listing of mails not marked removed', async () => {
-      const out: MessageRecord[] = [];
-      const filter = `PartitionKey eq '${partitionKey(mailbox).replace(/'/g, "''")}' and removed eq false`;
-      for await (const e of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) {
-        out.push(fromMessageEntity(e));
-        if (out.length >= max) break;
-      }
-      return out;
-    });
+  listUnremoved(mailbox: string, max: number): Promise<MessageRecord[]> {
+    return this.scanMessages('listing of mails not marked removed', mailbox, 'removed eq false', max);
   }
 
   /** The row of the mail numbered `uid` under `uidValidity`, if one was claimed (a partition scan: for rare paths only). */
   async findByUid(mailbox: string, uidValidity: string, uid: number): Promise<MessageRecord | undefined> {
-    const table = await this.table(MESSAGES_TABLE);
-    return this.op('lookup of a mail by UID', async () => {
-      const filter = `PartitionKey eq '${partitionKey(mailbox).replace(/'/g, "''")}' and uid eq ${Math.trunc(uid)} and uidValidity eq '${uidValidity.replace(/'/g, "''")}'`;
-      for await (const e of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } }))
-        return fromMessageEntity(e);
-      return undefined;
-    });
+    const condition = `uid eq ${Math.trunc(uid)} and uidValidity eq ${odata(uidValidity)}`;
+    return (await this.scanMessages('lookup of a mail by UID', mailbox, condition, 1))[0];
   }
 
   /** Rows of mail that had UID `uid` in INBOX under any UIDVALIDITY, at most `max` (a partition scan). */
-  async findByUidAnyValidity(mailbox: string, uid: number, max: number): Promise<MessageRecord[]> {
-    const table = await this.table(MESSAGES_TABLE);
-    return this.op('lookup of a mail by UID', async () => {
-      const out: MessageRecord[] = [];
-      const filter = `PartitionKey eq '${partitionKey(mailbox).replace(/'/g, "''")}' and uid eq ${Math.trunc(uid)}`;
-      for await (const e of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) {
-        out.push(fromMessageEntity(e));
-        if (out.length >= max) break;
-      }
-      return out;
-    });
+  findByUidAnyValidity(mailbox: string, uid: number, max: number): Promise<MessageRecord[]> {
+    return this.scanMessages('lookup of a mail by UID', mailbox, `uid eq ${Math.trunc(uid)}`, max);
   }
 
   /** Mails claimed before `cutoff` (ISO date) and finished, oldest first, at most `max`. */
-  async listMessagesClaimedBefore(mailbox: string, cutoff: string, max: number): Promise<MessageRecord[]> {
-    const table = await this.table(MESSAGES_TABLE);
-    return this.op('listing of expired mails', async () => {
-      const out: MessageRecord[] = [];
-      const pk = partitionKey(mailbox).replace(/'/g, "''");
-      const filter = `PartitionKey eq '${pk}' and claimedAt lt '${cutoff}' and removed eq true`;
-      for await (const e of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) {
-        out.push(fromMessageEntity(e));
-        if (out.length >= max) break;
-      }
-      return out;
-    });
+  listMessagesClaimedBefore(mailbox: string, cutoff: string, max: number): Promise<MessageRecord[]> {
+    const condition = `claimedAt lt ${odata(cutoff)} and removed eq true`;
+    return this.scanMessages('listing of expired mails', mailbox, condition, max);
   }
 
   /**
@@ -292,8 +275,7 @@ export class Ledger {
     const table = await this.table(MESSAGES_TABLE);
     return this.op(`search of mails by ${name}`, async () => {
       const rows: MessageRecord[] = [];
-      const pk = partitionKey(mailbox).replace(/'/g, "''");
-      const filter = `PartitionKey eq '${pk}' and ${name} eq '${value.replace(/'/g, "''")}'`;
+      const filter = `PartitionKey eq ${odata(partitionKey(mailbox))} and ${name} eq ${odata(value)}`;
       const pages = table
         .listEntities<Record<string, unknown>>({ queryOptions: { filter } })
         .byPage({ maxPageSize: 1000 });
@@ -315,10 +297,8 @@ export class Ledger {
     const table = await this.table(REPLIES_TABLE);
     return this.op(`listing of the replies of task ${taskId}`, async () => {
       const out: ReplyRecord[] = [];
-      const pk = partitionKey(mailbox).replace(/'/g, "''");
-      const id = taskId.replace(/'/g, "''");
       // Row keys are `<taskId>.<replyId>`; '/' is the character after '.'.
-      const filter = `PartitionKey eq '${pk}' and RowKey ge '${id}.' and RowKey lt '${id}/'`;
+      const filter = `PartitionKey eq ${odata(partitionKey(mailbox))} and RowKey ge ${odata(`${taskId}.`)} and RowKey lt ${odata(`${taskId}/`)}`;
       try {
         for await (const e of table.listEntities<Record<string, unknown>>({ queryOptions: { filter } }))
           out.push(fromReplyEntity(e));

@@ -2,10 +2,39 @@
  * The sending pace of a mailbox: one row per mailbox in inboxqMailboxes (partition `pace`) counts
  * the replies sent in the current minute, shared by every instance that sends for the mailbox.
  */
+import type { TableClient } from '@azure/data-tables';
+
 import { type StorageClients, storageError, tableErrorCode } from '../storage/clients';
 import { MAILBOXES_TABLE, partitionKey } from './rows';
 
 const PACE_PARTITION = 'pace';
+
+interface PaceRow {
+  minute: number;
+  count: number;
+  /** Epoch ms until which Exchange stopped the mailbox sending (0: not stopped). */
+  blockedUntil: number;
+  etag?: string;
+}
+
+/** The mailbox's pace row, or undefined when none was written yet. */
+async function readPaceRow(table: TableClient, mailbox: string): Promise<PaceRow | undefined> {
+  try {
+    const e = await table.getEntity<{ minute: number; count: number; blockedUntil?: number }>(
+      PACE_PARTITION,
+      partitionKey(mailbox),
+    );
+    return {
+      minute: Number(e.minute),
+      count: Number(e.count),
+      blockedUntil: Number(e.blockedUntil ?? 0),
+      etag: e.etag,
+    };
+  } catch (err) {
+    if ((err as { statusCode?: number }).statusCode === 404) return undefined;
+    throw storageError('Reading the sending pace failed', err, mailbox);
+  }
+}
 
 /**
  * Exchange Online accepts 30 messages a minute per mailbox over SMTP. A reply takes a slot in the
@@ -23,19 +52,7 @@ export async function takeSendingSlot(
   for (let attempt = 0; attempt < 10; attempt++) {
     const t = now();
     const minute = Math.floor(t / 60_000);
-    let row: { minute: number; count: number; blockedUntil: number; etag?: string } | undefined;
-    try {
-      const e = await table.getEntity<{ minute: number; count: number; blockedUntil?: number }>(PACE_PARTITION, key);
-      row = {
-        minute: Number(e.minute),
-        count: Number(e.count),
-        blockedUntil: Number(e.blockedUntil ?? 0),
-        etag: e.etag,
-      };
-    } catch (err) {
-      if ((err as { statusCode?: number }).statusCode !== 404)
-        throw storageError('Reading the sending pace failed', err, mailbox);
-    }
+    const row = await readPaceRow(table, mailbox);
     if (row && row.blockedUntil > t) return row.blockedUntil - t;
     if (perMinute <= 0) return 0;
     const count = row && row.minute === minute ? row.count : 0;
@@ -83,19 +100,10 @@ export async function readPace(
   mailbox: string,
   now: () => number = Date.now,
 ): Promise<{ sentThisMinute: number; blockedUntil: number }> {
-  const table = await storage.table(MAILBOXES_TABLE);
-  try {
-    const e = await table.getEntity<{ minute: number; count: number; blockedUntil?: number }>(
-      PACE_PARTITION,
-      partitionKey(mailbox),
-    );
-    const blockedUntil = Number(e.blockedUntil ?? 0);
-    return {
-      sentThisMinute: Number(e.minute) === Math.floor(now() / 60_000) ? Number(e.count) : 0,
-      blockedUntil: blockedUntil > now() ? blockedUntil : 0,
-    };
-  } catch (err) {
-    if ((err as { statusCode?: number }).statusCode === 404) return { sentThisMinute: 0, blockedUntil: 0 };
-    throw storageError('Reading the sending pace failed', err, mailbox);
-  }
+  const row = await readPaceRow(await storage.table(MAILBOXES_TABLE), mailbox);
+  const t = now();
+  return {
+    sentThisMinute: row && row.minute === Math.floor(t / 60_000) ? row.count : 0,
+    blockedUntil: row && row.blockedUntil > t ? row.blockedUntil : 0,
+  };
 }

@@ -214,14 +214,35 @@ export class MailboxSession {
     return value;
   }
 
-  async ensureFolder(folder: string): Promise<void> {
+  /** The folders of the mailbox, lower-case: one LIST per session, and the ones this session created. */
+  private async folders(): Promise<Set<string>> {
     if (!this.knownFolders) {
       const list = await this.run('LIST', () => this.client.list());
       this.knownFolders = new Set(list.map((f) => f.path.toLowerCase()));
     }
-    if (this.knownFolders.has(folder.toLowerCase())) return;
+    return this.knownFolders;
+  }
+
+  private async folderExists(folder: string): Promise<boolean> {
+    return (await this.folders()).has(folder.toLowerCase());
+  }
+
+  async ensureFolder(folder: string): Promise<void> {
+    if (await this.folderExists(folder)) return;
     await this.run(`CREATE ${folder}`, () => this.client.mailboxCreate(folder));
-    this.knownFolders.add(folder.toLowerCase());
+    (await this.folders()).add(folder.toLowerCase());
+  }
+
+  /** Runs `work` with `folder` selected (read-only unless `write`), then gives the selection back. */
+  private async inFolder<T>(folder: string, access: 'read' | 'write', work: () => Promise<T>): Promise<T> {
+    const lock = await this.run(`SELECT ${folder}`, () =>
+      this.client.getMailboxLock(folder, { readOnly: access === 'read' }),
+    );
+    try {
+      return await work();
+    } finally {
+      lock.release();
+    }
   }
 
   /** The mailbox's storage use and limit in bytes (imapflow converts QUOTA's KiB), when the server reports them; else undefined. */
@@ -250,23 +271,20 @@ export class MailboxSession {
 
   /** Does `folder` hold a message with this Message-ID? Used to tell whether a reply already went out. */
   async hasMessageId(folder: string, messageId: string): Promise<boolean> {
-    const lock = await this.run(`SELECT ${folder}`, () => this.client.getMailboxLock(folder, { readOnly: true }));
-    try {
-      const found = await this.run('SEARCH HEADER Message-ID', () =>
-        this.client.search({ header: { 'message-id': messageId } }, { uid: true }),
-      );
-      return Array.isArray(found) && found.length > 0;
-    } finally {
-      lock.release();
-    }
+    return this.inFolder(folder, 'read', async () => (await this.uidsWithMessageId(messageId)).length > 0);
+  }
+
+  /** UIDs in the selected folder of the mails with this Message-ID. */
+  private async uidsWithMessageId(messageId: string): Promise<number[]> {
+    const found = await this.run('SEARCH HEADER Message-ID', () =>
+      this.client.search({ header: { 'message-id': messageId } }, { uid: true }),
+    );
+    return found || [];
   }
 
   /** How many mails a folder holds (STATUS), without selecting it; undefined when it does not exist. */
   async countIn(folder: string): Promise<number | undefined> {
-    if (folder.toLowerCase() !== 'inbox') {
-      const list = await this.run('LIST', () => this.client.list());
-      if (!list.some((f) => f.path.toLowerCase() === folder.toLowerCase())) return undefined;
-    }
+    if (folder.toLowerCase() !== 'inbox' && !(await this.folderExists(folder))) return undefined;
     const status = await this.run(`STATUS ${folder}`, () => this.client.status(folder, { messages: true }));
     return status ? (status.messages ?? 0) : undefined;
   }
@@ -282,8 +300,7 @@ export class MailboxSession {
     hash: (header: Buffer) => string,
     maxCandidates = 200,
   ): Promise<number[]> {
-    const lock = await this.run(`SELECT ${folder}`, () => this.client.getMailboxLock(folder, { readOnly: true }));
-    try {
+    return this.inFolder(folder, 'read', async () => {
       const day = 24 * 3600_000;
       const received = Date.parse(mail.receivedAt);
       const query = mail.messageId
@@ -298,9 +315,7 @@ export class MailboxSession {
           if (msg.headers && hash(msg.headers) === mail.headerSha256) matches.push(msg.uid);
       });
       return matches;
-    } finally {
-      lock.release();
-    }
+    });
   }
 
   /**
@@ -310,8 +325,7 @@ export class MailboxSession {
    */
   async deleteOlderThan(folder: string, before: Date, max: number, messageIdPart?: string): Promise<number> {
     if (!(await this.folderExists(folder))) return 0;
-    const lock = await this.run(`SELECT ${folder}`, () => this.client.getMailboxLock(folder));
-    try {
+    return this.inFolder(folder, 'write', async () => {
       const query = { before, ...(messageIdPart ? { header: { 'message-id': messageIdPart } } : {}) };
       const found = await this.run('UID SEARCH BEFORE', () => this.client.search(query, { uid: true }));
       const uids = (found || []).sort((a, b) => a - b).slice(0, max);
@@ -320,40 +334,25 @@ export class MailboxSession {
           this.checked(this.client.messageDelete(uids.join(','), { uid: true })),
         );
       return uids.length;
-    } finally {
-      lock.release();
-    }
-  }
-
-  private async folderExists(folder: string): Promise<boolean> {
-    const list = await this.run('LIST', () => this.client.list());
-    return list.some((f) => f.path.toLowerCase() === folder.toLowerCase());
+    });
   }
 
   /** Deletes the mails of `folder` with this Message-ID (doctor's own test mail). */
   async deleteByMessageId(folder: string, messageId: string): Promise<void> {
-    const lock = await this.run(`SELECT ${folder}`, () => this.client.getMailboxLock(folder));
-    try {
-      const found = await this.run('SEARCH HEADER Message-ID', () =>
-        this.client.search({ header: { 'message-id': messageId } }, { uid: true }),
-      );
-      if (found && found.length > 0)
+    await this.inFolder(folder, 'write', async () => {
+      const found = await this.uidsWithMessageId(messageId);
+      if (found.length > 0)
         await this.run('UID EXPUNGE', () => this.checked(this.client.messageDelete(found.join(','), { uid: true })));
-    } finally {
-      lock.release();
-    }
+    });
   }
 
   /** Moves one mail from `folder` to `destination` (UID MOVE); throws when the server refuses. */
   async moveBetween(folder: string, uid: number, destination: string): Promise<void> {
-    const lock = await this.run(`SELECT ${folder}`, () => this.client.getMailboxLock(folder));
-    try {
-      await this.run(`UID MOVE ${uid} to ${destination}`, () =>
+    await this.inFolder(folder, 'write', () =>
+      this.run(`UID MOVE ${uid} to ${destination}`, () =>
         this.checked(this.client.messageMove(String(uid), destination, { uid: true })),
-      );
-    } finally {
-      lock.release();
-    }
+      ),
+    );
   }
 
   /** Arrival time of the oldest mail in the selected folder, if any (one small FETCH). */
