@@ -1,16 +1,26 @@
 /**
- * Sends inboxq's custom metrics to Application Insights with Azure Monitor OpenTelemetry, when the
- * app has APPLICATIONINSIGHTS_CONNECTION_STRING. Local auth is disabled on the component (Bicep),
+ * Sends inboxq's custom metrics to Application Insights with the Azure Monitor metric exporter, when
+ * the app has APPLICATIONINSIGHTS_CONNECTION_STRING. Local auth is disabled on the component (Bicep),
  * so the exporter authenticates with the Function App's managed identity
  * (APPLICATIONINSIGHTS_AUTHENTICATION_STRING = ClientId=<uami>;Authorization=AAD).
  *
  * Logs and requests stay with the Functions host (context.log): only metrics go this way, so
- * nothing is reported twice.
+ * nothing is reported twice. That is why this is the exporter and the OpenTelemetry metrics SDK,
+ * not the Azure Monitor distro (@azure/monitor-opentelemetry): the distro brings the tracing and
+ * logging SDKs and a dozen instrumentations, over 100 MB of the deployment package, for nothing
+ * used here. The exporter sends counters as deltas, so a stopped app reports nothing (the silence
+ * alert relies on it).
  */
 import { ManagedIdentityCredential } from '@azure/identity';
-import { useAzureMonitor } from '@azure/monitor-opentelemetry';
+import { AzureMonitorMetricExporter } from '@azure/monitor-opentelemetry-exporter';
+import { metrics } from '@opentelemetry/api';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
 
 import type { Env } from '../config/types';
+
+/** How often the metrics go out (the distro's default). */
+export const METRIC_EXPORT_INTERVAL_MS = 60_000;
 
 let started = false;
 
@@ -20,23 +30,17 @@ export function setupTelemetry(env: Env): boolean {
   const auth = env['APPLICATIONINSIGHTS_AUTHENTICATION_STRING'] ?? '';
   const clientId = /ClientId=([^;]+)/i.exec(auth)?.[1];
   const aad = /Authorization=AAD/i.test(auth);
-  useAzureMonitor({
-    azureMonitorExporterOptions: {
-      connectionString,
-      ...(aad ? { credential: new ManagedIdentityCredential(clientId ? { clientId } : {}) } : {}),
-    },
-    enableLiveMetrics: false,
-    enableStandardMetrics: false,
-    instrumentationOptions: {
-      http: { enabled: false },
-      azureSdk: { enabled: false },
-      mongoDb: { enabled: false },
-      mySql: { enabled: false },
-      postgreSql: { enabled: false },
-      redis: { enabled: false },
-      redis4: { enabled: false },
-    },
+  const exporter = new AzureMonitorMetricExporter({
+    connectionString,
+    ...(aad ? { credential: new ManagedIdentityCredential(clientId ? { clientId } : {}) } : {}),
   });
+  metrics.setGlobalMeterProvider(
+    new MeterProvider({
+      // The cloud role name in Application Insights: the Function App's name.
+      resource: resourceFromAttributes({ 'service.name': env['WEBSITE_SITE_NAME'] || 'inboxq' }),
+      readers: [new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: METRIC_EXPORT_INTERVAL_MS })],
+    }),
+  );
   started = true;
   return started;
 }
