@@ -186,3 +186,15 @@ export function describeError(err: unknown): string {
 export function toError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
+
+/**
+ * Where a credential was refused, when it was: Entra ID (an AADSTS answer), the IMAP login or
+ * SELECT (not connected to the mailbox), or the SMTP login. Counted as `inboxq.auth.failures`,
+ * which the `inboxq-auth-failures` alert reads. Anything else (a network failure) is null.
+ */
+export function authFailureStage(err: unknown): 'token' | 'imap' | 'smtp' | null {
+  if (err instanceof TokenError) return err.aadsts ? 'token' : null;
+  if (err instanceof ImapError) return err.failure === 'auth' || err.failure === 'not-connected' ? 'imap' : null;
+  if (err instanceof SmtpError) return err.failure === 'auth' || err.failure === 'auth-disabled' ? 'smtp' : null;
+  return null;
+}

@@ -1,16 +1,20 @@
 // What an operator watches: a workbook with the mail flow and each mailbox's health at a glance,
 // and alerts for what needs a person: poisoned replies, a drain failing run after run, auth
 // failures, and a mailbox gone silent (no run drained it for 15 minutes, or none ran at all).
-// The queries read the structured lines inboxq logs and its custom metrics (docs/operations.md);
-// the metric queries live in .kql files beside this one, checked against the names the code emits.
+// The alerts count inboxq's custom metrics (unsampled); the workbook also reads its structured log
+// lines (docs/operations.md). The longer queries live in .kql files beside this one, checked
+// against the names the code emits.
 
 param applicationInsightsName string
 param location string = resourceGroup().location
 param tags object = {}
 param workbookName string = 'inboxq'
 
-@description('Where alert notifications go; empty creates the alert rules without notifications')
+@description('An existing action group the alerts notify (its resource id); empty for none')
 param actionGroupId string = ''
+
+@description('Addresses (separated by commas) an action group created here e-mails when an alert fires; empty for none')
+param alertEmails string = ''
 
 @description('The mailboxes\' keys (INBOXQ_MAILBOXES), or [\'default\'] for one mailbox: the silence alert expects a heartbeat from each')
 param mailboxKeys array = [
@@ -25,49 +29,72 @@ var runs = 'traces | where message startswith "Drain run" | extend p = parse_jso
 
 var silenceQuery = replace(loadTextContent('silence.kql'), '__MAILBOX_KEYS__', string(mailboxKeys))
 
+// A metric's increments in the window, per mailbox (custom metrics arrive as deltas, unsampled).
+var metricSum = 'customMetrics | extend mailbox = tostring(customDimensions["mailbox"]), outcome = tostring(customDimensions["outcome"]), stage = tostring(customDimensions["stage"])'
+
+// Every alert counts inboxq's own custom metrics, never `traces`: host.json samples traces, and a
+// sampled-out log line would be an alert that never fires. The metric names are the ones
+// shared/telemetry/metrics.ts emits (test/unit/infra.test.ts holds them together).
 var alerts = [
   {
     name: 'inboxq-mailbox-silent'
     description: 'No drain run drained a mailbox for 15 minutes, or none ran at all (the schedule stopped, the app is down, or a setting keeps runs from starting): its mail waits. Run `inboxq status`.'
     severity: 1
     query: silenceQuery
-    threshold: 0
     window: 'PT15M'
   }
   {
     name: 'inboxq-poisoned-replies'
-    description: 'A reply could not be delivered after its retries and is in replies-poison: its task is marked failed.'
+    description: 'A reply could not be delivered after its retries and was set aside (replies-poison): its task is marked failed. Run `inboxq trace <task id>`, fix the cause, then `inboxq replay replies-poison`.'
     severity: 2
-    query: 'traces | where message startswith "A reply could not be delivered" or message has "moves it to the replies-poison queue"'
-    threshold: 0
+    query: '${metricSum} | where name == "inboxq.reply" and outcome == "failed" and valueSum > 0 | summarize failed = sum(valueSum) by mailbox'
     window: 'PT15M'
   }
   {
     name: 'inboxq-drain-failing'
-    description: 'Three or more drain runs of a mailbox failed in the last 30 minutes and none succeeded: its mail is waiting in the inbox.'
+    description: 'Three or more drain runs of a mailbox failed in the last 30 minutes and none drained: its mail is waiting in the inbox. Run `inboxq doctor --mailbox <key>`.'
     severity: 1
     // Per mailbox: with several, one that fails while the others drain must still raise the alert.
-    query: '${runs} | summarize failed = countif(p.outcome == "failed"), ok = countif(p.outcome != "failed") by mailbox = tostring(p.mailbox) | where failed >= 3 and ok == 0'
-    threshold: 0
+    query: '${metricSum} | where name == "inboxq.drain.runs" | summarize failed = sumif(valueSum, outcome == "failed"), drained = sumif(valueSum, outcome in ("ok", "partial")) by mailbox | where failed >= 3 and drained == 0'
     window: 'PT30M'
   }
   {
     name: 'inboxq-sending-paused'
     description: 'Exchange stopped a mailbox from sending (550 5.2.25x throttling, the daily recipient quota, or a full mailbox): its replies wait on the queue. Run `inboxq status`; free the mailbox if it is full.'
     severity: 2
-    query: 'customMetrics | where name == "inboxq.reply" and tostring(customDimensions.outcome) == "throttled" and valueSum > 0'
-    threshold: 0
+    query: '${metricSum} | where name == "inboxq.reply" and outcome == "throttled" and valueSum > 0 | summarize paused = sum(valueSum) by mailbox'
     window: 'PT15M'
   }
   {
     name: 'inboxq-auth-failures'
-    description: 'Entra ID, IMAP or SMTP refused inboxq\'s credentials: run `inboxq doctor`.'
+    description: 'Entra ID, IMAP or SMTP refused a mailbox\'s credential (stage token, imap or smtp): run `inboxq doctor --mailbox <key>`.'
     severity: 1
-    query: 'traces | where message has_any ("AADSTS", "AUTHENTICATE XOAUTH2 failed", "SMTP login to", "SMTP AUTH is disabled", "not connected")'
-    threshold: 0
+    query: '${metricSum} | where name == "inboxq.auth.failures" and valueSum > 0 | summarize refused = sum(valueSum) by mailbox, stage'
     window: 'PT15M'
   }
 ]
+
+// Where the alerts go: an action group made here for the given addresses, and/or an existing one.
+var emails = filter(map(split(alertEmails, ','), address => trim(address)), address => !empty(address))
+
+resource emailGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (!empty(emails)) {
+  name: 'ag-inboxq'
+  location: 'global'
+  tags: tags
+  properties: {
+    groupShortName: 'inboxq'
+    enabled: true
+    emailReceivers: [
+      for (address, i) in emails: {
+        name: 'email-${i}'
+        emailAddress: address
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
+var actionGroups = concat(empty(actionGroupId) ? [] : [actionGroupId], empty(emails) ? [] : [emailGroup.id])
 
 resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
   for alert in alerts: {
@@ -90,7 +117,7 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
             query: alert.query
             timeAggregation: 'Count'
             operator: 'GreaterThan'
-            threshold: alert.threshold
+            threshold: 0
             failingPeriods: {
               numberOfEvaluationPeriods: 1
               minFailingPeriodsToAlert: 1
@@ -100,9 +127,7 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
       }
       autoMitigate: true
       actions: {
-        actionGroups: empty(actionGroupId) ? [] : [
-          actionGroupId
-        ]
+        actionGroups: actionGroups
       }
     }
   }

@@ -18,7 +18,7 @@
 import { randomUUID } from 'node:crypto';
 
 import type { MailboxContext } from '../context';
-import { describeError, ImapError } from '../errors';
+import { authFailureStage, describeError, ImapError } from '../errors';
 import { LeaseLostError, MailboxLease, suspectKey, type Suspects } from '../ledger/lease';
 import { LONG_BACKOFF_MS, type MailboxEntry, MailboxSession } from '../mailbox/imap';
 import { inboxqMetrics } from '../telemetry/metrics';
@@ -113,6 +113,8 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
       );
     } else {
       failure = { error: err };
+      const refused = authFailureStage(err);
+      if (refused) inboxqMetrics.authFailure(config.mailbox, refused);
       summary.stoppedBecause = 'error';
       summary.error =
         err instanceof LeaseLostError

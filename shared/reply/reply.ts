@@ -27,6 +27,7 @@ import {
   replyMessageSchema,
 } from '../contract/messages';
 import {
+  authFailureStage,
   describeError,
   ImapError,
   InvalidMessageError,
@@ -263,6 +264,8 @@ async function sendReplyOnce(
         err.message,
       );
     }
+    const refused = authFailureStage(err);
+    if (refused) inboxqMetrics.authFailure(config.mailbox, refused);
     // Unless the message may have reached the server, this attempt certainly sent nothing: the
     // next delivery sends at once instead of waiting for the lease and the Sent folder.
     const lastResponse = err instanceof SmtpError ? err.message : describeError(err);

@@ -32,6 +32,7 @@ export const METRIC_NAMES = {
   heartbeat: 'inboxq.heartbeat',
   backlog: 'inboxq.drain.backlog',
   lag: 'inboxq.mail.lag',
+  authFailures: 'inboxq.auth.failures',
 } as const;
 
 function counter(name: string, description: string) {
@@ -68,6 +69,10 @@ export const inboxqMetrics = {
       .getMeter(METER)
       .createHistogram(METRIC_NAMES.lag, { description: 'From arrival to task', unit: 'ms' })
       .record(Math.max(0, ms), { mailbox });
+  },
+  /** Entra ID, the IMAP login or the SMTP login refused the mailbox's credential. */
+  authFailure(mailbox: string, stage: 'token' | 'imap' | 'smtp'): void {
+    counter(METRIC_NAMES.authFailures, 'Credentials refused, by where (token, imap, smtp)').add(1, { mailbox, stage });
   },
   run(mailbox: string, outcome: string, durationMs: number): void {
     const attributes: Attributes = { mailbox, outcome };
