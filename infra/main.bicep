@@ -6,21 +6,74 @@ targetScope = 'subscription'
 @description('azd environment name; names of all resources derive from it')
 param environmentName string
 
+// The regions that offer Flex Consumption, as Microsoft's Flex Consumption quickstarts list them
+// (`az functionapp list-flexconsumption-locations` gives today's list): any other fails only when
+// the plan is created, after most resources exist. azd offers exactly these.
 @minLength(1)
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
 @description('Azure region for all resources (one with Flex Consumption)')
 param location string
 
-@description('Object id of the person deploying (azd sets it): may put the client secret in the vault')
+@description('Object id of who deploys (azd sets it): gets the vault role the credential mode\'s setup needs')
 param principalId string = ''
+
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+@description('What principalId is (azd sets AZURE_PRINCIPAL_TYPE): ServicePrincipal when a pipeline deploys')
+param principalType string = 'User'
+
+@maxLength(8)
+@description('Makes the vault\'s name this deployment\'s own (the azd hooks set it; docs/deployment.md): a vault deleted by `azd down` keeps its name for 90 days')
+param vaultSuffix string = ''
 
 @description('The dedicated mailbox, e.g. agent@contoso.com (one mailbox; leave empty when mailboxes is set)')
 param mailbox string = ''
 
-@description('Several mailboxes: their keys, separated by commas (e.g. sales,support); each needs INBOXQ_<KEY>__MAILBOX in extraSettings')
+@description('Several mailboxes: their keys, separated by commas (e.g. sales,support); each needs INBOXQ_<KEY>__MAILBOX in appSettings')
 param mailboxes string = ''
 
-@description('More app settings, e.g. the per-mailbox INBOXQ_<KEY>__* settings of several mailboxes (docs/mailboxes.md)')
-param extraSettings object = {}
+@description('More INBOXQ_* app settings, as NAME=value pairs separated by semicolons: the per-mailbox INBOXQ_<KEY>__* settings of several mailboxes. The azd hook builds it from the INBOXQ_<KEY>__* values of the azd environment (docs/deployment.md)')
+param appSettings string = ''
 
 @description('Application (client) id of the Entra app registration with IMAP.AccessAsApp and SMTP.SendAsApp')
 param clientId string
@@ -52,6 +105,15 @@ param drainSchedule string = '0 */2 * * * *'
 @description('Days stored mail is kept; 0 keeps it')
 param mailRetentionDays int = 30
 
+@description('Private networking: the app integrated in a virtual network, Storage and Key Vault reached through private endpoints only, mail out through a NAT gateway with one fixed IP')
+param vnetEnabled bool = false
+
+@description('Addresses (separated by commas) the alerts e-mail, through an action group created here')
+param alertEmails string = ''
+
+@description('Resource id of an existing action group the alerts notify as well')
+param alertActionGroupId string = ''
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var mailboxTenantId = empty(tenantId) ? tenant().tenantId : tenantId
 var tags = {
@@ -60,6 +122,19 @@ var tags = {
 }
 var mailContainer = 'inboxq-mail'
 var mailboxKeys = filter(map(split(mailboxes, ','), key => toLower(trim(key))), key => !empty(key))
+// appSettings, `NAME=value;NAME=value`, as an object (a value may hold `=`, not `;`).
+var extraSettings = toObject(
+  filter(split(appSettings, ';'), pair => contains(pair, '=') && !empty(trim(substring(pair, 0, indexOf(pair, '='))))),
+  pair => trim(substring(pair, 0, indexOf(pair, '='))),
+  pair => substring(pair, indexOf(pair, '=') + 1)
+)
+// Every credential mode in use, the deployment's and any mailbox's own: each decides a vault role.
+var credentialModes = union(
+  [clientCredential],
+  map(filter(items(extraSettings), setting => endsWith(setting.key, '__CLIENT_CREDENTIAL')), setting => setting.value)
+)
+// A vault made before vaultSuffix existed keeps its name, and its retention, which can't change.
+var vaultName = empty(vaultSuffix) ? 'kv-${take(resourceToken, 18)}' : 'kv-${take(resourceToken, 13)}-${vaultSuffix}'
 var inboxqSettings = {
   INBOXQ_TENANT_ID: mailboxTenantId
   INBOXQ_CLIENT_ID: clientId
@@ -124,15 +199,29 @@ module storage 'core/storage/storage.bicep' = {
     ]
     retentionContainer: mailContainer
     retentionDays: mailRetentionDays
+    privateOnly: vnetEnabled
   }
 }
 
 module vault 'core/security/keyvault.bicep' = {
   scope: rg
   params: {
-    name: 'kv-${take(resourceToken, 18)}'
+    name: vaultName
     location: location
     tags: tags
+    softDeleteDays: empty(vaultSuffix) ? 7 : 90
+    privateOnly: vnetEnabled
+  }
+}
+
+module network 'core/network/network.bicep' = if (vnetEnabled) {
+  scope: rg
+  params: {
+    name: 'vnet-${resourceToken}'
+    location: location
+    tags: tags
+    storageAccountName: storage.outputs.name
+    keyVaultName: vault.outputs.name
   }
 }
 
@@ -148,6 +237,7 @@ module app 'app/function.bicep' = {
     storageAccountName: storage.outputs.name
     deploymentContainer: deploymentContainer
     applicationInsightsConnectionString: monitoring.outputs.connectionString
+    virtualNetworkSubnetId: vnetEnabled ? network!.outputs.appSubnetId : ''
     inboxqSettings: union(inboxqSettings, empty(mailboxKeys) ? { INBOXQ_MAILBOX: mailbox } : { INBOXQ_MAILBOXES: join(mailboxKeys, ',') }, extraSettings)
   }
 }
@@ -160,6 +250,8 @@ module rbac 'app/rbac.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     appPrincipalId: identity.outputs.principalId
     deployerPrincipalId: principalId
+    deployerPrincipalType: principalType
+    credentialModes: credentialModes
   }
 }
 
@@ -170,13 +262,18 @@ module observability 'app/observability.bicep' = {
     mailboxKeys: empty(mailboxKeys) ? [
       'default'
     ] : mailboxKeys
+    actionGroupId: alertActionGroupId
+    alertEmails: alertEmails
     location: location
     tags: tags
   }
 }
 
 output AZURE_LOCATION string = location
-output AZURE_TENANT_ID string = mailboxTenantId
+// The deployment's tenant (azd's own AZURE_TENANT_ID): the managed identity's tokens come from it,
+// so it is the issuer of the federated credential. The mailbox's tenant may be another one.
+output AZURE_TENANT_ID string = tenant().tenantId
+output INBOXQ_TENANT_ID string = mailboxTenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = app.outputs.name
 output AZURE_KEY_VAULT_NAME string = vault.outputs.name
@@ -187,3 +284,4 @@ output INBOXQ_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output INBOXQ_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output INBOXQ_CLIENT_ID string = clientId
 output INBOXQ_CLIENT_CREDENTIAL string = clientCredential
+output INBOXQ_OUTBOUND_IP string = vnetEnabled ? network!.outputs.outboundIpAddress : ''

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Compiles and lints infra/ with the Bicep CLI, warnings treated as errors. The CLI comes from
-# NuGet (package Azure.Bicep.CommandLine.linux-x64) through a tools-only project in .ci/bicep.
+# Compiles and lints infra/ with the Bicep CLI, warnings treated as errors, then checks what `azd
+# up` depends on in the template as Azure would evaluate it (scripts/deploy-check.ts, one check per
+# deployment defect found; needs `npm ci`). The CLI comes from NuGet (package
+# Azure.Bicep.CommandLine.linux-x64) through a tools-only project in .ci/bicep.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v dotnet >/dev/null 2>&1; then
@@ -27,3 +29,5 @@ if [ $status -ne 0 ]; then
   exit 1
 fi
 echo "bicep-check: infra/main.bicep builds and lints clean"
+npm run --silent build:tools
+node build/scripts/deploy-check.js "$bicep"

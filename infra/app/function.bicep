@@ -18,6 +18,9 @@ param applicationInsightsConnectionString string
 @description('inboxq settings (INBOXQ_*)')
 param inboxqSettings object
 
+@description('Subnet the app is integrated in (private networking); empty for none')
+param virtualNetworkSubnetId string = ''
+
 param maximumInstanceCount int = 40
 param instanceMemoryMB int = 2048
 
@@ -69,6 +72,9 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     serverFarmId: plan.id
     httpsOnly: true
     keyVaultReferenceIdentity: identityId
+    // Integrated in the network: storage and the vault through their private endpoints, mail
+    // through the NAT gateway (all outbound traffic of a Flex Consumption app takes the subnet).
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'

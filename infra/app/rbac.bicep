@@ -8,8 +8,19 @@ param applicationInsightsName string
 @description('Principal id of the Function App identity')
 param appPrincipalId string
 
-@description('Principal id of the person deploying (azd sets it), who may then put the secret in the vault; empty for none')
+@description('Principal id of who deploys (azd sets it): a person, or the service principal of a pipeline; empty for none')
 param deployerPrincipalId string = ''
+
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+@description('What the deployer is (azd sets AZURE_PRINCIPAL_TYPE): a role assignment with the wrong type fails (UnmatchedPrincipalType)')
+param deployerPrincipalType string = 'User'
+
+@description('The credential modes in use (INBOXQ_CLIENT_CREDENTIAL, and any per-mailbox one): the deployer gets the vault role that mode\'s setup step needs, and no other')
+param credentialModes string[] = []
 
 var roles = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
@@ -17,6 +28,7 @@ var roles = {
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
   keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
+  keyVaultCertificatesOfficer: 'a4417e6f-fecd-4de8-b567-7b0420556985'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
 }
 
@@ -54,15 +66,26 @@ resource vaultReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-resource vaultOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
-  scope: vault
-  name: guid(vault.id, deployerPrincipalId, roles.keyVaultSecretsOfficer)
-  properties: {
-    principalId: deployerPrincipalId
-    principalType: 'User'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsOfficer)
+// What the deployer puts in the vault, by credential mode: a client secret (`az keyvault secret
+// set`) needs Secrets Officer; a certificate (`az keyvault certificate import/create/download`)
+// needs Certificates Officer. The managed-identity mode puts nothing there, so the deployer gets no
+// vault role at all.
+var deployerVaultRoles = concat(
+  contains(credentialModes, 'secret') ? [roles.keyVaultSecretsOfficer] : [],
+  contains(credentialModes, 'certificate') ? [roles.keyVaultCertificatesOfficer] : []
+)
+
+resource deployerVaultRoleAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for role in (empty(deployerPrincipalId) ? [] : deployerVaultRoles): {
+    scope: vault
+    name: guid(vault.id, deployerPrincipalId, role)
+    properties: {
+      principalId: deployerPrincipalId
+      principalType: deployerPrincipalType
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role)
+    }
   }
-}
+]
 
 resource telemetryPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: appInsights

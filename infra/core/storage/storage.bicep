@@ -16,6 +16,12 @@ param tables string[] = []
 param retentionContainer string = ''
 param retentionDays int = 30
 
+@description('Days a deleted or overwritten blob (and a deleted container) can still be restored; 0 turns soft delete off')
+param softDeleteDays int = 7
+
+@description('Reached only through private endpoints: the public endpoint is closed')
+param privateOnly bool = false
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
   location: location
@@ -31,10 +37,10 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
     defaultToOAuthAuthentication: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: privateOnly ? 'Disabled' : 'Enabled'
     networkAcls: {
-      bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      bypass: privateOnly ? 'None' : 'AzureServices'
+      defaultAction: privateOnly ? 'Deny' : 'Allow'
     }
   }
 }
@@ -42,6 +48,17 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
 resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
   parent: storage
   name: 'default'
+  properties: {
+    // A mail's source deleted by mistake (or by a bad deployment) can be restored for a while.
+    deleteRetentionPolicy: {
+      enabled: softDeleteDays > 0
+      days: softDeleteDays > 0 ? softDeleteDays : null
+    }
+    containerDeleteRetentionPolicy: {
+      enabled: softDeleteDays > 0
+      days: softDeleteDays > 0 ? softDeleteDays : null
+    }
+  }
 }
 
 resource blobContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [
