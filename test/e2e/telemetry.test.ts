@@ -115,6 +115,31 @@ describe('custom metrics', () => {
     expect(silentMailboxes([mailbox], fromLines, recordedAt + 16 * 60_000)).toEqual([mailbox]);
   });
 
+  it('count refused credentials by mailbox and stage, what the auth alert reads: a wrong secret (token), a login Exchange refuses (imap)', async () => {
+    const wrongSecret = stack.registerApp();
+    stack.vault.setSecret(wrongSecret.secretName, 'wrong~not-the-secret');
+    const refused = stack.registerApp();
+    stack.idp.imapRefusedApps.add(refused.clientId);
+    const cases = [
+      ['auth-token@company.test', wrongSecret.settings],
+      ['auth-imap@company.test', refused.settings],
+    ] as const;
+    for (const [mailbox, settings] of cases) {
+      await stack.appendMail(mailbox, buildMail({ from: 'a@partner.test', to: mailbox }));
+      const rt = runtimeFor(stack.settings(mailbox, { ...settings, INBOXQ_AUTHORIZED_SENDERS: '*@partner.test' }));
+      await expect(drainMailbox({ ...rt, log: memoryLogger() })).rejects.toThrow();
+      expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(1);
+    }
+    const byMailbox = (await points(METRIC_NAMES.authFailures)).map((p) => [p.attributes, p.value]);
+    expect(byMailbox).toEqual(
+      expect.arrayContaining([
+        [{ mailbox: 'auth-token@company.test', stage: 'token' }, 1],
+        [{ mailbox: 'auth-imap@company.test', stage: 'imap' }, 1],
+      ]),
+    );
+    expect(byMailbox).toHaveLength(2);
+  });
+
   it('are not exported anywhere without APPLICATIONINSIGHTS_CONNECTION_STRING', () => {
     expect(setupTelemetry({})).toBe(false);
   });

@@ -11,6 +11,7 @@ import { SETTING_NAMES } from '../../shared/config/schema';
 import { DRAIN_REQUESTS_QUEUE, MAIL_CONTAINER, REPLIES_QUEUE, TASKS_QUEUE } from '../../shared/contract/messages';
 import { CONVERSATIONS_TABLE } from '../../shared/conversation/conversations';
 import { MAILBOXES_TABLE, MESSAGES_TABLE, REPLIES_TABLE } from '../../shared/ledger/rows';
+import { METRIC_NAMES } from '../../shared/telemetry/metrics';
 import { WORKER_DONE_TABLE } from '../../shared/worker/worker';
 
 const main = readFileSync('infra/main.bicep', 'utf8');
@@ -81,5 +82,28 @@ describe('infra', () => {
   it('runs Node.js 22 on Flex Consumption', () => {
     expect(functionBicep).toMatch(/name: 'FC1'\s+tier: 'FlexConsumption'/);
     expect(functionBicep).toMatch(/runtime: \{\s+name: 'node'\s+version: '22'/);
+  });
+});
+
+describe('alerts', () => {
+  const observability = readFileSync('infra/app/observability.bicep', 'utf8');
+  const start = observability.indexOf('var alerts = [');
+  const block = observability.slice(start, observability.indexOf('\n]\n', start));
+  const queries = [...block.matchAll(/^\s+query: (.+)$/gm)].map((m) => m[1]!);
+
+  it('each counts one of the metrics inboxq emits, never the traces host.json samples', () => {
+    expect(queries.length).toBe(5);
+    const names = Object.values(METRIC_NAMES) as string[];
+    for (const query of queries) {
+      expect(query).not.toMatch(/\btraces\b/);
+      if (query === 'silenceQuery') continue;
+      const metric = /name == "([\w.]+)"/.exec(query)?.[1];
+      expect(names, query).toContain(metric);
+    }
+  });
+
+  it('notify the action group made for alertEmails and any given one', () => {
+    expect(observability).toContain('actionGroups: actionGroups');
+    expect(observability).toMatch(/emailReceivers: \[\s+for \(address, i\) in emails/);
   });
 });
