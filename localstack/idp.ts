@@ -59,6 +59,12 @@ export interface TokenRequestLog {
 
 export class IdentityProvider {
   readonly tenantId: string;
+  /**
+   * The tenant the managed identity lives in (the Azure deployment's), apart from the tenant the
+   * mailbox's app asks for tokens (tenantId): the federated credential names this one as issuer,
+   * as it must when the mailbox is in another tenant.
+   */
+  readonly identityTenantId = randomUUID();
   readonly kid = 'inboxq-local-1';
   url = '';
   publicKeyPem = '';
@@ -107,7 +113,7 @@ export class IdentityProvider {
 
   /** Issuer of managed-identity tokens for api://AzureADTokenExchange (what a federated credential names). */
   get federationIssuer(): string {
-    return `${this.url}/${this.tenantId}/v2.0`;
+    return `${this.url}/${this.identityTenantId}/v2.0`;
   }
 
   app(clientId: string): RegisteredApp | undefined {
@@ -161,9 +167,15 @@ export class IdentityProvider {
     const identity = this.identities.get(clientId);
     if (!identity)
       return { status: 400, body: { error: 'invalid_request', error_description: `Identity not found: ${clientId}` } };
-    const issuer = resource === 'api://AzureADTokenExchange' ? this.federationIssuer : this.issuer;
+    const federation = resource === 'api://AzureADTokenExchange';
+    const issuer = federation ? this.federationIssuer : this.issuer;
     const token = await this.sign(
-      { oid: identity.principalId, appid: identity.clientId, idtyp: 'app' },
+      {
+        oid: identity.principalId,
+        appid: identity.clientId,
+        idtyp: 'app',
+        ...(federation ? { tid: this.identityTenantId } : {}),
+      },
       { issuer, audience: resource, subject: identity.principalId, expiresIn: 3600 },
     );
     return {

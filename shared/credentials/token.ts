@@ -35,8 +35,17 @@ export interface TokenSource {
 
 type TokenConfig = Pick<InboxqConfig, 'mailbox' | 'identity' | 'keyVault' | 'tlsCa'>;
 
+/** The issuer and subject of the managed identity's last token: what a federated credential must name. */
+export interface AssertionIdentity {
+  issuer: string;
+  subject: string;
+}
+
 /** AADSTS codes an operator meets with client credentials, and what each means for them. */
-const AADSTS_HINTS: Record<string, (c: TokenConfig, secretSource: string) => string> = {
+const AADSTS_HINTS: Record<
+  string,
+  (c: TokenConfig, secretSource: string, assertion: AssertionIdentity | undefined) => string
+> = {
   AADSTS7000215: (_c, s) =>
     `the client secret in ${s} is wrong: store the secret's Value (not its Secret ID) from the app registration's Certificates & secrets page`,
   AADSTS7000222: (_c, s) =>
@@ -49,11 +58,12 @@ const AADSTS_HINTS: Record<string, (c: TokenConfig, secretSource: string) => str
   AADSTS1002012: () => 'the scope is not a /.default scope: check INBOXQ_EXCHANGE_RESOURCE',
   AADSTS700027: (_c, s) =>
     `the certificate in ${s} is not registered on the app registration (Certificates & secrets): upload its public part there`,
-  AADSTS70021: (c) =>
-    `the app registration has no federated credential for this managed identity: ${federatedCredentialCommand(c)}`,
-  AADSTS700211: (c) =>
-    `the managed identity's token has an issuer the federated credential does not name: ${federatedCredentialCommand(c)}`,
-  AADSTS700213: (c) => `no federated credential matches the managed identity: ${federatedCredentialCommand(c)}`,
+  AADSTS70021: (c, _s, a) =>
+    `the app registration has no federated credential for this managed identity: ${federatedCredentialCommand(c, a)}`,
+  AADSTS700211: (c, _s, a) =>
+    `the managed identity's token has an issuer the federated credential does not name: ${federatedCredentialCommand(c, a)}`,
+  AADSTS700213: (c, _s, a) =>
+    `no federated credential matches the managed identity: ${federatedCredentialCommand(c, a)}`,
 };
 
 export function secretSourceName(config: TokenConfig): string {
@@ -70,19 +80,41 @@ export function secretSourceName(config: TokenConfig): string {
   }
 }
 
-/** The federated-credential command for a managed identity, as docs/m365-setup.md gives it. */
-export function federatedCredentialCommand(
-  config: TokenConfig,
-  principalId = '<principal id of the managed identity>',
-): string {
-  const { clientId, tenantId, authorityHost } = config.identity;
-  return `az ad app federated-credential create --id ${clientId} --parameters '{"name":"inboxq","issuer":"${authorityHost}/${tenantId}/v2.0","subject":"${principalId}","audiences":["api://AzureADTokenExchange"]}'`;
+/**
+ * The federated-credential command for a managed identity, as docs/m365-setup.md gives it. The
+ * issuer and subject are those of the identity's own token when it was obtained: its issuer is the
+ * tenant the identity lives in (the Azure deployment's), which is not INBOXQ_TENANT_ID when the
+ * mailbox is in another tenant. Without one, the deployment's tenant is left to fill in.
+ */
+export function federatedCredentialCommand(config: TokenConfig, assertion?: AssertionIdentity): string {
+  const { clientId, authorityHost } = config.identity;
+  const issuer =
+    assertion?.issuer ?? `${authorityHost}/<tenant id of the managed identity (the Azure deployment's)>/v2.0`;
+  const subject = assertion?.subject ?? '<principal id of the managed identity>';
+  return `az ad app federated-credential create --id ${clientId} --parameters '{"name":"inboxq","issuer":"${issuer}","subject":"${subject}","audiences":["api://AzureADTokenExchange"]}'`;
+}
+
+/** The issuer and subject claims of a JWT, unverified: only ever used to word a hint. */
+export function assertionIdentity(jwt: string): AssertionIdentity | undefined {
+  try {
+    const claims = JSON.parse(Buffer.from(jwt.split('.')[1] ?? '', 'base64url').toString('utf8')) as {
+      iss?: unknown;
+      sub?: unknown;
+    };
+    return typeof claims.iss === 'string' && typeof claims.sub === 'string'
+      ? { issuer: claims.iss, subject: claims.sub }
+      : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export class ExchangeTokenProvider implements TokenSource {
   private client: ConfidentialClientApplication | undefined;
   private secretVersion: string | undefined;
   private inflight: Promise<AccessToken> | undefined;
+  /** The managed identity's last federation token's issuer and subject, for the hint when Entra ID refuses it. */
+  private assertion: AssertionIdentity | undefined;
   /** Calls that reached the token endpoint (not served from MSAL's cache); for telemetry and benchmarks. */
   tokenRequests = 0;
 
@@ -208,7 +240,9 @@ export class ExchangeTokenProvider implements TokenSource {
         return {
           clientAssertion: async () => {
             try {
-              return (await mi.getToken(FEDERATION_SCOPE)).token;
+              const { token } = await mi.getToken(FEDERATION_SCOPE);
+              this.assertion = assertionIdentity(token);
+              return token;
             } catch (err) {
               throw new TokenError(
                 `The managed identity${c.identityClientId ? ` ${c.identityClientId}` : ''} gave no token for ${FEDERATION_SCOPE} (${(err as Error).name})`,
@@ -237,7 +271,7 @@ export class ExchangeTokenProvider implements TokenSource {
     const { identity, mailbox } = this.config;
     const who = `app ${identity.clientId} in tenant ${identity.tenantId}`;
     if (aadsts) {
-      const hint = AADSTS_HINTS[aadsts]?.(this.config, secretSourceName(this.config));
+      const hint = AADSTS_HINTS[aadsts]?.(this.config, secretSourceName(this.config), this.assertion);
       return new TokenError(`Entra ID refused a token for ${who}: ${e.errorCode ?? 'error'} ${aadsts}`, aadsts, {
         mailbox,
         cause: err,

@@ -110,6 +110,13 @@ describe('the three credential types', () => {
     expect(err).toMatchObject({ name: 'TokenError', code: 'TOKEN' });
     expect((err as TokenError).aadsts).toBe('AADSTS70021');
     expect((err as Error).message).toContain(`az ad app federated-credential create --id ${app.clientId}`);
+    // Issuer and subject from the managed identity's own token: its tenant (the deployment's), not
+    // the mailbox's INBOXQ_TENANT_ID, which may be another.
+    const hint = (err as TokenError).hint ?? '';
+    expect(hint).toContain(`"issuer":"${stack.idp.federationIssuer}"`);
+    expect(hint).toContain(`"subject":"${stack.managedIdentity.principalId}"`);
+    expect(stack.idp.federationIssuer).toContain(stack.idp.identityTenantId);
+    expect(hint).not.toContain(stack.idp.tenantId);
   });
 });
 
