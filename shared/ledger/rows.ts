@@ -31,6 +31,8 @@ export interface MessageRecord {
   subject: string;
   inReplyTo: string | null;
   references: string[];
+  /** The mail's Thread-Index (base64, validated and bounded when parsed); extended on every reply. */
+  threadIndex?: string;
   /** The conversation an accepted mail belongs to; null until it is decided (and for rejected mail). */
   conversationId: string | null;
   reasons: string[];
@@ -114,6 +116,8 @@ export const ROW_BOUNDS = {
   references: 30,
   location: 300,
   response: 500,
+  /** Base64 of 22 + 5 x 100 bytes (MAX_CHILD_BLOCKS), which is all readThreadIndex takes. */
+  threadIndex: 700,
 } as const;
 
 export type Entity = Record<string, unknown> & { partitionKey: string; rowKey: string };
@@ -139,6 +143,7 @@ export function toMessageEntity(r: MessageRecord): Entity {
       ROW_BOUNDS.messageId,
       'last',
     ),
+    ...(r.threadIndex ? { threadIndex: clip(r.threadIndex, ROW_BOUNDS.threadIndex) } : {}),
     conversationId: r.conversationId ?? '',
     reasons: boundedJsonList(r.reasons, ROW_BOUNDS.reasonsJson, ROW_BOUNDS.reason, 'first'),
     receivedAt: r.receivedAt,
@@ -167,6 +172,7 @@ export function fromMessageEntity(e: TableEntityResult<Record<string, unknown>>)
     subject: s('subject'),
     inReplyTo: s('inReplyTo') || null,
     references: JSON.parse(s('references') || '[]') as string[],
+    ...(s('threadIndex') ? { threadIndex: s('threadIndex') } : {}),
     conversationId: s('conversationId') || null,
     reasons: JSON.parse(s('reasons') || '[]') as string[],
     receivedAt: s('receivedAt'),

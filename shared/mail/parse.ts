@@ -5,6 +5,7 @@ import { Headers } from '@zone-eu/mailsplit';
 import { type AddressObject, type AttachmentStream, MailParser, type MessageText, simpleParser } from 'mailparser';
 
 import { InboxqError } from '../errors';
+import { readThreadIndex } from './thread-index';
 
 /** MIME parts a mail may have (mailsplit's default is 1,000; a mail with 1,000 attachments is legitimate). */
 export const MAX_MIME_PARTS = 5000;
@@ -42,6 +43,8 @@ export interface ParsedHeader {
   messageId: string | null;
   inReplyTo: string | null;
   references: string[];
+  /** The Thread-Index (Outlook's conversation index) as base64, when it is a valid one; else null. */
+  threadIndex: string | null;
   subject: string;
   fromName: string;
   to: string[];
@@ -83,6 +86,12 @@ const headerDecoder = new MailParser(PARSER_OPTIONS as ConstructorParameters<typ
   processHeaders(lines: HeaderLine[]): Map<string, unknown>;
 };
 
+/** A header's text as mailparser decoded it: the first, when the field is repeated. */
+function headerText(value: unknown): string | undefined {
+  const first: unknown = Array.isArray(value) ? value[0] : value;
+  return typeof first === 'string' ? first : undefined;
+}
+
 /** Parses a header section (only: anything after its empty line is ignored). */
 export function parseHeader(source: Buffer): ParsedHeader {
   const lines = (new Headers(headerSection(source)).getList() as HeaderLine[]).map((h) => ({
@@ -100,6 +109,7 @@ export function parseHeader(source: Buffer): ParsedHeader {
     messageId: normalizeMessageId(get<string>('message-id')),
     inReplyTo: normalizeMessageId(get<string>('in-reply-to')),
     references: list.map((r) => normalizeMessageId(r)).filter((r): r is string => r !== null),
+    threadIndex: readThreadIndex(headerText(get<unknown>('thread-index')))?.toString('base64') ?? null,
     subject: get<string>('subject') ?? '',
     fromName: from?.value[0]?.name ?? '',
     to: addresses(get<AddressObject>('to')),

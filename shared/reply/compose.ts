@@ -3,6 +3,7 @@ import type Mail from 'nodemailer/lib/mailer';
 import type { ReplyMessage } from '../contract/messages';
 import { replyMessageId, withSubjectTag } from '../identity/ids';
 import type { MessageRecord } from '../ledger/rows';
+import { replyThreadIndex, threadTopic } from '../mail/thread-index';
 import { renderMarkdown } from './markdown';
 
 export { replyMessageId };
@@ -21,14 +22,17 @@ export interface ComposedAttachment {
 
 /**
  * The reply as a mail: From the mailbox, To the task's verified sender, threaded on the original
- * (In-Reply-To, References) and tagged with its conversation in the subject. Markdown becomes the
- * text/plain part as written and a rendered text/html part.
+ * (In-Reply-To, References; Thread-Index and Thread-Topic for Outlook and Exchange, which group
+ * by those and would split a thread whose subject gained a tag) and tagged with its conversation in
+ * the subject. Markdown becomes the text/plain part as written and a rendered text/html part.
  */
 export function composeReply(
   task: MessageRecord,
   reply: ReplyMessage,
   attachments: ComposedAttachment[],
+  now: Date = new Date(),
 ): Mail.Options {
+  const topic = threadTopic(task.subject);
   const references = [...task.references, ...(task.messageId ? [task.messageId] : [])].slice(-30);
   const subject = replySubject(task.subject);
   const body =
@@ -49,6 +53,13 @@ export function composeReply(
       'Auto-Submitted': 'auto-replied',
       // Asks Exchange not to send out-of-office and similar replies to it.
       'X-Auto-Response-Suppress': 'All',
+      'Thread-Index': replyThreadIndex(task.threadIndex, {
+        arrivedAt: new Date(task.receivedAt),
+        threadKey: task.conversationId ?? task.taskId,
+        replyKey: `${task.taskId}.${reply.replyId}`,
+        at: now,
+      }),
+      ...(topic ? { 'Thread-Topic': topic } : {}),
     },
   };
 }

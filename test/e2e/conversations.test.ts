@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalStack } from '../../localstack';
 import type { TaskMessage } from '../../shared/contract/messages';
 import { conversationIdFor } from '../../shared/identity/ids';
+import { decodeThreadIndex, newThreadIndex, readThreadIndex } from '../../shared/mail/thread-index';
 import { TaskWorker } from '../../shared/worker/worker';
 import { runQueueFunction } from '../helpers/app';
 import { buildMail } from '../helpers/mail';
@@ -428,5 +429,66 @@ describe('Markdown replies', () => {
     await expect(worker.reply({ ...task, replyId: 'inboxq-ack', text: 'x' })).rejects.toThrow(
       'replyId: ids starting with "inboxq-" are inboxq\'s own',
     );
+  });
+});
+
+describe('Outlook threading', () => {
+  /** A header of a mail as it arrived over IMAP (the raw field, unfolded). */
+  const header = (m: ParsedMail, name: string) => {
+    const value = m.headers.get(name.toLowerCase());
+    return typeof value === 'string' ? value : undefined;
+  };
+
+  it("every mail inboxq sends carries Thread-Topic and the original's Thread-Index extended by a child block", async () => {
+    const mailbox = 'outlook-thread@company.test';
+    const sender = 'olivia@partner.test';
+    const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: sender });
+    const original = newThreadIndex(new Date(Date.now() - 3_600_000), randomBytes(16)).toString('base64');
+    await stack.appendMail(
+      mailbox,
+      buildMail({
+        from: `Olivia <${sender}>`,
+        to: mailbox,
+        subject: 'RE: Fwd: Cabinet quote',
+        extraHeaders: [`Thread-Index: ${original}`, 'Thread-Topic: Cabinet quote'],
+      }),
+    );
+    const task = await drainOne(env);
+    await worker.reply({ taskId: task.taskId, mailbox, markdown: 'Here it is.' });
+    await sendReplies(env);
+    const sent = (await inboxOf(sender)).filter((m) => m.messageId?.startsWith(`<inboxq.${task.taskId}.`));
+    // The acknowledgement and the answer.
+    expect(sent).toHaveLength(2);
+    for (const m of sent) {
+      expect(header(m, 'Thread-Topic')).toBe('Cabinet quote');
+      const index = readThreadIndex(header(m, 'Thread-Index'));
+      expect(index, m.messageId).not.toBeNull();
+      expect(index!.subarray(0, 22).toString('base64')).toBe(original);
+      const decoded = decodeThreadIndex(index!);
+      expect(decoded.children).toHaveLength(1);
+      // Sent within the last minutes: the child's delta is about the hour since the original's header.
+      const sentAt = decoded.time.getTime() + Number(decoded.children[0]!.deltaTicks / 10_000n);
+      expect(Math.abs(sentAt - Date.now())).toBeLessThan(120_000);
+    }
+  });
+
+  it('a mail without a Thread-Index: its acknowledgement and answer begin one conversation index, the same for both', async () => {
+    const mailbox = 'outlook-new@company.test';
+    const sender = 'noah@partner.test';
+    const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: sender });
+    await stack.appendMail(mailbox, buildMail({ from: sender, to: mailbox, subject: 'Délai de livraison' }));
+    const task = await drainOne(env);
+    await worker.reply({ taskId: task.taskId, mailbox, text: 'Two weeks.' });
+    await sendReplies(env);
+    const sent = (await inboxOf(sender)).filter((m) => m.messageId?.startsWith(`<inboxq.${task.taskId}.`));
+    expect(sent).toHaveLength(2);
+    const indexes = sent.map((m) => readThreadIndex(header(m, 'Thread-Index')));
+    expect(indexes.every((i) => i?.length === 27)).toBe(true);
+    expect(indexes[0]!.subarray(0, 22).equals(indexes[1]!.subarray(0, 22))).toBe(true);
+    // A non-ASCII topic travels as an RFC 2047 encoded word (UTF-8, Q), which clients decode.
+    expect(sent.map((m) => header(m, 'Thread-Topic'))).toEqual([
+      '=?UTF-8?Q?D=C3=A9lai_de_livraison?=',
+      '=?UTF-8?Q?D=C3=A9lai_de_livraison?=',
+    ]);
   });
 });

@@ -26,6 +26,7 @@ export function claimRecord(mail: JudgedMail, mailbox: string, uidValidity: bigi
     subject: parsed?.subject ?? '',
     inReplyTo: parsed?.inReplyTo ?? null,
     references: parsed?.references ?? [],
+    ...(parsed?.threadIndex ? { threadIndex: parsed.threadIndex } : {}),
     conversationId: null,
     reasons: [],
     receivedAt: (mail.entry.internalDate ?? new Date(nowIso)).toISOString(),
@@ -58,6 +59,7 @@ export async function claimBatch(
       subject: '',
       inReplyTo: null,
       references: [],
+      threadIndex: undefined,
       reasons: [reason],
     };
     const again = (await ledger.claimMessages([bare]))[0]!;
