@@ -30,6 +30,7 @@ import { Ledger } from '../../shared/ledger/ledger';
 import type { MessageRecord } from '../../shared/ledger/rows';
 import { ROW_BOUNDS } from '../../shared/ledger/rows';
 import { headerSection, MailParseError, normalizeMessageId, parseHeader } from '../../shared/mail/parse';
+import { readThreadIndex } from '../../shared/mail/thread-index';
 import { judgeMail } from '../../shared/sender/judge';
 import { safeContentType, sanitizeFilename } from '../../shared/storage/blobs';
 import { boundedJsonList, clip } from '../../shared/storage/bounded';
@@ -318,6 +319,11 @@ describe('the header parse', () => {
       messageId: normalizeMessageId(parsed.messageId),
       inReplyTo: normalizeMessageId(parsed.inReplyTo),
       references: refs.map((r) => normalizeMessageId(r)).filter((r): r is string => r !== null),
+      threadIndex: (() => {
+        const value: unknown = parsed.headers.get('thread-index');
+        const first: unknown = Array.isArray(value) ? value[0] : value;
+        return readThreadIndex(typeof first === 'string' ? first : undefined)?.toString('base64') ?? null;
+      })(),
       subject: parsed.subject ?? '',
       fromName: parsed.from?.value[0]?.name ?? '',
       to: addresses(parsed.to),
@@ -335,8 +341,22 @@ describe('the header parse', () => {
     'this is not a header\r\nFrom: a@p.test\r\nSubject: s\r\n\r\n',
     `From: a@p.test\r\nMessage-ID: <${'m'.repeat(2000)}@x>\r\nReferences: ${Array.from({ length: 50 }, (_, i) => `<r${i}@x>`).join(' ')}\r\n\r\n`,
     'From: group: a@p.test, b@p.test;\r\nTo: undisclosed-recipients:;\r\n\r\n',
+    'From: a@p.test\r\nThread-Index: AQHcXydIABEiM0RVZneImaq7zN3u/w==\r\nThread-Topic: t\r\n\r\n',
+    'From: a@p.test\r\nThread-Index: AQHcXydIABEiM0RVZneImaq7\r\n zN3u/wAAEjRW\r\nThread-Index: AQ==\r\n\r\n',
+    'From: a@p.test\r\nThread-Index: not base64!\r\n\r\n',
   ])('reads %j as simpleParser does', async (raw) => {
     const source = Buffer.from(raw, 'utf8');
     expect(parseHeader(source)).toEqual(await viaSimpleParser(source));
+  });
+
+  it('keeps a valid Thread-Index (folded or not, the first of several) as base64, and none that is not one', () => {
+    const read = (raw: string) => parseHeader(Buffer.from(`From: a@p.test\r\n${raw}\r\n\r\n`)).threadIndex;
+    expect(read('Thread-Index: AQHcXydIABEiM0RVZneImaq7zN3u/w==')).toBe('AQHcXydIABEiM0RVZneImaq7zN3u/w==');
+    expect(read('Thread-Index: AQHcXydIABEiM0RVZneImaq7\r\n zN3u/wAAEjRW\r\nThread-Index: AQ==')).toBe(
+      'AQHcXydIABEiM0RVZneImaq7zN3u/wAAEjRW',
+    );
+    expect(read('Thread-Index: not base64!')).toBeNull();
+    expect(read('Thread-Index: AQ==')).toBeNull();
+    expect(read('Subject: none')).toBeNull();
   });
 });
