@@ -76,6 +76,7 @@ export class ImapFaultProxy {
   private server: tls.Server | undefined;
   private readonly rules: Rule[] = [];
   private readonly sockets = new Set<net.Socket>();
+  private readonly clients = new Set<net.Socket>();
 
   constructor(
     private readonly targetPort: number,
@@ -122,6 +123,16 @@ export class ImapFaultProxy {
     return out;
   }
 
+  /** Cuts every connection open now, as a server restart or an idle timeout on its side would. */
+  disconnectAll(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+
+  /** Client connections open now. */
+  get open(): number {
+    return this.clients.size;
+  }
+
   /** The next command matching `pattern` cuts the connection instead of reaching the server. */
   dropOn(pattern: RegExp, times = 1): void {
     this.rules.push({ pattern, action: { kind: 'drop' }, times });
@@ -130,6 +141,8 @@ export class ImapFaultProxy {
   async start(): Promise<void> {
     this.server = tls.createServer({ key: this.certs.key, cert: this.certs.cert }, (client) => {
       this.connections++;
+      this.clients.add(client);
+      client.on('close', () => this.clients.delete(client));
       const upstream = tls.connect({
         host: '127.0.0.1',
         port: this.targetPort,

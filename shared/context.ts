@@ -7,6 +7,7 @@
 import type { InboxqConfig } from './config/types';
 import type { TokenSource } from './credentials/token';
 import type { Ledger } from './ledger/ledger';
+import type { WarmSession } from './mailbox/warm';
 import type { StorageClients } from './storage/clients';
 import type { Logger } from './telemetry/log';
 
@@ -16,6 +17,8 @@ export interface MailboxContext {
   ledger: Ledger;
   storage: StorageClients;
   log: Logger;
+  /** The mailbox's IMAP session kept between drains by a warm instance; without it, one per drain. */
+  imapSession?: WarmSession;
   /** The clock (tests move it past a lease). */
   now?: () => number;
 }

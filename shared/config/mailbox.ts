@@ -47,7 +47,12 @@ export function loadMailbox(env: Env, key: string, overrideKey: string | null): 
       verifyChallengeResource: s.INBOXQ_KEYVAULT_VERIFY_CHALLENGE_RESOURCE,
       instanceDiscovery: s.INBOXQ_KEYVAULT_INSTANCE_DISCOVERY,
     },
-    imap: { host: s.INBOXQ_IMAP_HOST, port: s.INBOXQ_IMAP_PORT, secure: s.INBOXQ_IMAP_SECURE },
+    imap: {
+      host: s.INBOXQ_IMAP_HOST,
+      port: s.INBOXQ_IMAP_PORT,
+      secure: s.INBOXQ_IMAP_SECURE,
+      keepWarmMs: s.INBOXQ_IMAP_KEEP_WARM_SECONDS * 1000,
+    },
     smtp: { host: s.INBOXQ_SMTP_HOST, port: s.INBOXQ_SMTP_PORT },
     tlsCa,
     drain: {

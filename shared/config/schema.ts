@@ -173,6 +173,7 @@ export function schemaFor(n: (setting: string) => string) {
     INBOXQ_IMAP_HOST: hostName(n('INBOXQ_IMAP_HOST')).default('outlook.office365.com'),
     INBOXQ_IMAP_PORT: intIn(n('INBOXQ_IMAP_PORT'), 1, 65535).default(993),
     INBOXQ_IMAP_SECURE: bool(n('INBOXQ_IMAP_SECURE')).default(true),
+    INBOXQ_IMAP_KEEP_WARM_SECONDS: intIn(n('INBOXQ_IMAP_KEEP_WARM_SECONDS'), 0, 1500).default(300),
     INBOXQ_SMTP_HOST: hostName(n('INBOXQ_SMTP_HOST')).default('smtp.office365.com'),
     INBOXQ_SMTP_PORT: intIn(n('INBOXQ_SMTP_PORT'), 1, 65535).default(587),
     INBOXQ_TLS_CA_FILE: z.string().trim().min(1).optional(),

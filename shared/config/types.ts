@@ -53,7 +53,8 @@ export interface InboxqConfig {
     /** Look the vault login's authority up in Microsoft's instance discovery (off for a private identity provider). */
     instanceDiscovery: boolean;
   };
-  imap: { host: string; port: number; secure: boolean };
+  /** keepWarmMs: how long a warm instance keeps an idle session for the next drain (0: a session per drain). */
+  imap: { host: string; port: number; secure: boolean; keepWarmMs: number };
   smtp: { host: string; port: number };
   /** Extra CA certificates (PEM) trusted for every TLS peer; for local stacks and TLS-inspecting proxies. */
   tlsCa: Buffer | undefined;

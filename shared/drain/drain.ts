@@ -87,7 +87,8 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
   let session: MailboxSession | undefined;
   let failure: { error: unknown } | undefined;
   try {
-    session = await MailboxSession.open({ config, tokens: deps.tokens, log });
+    const open = () => MailboxSession.open({ config, tokens: deps.tokens, log });
+    session = deps.imapSession?.enabled ? await deps.imapSession.checkout(open, log) : await open();
     await drainInbox(deps, session, lease, summary, () => now() - started > config.drain.runBudgetMs);
     if (config.drain.retentionDays > 0 && summary.stoppedBecause === 'empty') {
       summary.counts.expired = await expireOldMail(deps, now);
@@ -125,7 +126,10 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
     }
   } finally {
     summary.counts.throttled = session?.throttled ?? 0;
-    await session?.close();
+    // A warm instance keeps a session that served well for the next drain; any failure closes it.
+    if (session && deps.imapSession?.enabled)
+      await deps.imapSession.checkin(session, failure === undefined && summary.stoppedBecause !== 'throttled');
+    else await session?.close();
     await lease.release();
   }
   summary.durationMs = now() - started;

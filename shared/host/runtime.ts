@@ -11,6 +11,7 @@ import type { Env } from '../config/types';
 import type { MailboxContext } from '../context';
 import { type ExchangeTokenProvider, tokenProviderFor } from '../credentials/token';
 import { Ledger } from '../ledger/ledger';
+import { WarmSession } from '../mailbox/warm';
 import { createStorageClients } from '../storage/clients';
 
 /** One mailbox as a warm instance keeps it: its MailboxContext but for the invocation's logger (`{ ...rt, log }`). */
@@ -34,7 +35,13 @@ export function deploymentFor(env: Env): DeploymentRuntime {
   if (!deployment) {
     const runtimes = mailboxes.map((config): Runtime => {
       const storage = createStorageClients(config.storage, config.mailbox);
-      return { config, tokens: tokenProviderFor(config), storage, ledger: new Ledger(storage, config.mailbox) };
+      return {
+        config,
+        tokens: tokenProviderFor(config),
+        storage,
+        ledger: new Ledger(storage, config.mailbox),
+        imapSession: new WarmSession(config.imap.keepWarmMs),
+      };
     });
     deployment = {
       mailboxes: runtimes,

@@ -52,7 +52,33 @@ export class MailboxSession {
     readonly mailbox: string,
     private readonly commandErrors: CommandErrors,
     private readonly imap: InboxqConfig['imap'],
+    /** When the token the session logged in with expires (ms): Exchange Online ends the session then. */
+    readonly tokenExpiresAt: number,
   ) {}
+
+  /** The connection is up and logged in (imapflow's `usable`). */
+  get usable(): boolean {
+    return this.client.usable;
+  }
+
+  /**
+   * Before a warm session serves another drain: a NOOP (which also takes in what the server has to
+   * say since) answered within `timeoutMs`, INBOX selected again if another folder was, and the
+   * per-run throttle count cleared. Throws when the session is broken.
+   */
+  async check(timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer to NOOP within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      await Promise.race([this.run('NOOP', () => this.client.noop()), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (this.client.mailbox === false || this.client.mailbox.path !== 'INBOX') await this.select('INBOX');
+    this.throttled = 0;
+  }
 
   /** Opens a session and selects INBOX. */
   static async open(options: MailboxSessionOptions): Promise<MailboxSession> {
@@ -63,7 +89,13 @@ export class MailboxSession {
       const client = createClient(options, token.token, commandErrors);
       try {
         await client.connect();
-        const session = new MailboxSession(client, config.mailbox, commandErrors, config.imap);
+        const session = new MailboxSession(
+          client,
+          config.mailbox,
+          commandErrors,
+          config.imap,
+          token.expiresOn.getTime(),
+        );
         await session.select('INBOX');
         return session;
       } catch (err) {

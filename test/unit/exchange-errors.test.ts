@@ -10,7 +10,10 @@ import { describeImapError } from '../../shared/mailbox/imap';
 import { describeSmtpError } from '../../shared/reply/smtp';
 
 const config = { mailbox: 'agent@contoso.com', smtp: { host: 'smtp.office365.com', port: 587 }, tlsCa: undefined };
-const imap = { mailbox: 'agent@contoso.com', imap: { host: 'outlook.office365.com', port: 993, secure: true } };
+const imap = {
+  mailbox: 'agent@contoso.com',
+  imap: { host: 'outlook.office365.com', port: 993, secure: true, keepWarmMs: 0 },
+};
 
 describe('SMTP answers', () => {
   it('432 4.3.2 is "busy" wherever it comes, never a refused token', () => {

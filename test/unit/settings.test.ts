@@ -47,7 +47,7 @@ describe('settings', () => {
         secretName: 'inboxq-client-secret',
       },
     });
-    expect(c.imap).toEqual({ host: 'outlook.office365.com', port: 993, secure: true });
+    expect(c.imap).toEqual({ host: 'outlook.office365.com', port: 993, secure: true, keepWarmMs: 300_000 });
     expect(c.smtp).toEqual({ host: 'smtp.office365.com', port: 587 });
     expect(c.drain).toMatchObject({
       processedAction: 'move',
