@@ -99,7 +99,7 @@ param trustedAuthservId string = ''
 param microsoftInternalFallback bool = true
 
 @description('NCRONTAB (six fields, UTC) for the drain')
-param drainSchedule string = '0 */2 * * * *'
+param drainSchedule string = '*/5 * * * * *'
 
 @minValue(0)
 @description('Days stored mail is kept; 0 keeps it')

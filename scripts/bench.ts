@@ -5,7 +5,8 @@
  * reported: absolute times on a shared machine drift, ratios within a pair hold.
  *
  * Writes docs/benchmarks.md and prints, as its last line, one JSON object:
- *   {"drainRatio", "emptyRunRatio", "tokenEndpointCalls", "replyRatio", "largeMailRssFactor"}
+ *   {"drainRatio", "emptyRunRatio", "tokenEndpointCalls", "replyRatio", "largeMailRssFactor",
+ *    "drainCpuRatio", "replyCpuRatio", "arrivalToTaskP50Ms", "arrivalToTaskP95Ms", "replyDeliveredP50Ms"}
  */
 import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -28,12 +29,18 @@ import { createHandlers } from '../shared/host/handlers';
 import { deploymentFor } from '../shared/host/runtime';
 import { composeReply } from '../shared/reply/compose';
 import { silentLogger } from '../shared/telemetry/log';
+import { measureLatency } from './bench-latency';
 
 const RUNS = Number(process.env['BENCH_RUNS'] ?? 5);
 const SMALL_MAILS = Number(process.env['BENCH_SMALL_MAILS'] ?? 1000);
 const LARGE_MAILS = Number(process.env['BENCH_LARGE_MAILS'] ?? 100);
 const REPLIES = Number(process.env['BENCH_REPLIES'] ?? 200);
 const EMPTY_RUNS = 20;
+/** The latency measurement: mails arriving at random times over this window, on the default schedule. */
+const LATENCY_MAILS = Number(process.env['BENCH_LATENCY_MAILS'] ?? 30);
+const LATENCY_SECONDS = Number(process.env['BENCH_LATENCY_SECONDS'] ?? 90);
+/** The default INBOXQ_DRAIN_SCHEDULE's period (every 5 seconds). */
+const DEFAULT_SCHEDULE_SECONDS = 5;
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -150,20 +157,27 @@ async function measureDrain(
   await drainMailbox({ ...rt, log: silentLogger }); // warm: token, tables, queue, container
   const ratios: number[] = [];
   const rates = { inboxq: [] as number[], baseline: [] as number[] };
+  /** This process's CPU time (user + system) per mail, in microseconds, and its ratio per pair. */
+  const cpuPerMail = { inboxq: [] as number[], baseline: [] as number[] };
+  const cpuRatios: number[] = [];
   // Run -1 is a warm-up pair (JIT, Azurite's and Dovecot's caches), measured but not counted.
   for (let run = -1; run < RUNS; run++) {
     const sides = run % 2 === 0 ? (['baseline', 'inboxq'] as const) : (['inboxq', 'baseline'] as const);
     const rate: Record<string, number> = {};
+    const cpu: Record<string, number> = {};
     for (const side of sides) {
       const mailbox = side === 'inboxq' ? settings['INBOXQ_MAILBOX']! : `bare-${label}@company.test`;
       await seed(stack, mailbox, count, bodyBytes);
       await queue.clearMessages();
+      const cpuBefore = process.cpuUsage();
       const started = process.hrtime.bigint();
       const n =
         side === 'inboxq' ? await drainAll(stack, rt, count, failures) : await bareDrain(stack, mailbox, token, queue);
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const used = process.cpuUsage(cpuBefore);
       if (n !== count) throw new Error(`${side} drained ${n} of ${count} mails`);
       rate[side] = n / seconds;
+      cpu[side] = (used.user + used.system) / n;
     }
     if (run < 0) {
       log(`  ${label} warm-up: inboxq ${rate['inboxq']!.toFixed(1)}/s, baseline ${rate['baseline']!.toFixed(1)}/s`);
@@ -172,12 +186,22 @@ async function measureDrain(
     rates.inboxq.push(rate['inboxq']!);
     rates.baseline.push(rate['baseline']!);
     ratios.push(rate['inboxq']! / rate['baseline']!);
+    cpuPerMail.inboxq.push(cpu['inboxq']!);
+    cpuPerMail.baseline.push(cpu['baseline']!);
+    cpuRatios.push(cpu['inboxq']! / cpu['baseline']!);
     log(
-      `  ${label} run ${run + 1}: inboxq ${rate['inboxq']!.toFixed(1)}/s, baseline ${rate['baseline']!.toFixed(1)}/s, ratio ${(rate['inboxq']! / rate['baseline']!).toFixed(2)}`,
+      `  ${label} run ${run + 1}: inboxq ${rate['inboxq']!.toFixed(1)}/s, baseline ${rate['baseline']!.toFixed(1)}/s, ratio ${(rate['inboxq']! / rate['baseline']!).toFixed(2)}; CPU per mail ${(cpu['inboxq']! / 1000).toFixed(2)} ms vs ${(cpu['baseline']! / 1000).toFixed(2)} ms`,
     );
   }
   await queue.clearMessages();
-  return { ratio: median(ratios), inboxq: median(rates.inboxq), baseline: median(rates.baseline), failures };
+  return {
+    ratio: median(ratios),
+    inboxq: median(rates.inboxq),
+    baseline: median(rates.baseline),
+    failures,
+    cpuRatio: median(cpuRatios),
+    cpuMsPer1000: { inboxq: median(cpuPerMail.inboxq), baseline: median(cpuPerMail.baseline) },
+  };
 }
 
 /** What the drain schedule puts on the queue for this mailbox: the bench invokes the queue-triggered drain with it. */
@@ -245,9 +269,12 @@ async function measureReplies(stack: LocalStack) {
   const taskIds = summary.outcomes.map((o) => o.taskId!);
   const ratios: number[] = [];
   const rates = { inboxq: [] as number[], baseline: [] as number[] };
+  const cpuPerReply = { inboxq: [] as number[], baseline: [] as number[] };
+  const cpuRatios: number[] = [];
   for (let run = 0; run < RUNS; run++) {
     const ids = taskIds.slice(run * REPLIES, (run + 1) * REPLIES);
     const rate: Record<string, number> = {};
+    const cpu: Record<string, number> = {};
     const sides = run % 2 === 0 ? (['baseline', 'inboxq'] as const) : (['inboxq', 'baseline'] as const);
     for (const side of sides) {
       if (side === 'inboxq') {
@@ -256,6 +283,7 @@ async function measureReplies(stack: LocalStack) {
           await replies.sendMessage(
             encodeQueueMessage({ type: 'inboxq.reply', version: 1, taskId, mailbox, text: `Answer to ${taskId}` }),
           );
+        const cpuBefore = process.cpuUsage();
         const started = process.hrtime.bigint();
         const result = await runQueueTrigger({
           queue: replies,
@@ -266,6 +294,8 @@ async function measureReplies(stack: LocalStack) {
         if (result.succeeded !== ids.length)
           throw new Error(`inboxq sent ${result.succeeded} of ${ids.length} replies`);
         rate[side] = ids.length / (Number(process.hrtime.bigint() - started) / 1e9);
+        const used = process.cpuUsage(cpuBefore);
+        cpu[side] = (used.user + used.system) / ids.length;
       } else {
         const transport = nodemailer.createTransport({
           pool: true,
@@ -278,6 +308,7 @@ async function measureReplies(stack: LocalStack) {
           auth: { type: 'OAuth2', user: mailbox, accessToken: token },
         });
         const rows = await Promise.all(ids.map((id) => rt.ledger.getMessage(mailbox, id)));
+        const cpuBefore = process.cpuUsage();
         const started = process.hrtime.bigint();
         for (const row of rows) {
           await transport.sendMail({
@@ -297,17 +328,28 @@ async function measureReplies(stack: LocalStack) {
           });
         }
         rate[side] = ids.length / (Number(process.hrtime.bigint() - started) / 1e9);
+        const used = process.cpuUsage(cpuBefore);
+        cpu[side] = (used.user + used.system) / ids.length;
         transport.close();
       }
     }
     rates.inboxq.push(rate['inboxq']!);
     rates.baseline.push(rate['baseline']!);
     ratios.push(rate['inboxq']! / rate['baseline']!);
+    cpuPerReply.inboxq.push(cpu['inboxq']!);
+    cpuPerReply.baseline.push(cpu['baseline']!);
+    cpuRatios.push(cpu['inboxq']! / cpu['baseline']!);
     log(
-      `  replies run ${run + 1}: inboxq ${rate['inboxq']!.toFixed(1)}/s, baseline ${rate['baseline']!.toFixed(1)}/s, ratio ${(rate['inboxq']! / rate['baseline']!).toFixed(2)}`,
+      `  replies run ${run + 1}: inboxq ${rate['inboxq']!.toFixed(1)}/s, baseline ${rate['baseline']!.toFixed(1)}/s, ratio ${(rate['inboxq']! / rate['baseline']!).toFixed(2)}; CPU per reply ${(cpu['inboxq']! / 1000).toFixed(2)} ms vs ${(cpu['baseline']! / 1000).toFixed(2)} ms`,
     );
   }
-  return { ratio: median(ratios), inboxq: median(rates.inboxq), baseline: median(rates.baseline) };
+  return {
+    ratio: median(ratios),
+    inboxq: median(rates.inboxq),
+    baseline: median(rates.baseline),
+    cpuRatio: median(cpuRatios),
+    cpuMsPer100: { inboxq: median(cpuPerReply.inboxq) / 10, baseline: median(cpuPerReply.baseline) / 10 },
+  };
 }
 
 async function seedLargeMail(stack: LocalStack, mailbox: string): Promise<number> {
@@ -375,6 +417,14 @@ async function measureLargeMail(stack: LocalStack) {
   return { factor: median(factors), details };
 }
 
+function latency(stack: LocalStack) {
+  return measureLatency(stack, {
+    scheduleSeconds: DEFAULT_SCHEDULE_SECONDS,
+    mails: LATENCY_MAILS,
+    seconds: LATENCY_SECONDS,
+  }).then(({ arrivalToTaskMs: _a, replyDeliveredMs: _r, ...summary }) => summary);
+}
+
 async function main(): Promise<void> {
   exitOnSignals();
   const started = Date.now();
@@ -390,6 +440,7 @@ async function main(): Promise<void> {
         token: () => measureTokenCalls(stack),
         replies: () => measureReplies(stack),
         memory: () => measureLargeMail(stack),
+        latency: () => latency(stack),
       };
       if (!parts[only]) throw new Error(`BENCH_ONLY must be one of ${Object.keys(parts).join(', ')}`);
       process.stdout.write(`${JSON.stringify(await parts[only]())}\n`);
@@ -407,6 +458,8 @@ async function main(): Promise<void> {
     const reply = await measureReplies(stack);
     log('bench: one mail with a 50 MB attachment');
     const large = await measureLargeMail(stack);
+    log(`bench: latency, ${LATENCY_MAILS} mails at random times over ${LATENCY_SECONDS} s, through the local host`);
+    const lat = await latency(stack);
 
     const result = {
       drainRatio: Number(drainSmall.ratio.toFixed(3)),
@@ -414,6 +467,11 @@ async function main(): Promise<void> {
       tokenEndpointCalls: tokenCalls,
       replyRatio: Number(reply.ratio.toFixed(3)),
       largeMailRssFactor: Number(large.factor.toFixed(3)),
+      drainCpuRatio: Number(drainSmall.cpuRatio.toFixed(3)),
+      replyCpuRatio: Number(reply.cpuRatio.toFixed(3)),
+      arrivalToTaskP50Ms: lat.arrivalToTaskP50Ms,
+      arrivalToTaskP95Ms: lat.arrivalToTaskP95Ms,
+      replyDeliveredP50Ms: lat.replyDeliveredP50Ms,
     };
     const goal = (ok: boolean) => (ok ? 'met' : '**missed**');
     const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
@@ -436,6 +494,10 @@ Reproduce: \`npm run bench\` (about ${Math.round((Date.now() - started) / 60000)
 | token endpoint calls, 100 warm invocations | ${tokenCalls} | | | 1 | ${goal(tokenCalls === 1)} |
 | replies through SMTP (replies/s) | ${reply.inboxq.toFixed(1)} | ${reply.baseline.toFixed(1)} | **${result.replyRatio}** | ≥ 0.8 | ${goal(result.replyRatio >= 0.8)} |
 | peak RSS growth / mail size, one 50 MB attachment | ${large.details[Math.floor(large.details.length / 2)]} | | **${result.largeMailRssFactor}** | ≤ 3 | ${goal(result.largeMailRssFactor <= 3)} |
+| drain CPU time of the process, per 1,000 small mails (ms) | ${drainSmall.cpuMsPer1000.inboxq.toFixed(0)} | ${drainSmall.cpuMsPer1000.baseline.toFixed(0)} | **${result.drainCpuRatio}** | ≤ 1.5 | ${goal(result.drainCpuRatio <= 1.5)} |
+| reply CPU time of the process, per 100 replies (ms) | ${reply.cpuMsPer100.inboxq.toFixed(0)} | ${reply.cpuMsPer100.baseline.toFixed(0)} | **${result.replyCpuRatio}** | ≤ 1.5 | ${goal(result.replyCpuRatio <= 1.5)} |
+| arrival → task, p50 / p95 (ms), schedule every ${DEFAULT_SCHEDULE_SECONDS} s | ${lat.arrivalToTaskP50Ms} / ${lat.arrivalToTaskP95Ms} | | | ≤ 5000 / ≤ 15000 | ${goal(lat.arrivalToTaskP50Ms <= 5000 && lat.arrivalToTaskP95Ms <= 15000)} |
+| reply queued → delivered, p50 / p95 (ms) | ${lat.replyDeliveredP50Ms} / ${lat.replyDeliveredP95Ms} | | | p50 ≤ 3000 | ${goal(lat.replyDeliveredP50Ms <= 3000)} |
 
 Baselines, with the same libraries: **drain**: imapflow fetching every message's source in one
 FETCH, one queue send per mail, one delete; no parsing, no checks, no ledger, no blobs. **Empty
@@ -443,7 +505,12 @@ run**: imapflow connect + XOAUTH2 login + SELECT INBOX + logout. **Replies**: no
 pooled connection sending the same threaded mails one after another; inboxq's pacing for Exchange's
 limit is off for this measurement, and the replies go through the reply function as the Functions
 host would call it. **Large mail**: the growth of the drain process's resident memory above its
-level before the run, sampled every 10 ms, divided by the mail's size.
+level before the run, sampled every 10 ms, divided by the mail's size. **Latency**
+(scripts/bench-latency.ts): the app served by the local host on its timer and queue triggers with
+the product's host.json, ${LATENCY_MAILS} mails put into INBOX at random times over ${LATENCY_SECONDS} s, a worker
+polling the tasks queue every 50 ms and answering each task at once; arrival is the APPEND's answer,
+delivered is the reply row's sentAt (the local SMTP server answers once the mail is in the
+recipient's mailbox). No baseline: these are absolute figures, against the goals.
 
 ## What the measurements led to
 
