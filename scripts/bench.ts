@@ -6,7 +6,7 @@
  *
  * Writes docs/benchmarks.md and prints, as its last line, one JSON object:
  *   {"drainRatio", "emptyRunRatio", "tokenEndpointCalls", "replyRatio", "largeMailRssFactor",
- *    "drainCpuRatio", "replyCpuRatio", "arrivalToTaskP50Ms", "arrivalToTaskP95Ms", "replyDeliveredP50Ms"}
+ *    "largeDrainRatio", "drainCpuRatio", "replyCpuRatio", "arrivalToTaskP50Ms", "arrivalToTaskP95Ms", "replyDeliveredP50Ms"}
  */
 import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 import { InvocationContext } from '@azure/functions';
+import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
 import { QueueClient } from '@azure/storage-queue';
 import { ImapFlow } from 'imapflow';
 import nodemailer from 'nodemailer';
@@ -85,13 +86,26 @@ async function bareImap(stack: LocalStack, mailbox: string, token: string): Prom
   return client;
 }
 
-/** The least a drain can do: fetch every source, one queue send per mail, delete. */
-async function bareDrain(stack: LocalStack, mailbox: string, token: string, queue: QueueClient): Promise<number> {
+/**
+ * The least a drain can do: fetch every source, one queue send per mail, delete. With `blobs`
+ * (large mails, which no queue message holds), each source is stored as a blob first, as inboxq
+ * stores it.
+ */
+async function bareDrain(
+  stack: LocalStack,
+  mailbox: string,
+  token: string,
+  queue: QueueClient,
+  blobs?: ContainerClient,
+): Promise<number> {
   const client = await bareImap(stack, mailbox, token);
   await client.mailboxOpen('INBOX');
   let n = 0;
   for await (const m of client.fetch('1:*', { uid: true, source: true })) {
-    await queue.sendMessage(encodeQueueMessage({ uid: m.uid, size: m.source?.length ?? 0 }));
+    const source = m.source ?? Buffer.alloc(0);
+    const blob = blobs ? `${mailbox}/${randomUUID()}.eml` : null;
+    if (blob) await blobs!.getBlockBlobClient(blob).uploadData(source);
+    await queue.sendMessage(encodeQueueMessage({ uid: m.uid, size: source.length, blob }));
     n++;
   }
   await client.messageDelete('1:*');
@@ -155,6 +169,12 @@ async function measureDrain(
   });
   const rt = runtimeFor(settings);
   await drainMailbox({ ...rt, log: silentLogger }); // warm: token, tables, queue, container
+  // Large mails: the baseline stores each source in Blob Storage too, like for like.
+  const blobs =
+    bodyBytes > 0
+      ? BlobServiceClient.fromConnectionString(stack.azurite.connectionString).getContainerClient('bench-baseline')
+      : undefined;
+  await blobs?.createIfNotExists();
   const ratios: number[] = [];
   const rates = { inboxq: [] as number[], baseline: [] as number[] };
   /** This process's CPU time (user + system) per mail, in microseconds, and its ratio per pair. */
@@ -172,7 +192,9 @@ async function measureDrain(
       const cpuBefore = process.cpuUsage();
       const started = process.hrtime.bigint();
       const n =
-        side === 'inboxq' ? await drainAll(stack, rt, count, failures) : await bareDrain(stack, mailbox, token, queue);
+        side === 'inboxq'
+          ? await drainAll(stack, rt, count, failures)
+          : await bareDrain(stack, mailbox, token, queue, blobs);
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const used = process.cpuUsage(cpuBefore);
       if (n !== count) throw new Error(`${side} drained ${n} of ${count} mails`);
@@ -431,11 +453,12 @@ async function main(): Promise<void> {
   log('bench: starting the local stack');
   const stack = await LocalStack.start();
   try {
-    // BENCH_ONLY=replies (or drain, empty, token, memory): one measurement, printed, docs untouched.
+    // BENCH_ONLY=replies (or drain, large, empty, token, memory, latency): one measurement, printed, docs untouched.
     const only = process.env['BENCH_ONLY'];
     if (only) {
       const parts: Record<string, () => Promise<unknown>> = {
         drain: () => measureDrain(stack, SMALL_MAILS, 0, 'small'),
+        large: () => measureDrain(stack, LARGE_MAILS, 1024 * 1024, 'large'),
         empty: () => measureEmptyRun(stack),
         token: () => measureTokenCalls(stack),
         replies: () => measureReplies(stack),
@@ -467,6 +490,7 @@ async function main(): Promise<void> {
       tokenEndpointCalls: tokenCalls,
       replyRatio: Number(reply.ratio.toFixed(3)),
       largeMailRssFactor: Number(large.factor.toFixed(3)),
+      largeDrainRatio: Number(drainLarge.ratio.toFixed(3)),
       drainCpuRatio: Number(drainSmall.cpuRatio.toFixed(3)),
       replyCpuRatio: Number(reply.cpuRatio.toFixed(3)),
       arrivalToTaskP50Ms: lat.arrivalToTaskP50Ms,
@@ -488,7 +512,7 @@ Reproduce: \`npm run bench\` (about ${Math.round((Date.now() - started) / 60000)
 | measure | inboxq | baseline | ratio | goal | |
 |---|---|---|---|---|---|
 | drain, ${SMALL_MAILS} small mails (mails/s) | ${drainSmall.inboxq.toFixed(1)} | ${drainSmall.baseline.toFixed(1)} | **${result.drainRatio}** | ≥ 0.8 | ${goal(result.drainRatio >= 0.8)} |
-| drain, ${LARGE_MAILS} mails of 1 MB (mails/s) | ${drainLarge.inboxq.toFixed(1)} | ${drainLarge.baseline.toFixed(1)} | ${drainLarge.ratio.toFixed(3)} | (reported) | |
+| drain, ${LARGE_MAILS} mails of 1 MB, each stored as a blob (mails/s) | ${drainLarge.inboxq.toFixed(1)} | ${drainLarge.baseline.toFixed(1)} | **${result.largeDrainRatio}** | ≥ 0.6 | ${goal(result.largeDrainRatio >= 0.6)} |
 | drain runs that failed and were continued by the next run | ${drainSmall.failures.length + drainLarge.failures.length} | | | | ${[...drainSmall.failures, ...drainLarge.failures].map((f) => f.replace(/\|/g, '/').slice(0, 120)).join('; ')} |
 | warm run on an empty inbox (ms) | ${empty.inboxqMs.toFixed(1)} | ${empty.baselineMs.toFixed(1)} | **${result.emptyRunRatio}** | ≤ 1.5 | ${goal(result.emptyRunRatio <= 1.5)} |
 | token endpoint calls, 100 warm invocations | ${tokenCalls} | | | 1 | ${goal(tokenCalls === 1)} |
@@ -500,8 +524,12 @@ Reproduce: \`npm run bench\` (about ${Math.round((Date.now() - started) / 60000)
 | reply queued → delivered, p50 / p95 (ms) | ${lat.replyDeliveredP50Ms} / ${lat.replyDeliveredP95Ms} | | | p50 ≤ 3000 | ${goal(lat.replyDeliveredP50Ms <= 3000)} |
 
 Baselines, with the same libraries: **drain**: imapflow fetching every message's source in one
-FETCH, one queue send per mail, one delete; no parsing, no checks, no ledger, no blobs. **Empty
-run**: imapflow connect + XOAUTH2 login + SELECT INBOX + logout. **Replies**: nodemailer with one
+FETCH, one queue send per mail, one delete; no parsing, no checks, no ledger; for the 1 MB mails,
+each source stored as a blob before its queue send (as inboxq stores it). **Empty
+run**: imapflow connect + XOAUTH2 login + SELECT INBOX + logout, against inboxq's warm run (the
+IMAP session the instance kept, checked with a NOOP). **CPU**: the benchmark process's own user +
+system time (\`process.cpuUsage\`) over each side's timed part; Azurite, Dovecot and the SMTP server
+are other processes, not counted. **Replies**: nodemailer with one
 pooled connection sending the same threaded mails one after another; inboxq's pacing for Exchange's
 limit is off for this measurement, and the replies go through the reply function as the Functions
 host would call it. **Large mail**: the growth of the drain process's resident memory above its
@@ -586,6 +614,25 @@ run from a clone beside the new one.
   old code's benchmark) and are not used: drainRatio 0.759, 0.636, 0.627; replyRatio 0.713, 0.72,
   0.725. One run of the old code had the unexplained 1 MB-mail crawl of issue 16 (0.5 mails/s in one
   round) and another an IMAP drop during UID EXPUNGE.
+
+Issue 16, first part (2026-11-28):
+
+- **The warm IMAP session** (\`INBOXQ_IMAP_KEEP_WARM_SECONDS\`): the empty run is now a NOOP on the
+  session the last run kept, and costs 0.54 of the baseline's connect, login and SELECT (it cost 1.68
+  with a session per run).
+- **Latency**: every 5 seconds, the new default schedule, gives arrival → task p50 2.6-3.8 s and p95
+  4.7-4.8 s, replies delivered p50 0.3-0.9 s; every 10 seconds p50 4.9 s, p95 10.4 s (docs/operations.md
+  has the cost of each). Locally a login costs Dovecot about 20 ms, so the warm session does not
+  show in these figures: a run with it off gave the same spread. Against Exchange Online it saves the
+  TLS handshake and the XOAUTH2 login of every tick.
+- **CPU per mail** is about 2.2 times the baseline's for small mails (0.9-1.3 ms against
+  0.4-0.8 ms) and for replies (8-12 ms against 4-5 ms): the goal of 1.5 is missed. A profile of a
+  1,000-mail drain: inboxq makes 1,064 Storage requests where the baseline makes 1,000 (the tasks,
+  then 40 table transactions and 10 acknowledgement messages), so the difference is not round trips
+  but the work per mail: mailparser (about 130 ms per 1,000 mails), the task's schema check (26 ms),
+  table-transaction serialization, bigger queue messages (the mail inline), and the garbage they
+  leave. For 1 MB mails inboxq spends 23-26 ms of CPU per mail against the baseline's 3-6 ms: the
+  large-mail drain is bound by its own CPU, which is where the next part of issue 16 starts.
 `;
     writeFileSync(path.join(__dirname, '..', '..', 'docs', 'benchmarks.md'), md);
     log('bench: wrote docs/benchmarks.md');

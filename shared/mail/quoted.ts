@@ -61,10 +61,15 @@ const MARK_CLOSE = '\uE001';
 export function splitQuoted(text: string): SplitBody {
   // Text that holds the markers' own private-use characters is not split (their meaning would be unclear).
   if (!text.trim() || text.includes(MARK_OPEN)) return { newText: text, quotedText: '' };
-  const normalized = text.replace(/\r\n/g, '\n');
-  const probeEnd = normalized.length <= PROBE_CHARS ? normalized.length : normalized.lastIndexOf('\n', PROBE_CHARS) + 1;
+  // Only the probe's part of the text is normalized up front: a long text is copied again only
+  // when a quote is found (its remainder is then quoted history). CRLF -> LF at most halves the
+  // length, so the first 2 x PROBE_CHARS + 2 characters hold the normalized probe and one more.
+  const whole = text.length <= 2 * PROBE_CHARS + 2;
+  const normalized = (whole ? text : text.slice(0, 2 * PROBE_CHARS + 2)).replace(/\r\n/g, '\n');
+  const probeEnd =
+    whole && normalized.length <= PROBE_CHARS ? normalized.length : normalized.lastIndexOf('\n', PROBE_CHARS) + 1;
   if (probeEnd <= 0) return { newText: text, quotedText: '' };
-  const rest = normalized.slice(probeEnd);
+  const rest = () => (whole ? normalized : text.replace(/\r\n/g, '\n')).slice(probeEnd);
 
   // The probe: long lines become markers; a bare-address Outlook header gets the angle brackets
   // the parser looks for (and loses them again in the quoted text, which stays as the mail had it).
@@ -106,5 +111,6 @@ export function splitQuoted(text: string): SplitBody {
     .filter((c) => c.trim())
     .join('\n')
     .trim();
-  return { newText: `${restore(newText)}\n`, quotedText: `${restore(quoted)}${rest ? `\n${rest.trimEnd()}` : ''}` };
+  const after = rest();
+  return { newText: `${restore(newText)}\n`, quotedText: `${restore(quoted)}${after ? `\n${after.trimEnd()}` : ''}` };
 }

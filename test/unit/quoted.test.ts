@@ -53,6 +53,31 @@ describe('quoted history', () => {
     expect(split.quotedText.length).toBeGreaterThan(tail.length);
   });
 
+  it('reads a long CRLF text the same as its LF form: the quote in the probe, the rest quoted, LF throughout', () => {
+    const tail = '> older line of the history\n'.repeat(PROBE_CHARS);
+    const lf = `Hi\n\nOn Mon, Alice <a@b.c> wrote:\n> x\n${tail}`;
+    const crlf = lf.replace(/\n/g, '\r\n');
+    expect(crlf.length).toBeGreaterThan(2 * PROBE_CHARS + 2);
+    expect(splitQuoted(crlf)).toEqual(splitQuoted(lf));
+    expect(splitQuoted(crlf).quotedText.endsWith('> older line of the history')).toBe(true);
+  });
+
+  it.each([2 * PROBE_CHARS - 40, 2 * PROBE_CHARS + 2, 2 * PROBE_CHARS + 3, 4 * PROBE_CHARS])(
+    'a CRLF text of about %i characters with a quote at the end of the probe splits where its LF form does',
+    (size) => {
+      const head = 'w\n'.repeat(Math.floor((PROBE_CHARS - 60) / 2));
+      const lf = `${head}Hello\n\nOn Mon, Alice <a@b.c> wrote:\n> x\n${'> y\n'.repeat(Math.max(0, (size - head.length * 2) / 8))}`;
+      const crlf = lf.replace(/\n/g, '\r\n');
+      expect(splitQuoted(crlf)).toEqual(splitQuoted(lf));
+    },
+  );
+
+  it('gives a long text with no quote back as it is (the same string, not a copy)', () => {
+    const text = 'words words words\r\n'.repeat(PROBE_CHARS);
+    expect(splitQuoted(text).newText).toBe(text);
+    expect(splitQuoted(text).quotedText).toBe('');
+  });
+
   it('looks for no quote past the probe: a text whose first quote is beyond it is all new', () => {
     const text = `${'words words words\n'.repeat(PROBE_CHARS / 10)}On Mon, Alice <a@b.c> wrote:\n> x\n`;
     expect(splitQuoted(text)).toEqual({ newText: text, quotedText: '' });

@@ -93,7 +93,9 @@ export async function buildTask(storage: StorageClients, input: TaskInput): Prom
       : [text, null];
   const split = splitQuoted(body.text);
   const [text, textBlob] = await inlineOrBlob('body.txt', body.text);
-  const [newText, newTextBlob] = await inlineOrBlob('body-new.txt', split.newText);
+  // Nothing quoted: the new text is the whole text, and a large one is stored (and hashed) once.
+  const [newText, newTextBlob] =
+    split.newText === body.text && textBlob ? [null, textBlob] : await inlineOrBlob('body-new.txt', split.newText);
   const [quotedText, quotedTextBlob] = await inlineOrBlob('body-quoted.txt', split.quotedText);
   const htmlBlob: BlobRef | null = body.html
     ? await blobs.put(`${prefix}/body.html`, body.html, 'text/html; charset=utf-8')
