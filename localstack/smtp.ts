@@ -50,6 +50,8 @@ export class LocalSmtpServer {
   /** Refusals given under the limit, and the most authenticated connections one mailbox had at once. */
   readonly limitRefusals: { mailbox: string; at: 'data' | 'auth' }[] = [];
   readonly peakConnections = new Map<string, number>();
+  /** Successful AUTH XOAUTH2 logins so far, by mailbox: each is a new connection. */
+  readonly logins = new Map<string, number>();
   /** Authenticated connections open now, by session id. */
   private readonly authenticated = new Map<string, string>();
   /** Answers given to DATA before accepting, one per message, e.g. [{ code: 451, text: '4.3.0 try later' }]. */
@@ -94,6 +96,7 @@ export class LocalSmtpServer {
               return callback(smtpError(432, CONCURRENCY_REFUSAL));
             }
             this.authenticated.set(session.id, user);
+            this.logins.set(user, (this.logins.get(user) ?? 0) + 1);
             this.peakConnections.set(user, Math.max(this.peakConnections.get(user) ?? 0, this.connectionsOf(user)));
             callback(null, { user });
           },

@@ -28,11 +28,29 @@ export interface DeploymentRuntime {
 
 const deployments = new Map<string, DeploymentRuntime>();
 
+/** The settings a deployment is built from (inboxq's own and the Storage connection), as a key. */
+function settingsKey(env: Env): string {
+  return JSON.stringify(
+    Object.entries(env)
+      .filter(
+        ([name, value]) =>
+          value !== undefined && (name.startsWith('INBOXQ_') || name.startsWith('AzureWebJobsStorage')),
+      )
+      .sort(([x], [y]) => (x < y ? -1 : 1)),
+  );
+}
+
+/**
+ * Every mailbox of these settings, validated once per set of settings: the lookup costs some
+ * microseconds, a validation more than a millisecond (it builds each mailbox's schema), which an
+ * invocation should not pay. A host that runs several sets of settings in one process (the
+ * end-to-end tests) gets each its own runtime, with its token cache and clients.
+ */
 export function deploymentFor(env: Env): DeploymentRuntime {
-  const { mailboxes } = loadDeployment(env);
-  const key = JSON.stringify(mailboxes, (_k, v: unknown) => (Buffer.isBuffer(v) ? v.toString('base64') : v));
+  const key = settingsKey(env);
   let deployment = deployments.get(key);
   if (!deployment) {
+    const { mailboxes } = loadDeployment(env);
     const runtimes = mailboxes.map((config): Runtime => {
       const storage = createStorageClients(config.storage, config.mailbox);
       return {
@@ -55,21 +73,11 @@ export function deploymentFor(env: Env): DeploymentRuntime {
   return deployment;
 }
 
-let current: { key: string; deployment: DeploymentRuntime } | undefined;
-
 /**
- * Every mailbox this Functions instance serves, from its app settings as they are now. The settings
- * are validated again only when inboxq's own (INBOXQ_*, AzureWebJobsStorage*) changed, which in
- * Azure means a restart anyway; the check costs some microseconds, a validation about a millisecond.
- * A host that runs several sets of settings in one process (the end-to-end tests) gets each its own
- * runtime, with its token cache and clients (deploymentFor).
+ * Every mailbox this Functions instance serves, from its app settings as they are now: validated
+ * again only when inboxq's own (INBOXQ_*, AzureWebJobsStorage*) changed, which in Azure means a
+ * restart anyway.
  */
 export function processDeployment(): DeploymentRuntime {
-  const key = JSON.stringify(
-    Object.entries(process.env)
-      .filter(([name]) => name.startsWith('INBOXQ_') || name.startsWith('AzureWebJobsStorage'))
-      .sort(([x], [y]) => (x < y ? -1 : 1)),
-  );
-  if (current?.key !== key) current = { key, deployment: deploymentFor(process.env) };
-  return current.deployment;
+  return deploymentFor(process.env);
 }
