@@ -61,7 +61,8 @@ export class TcpProxy {
 
 interface Rule {
   pattern: RegExp;
-  action: { kind: 'throttle'; backoffMs: number } | { kind: 'drop' } | { kind: 'answer'; text: string };
+  action:
+    { kind: 'throttle'; backoffMs: number } | { kind: 'drop' } | { kind: 'answer'; text: string } | { kind: 'swallow' };
   times: number;
 }
 
@@ -121,6 +122,11 @@ export class ImapFaultProxy {
     let out = line;
     for (const [folder, shown] of this.renames) out = out.split(`"${shown}"`).join(`"${folder}"`);
     return out;
+  }
+
+  /** The next `times` commands matching `pattern` go unanswered (a server that stopped responding). */
+  swallow(pattern: RegExp, times = 1): void {
+    this.rules.push({ pattern, action: { kind: 'swallow' }, times });
   }
 
   /** Cuts every connection open now, as a server restart or an idle timeout on its side would. */
@@ -185,6 +191,7 @@ export class ImapFaultProxy {
             upstream.destroy();
             return;
           }
+          if (rule.action.kind === 'swallow') continue;
           client.write(
             rule.action.kind === 'answer'
               ? `${tag} ${rule.action.text}\r\n`

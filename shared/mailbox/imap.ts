@@ -71,8 +71,11 @@ export class MailboxSession {
     const timeout = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(() => reject(new Error(`no answer to NOOP within ${timeoutMs} ms`)), timeoutMs);
     });
+    const noop = this.run('NOOP', () => this.client.noop());
+    // Past the timeout the session is closed, and the NOOP's own failure then is nobody's to handle.
+    noop.catch(() => undefined);
     try {
-      await Promise.race([this.run('NOOP', () => this.client.noop()), timeout]);
+      await Promise.race([noop, timeout]);
     } finally {
       clearTimeout(timer);
     }
@@ -424,6 +427,11 @@ export class MailboxSession {
     } catch {
       this.client.close();
     }
+  }
+
+  /** Drops the connection without a LOGOUT: for a session that no longer answers, whose LOGOUT would wait too. */
+  abandon(): void {
+    this.client.close();
   }
 
   /**

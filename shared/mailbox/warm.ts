@@ -18,6 +18,8 @@ import type { MailboxSession } from './imap';
 
 /** A session whose token expires within this is not used again: a run must finish before it does. */
 export const TOKEN_MARGIN_MS = 10 * 60_000;
+const TOKEN_EXPIRES = 'its token expires soon';
+
 /** How long the check of an idle session may take before it counts as broken. */
 export const CHECK_TIMEOUT_MS = 5_000;
 
@@ -50,7 +52,9 @@ export class WarmSession {
       log.info(`The warm IMAP session is not used again (${why}); a new one is opened`, {
         mailbox: idle.session.mailbox,
       });
-      await idle.session.close();
+      // A session that still answers is logged out; a broken one is dropped (its LOGOUT would hang too).
+      if (why === TOKEN_EXPIRES) await idle.session.close();
+      else idle.session.abandon();
     }
     this.stats.opened++;
     return open();
@@ -89,7 +93,7 @@ export class WarmSession {
   /** Why the idle session can't be used again, or null when it can. */
   private async unusable(session: MailboxSession): Promise<string | null> {
     if (!session.usable) return 'the connection was closed';
-    if (session.tokenExpiresAt - this.now() < TOKEN_MARGIN_MS) return 'its token expires soon';
+    if (session.tokenExpiresAt - this.now() < TOKEN_MARGIN_MS) return TOKEN_EXPIRES;
     try {
       await session.check(CHECK_TIMEOUT_MS);
       return null;

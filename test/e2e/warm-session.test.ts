@@ -72,6 +72,18 @@ describe('a warm IMAP session', () => {
     expect(await stack.readFolder('warm-cut@company.test', 'INBOX')).toHaveLength(0);
   });
 
+  it('that does not answer its NOOP within 5 s is closed, and the tick logs in again and drains', async () => {
+    const { warm, drain, mail, log } = setup('warm-silent@company.test');
+    await mail('Before');
+    await drain();
+    proxy.swallow(/ NOOP/);
+    await mail('After');
+    const summary = await drain();
+    expect(summary.counts.queued).toBe(1);
+    expect(warm.stats).toMatchObject({ opened: 2, discarded: 1 });
+    expect(log.lines.map((l) => l.line).join('\n')).toContain('no answer to NOOP within 5000 ms');
+  }, 20_000);
+
   it('whose token expires within the margin is not used again: a new login, with a new token', async () => {
     let shift = 0;
     const { warm, drain, mail } = setup('warm-token@company.test', { now: () => Date.now() + shift });
