@@ -48,6 +48,12 @@ export function buildDeploymentPackage(root: string, out = path.join(root, PACKA
   execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'pipe' });
   for (const dir of APP_DIRS) cpSync(path.join(root, 'dist', dir), path.join(out, 'dist', dir), { recursive: true });
   cpSync(path.join(root, 'host.json'), path.join(out, 'host.json'));
+  // The package's own ignore file: azd and Core Tools read the one at the root of what they zip,
+  // and this package leaves nothing out (the repository's .funcignore is for the repository).
+  writeFileSync(
+    path.join(out, '.funcignore'),
+    '# The deployment package as scripts/package.ts built it: nothing is left out.\n',
+  );
   cpSync(path.join(root, 'package-lock.json'), path.join(out, 'package-lock.json'));
   // package.json as npm ci needs it to match the lock file, without scripts: nothing of the
   // development workflow runs at install or on the host.

@@ -54,15 +54,18 @@ function devOnlyPackages(): string[] {
 }
 
 describe('the deployment package', () => {
-  it('is the compiled app, host.json, package.json and its lock file, beside node_modules', () => {
+  it('is the compiled app, host.json, package.json and its lock file, beside node_modules (and an ignore file that leaves nothing out)', () => {
     const outside = size.files.filter(
       (f) =>
-        !/^dist\/(functions|shared|cli)\/.+\.js(\.map)?$/.test(f) && !/^(host|package|package-lock)\.json$/.test(f),
+        !/^dist\/(functions|shared|cli)\/.+\.js(\.map)?$/.test(f) &&
+        !/^(host|package|package-lock)\.json$/.test(f) &&
+        f !== '.funcignore',
     );
     expect(outside).toEqual([]);
     expect(size.files).toContain('dist/functions/drain.js');
     expect(size.files).toContain('dist/cli/inboxq.js');
     expect(size.nodeModules.files).toBeGreaterThan(1000);
+    expect(readFileSync(path.join(dir, '.funcignore'), 'utf8').replace(/^#.*$/gm, '').trim()).toBe('');
   });
 
   it('every function file the app registers is in it (package.json main)', () => {
