@@ -205,7 +205,7 @@ export class ImapFaultProxy {
   }
 
   async stop(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
+    this.disconnectAll();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
 }
