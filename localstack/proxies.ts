@@ -72,6 +72,8 @@ export class ImapFaultProxy {
   readonly injected: string[] = [];
   /** Client connections accepted so far. */
   connections = 0;
+  /** Every command the client sent, in order: its name and the items it asks for (`UID FETCH (UID BODY.PEEK[])`), never its arguments. */
+  readonly commands: string[] = [];
   /** Folders shown under another name (server name -> shown name), their SPECIAL-USE flags removed. */
   private readonly renames = new Map<string, string>();
   private server: tls.Server | undefined;
@@ -177,6 +179,9 @@ export class ImapFaultProxy {
           const line = pending.subarray(0, end + 2);
           pending = pending.subarray(end + 2);
           const text = line.toString('latin1');
+          const name = /^[A-Za-z0-9.]+ ((?:UID )?[A-Z]+)\b/.exec(text)?.[1];
+          const items = / (\([^()]*\))\r\n$/.exec(text)?.[1];
+          if (name) this.commands.push(items ? `${name} ${items}` : name);
           const rule = this.rules.find((r) => r.times > 0 && r.pattern.test(text));
           if (!rule) {
             upstream.write(this.renames.size ? Buffer.from(this.clientLine(text), 'latin1') : line);

@@ -34,7 +34,7 @@ import { claimBatch } from './steps/claim';
 import { decideConversations } from './steps/conversations';
 import { judgeOne } from './steps/judge';
 import { queuedPatch, queueTask } from './steps/queue';
-import { readBatch, SMALL_MAIL_BYTES } from './steps/read';
+import { readBatch, SMALL_MAIL_BYTES, SourceReader } from './steps/read';
 import { recordBatch } from './steps/record';
 import { removeBatch } from './steps/remove';
 import { buildTask } from './steps/task';
@@ -67,13 +67,20 @@ interface Settlement {
   code?: string;
 }
 
+/**
+ * One batch. `next`, when given, is the batch that follows: its sources are fetched once this
+ * one's are read, while this one is stored.
+ */
 export async function drainBatch(
   deps: DrainDeps,
   session: MailboxSession,
   entries: MailboxEntry[],
+  reader = new SourceReader(session),
+  next?: MailboxEntry[],
 ): Promise<{ results: MailResult[]; deferred: MailboxEntry[] }> {
-  const batch = new Batch(deps, session);
+  const batch = new Batch(deps, session, reader);
   const read = await batch.read(entries);
+  if (next) reader.prefetch(next);
   const { judged, deferred } = batch.judge(read);
   const toBuild = batch.plan(await batch.claim(judged));
   await batch.buildAndQueue(await decideConversations(deps, deps.config.mailbox, toBuild));
@@ -94,6 +101,7 @@ class Batch {
   constructor(
     private readonly deps: DrainDeps,
     private readonly session: MailboxSession,
+    private readonly reader: SourceReader,
   ) {
     this.mailbox = deps.config.mailbox;
   }
@@ -108,7 +116,7 @@ class Batch {
 
   /** 1. read: small sources and large headers, one FETCH each. */
   async read(entries: MailboxEntry[]): Promise<ReadMail[]> {
-    const { read, gone } = await readBatch(this.session, entries);
+    const { read, gone } = await readBatch(this.reader, this.session, entries);
     for (const uid of gone) {
       const reasons = ['the mail left the inbox before it was read'];
       this.done.push({ uid, taskId: null, outcome: 'gone', reasons, resumed: false });

@@ -28,6 +28,7 @@ import { expireMailboxMail, mailboxRetentionDue } from './mailbox-retention';
 import { setAsidePoison } from './poison';
 import { reconcileLedger } from './reconcile';
 import { expireOldMail } from './retention';
+import { SourceReader } from './steps/read';
 import { countsAgainstMails, forgetGone, nextPlan, suspect } from './suspects';
 
 export type { MailOutcome } from './mail';
@@ -231,6 +232,29 @@ async function drainInbox(
       });
   }
   forgetGone(suspects, session.uidValidity, inbox);
+  const reader = new SourceReader(session);
+  try {
+    await drainBatches(deps, session, lease, summary, overBudget, mails, reader);
+  } finally {
+    // A run never returns with a FETCH of its own under way: one that failed before its batch's
+    // MOVE (which queues behind the FETCH ahead) waits for it here, so its session is idle when it is given back.
+    await reader.settle();
+  }
+}
+
+async function drainBatches(
+  deps: DrainDeps,
+  session: MailboxSession,
+  lease: MailboxLease,
+  summary: DrainSummary,
+  overBudget: () => boolean,
+  mails: MailboxEntry[],
+  reader: SourceReader,
+): Promise<void> {
+  const { config } = deps;
+  const { suspects } = lease.state;
+  const planAt = (index: number) =>
+    nextPlan(mails, index, Math.min(BATCH_SIZE, config.drain.maxMessagesPerRun - index), suspects, session.uidValidity);
   let index = 0;
   while (index < mails.length) {
     if (index >= config.drain.maxMessagesPerRun) {
@@ -241,16 +265,23 @@ async function drainInbox(
       summary.stoppedBecause = 'budget';
       break;
     }
-    const max = Math.min(BATCH_SIZE, config.drain.maxMessagesPerRun - index);
-    const plan = nextPlan(mails, index, max, suspects, session.uidValidity);
+    const plan = planAt(index);
     let results: MailResult[];
     if (plan.kind === 'poison') {
       results = [await setAsidePoison(deps, session, plan.entry.uid, plan.suspect.runs, plan.suspect.last)];
       suspects.delete(suspectKey(session.uidValidity, plan.entry.uid));
       index += 1;
     } else {
-      results = await drainEntries(deps, session, lease, plan.entries);
-      index += plan.entries.length;
+      // The batch after it, when it is one and holds no suspect, has its sources fetched ahead.
+      const after = index + plan.entries.length;
+      const following = after < mails.length && after < config.drain.maxMessagesPerRun ? planAt(after) : undefined;
+      const ahead =
+        following?.kind === 'batch' &&
+        !following.entries.some((m) => suspects.has(suspectKey(session.uidValidity, m.uid)))
+          ? following.entries
+          : undefined;
+      results = await drainEntries(deps, session, lease, plan.entries, reader, ahead);
+      index = after;
     }
     count(summary, results, suspects, session.uidValidity);
   }
@@ -266,14 +297,16 @@ async function drainEntries(
   session: MailboxSession,
   lease: MailboxLease,
   entries: MailboxEntry[],
+  reader: SourceReader,
+  next: MailboxEntry[] | undefined,
 ): Promise<MailResult[]> {
   const { suspects } = lease.state;
   const uids = entries.map((e) => e.uid);
   await lease.beginBatch(session.uidValidity, uids);
   const results: MailResult[] = [];
   try {
-    for (let queue = entries; queue.length > 0;) {
-      const batch = await drainBatch(deps, session, queue);
+    for (let queue = entries, first = true; queue.length > 0; first = false) {
+      const batch = await drainBatch(deps, session, queue, reader, first ? next : undefined);
       results.push(...batch.results);
       queue = batch.deferred;
     }

@@ -58,9 +58,18 @@ export function outlookBareAddress(line: string, next: string | undefined): stri
 const MARK_OPEN = '\uE000';
 const MARK_CLOSE = '\uE001';
 
+/**
+ * Whether the text has a character trim() keeps, looking no further than the first one: trim() or
+ * a regular expression copies a long text first (0.7 ms a megabyte).
+ */
+function hasContent(text: string): boolean {
+  for (let i = 0; i < text.length; i++) if (text[i]!.trim() !== '') return true;
+  return false;
+}
+
 export function splitQuoted(text: string): SplitBody {
   // Text that holds the markers' own private-use characters is not split (their meaning would be unclear).
-  if (!text.trim() || text.includes(MARK_OPEN)) return { newText: text, quotedText: '' };
+  if (!hasContent(text) || text.includes(MARK_OPEN)) return { newText: text, quotedText: '' };
   // Only the probe's part of the text is normalized up front: a long text is copied again only
   // when a quote is found (its remainder is then quoted history). CRLF -> LF at most halves the
   // length, so the first 2 x PROBE_CHARS + 2 characters hold the normalized probe and one more.

@@ -61,6 +61,11 @@ export class MailboxSession {
     return this.client.usable;
   }
 
+  /** No command of this session is under way (a download being read counts as one). */
+  get idle(): boolean {
+    return this.busy === 0;
+  }
+
   /**
    * Before a warm session serves another drain: a NOOP (which also takes in what the server has to
    * say since) answered within `timeoutMs`, INBOX selected again if another folder was, and the

@@ -60,9 +60,12 @@ export class WarmSession {
     return open();
   }
 
-  /** Gives the session back after a drain: kept when it served well, closed otherwise. */
+  /**
+   * Gives the session back after a drain: kept when it served well, closed otherwise. A session
+   * still carrying a command is not kept: the next drain's check would wait behind it.
+   */
   async checkin(session: MailboxSession, healthy: boolean): Promise<void> {
-    if (!this.enabled || !healthy || !session.usable) {
+    if (!this.enabled || !healthy || !session.usable || !session.idle) {
       await session.close();
       return;
     }

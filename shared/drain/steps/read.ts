@@ -11,11 +11,55 @@ import type { ReadMail } from '../mail';
 /** Mails up to this size are fetched whole with their batch; larger ones are streamed in chunks. */
 export const SMALL_MAIL_BYTES = 4 * 1024 * 1024;
 
+/**
+ * The batches' small sources, one FETCH per batch, with the next batch's fetched while this one is
+ * stored: the transfer (the server's work and parsing its answer) then runs beside the Storage
+ * writes instead of after them. A prefetch only reads (BODY.PEEK): its mails are noted on the lease
+ * when their own batch begins, and sources fetched for a batch that does not come are dropped.
+ */
+export class SourceReader {
+  private ahead: { key: string; result: Promise<Map<number, Buffer> | { error: unknown }> } | undefined;
+
+  constructor(private readonly session: MailboxSession) {}
+
+  /** Starts fetching these mails' small sources, for the batch that will ask for exactly them. */
+  prefetch(entries: MailboxEntry[]): void {
+    const uids = smallUids(entries);
+    if (this.ahead || uids.length === 0) return;
+    // Kept as a value, never a rejected promise nobody awaits: a failure is the batch's to throw.
+    this.ahead = {
+      key: uids.join(','),
+      result: this.session.fetchSources(uids).catch((error: unknown) => ({ error })),
+    };
+  }
+
+  /** The small sources of these mails: the prefetched ones when they were these, else fetched now. */
+  async sources(entries: MailboxEntry[]): Promise<Map<number, Buffer>> {
+    const uids = smallUids(entries);
+    const ahead = this.ahead;
+    if (!ahead || ahead.key !== uids.join(',')) return this.session.fetchSources(uids);
+    this.ahead = undefined;
+    const result = await ahead.result;
+    if (result instanceof Map) return result;
+    throw result.error;
+  }
+
+  /** Waits for a prefetch still under way and drops it: the session carries no command after. */
+  async settle(): Promise<void> {
+    const ahead = this.ahead;
+    this.ahead = undefined;
+    if (ahead) await ahead.result;
+  }
+}
+
+const smallUids = (entries: MailboxEntry[]) => entries.filter((m) => m.size <= SMALL_MAIL_BYTES).map((m) => m.uid);
+
 export async function readBatch(
+  reader: SourceReader,
   session: MailboxSession,
   entries: MailboxEntry[],
 ): Promise<{ read: ReadMail[]; gone: number[] }> {
-  const sources = await session.fetchSources(entries.filter((m) => m.size <= SMALL_MAIL_BYTES).map((m) => m.uid));
+  const sources = await reader.sources(entries);
   const heads = await session.fetchHeads(entries.filter((m) => m.size > SMALL_MAIL_BYTES).map((m) => m.uid));
   const read: ReadMail[] = [];
   const gone: number[] = [];

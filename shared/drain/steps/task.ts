@@ -67,7 +67,7 @@ export async function buildTask(storage: StorageClients, input: TaskInput): Prom
       : await blobs.putStream(blobName, content, type);
     return { filename, contentType: type, size: blob.size, sha256: blob.sha256, blob };
   };
-  let body: { text: string; html: string | null; attachments: AttachmentRef[] };
+  let body: { text: string; textBytes?: Buffer | undefined; html: string | null; attachments: AttachmentRef[] };
   if (source.kind === 'buffer') {
     // Small: parsed from memory (after the verdict, so only an accepted sender's body is parsed).
     const parsed = await parseBody(source.data);
@@ -76,7 +76,7 @@ export async function buildTask(storage: StorageClients, input: TaskInput): Prom
     const attachments: AttachmentRef[] = [];
     for (const [i, a] of parsed.attachments.entries())
       attachments.push(await storeAttachment(i, a.filename, a.contentType, a.content));
-    body = { text: parsed.text, html: parsed.html, attachments };
+    body = { text: parsed.text, textBytes: parsed.textBytes, html: parsed.html, attachments };
   } else {
     raw = await blobs.putStream(`${prefix}/message.eml`, source.stream, 'message/rfc822');
     body = await parseStream(await blobs.getStream(raw.name), (a) =>
@@ -87,12 +87,12 @@ export async function buildTask(storage: StorageClients, input: TaskInput): Prom
 
   // Text parts travel inline when they fit, else in Blob Storage; the new text and the quoted
   // history are told apart for workers that want only what the sender just wrote.
-  const inlineOrBlob = async (name: string, text: string): Promise<[string | null, BlobRef | null]> =>
-    Buffer.byteLength(text, 'utf8') > INLINE_TEXT_LIMIT
-      ? [null, await blobs.put(`${prefix}/${name}`, text, 'text/plain; charset=utf-8')]
+  const inlineOrBlob = async (name: string, text: string, bytes?: Buffer): Promise<[string | null, BlobRef | null]> =>
+    (bytes?.length ?? Buffer.byteLength(text, 'utf8')) > INLINE_TEXT_LIMIT
+      ? [null, await blobs.put(`${prefix}/${name}`, bytes ?? text, 'text/plain; charset=utf-8')]
       : [text, null];
   const split = splitQuoted(body.text);
-  const [text, textBlob] = await inlineOrBlob('body.txt', body.text);
+  const [text, textBlob] = await inlineOrBlob('body.txt', body.text, body.textBytes);
   // Nothing quoted: the new text is the whole text, and a large one is stored (and hashed) once.
   const [newText, newTextBlob] =
     split.newText === body.text && textBlob ? [null, textBlob] : await inlineOrBlob('body-new.txt', split.newText);
