@@ -40,8 +40,14 @@ describe('quoted history', () => {
     ['a signature only', 'See you.\n\n-- \nAlice\n'],
     ['only quoted lines (nothing new above them): kept whole', '> Shall I book?\n> Regards\n'],
     ['empty', ''],
+    ['blank: spaces, tabs, line ends, no-break spaces, a byte-order mark', ' \t\r\n\u00a0\ufeff\u2028\u3000\n'],
   ])('%s: everything is new text', (_name, text) => {
     expect(splitQuoted(text)).toEqual({ newText: text, quotedText: '' });
+  });
+
+  it('looks at blank text as trim() does: what trim() keeps is content, whatever precedes it', () => {
+    const quoteAfterBlank = `${' \u00a0\n'.repeat(3)}Yes.\n\nOn Mon, Alice <a@b.c> wrote:\n> Shall I?\n`;
+    expect(splitQuoted(quoteAfterBlank).quotedText).toBe('On Mon, Alice <a@b.c> wrote:\n> Shall I?');
   });
 
   it('finds a quote in the probe and takes everything after the probe as quoted history', () => {
