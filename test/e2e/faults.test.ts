@@ -16,7 +16,7 @@ import { sendReply } from '../../shared/reply/reply';
 import { memoryLogger } from '../../shared/telemetry/log';
 import { runQueueFunction } from '../helpers/app';
 import { buildMail } from '../helpers/mail';
-import { clearTasks, queue, REPLIES_QUEUE, takeAllTasks } from '../helpers/stack';
+import { clearTasks, expectAllQueuedOnce, queue, REPLIES_QUEUE } from '../helpers/stack';
 
 let stack: LocalStack;
 let imapProxy: ImapFaultProxy;
@@ -49,16 +49,6 @@ async function drain(
   return { summary, log };
 }
 
-/** Every mail ended with exactly one ledger row, queued and removed, and the inbox is empty. */
-async function expectAllQueuedOnce(settings: Record<string, string | undefined>, mailbox: string, n: number) {
-  expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
-  const rows = await runtimeFor(settings).ledger.listMessages(mailbox);
-  expect(rows).toHaveLength(n);
-  expect(rows.every((r) => r.state === 'queued' && r.removed)).toBe(true);
-  const tasks = (await takeAllTasks(stack)).filter((t) => t.mailbox === mailbox);
-  expect(new Set(tasks.map((t) => t.taskId))).toEqual(new Set(rows.map((r) => r.taskId)));
-}
-
 describe('IMAP faults', () => {
   it('Dovecot stopped mid-drain: the run fails, nothing is lost, the next run finishes', async () => {
     const mailbox = 'dovecot-down@company.test';
@@ -76,7 +66,7 @@ describe('IMAP faults', () => {
     await stack.dovecot.restart();
     const { summary } = await drain(settings);
     expect(summary.counts.resumed).toBeGreaterThanOrEqual(1);
-    await expectAllQueuedOnce(settings, mailbox, 4);
+    await expectAllQueuedOnce(stack, settings, mailbox, 4);
   });
 
   it('a connection dropped in the middle of a run leaves the mail for the next run', async () => {
@@ -89,7 +79,7 @@ describe('IMAP faults', () => {
     expect(failure).toBeInstanceOf(ImapError);
     expect(imapProxy.injected).toContainEqual(expect.stringMatching(/^drop UID MOVE /));
     await drain(settings);
-    await expectAllQueuedOnce(settings, mailbox, 3);
+    await expectAllQueuedOnce(stack, settings, mailbox, 3);
   });
 
   it('Exchange throttling a FETCH: imapflow waits out the suggested backoff and fetches again', async () => {
@@ -104,7 +94,7 @@ describe('IMAP faults', () => {
     expect(imapProxy.injected.slice(before)).toEqual([expect.stringMatching(/^throttle UID FETCH/)]);
     expect(Date.now() - started).toBeGreaterThanOrEqual(300);
     expect(summary.counts.queued).toBe(2);
-    await expectAllQueuedOnce(settings, mailbox, 2);
+    await expectAllQueuedOnce(stack, settings, mailbox, 2);
   });
 
   it('Exchange throttling a MOVE: inboxq tries it once more after the backoff', async () => {
@@ -117,7 +107,7 @@ describe('IMAP faults', () => {
     const { summary } = await drain(settings);
     expect(Date.now() - started).toBeGreaterThanOrEqual(300);
     expect(summary.counts).toMatchObject({ queued: 2, throttled: 1 });
-    await expectAllQueuedOnce(settings, mailbox, 2);
+    await expectAllQueuedOnce(stack, settings, mailbox, 2);
   });
 
   it('throttled again on the retry: the run stops, and the next run continues', async () => {
@@ -131,7 +121,7 @@ describe('IMAP faults', () => {
     expect((failure as ImapError).failure).toBe('throttled');
     expect((failure as ImapError).message).toContain('Exchange throttled the IMAP session');
     await drain(settings);
-    await expectAllQueuedOnce(settings, mailbox, 2);
+    await expectAllQueuedOnce(stack, settings, mailbox, 2);
   });
 });
 
@@ -174,7 +164,7 @@ describe('Azure faults', () => {
       const held = await drain(settings);
       expect(held.summary.stoppedBecause).toBe('leased-elsewhere');
       await drainMailbox({ ...runtimeFor(settings), log: memoryLogger(), now: () => Date.now() + 31_000 });
-      await expectAllQueuedOnce(settings, mailbox, 2);
+      await expectAllQueuedOnce(stack, settings, mailbox, 2);
     } finally {
       for (const p of proxies) await p.stop();
     }

@@ -16,7 +16,7 @@ import { BATCH_SIZE, drainMailbox } from '../../shared/drain/drain';
 import { ImapError } from '../../shared/errors';
 import { WarmSession } from '../../shared/mailbox/warm';
 import { memoryLogger } from '../../shared/telemetry/log';
-import { clearTasks, takeAllTasks } from '../helpers/stack';
+import { clearTasks, expectAllQueuedOnce } from '../helpers/stack';
 
 const SENDERS = '*@partner.test';
 /** Three batches: two full ones and a short one. */
@@ -66,17 +66,6 @@ function settingsFor(mailbox: string) {
   });
 }
 
-/** Every mail ended with exactly one ledger row, queued and removed, one task each, and the inbox is empty. */
-async function expectAllQueuedOnce(settings: Record<string, string | undefined>, mailbox: string, n: number) {
-  expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
-  const rows = await runtimeFor(settings).ledger.listMessages(mailbox);
-  expect(rows).toHaveLength(n);
-  expect(rows.every((r) => r.state === 'queued' && r.removed)).toBe(true);
-  const tasks = (await takeAllTasks(stack)).filter((t) => t.mailbox === mailbox);
-  expect(tasks).toHaveLength(n);
-  expect(new Set(tasks.map((t) => t.taskId))).toEqual(new Set(rows.map((r) => r.taskId)));
-}
-
 /** A FETCH of whole sources, in the proxy's log of commands. */
 const sourceFetch = /^UID FETCH .*BODY\.PEEK\[\]/;
 
@@ -98,7 +87,7 @@ describe('sources fetched ahead', () => {
     expect(fetches).toHaveLength(3);
     expect(fetches[1]).toBeLessThan(moves[0]!);
     expect(fetches[2]).toBeLessThan(moves[1]!);
-    await expectAllQueuedOnce(settings, mailbox, MAILS);
+    await expectAllQueuedOnce(stack, settings, mailbox, MAILS);
   });
 
   it('a connection cut during the FETCH ahead: the run fails, and the next run finishes with every mail queued once', async () => {
@@ -123,7 +112,7 @@ describe('sources fetched ahead', () => {
     // Nothing of batch 2 on was taken; batch 1 was queued but not moved: the next run resumes it.
     const summary = await drainMailbox({ ...runtimeFor(settings), log: memoryLogger() });
     expect(summary.counts.resumed).toBe(BATCH_SIZE);
-    await expectAllQueuedOnce(settings, mailbox, MAILS);
+    await expectAllQueuedOnce(stack, settings, mailbox, MAILS);
   });
 
   it('a run that stops at its budget with the next batch fetched drops those sources; the next tick, on the same session, drains the rest', async () => {
@@ -153,6 +142,6 @@ describe('sources fetched ahead', () => {
     expect(second.stoppedBecause).toBe('empty');
     expect(proxy.connections).toBe(connections);
     expect(warm.stats).toEqual({ opened: 1, reused: 1, discarded: 0 });
-    await expectAllQueuedOnce(settings, mailbox, MAILS);
+    await expectAllQueuedOnce(stack, settings, mailbox, MAILS);
   });
 });

@@ -2,8 +2,10 @@
 
 import { TableClient } from '@azure/data-tables';
 import { QueueClient } from '@azure/storage-queue';
+import { expect } from 'vitest';
 
 import type { LocalStack } from '../../localstack';
+import { runtimeFor } from '../../localstack/runtime';
 import { decodeQueueMessage, REPLIES_QUEUE, type TaskMessage, TASKS_QUEUE } from '../../shared/contract/messages';
 import type { DrainSummary } from '../../shared/drain/drain';
 import { type DrainOutcome } from '../../shared/host/handlers';
@@ -86,4 +88,23 @@ export async function clearTasks(stack: LocalStack): Promise<void> {
   const q = queue(stack, TASKS_QUEUE);
   await q.createIfNotExists();
   await q.clearMessages();
+}
+
+/**
+ * Every mail of the mailbox ended with exactly one ledger row, queued and removed, and one task on
+ * the tasks queue (taken off it), and its INBOX is empty: nothing lost, nothing queued twice.
+ */
+export async function expectAllQueuedOnce(
+  stack: LocalStack,
+  settings: Record<string, string | undefined>,
+  mailbox: string,
+  n: number,
+): Promise<void> {
+  expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
+  const rows = await runtimeFor(settings).ledger.listMessages(mailbox);
+  expect(rows).toHaveLength(n);
+  expect(rows.every((r) => r.state === 'queued' && r.removed)).toBe(true);
+  const tasks = (await takeAllTasks(stack)).filter((t) => t.mailbox === mailbox);
+  expect(tasks).toHaveLength(n);
+  expect(new Set(tasks.map((t) => t.taskId))).toEqual(new Set(rows.map((r) => r.taskId)));
 }

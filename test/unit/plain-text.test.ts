@@ -126,6 +126,10 @@ function build(m: MailShape): Buffer {
   return Buffer.concat([Buffer.from(head + m.separator), m.body]);
 }
 
+/** A mail with CRLF line ends and these header fields (null: none). */
+const crlfMail = (contentType: string | null, encoding: string | null, disposition: string | null, body: string) =>
+  build({ contentType, second: null, encoding, disposition, eol: '\r\n', separator: '\r\n', body: Buffer.from(body) });
+
 /** The fast path's answer, and mailparser's, for one mail. */
 async function both(source: Buffer) {
   const fast = plainTextBody(source);
@@ -165,15 +169,7 @@ describe('the plain-text fast path', () => {
     ['8bit, inline', 'text/plain; charset=utf-8', '8bit', 'inline'],
     ['a comment in the type', 'text/plain (a comment); charset=utf-8', 'binary', null],
   ])('takes %s', async (_name, contentType, encoding, disposition) => {
-    const source = build({
-      contentType,
-      second: null,
-      encoding,
-      disposition,
-      eol: '\r\n',
-      separator: '\r\n',
-      body: Buffer.from('Hello,\r\n\r\nthe report is late.\r\n> quoted\r\n', 'utf8'),
-    });
+    const source = crlfMail(contentType, encoding, disposition, 'Hello,\r\n\r\nthe report is late.\r\n> quoted\r\n');
     const { fast, slow } = await both(source);
     expect(fast).not.toBeNull();
     expect(fast!.text).toBe('Hello,\n\nthe report is late.\n> quoted\n');
@@ -191,16 +187,7 @@ describe('the plain-text fast path', () => {
     ['multipart', 'multipart/mixed; boundary="b1"', null, null],
     ['an embedded message', 'message/rfc822', null, null],
   ])('leaves %s to mailparser', (_name, contentType, encoding, disposition) => {
-    const source = build({
-      contentType,
-      second: null,
-      encoding,
-      disposition,
-      eol: '\r\n',
-      separator: '\r\n',
-      body: Buffer.from('SGVsbG8=\r\n', 'utf8'),
-    });
-    expect(plainTextBody(source)).toBeNull();
+    expect(plainTextBody(crlfMail(contentType, encoding, disposition, 'SGVsbG8=\r\n'))).toBeNull();
   });
 
   it('ends the header where mailsplit does: a lone CRLF after an LF line, not only CRLF CRLF', async () => {
