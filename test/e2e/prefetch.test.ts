@@ -7,34 +7,20 @@
  */
 import { randomUUID } from 'node:crypto';
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import { LocalStack } from '../../localstack';
-import { ImapFaultProxy } from '../../localstack/proxies';
 import { runtimeFor } from '../../localstack/runtime';
 import { BATCH_SIZE, drainMailbox } from '../../shared/drain/drain';
 import { ImapError } from '../../shared/errors';
-import { WarmSession } from '../../shared/mailbox/warm';
 import { memoryLogger } from '../../shared/telemetry/log';
+import { useProxiedStack } from '../helpers/imap-proxy';
 import { clearTasks, expectAllQueuedOnce } from '../helpers/stack';
 
 const SENDERS = '*@partner.test';
 /** Three batches: two full ones and a short one. */
 const MAILS = 2 * BATCH_SIZE + 30;
 
-let stack: LocalStack;
-let proxy: ImapFaultProxy;
-const warmSessions: WarmSession[] = [];
-beforeAll(async () => {
-  stack = await LocalStack.start();
-  proxy = new ImapFaultProxy(stack.dovecot.imapPort, stack.certs);
-  await proxy.start();
-});
-afterAll(async () => {
-  await Promise.all(warmSessions.map((w) => w.close()));
-  await proxy?.stop();
-  await stack?.stop();
-});
+const local = useProxiedStack();
 
 async function seed(mailbox: string, n: number): Promise<void> {
   const mails: Buffer[] = [];
@@ -54,14 +40,14 @@ async function seed(mailbox: string, n: number): Promise<void> {
         ].join('\r\n'),
       ),
     );
-  await stack.dropIntoMaildir(mailbox, mails);
+  await local.stack.dropIntoMaildir(mailbox, mails);
 }
 
 function settingsFor(mailbox: string) {
-  return stack.settings(mailbox, {
+  return local.stack.settings(mailbox, {
     INBOXQ_AUTHORIZED_SENDERS: SENDERS,
     INBOXQ_ACKNOWLEDGE: 'false',
-    INBOXQ_IMAP_PORT: String(proxy.port),
+    INBOXQ_IMAP_PORT: String(local.proxy.port),
     INBOXQ_MAX_MESSAGES_PER_RUN: String(10 * MAILS),
   });
 }
@@ -73,55 +59,54 @@ describe('sources fetched ahead', () => {
   it("the next batch's FETCH goes out before the current batch is moved, and every mail is queued once", async () => {
     const mailbox = 'prefetch-order@company.test';
     const settings = settingsFor(mailbox);
-    await clearTasks(stack);
+    await clearTasks(local.stack);
     await seed(mailbox, MAILS);
-    const from = proxy.commands.length;
+    const from = local.proxy.commands.length;
     const summary = await drainMailbox({ ...runtimeFor(settings), log: memoryLogger() });
     expect(summary.counts.queued).toBe(MAILS);
     expect(summary.stoppedBecause).toBe('empty');
     // Per batch a FETCH of sources and a MOVE: batch 2's FETCH comes before batch 1's MOVE, batch 3's before batch 2's.
-    const commands = proxy.commands.slice(from).filter((c) => sourceFetch.test(c) || c.startsWith('UID MOVE'));
+    const commands = local.proxy.commands.slice(from).filter((c) => sourceFetch.test(c) || c.startsWith('UID MOVE'));
     const moves = commands.flatMap((c, i) => (c.startsWith('UID MOVE') ? [i] : []));
     const fetches = commands.flatMap((c, i) => (sourceFetch.test(c) ? [i] : []));
     expect(moves).toHaveLength(3);
     expect(fetches).toHaveLength(3);
     expect(fetches[1]).toBeLessThan(moves[0]!);
     expect(fetches[2]).toBeLessThan(moves[1]!);
-    await expectAllQueuedOnce(stack, settings, mailbox, MAILS);
+    await expectAllQueuedOnce(local.stack, settings, mailbox, MAILS);
   });
 
   it('a connection cut during the FETCH ahead: the run fails, and the next run finishes with every mail queued once', async () => {
     const mailbox = 'prefetch-cut@company.test';
     const settings = settingsFor(mailbox);
-    await clearTasks(stack);
+    await clearTasks(local.stack);
     await seed(mailbox, MAILS);
     // Armed once batch 1's sources are in (its 'fetched' steps): the next source FETCH is the one ahead.
     let armed = false;
-    const before = proxy.injected.length;
+    const before = local.proxy.injected.length;
     const failure = await drainMailbox({
       ...runtimeFor(settings),
       log: memoryLogger(),
       onStep: (step) => {
         if (step !== 'fetched' || armed) return;
         armed = true;
-        proxy.dropOn(/BODY\.PEEK\[\]/);
+        local.proxy.dropOn(/BODY\.PEEK\[\]/);
       },
     }).catch((e: Error) => e);
     expect(failure).toBeInstanceOf(ImapError);
-    expect(proxy.injected.slice(before)).toEqual([expect.stringMatching(/^drop UID FETCH /)]);
+    expect(local.proxy.injected.slice(before)).toEqual([expect.stringMatching(/^drop UID FETCH /)]);
     // Nothing of batch 2 on was taken; batch 1 was queued but not moved: the next run resumes it.
     const summary = await drainMailbox({ ...runtimeFor(settings), log: memoryLogger() });
     expect(summary.counts.resumed).toBe(BATCH_SIZE);
-    await expectAllQueuedOnce(stack, settings, mailbox, MAILS);
+    await expectAllQueuedOnce(local.stack, settings, mailbox, MAILS);
   });
 
   it('a run that stops at its budget with the next batch fetched drops those sources; the next tick, on the same session, drains the rest', async () => {
     const mailbox = 'prefetch-budget@company.test';
     const settings = settingsFor(mailbox);
-    await clearTasks(stack);
+    await clearTasks(local.stack);
     await seed(mailbox, MAILS);
-    const warm = new WarmSession(60_000);
-    warmSessions.push(warm);
+    const warm = local.warmSession(60_000);
     const rt = runtimeFor(settings);
     // The run's clock passes its budget once batch 1 is moved: batch 2's sources, fetched ahead, are not used.
     let late = 0;
@@ -136,12 +121,12 @@ describe('sources fetched ahead', () => {
     });
     expect(first.stoppedBecause).toBe('budget');
     expect(first.counts.queued).toBe(BATCH_SIZE);
-    const connections = proxy.connections;
+    const connections = local.proxy.connections;
     const second = await drainMailbox({ ...rt, imapSession: warm, log: memoryLogger() });
     expect(second.counts.queued).toBe(MAILS - BATCH_SIZE);
     expect(second.stoppedBecause).toBe('empty');
-    expect(proxy.connections).toBe(connections);
+    expect(local.proxy.connections).toBe(connections);
     expect(warm.stats).toEqual({ opened: 1, reused: 1, discarded: 0 });
-    await expectAllQueuedOnce(stack, settings, mailbox, MAILS);
+    await expectAllQueuedOnce(local.stack, settings, mailbox, MAILS);
   });
 });

@@ -4,55 +4,40 @@
  * new login); a server-side disconnect between ticks, a token about to expire or a failed drain
  * make the next tick log in again, with nothing lost; overlapping invocations never share one.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import { LocalStack } from '../../localstack';
-import { ImapFaultProxy } from '../../localstack/proxies';
 import { runtimeFor } from '../../localstack/runtime';
 import { drainMailbox } from '../../shared/drain/drain';
 import { MailboxSession } from '../../shared/mailbox/imap';
-import { TOKEN_MARGIN_MS, WarmSession } from '../../shared/mailbox/warm';
+import { TOKEN_MARGIN_MS } from '../../shared/mailbox/warm';
 import { memoryLogger } from '../../shared/telemetry/log';
+import { useProxiedStack } from '../helpers/imap-proxy';
 import { buildMail } from '../helpers/mail';
 
 const SENDER = 'wanda@partner.test';
-let stack: LocalStack;
-let proxy: ImapFaultProxy;
-const warmSessions: WarmSession[] = [];
-
-beforeAll(async () => {
-  stack = await LocalStack.start();
-  proxy = new ImapFaultProxy(stack.dovecot.imapPort, stack.certs);
-  await proxy.start();
-});
-afterAll(async () => {
-  await Promise.all(warmSessions.map((w) => w.close()));
-  await proxy?.stop();
-  await stack?.stop();
-});
+const local = useProxiedStack();
 
 function setup(mailbox: string, options: { keepWarmMs?: number; now?: () => number } = {}) {
   const rt = runtimeFor(
-    stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDER, INBOXQ_IMAP_PORT: String(proxy.port) }),
+    local.stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: SENDER, INBOXQ_IMAP_PORT: String(local.proxy.port) }),
   );
-  const warm = new WarmSession(options.keepWarmMs ?? 60_000, options.now);
-  warmSessions.push(warm);
+  const warm = local.warmSession(options.keepWarmMs ?? 60_000, options.now);
   const log = memoryLogger();
   const drain = () => drainMailbox({ ...rt, imapSession: warm, log });
-  const mail = (subject: string) => stack.appendMail(mailbox, buildMail({ from: SENDER, to: mailbox, subject }));
+  const mail = (subject: string) => local.stack.appendMail(mailbox, buildMail({ from: SENDER, to: mailbox, subject }));
   return { rt, warm, log, drain, mail };
 }
 
 describe('a warm IMAP session', () => {
   it('serves the next tick with a NOOP instead of a new connection and login', async () => {
     const { warm, drain, mail } = setup('warm-reuse@company.test');
-    const before = proxy.connections;
+    const before = local.proxy.connections;
     await mail('One');
     expect((await drain()).counts.queued).toBe(1);
     await mail('Two');
     expect((await drain()).counts.queued).toBe(1);
     expect((await drain()).counts.seen).toBe(0);
-    expect(proxy.connections - before).toBe(1);
+    expect(local.proxy.connections - before).toBe(1);
     expect(warm.stats).toEqual({ opened: 1, reused: 2, discarded: 0 });
   });
 
@@ -60,23 +45,23 @@ describe('a warm IMAP session', () => {
     const { warm, drain, mail, log } = setup('warm-cut@company.test');
     await mail('Before the cut');
     expect((await drain()).counts.queued).toBe(1);
-    const before = proxy.connections;
-    proxy.disconnectAll();
+    const before = local.proxy.connections;
+    local.proxy.disconnectAll();
     await mail('After the cut');
     const summary = await drain();
     expect(summary.counts.queued).toBe(1);
     expect(summary.stoppedBecause).toBe('empty');
-    expect(proxy.connections - before).toBe(1);
+    expect(local.proxy.connections - before).toBe(1);
     expect(warm.stats.discarded).toBe(1);
     expect(log.lines.map((l) => l.line).join('\n')).toMatch(/The warm IMAP session is not used again/);
-    expect(await stack.readFolder('warm-cut@company.test', 'INBOX')).toHaveLength(0);
+    expect(await local.stack.readFolder('warm-cut@company.test', 'INBOX')).toHaveLength(0);
   });
 
   it('that does not answer its NOOP within 5 s is closed, and the tick logs in again and drains', async () => {
     const { warm, drain, mail, log } = setup('warm-silent@company.test');
     await mail('Before');
     await drain();
-    proxy.swallow(/ NOOP/);
+    local.proxy.swallow(/ NOOP/);
     await mail('After');
     const summary = await drain();
     expect(summary.counts.queued).toBe(1);
@@ -89,24 +74,24 @@ describe('a warm IMAP session', () => {
     const { warm, drain, mail } = setup('warm-token@company.test', { now: () => Date.now() + shift });
     await mail('First');
     await drain();
-    const before = proxy.connections;
+    const before = local.proxy.connections;
     // The token the session logged in with (an hour's) now has less than the margin left.
     shift = 3_600_000 - TOKEN_MARGIN_MS + 60_000;
     await mail('Second');
     expect((await drain()).counts.queued).toBe(1);
-    expect(proxy.connections - before).toBe(1);
+    expect(local.proxy.connections - before).toBe(1);
     expect(warm.stats).toMatchObject({ opened: 2, discarded: 1 });
   });
 
   it('a drain that failed closes its session; the next logs in again and drains the mail', async () => {
     const { warm, drain, mail } = setup('warm-fail@company.test');
     await mail('Kept');
-    proxy.dropOn(/UID SEARCH/);
+    local.proxy.dropOn(/UID SEARCH/);
     await expect(drain()).rejects.toThrow();
-    const before = proxy.connections;
+    const before = local.proxy.connections;
     const summary = await drain();
     expect(summary.counts.queued).toBe(1);
-    expect(proxy.connections - before).toBe(1);
+    expect(local.proxy.connections - before).toBe(1);
     expect(warm.stats.reused).toBe(0);
   });
 
@@ -140,23 +125,23 @@ describe('a warm IMAP session', () => {
     const { warm, drain, mail } = setup('warm-idle@company.test', { keepWarmMs: 300 });
     await mail('Idle');
     await drain();
-    const before = proxy.connections;
+    const before = local.proxy.connections;
     await new Promise((r) => setTimeout(r, 800));
     expect((await drain()).counts.seen).toBe(0);
-    expect(proxy.connections - before).toBe(1);
+    expect(local.proxy.connections - before).toBe(1);
     expect(warm.stats).toMatchObject({ opened: 2, reused: 0 });
   });
 
   it('off (INBOXQ_IMAP_KEEP_WARM_SECONDS=0): a session per drain, closed after it', async () => {
     // The other tests' warm sessions closed first: then no connection may stay open.
-    await Promise.all(warmSessions.map((w) => w.close()));
+    await local.closeWarmSessions();
     const { drain } = setup('warm-off@company.test', { keepWarmMs: 0 });
-    const before = proxy.connections;
+    const before = local.proxy.connections;
     await drain();
     await drain();
-    expect(proxy.connections - before).toBe(2);
-    for (const deadline = Date.now() + 5000; proxy.open > 0 && Date.now() < deadline;)
+    expect(local.proxy.connections - before).toBe(2);
+    for (const deadline = Date.now() + 5000; local.proxy.open > 0 && Date.now() < deadline;)
       await new Promise((r) => setTimeout(r, 50));
-    expect(proxy.open).toBe(0);
+    expect(local.proxy.open).toBe(0);
   });
 });
