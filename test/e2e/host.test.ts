@@ -225,9 +225,12 @@ describe('inboxq on the local host', () => {
 
   it('killed mid-drain, then started again: every mail becomes one task, none is lost', async () => {
     const mailbox = 'killdrain@company.test';
-    // A 30 s run lease: the run the kill interrupts holds the mailbox that long at most.
+    // A 30 s run lease: the run the kill interrupts holds the mailbox that long at most. Runs of 10
+    // mails: the kill lands in the first run (after its first task), with most mail still in INBOX;
+    // a single run of all 40 could be over before the kill arrives, the drain being that fast.
     const settings = appSettings(mailbox, {
       INBOXQ_DRAIN_LEASE_SECONDS: '30',
+      INBOXQ_MAX_MESSAGES_PER_RUN: '10',
       LOCALHOST_QUEUE_VISIBILITY_SECONDS: '5',
     });
     for (let i = 0; i < 40; i++)
