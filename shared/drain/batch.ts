@@ -75,7 +75,7 @@ export async function drainBatch(
   deps: DrainDeps,
   session: MailboxSession,
   entries: MailboxEntry[],
-  reader = new SourceReader(session),
+  reader: SourceReader,
   next?: MailboxEntry[],
 ): Promise<{ results: MailResult[]; deferred: MailboxEntry[] }> {
   const batch = new Batch(deps, session, reader);
