@@ -662,8 +662,8 @@ Issue 16, second part (2026-11-28):
 
 - **1 MB mails.** A profile of 100 of them: a third of inboxq's CPU was mailsplit and mailparser
   splitting 1 MB of text/plain line by line through streams, then the garbage of that. A
-  single-part UTF-8 (or ASCII) text/plain mail with an identity transfer encoding, most plain mail,
-  is now decoded directly (shared/mail/parse.ts \`plainTextBody\`): its header read by mailsplit's own
+  single-part UTF-8 (or ASCII) text/plain mail with an identity or quoted-printable transfer
+  encoding, most plain mail, is now decoded directly (shared/mail/parse.ts \`plainTextBody\`): its header read by mailsplit's own
   MimeNode, the CR of each CR LF dropped from the bytes, one decode; the bytes are stored as the text
   blob as they are. It gives the very string mailparser gives: test/unit/plain-text.test.ts compares
   the two on 800 generated mails (header forms that decide the path, bodies of CR, LF, invalid and

@@ -3,6 +3,7 @@ import { isUtf8 } from 'node:buffer';
 import type { Readable } from 'node:stream';
 
 import { Headers, MimeNode } from '@zone-eu/mailsplit';
+import { decode as decodeQuotedPrintable } from 'libqp';
 import { type AddressObject, type AttachmentStream, MailParser, type MessageText, simpleParser } from 'mailparser';
 
 import { InboxqError } from '../errors';
@@ -153,18 +154,24 @@ export async function parseWithMailparser(source: Buffer): Promise<ParsedBody> {
 /** The fast path reads header sections up to this size; a longer one goes through mailparser. */
 export const PLAIN_HEADER_LIMIT = 16 * 1024;
 
+/** Transfer encodings that leave the body's bytes as they are (mailsplit's PassThrough). */
+const IDENTITY_ENCODINGS = ['', '7bit', '8bit', 'binary'];
+
 /**
- * The text of a single-part text/plain mail in UTF-8 or ASCII with an identity transfer encoding,
- * exactly as mailparser gives it (the body's bytes decoded as UTF-8, line ends as LF), with its
- * UTF-8 bytes when the body is valid UTF-8; null for any other mail, which mailparser parses. Such
- * a mail is most plain mail; streaming its body through the splitter line by line was a third of
- * the CPU a 1 MB mail cost.
+ * The text of a single-part text/plain mail in UTF-8 or ASCII, with an identity or a
+ * quoted-printable transfer encoding, exactly as mailparser gives it (the body's bytes, decoded
+ * from quoted-printable by libqp, decoded as UTF-8, line ends as LF), with its UTF-8 bytes when they
+ * are valid UTF-8; null for any other mail, which mailparser parses. Such a mail is most plain
+ * mail; streaming its body through the splitter line by line was a third of the CPU a 1 MB mail
+ * cost.
  *
  * The header is read by mailsplit's own MimeNode, as the splitter inside mailparser reads it, and
  * the header section ends where the splitter ends it: at the first line that is empty (LF or CRLF
  * alone). Every condition mirrors mailparser 3.14 (createNode, processChunk) and mailsplit 5.4
- * (parseHeaders, getDecoder); test/unit/plain-text.test.ts compares the two on generated mail.
- * Linear in the mail's size.
+ * (parseHeaders, getDecoder). libqp's streaming Decoder, which mailsplit uses, gathers the whole
+ * body and runs libqp's decode on it once: decoding it here is the same call. (libbase64's Decoder
+ * decodes chunk by chunk, so base64 text is left to mailparser.) test/unit/plain-text.test.ts
+ * compares the two on generated mail. Linear in the mail's size.
  */
 export function plainTextBody(source: Buffer): { text: string; textBytes?: Buffer } | null {
   const end = splitterHeaderEnd(source, PLAIN_HEADER_LIMIT);
@@ -174,14 +181,19 @@ export function plainTextBody(source: Buffer): { text: string; textBytes?: Buffe
   node.parseHeaders();
   if (node.contentType !== 'text/plain' || node.flowed) return null;
   if (node.disposition && node.disposition !== 'inline') return null;
-  if (!['', '7bit', '8bit', 'binary'].includes(node.encoding || '')) return null;
+  const encoding = node.encoding || '';
+  const quotedPrintable = encoding === 'quoted-printable';
+  if (!quotedPrintable && !IDENTITY_ENCODINGS.includes(encoding)) return null;
   const charset = (node.charset || 'utf-8').toLowerCase().replace(/[^a-z0-9]+/g, '');
   if (!['ascii', 'usascii', 'utf8'].includes(charset)) return null;
-  // mailparser decodes, then replaces /\r?\n/g with LF. Dropping each CR that precedes an LF from
-  // the bytes first gives the same string: CR and LF are ASCII, which UTF-8 never takes into a
-  // sequence, valid or not. It is also one flat string (a replace on a long one is not) and, for
-  // valid UTF-8, the very bytes the text is stored as.
-  const bytes = withoutCrBeforeLf(source.subarray(end));
+  // mailparser decodes the transfer encoding, then UTF-8, then replaces /\r?\n/g with LF. Dropping
+  // each CR that precedes an LF from the transfer-decoded bytes, before the UTF-8 decode, gives the
+  // same string: CR and LF are ASCII, which UTF-8 never takes into a sequence, valid or not. (Not
+  // before the quoted-printable decode: =0D=0A is a line end only once decoded.) It is also one
+  // flat string (a replace on a long one is not) and, for valid UTF-8, the very bytes the text is
+  // stored as.
+  const body = source.subarray(end);
+  const bytes = withoutCrBeforeLf(quotedPrintable ? decodeQuotedPrintable(body) : body);
   const text = bytes.toString('utf8');
   return isUtf8(bytes) ? { text, textBytes: bytes } : { text };
 }

@@ -48,6 +48,8 @@ const ENCODINGS = [
   '7bit (comment)',
   'base64',
   'quoted-printable',
+  'Quoted-Printable',
+  'quoted-printable (comment)',
   '"base64"',
   'x-uuencode',
   '',
@@ -81,6 +83,22 @@ const BODY_PIECES = [
   '> quoted',
   'x'.repeat(70),
   'a\r\n'.repeat(30),
+  // quoted-printable: escapes, soft line breaks, bad escapes, trailing whitespace
+  '=',
+  '=3D',
+  '=C3=A9',
+  '=e2=82=ac',
+  '=\r\n',
+  '=\n',
+  '=ZZ',
+  '=4',
+  '=20',
+  '=0D=0A',
+  '=0D',
+  '=0A',
+  '  \t',
+  ' \r\n',
+  '\t\n',
 ] as const;
 const BAD_BYTES = [[0xff], [0xc3], [0xe2, 0x82], [0xed, 0xa0, 0x80], [0xf0, 0x9f], [0x80]];
 
@@ -168,6 +186,7 @@ describe('the plain-text fast path', () => {
     ['us-ascii, 7bit', 'text/plain; charset=us-ascii', '7bit', null],
     ['8bit, inline', 'text/plain; charset=utf-8', '8bit', 'inline'],
     ['a comment in the type', 'text/plain (a comment); charset=utf-8', 'binary', null],
+    ['quoted-printable', 'text/plain; charset=utf-8', 'quoted-printable', null],
   ])('takes %s', async (_name, contentType, encoding, disposition) => {
     const source = crlfMail(contentType, encoding, disposition, 'Hello,\r\n\r\nthe report is late.\r\n> quoted\r\n');
     const { fast, slow } = await both(source);
@@ -180,7 +199,7 @@ describe('the plain-text fast path', () => {
     ['latin-1', 'text/plain; charset=iso-8859-1', null, null],
     ['format=flowed', 'text/plain; format=flowed', null, null],
     ['base64', 'text/plain; charset=utf-8', 'base64', null],
-    ['quoted-printable', 'text/plain; charset=utf-8', 'quoted-printable', null],
+    ['quoted-printable written in quotes (not decoded by mailsplit)', 'text/plain', '"quoted-printable"', null],
     ['an attachment', 'text/plain', null, 'attachment; filename=a.txt'],
     ['an unknown disposition', 'text/plain', null, 'fancy'],
     ['HTML', 'text/html; charset=utf-8', null, null],
@@ -201,6 +220,13 @@ describe('the plain-text fast path', () => {
     expect(plainTextBody(Buffer.from('From: a@partner.example\r\nSubject: x\r\n'))).toBeNull();
     const long = `X-Long: ${'a'.repeat(20_000)}\r\n`;
     expect(plainTextBody(Buffer.from(`From: a@partner.example\r\n${long}\r\nbody\r\n`))).toBeNull();
+  });
+
+  it('decodes quoted-printable as mailparser does: escapes, soft line breaks, whitespace before a line end', async () => {
+    const body = 'Caf=C3=A9 au lait =3D 2 =E2=82=AC,  \r\nsoft=\r\nbreak, bad =ZZ escape=0D=0A=\r\n';
+    const { fast, slow } = await both(crlfMail('text/plain; charset=utf-8', 'quoted-printable', null, body));
+    expect(fast!.text).toBe('Café au lait = 2 €,\nsoftbreak, bad =ZZ escape\n');
+    expect(fast!.text).toBe(slow.text);
   });
 
   it('keeps invalid UTF-8 as mailparser does (replacement characters), and gives no bytes for it', async () => {
