@@ -34,7 +34,7 @@ import { claimBatch } from './steps/claim';
 import { decideConversations } from './steps/conversations';
 import { judgeOne } from './steps/judge';
 import { queuedPatch, queueTask } from './steps/queue';
-import { readBatch, SMALL_MAIL_BYTES, SourceReader } from './steps/read';
+import { readBatch, SMALL_MAIL_BYTES, type SourceReader } from './steps/read';
 import { recordBatch } from './steps/record';
 import { removeBatch } from './steps/remove';
 import { buildTask } from './steps/task';
