@@ -6,11 +6,9 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 
 import { main } from '../../cli/inboxq';
-import { LocalStack } from '../../localstack';
-import { ImapFaultProxy } from '../../localstack/proxies';
 import { runtimeFor } from '../../localstack/runtime';
 import { encodeQueueMessage } from '../../shared/contract/messages';
 import { drainMailbox } from '../../shared/drain/drain';
@@ -20,26 +18,20 @@ import { listParkedReplies } from '../../shared/reply/parked';
 import { sendReply, THROTTLED_SENDING_PAUSE_MS } from '../../shared/reply/reply';
 import { memoryLogger } from '../../shared/telemetry/log';
 import { HostProcess } from '../helpers/host';
+import { useProxiedStack } from '../helpers/imap-proxy';
 import { buildMail } from '../helpers/mail';
 import { queue, REPLIES_QUEUE } from '../helpers/stack';
 
-let stack: LocalStack;
-let imapProxy: ImapFaultProxy;
+const local = useProxiedStack();
 const hosts: HostProcess[] = [];
-beforeAll(async () => {
-  stack = await LocalStack.start();
-  imapProxy = new ImapFaultProxy(stack.dovecot.imapPort, stack.certs);
-  await imapProxy.start();
-});
+// Registered after the stack's: vitest runs afterAll hooks last-registered first, so the hosts stop before the stack.
 afterAll(async () => {
   await Promise.all(hosts.map((h) => h.kill()));
-  await imapProxy?.stop();
-  await stack?.stop();
 });
 
 /** A mailbox with `n` accepted tasks (acknowledgements off, no pace), and their task ids. */
 async function acceptedTasks(mailbox: string, n: number, extra: Record<string, string> = {}) {
-  const settings = stack.settings(mailbox, {
+  const settings = local.stack.settings(mailbox, {
     INBOXQ_AUTHORIZED_SENDERS: '*@partner.test',
     INBOXQ_ACKNOWLEDGE: 'false',
     INBOXQ_SMTP_MAX_PER_MINUTE: '0',
@@ -47,7 +39,7 @@ async function acceptedTasks(mailbox: string, n: number, extra: Record<string, s
     ...extra,
   });
   for (let i = 0; i < n; i++)
-    await stack.appendMail(mailbox, buildMail({ from: `p${i}@partner.test`, to: mailbox, subject: `mail ${i}` }));
+    await local.stack.appendMail(mailbox, buildMail({ from: `p${i}@partner.test`, to: mailbox, subject: `mail ${i}` }));
   const summary = await drainMailbox({ ...runtimeFor(settings), log: memoryLogger() });
   return { settings, taskIds: summary.outcomes.map((o) => o.taskId!) };
 }
@@ -64,11 +56,11 @@ describe('3 concurrent SMTP connections per mailbox', () => {
   it('two instances sending 40 replies at once stay within the limit: each delivered once, no poison, at most two deliveries, no error lines', async () => {
     const mailbox = 'two-instances@company.test';
     const { settings, taskIds } = await acceptedTasks(mailbox, 40);
-    const replies = queue(stack, REPLIES_QUEUE);
+    const replies = queue(local.stack, REPLIES_QUEUE);
     await replies.createIfNotExists();
     for (const taskId of taskIds) await replies.sendMessage(encodeQueueMessage(reply(mailbox, taskId)));
     // No settings file: the settings come from the environment, as in Azure.
-    const emptySettings = path.join(stack.dir, 'empty.settings.json');
+    const emptySettings = path.join(local.stack.dir, 'empty.settings.json');
     writeFileSync(emptySettings, '{ "IsEncrypted": false, "Values": {} }');
     const instance = () =>
       HostProcess.start(
@@ -83,7 +75,7 @@ describe('3 concurrent SMTP connections per mailbox', () => {
     const [a, b] = [instance(), instance()];
     hosts.push(a, b);
     const ids = taskIds.map((t) => `<inboxq.${t}.reply@company.test>`);
-    const delivered = () => stack.smtp.accepted.filter((m) => ids.includes(m.messageId ?? ''));
+    const delivered = () => local.stack.smtp.accepted.filter((m) => ids.includes(m.messageId ?? ''));
     for (const deadline = Date.now() + 90_000; delivered().length < 40 && Date.now() < deadline;)
       await new Promise((r) => setTimeout(r, 250));
     await Promise.all([a.stop(), b.stop()]);
@@ -92,8 +84,8 @@ describe('3 concurrent SMTP connections per mailbox', () => {
     for (const m of delivered()) perId.set(m.messageId!, (perId.get(m.messageId!) ?? 0) + 1);
     expect(perId.size).toBe(40);
     expect([...perId.values()].every((n) => n === 1)).toBe(true);
-    expect(stack.smtp.peakConnections.get(mailbox)).toBeLessThanOrEqual(3);
-    expect(stack.smtp.limitRefusals.filter((r) => r.mailbox === mailbox)).toEqual([]);
+    expect(local.stack.smtp.peakConnections.get(mailbox)).toBeLessThanOrEqual(3);
+    expect(local.stack.smtp.limitRefusals.filter((r) => r.mailbox === mailbox)).toEqual([]);
     const rt = runtimeFor(settings);
     for (const taskId of taskIds) {
       const row = await rt.ledger.getReply(mailbox, taskId, 'reply');
@@ -101,7 +93,7 @@ describe('3 concurrent SMTP connections per mailbox', () => {
       expect(row!.attempts).toBeLessThanOrEqual(2);
     }
     expect(await listParkedReplies(rt.storage, mailbox)).toEqual([]);
-    expect((await queue(stack, `${REPLIES_QUEUE}-poison`).getProperties()).approximateMessagesCount ?? 0).toBe(0);
+    expect((await queue(local.stack, `${REPLIES_QUEUE}-poison`).getProperties()).approximateMessagesCount ?? 0).toBe(0);
     const output = a.output + b.output;
     expect(output).not.toMatch(/Reply failed|error/i);
     // Both instances sent: the slots were shared, not taken by one.
@@ -113,10 +105,10 @@ describe('3 concurrent SMTP connections per mailbox', () => {
   it('432 at AUTH is a deferral, not a refused token; the reply goes out on the next delivery', async () => {
     const mailbox = 'busy-auth@company.test';
     const { settings, taskIds } = await acceptedTasks(mailbox, 1);
-    stack.smtp.limitAnsweredAt = 'auth';
-    stack.smtp.connectionLimit = 1;
+    local.stack.smtp.limitAnsweredAt = 'auth';
+    local.stack.smtp.connectionLimit = 1;
     // Another client holds the mailbox's one connection.
-    const holder = await stack.smtpConnection(mailbox);
+    const holder = await local.stack.smtpConnection(mailbox);
     try {
       const log = memoryLogger();
       const result = await sendReply(reply(mailbox, taskIds[0]!), { ...runtimeFor(settings), log });
@@ -124,14 +116,14 @@ describe('3 concurrent SMTP connections per mailbox', () => {
       const lines = log.lines.map((l) => `${l.level} ${l.line}`).join('\n');
       expect(lines).toMatch(/^info The SMTP connections of the mailbox are all in use; reply deferred by \d+ s/m);
       expect(lines).not.toContain('refused the cached token');
-      expect(stack.smtp.limitRefusals).toContainEqual({ mailbox, at: 'auth' });
+      expect(local.stack.smtp.limitRefusals).toContainEqual({ mailbox, at: 'auth' });
       const row = await runtimeFor(settings).ledger.getReply(mailbox, taskIds[0]!, 'reply');
       expect(row).toMatchObject({ state: 'unsent' });
       expect(row!.lastResponse).toContain('432 4.3.2 Concurrent connections limit exceeded');
     } finally {
       await holder.close();
-      stack.smtp.limitAnsweredAt = 'data';
-      stack.smtp.connectionLimit = 3;
+      local.stack.smtp.limitAnsweredAt = 'data';
+      local.stack.smtp.connectionLimit = 3;
     }
     const again = await sendReply(reply(mailbox, taskIds[0]!), { ...runtimeFor(settings), log: memoryLogger() });
     expect(again.outcome).toBe('sent');
@@ -153,7 +145,7 @@ describe('Exchange stops a mailbox from sending', () => {
       const mailbox = `paused-${fault.code}@company.test`;
       const { settings, taskIds } = await acceptedTasks(mailbox, 2);
       const rt = runtimeFor(settings);
-      stack.smtp.dataFaults.push({ ...fault });
+      local.stack.smtp.dataFaults.push({ ...fault });
       const log = memoryLogger();
       const first = await sendReply(reply(mailbox, taskIds[0]!), { ...rt, log });
       expect(first.outcome).toBe('deferred');
@@ -164,10 +156,10 @@ describe('Exchange stops a mailbox from sending', () => {
       const status = JSON.parse((await main(['status', '--json'], settings)).stdout) as MailboxStatus;
       expect(status.pacing.pausedUntil).toBe(new Date(pace.blockedUntil).toISOString());
       // The other reply waits too, without a connection.
-      const accepted = stack.smtp.accepted.length;
+      const accepted = local.stack.smtp.accepted.length;
       const second = await sendReply(reply(mailbox, taskIds[1]!), { ...rt, log: memoryLogger() });
       expect(second.outcome).toBe('deferred');
-      expect(stack.smtp.accepted.length).toBe(accepted);
+      expect(local.stack.smtp.accepted.length).toBe(accepted);
       // Once the pause is over, both go out.
       const later = () => Date.now() + THROTTLED_SENDING_PAUSE_MS + 1000;
       for (const taskId of taskIds)
@@ -181,35 +173,36 @@ describe('Exchange stops a mailbox from sending', () => {
 describe('an IMAP back-off of minutes', () => {
   it('ends the run; the next runs make no IMAP connection until it has passed, then the mailbox drains; nothing lost', async () => {
     const mailbox = 'backoff@company.test';
-    const settings = stack.settings(mailbox, {
+    const settings = local.stack.settings(mailbox, {
       INBOXQ_AUTHORIZED_SENDERS: '*@partner.test',
       INBOXQ_ACKNOWLEDGE: 'false',
-      INBOXQ_IMAP_PORT: String(imapProxy.port),
+      INBOXQ_IMAP_PORT: String(local.proxy.port),
       INBOXQ_TASKS_QUEUE: 'tasks-backoff',
     });
-    for (let i = 0; i < 3; i++) await stack.appendMail(mailbox, buildMail({ from: `b${i}@partner.test`, to: mailbox }));
+    for (let i = 0; i < 3; i++)
+      await local.stack.appendMail(mailbox, buildMail({ from: `b${i}@partner.test`, to: mailbox }));
     const rt = runtimeFor(settings);
-    imapProxy.throttle(/UID FETCH/, 300_000, 1);
+    local.proxy.throttle(/UID FETCH/, 300_000, 1);
     const log = memoryLogger();
     const first = await drainMailbox({ ...rt, log });
     expect(first.stoppedBecause).toBe('throttled');
     expect(first.counts.queued).toBe(0);
     expect(log.lines.map((l) => l.line).join('\n')).toMatch(/Exchange throttled the mailbox; its runs wait until /);
-    expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(3);
+    expect(await local.stack.readFolder(mailbox, 'INBOX')).toHaveLength(3);
 
     const status = JSON.parse((await main(['status', '--json'], settings)).stdout) as MailboxStatus;
     expect(Date.parse(status.imapBackoffUntil!)).toBeGreaterThan(Date.now() + 240_000);
-    const connections = imapProxy.connections;
+    const connections = local.proxy.connections;
     for (const minutes of [1, 4]) {
       const waiting = await drainMailbox({ ...rt, log: memoryLogger(), now: () => Date.now() + minutes * 60_000 });
       expect(waiting.stoppedBecause).toBe('throttled');
     }
-    expect(imapProxy.connections).toBe(connections);
+    expect(local.proxy.connections).toBe(connections);
 
     const after = await drainMailbox({ ...rt, log: memoryLogger(), now: () => Date.now() + 301_000 });
     expect(after.counts.queued).toBe(3);
-    expect(await stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
-    expect(imapProxy.connections).toBe(connections + 1);
+    expect(await local.stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
+    expect(local.proxy.connections).toBe(connections + 1);
   }, 90_000);
 });
 
@@ -221,7 +214,7 @@ describe('mailbox retention', () => {
     const recent = new Date(Date.now() - 2 * day);
     const mail = (messageId: string) =>
       Buffer.from(`From: ${mailbox}\r\nTo: x@partner.test\r\nMessage-ID: ${messageId}\r\nSubject: s\r\n\r\nbody\r\n`);
-    const client = await stack.imap(mailbox);
+    const client = await local.stack.imap(mailbox);
     try {
       for (const folder of ['inboxq-processed', 'inboxq-quarantine']) await client.mailboxCreate(folder);
       await client.append('inboxq-processed', mail('<p-old-1@partner.test>'), [], old);
@@ -236,16 +229,16 @@ describe('mailbox retention', () => {
       await client.logout();
     }
     const ids = async (folder: string) =>
-      (await stack.readFolder(mailbox, folder))
+      (await local.stack.readFolder(mailbox, folder))
         .map((m) => /^Message-ID: (.*)$/im.exec(m.source.toString())![1]!.trim())
         .sort();
 
     // Switched off: nothing is deleted.
-    const keep = stack.settings(mailbox, { INBOXQ_MAILBOX_RETENTION_DAYS: '0' });
+    const keep = local.stack.settings(mailbox, { INBOXQ_MAILBOX_RETENTION_DAYS: '0' });
     expect((await drainMailbox({ ...runtimeFor(keep), log: memoryLogger() })).counts.deletedFromMailbox).toBe(0);
     expect(await ids('inboxq-processed')).toHaveLength(3);
 
-    const settings = stack.settings(mailbox, { INBOXQ_MAILBOX_RETENTION_DAYS: '30' });
+    const settings = local.stack.settings(mailbox, { INBOXQ_MAILBOX_RETENTION_DAYS: '30' });
     const log = memoryLogger();
     const summary = await drainMailbox({ ...runtimeFor(settings), log });
     expect(summary.counts.deletedFromMailbox).toBe(4);

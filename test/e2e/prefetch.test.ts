@@ -5,8 +5,6 @@
  * that FETCH fails the run with nothing lost or queued twice; a run that stops at its budget drops
  * what it fetched ahead and leaves its warm session to the next tick, which fetches it again.
  */
-import { randomUUID } from 'node:crypto';
-
 import { describe, expect, it } from 'vitest';
 
 import { runtimeFor } from '../../localstack/runtime';
@@ -14,6 +12,7 @@ import { BATCH_SIZE, drainMailbox } from '../../shared/drain/drain';
 import { ImapError } from '../../shared/errors';
 import { memoryLogger } from '../../shared/telemetry/log';
 import { useProxiedStack } from '../helpers/imap-proxy';
+import { buildMail } from '../helpers/mail';
 import { clearTasks, expectAllQueuedOnce } from '../helpers/stack';
 
 const SENDERS = '*@partner.test';
@@ -23,23 +22,9 @@ const MAILS = 2 * BATCH_SIZE + 30;
 const local = useProxiedStack();
 
 async function seed(mailbox: string, n: number): Promise<void> {
-  const mails: Buffer[] = [];
-  for (let i = 0; i < n; i++)
-    mails.push(
-      Buffer.from(
-        [
-          'Authentication-Results: spf=pass smtp.mailfrom=partner.test; dkim=pass header.d=partner.test; dmarc=pass action=none header.from=partner.test',
-          `From: p${i % 7}@partner.test`,
-          `To: ${mailbox}`,
-          `Subject: mail ${i}`,
-          `Message-ID: <${randomUUID()}@partner.test>`,
-          'Content-Type: text/plain; charset=utf-8',
-          '',
-          `mail ${i}`,
-          '',
-        ].join('\r\n'),
-      ),
-    );
+  const mails = Array.from({ length: n }, (_, i) =>
+    Buffer.from(buildMail({ from: `p${i % 7}@partner.test`, to: mailbox, subject: `mail ${i}`, body: `mail ${i}` })),
+  );
   await local.stack.dropIntoMaildir(mailbox, mails);
 }
 
