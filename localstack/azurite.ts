@@ -1,16 +1,32 @@
 /** Azurite (queues, tables, blobs) in memory on free loopback ports, one instance per stack. */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
+
+import { GC_FIX_APPLIED } from './azurite-main';
 
 /** Azurite's well-known development account (public, documented by Microsoft; not a secret). */
 const ACCOUNT = 'devstoreaccount1';
 const ACCOUNT_KEY = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
 
+/**
+ * Azurite's launcher (azurite-main.ts), compiled: the tests run this file from its source, and
+ * their global setup compiles build/ first.
+ */
+function launcher(): string {
+  const dir =
+    path.basename(path.dirname(__dirname)) === 'build' ? __dirname : path.join(__dirname, '..', 'build', 'localstack');
+  const file = path.join(dir, 'azurite-main.js');
+  if (!existsSync(file)) throw new Error(`${file} is missing: compile the local stack first (npm run build:tools)`);
+  return file;
+}
+
 export class LocalAzurite {
   blobPort = 0;
   queuePort = 0;
   tablePort = 0;
+  /** Whether Azurite runs with its extent GC's deletions batched (azurite-gc.ts), as its launcher said. */
+  gcFixApplied = false;
   private child: ChildProcess | undefined;
   private output = '';
 
@@ -34,9 +50,8 @@ export class LocalAzurite {
   }
 
   private async spawn(): Promise<void> {
-    const entry = require.resolve('azurite/dist/src/azurite.js');
     const args = [
-      entry,
+      launcher(),
       '--inMemoryPersistence',
       '--disableTelemetry',
       '--skipApiVersionCheck',
@@ -85,6 +100,7 @@ export class LocalAzurite {
           );
         [this.blobPort, this.queuePort, this.tablePort] = [port('Blob'), port('Queue'), port('Table')];
         if (this.blobPort && this.queuePort && this.tablePort) {
+          this.gcFixApplied = this.output.includes(GC_FIX_APPLIED);
           clearTimeout(timer);
           child.stdout.off('data', check);
           resolve();
