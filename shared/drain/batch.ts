@@ -82,10 +82,14 @@ export async function drainBatch(
   const read = await batch.read(entries);
   if (next) reader.prefetch(next);
   const { judged, deferred } = batch.judge(read);
-  const toBuild = batch.plan(await batch.claim(judged));
-  await batch.buildAndQueue(await decideConversations(deps, deps.config.mailbox, toBuild));
-  await batch.record();
-  await batch.acknowledge();
+  // The Storage steps: the session, quiet meanwhile, gets a NOOP now and then, so that slow Storage
+  // doesn't cost it (imapflow ends a session that stays quiet for its socket timeout).
+  await session.keepAlive(async () => {
+    const toBuild = batch.plan(await batch.claim(judged));
+    await batch.buildAndQueue(await decideConversations(deps, deps.config.mailbox, toBuild));
+    await batch.record();
+    await batch.acknowledge();
+  });
   await batch.remove();
   return { results: batch.results(), deferred };
 }
@@ -211,10 +215,8 @@ class Batch {
   async buildAndQueue(conversed: ConversedMail[]): Promise<void> {
     const limit = pLimit(STORAGE_CONCURRENCY);
     const streamed = (m: ConversedMail) => !m.source && m.entry.size > SMALL_MAIL_BYTES;
-    await this.session.keepAlive(async () => {
-      await settleAll(conversed.filter((m) => !streamed(m)).map((m) => limit(() => this.buildOne(m))));
-      for (const mail of conversed.filter(streamed)) await this.buildOne(mail);
-    });
+    await settleAll(conversed.filter((m) => !streamed(m)).map((m) => limit(() => this.buildOne(m))));
+    for (const mail of conversed.filter(streamed)) await this.buildOne(mail);
   }
 
   private async buildOne(mail: ConversedMail): Promise<void> {

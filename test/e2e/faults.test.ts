@@ -160,6 +160,25 @@ describe('Azure faults', () => {
     }
   });
 
+  it('Storage slower than the IMAP socket timeout: NOOPs keep the session, and the run finishes', async () => {
+    const mailbox = 'storage-slow@company.test';
+    const settings = local.stack.settings(mailbox, { ...POLICY, INBOXQ_IMAP_PORT: String(local.proxy.port) });
+    await clearTasks(local.stack);
+    await seed(mailbox, 2);
+    const from = local.proxy.commands.length;
+    let paused = false;
+    // A batch's Storage steps that take longer than the 60-s socket timeout imapflow gives a quiet session.
+    const { summary } = await drain(settings, async (step) => {
+      if (step === 'claimed' && !paused) {
+        paused = true;
+        await new Promise((resolve) => setTimeout(resolve, 65_000));
+      }
+    });
+    expect(summary.counts.queued).toBe(2);
+    expect(local.proxy.commands.slice(from)).toContain('NOOP');
+    await expectAllQueuedOnce(local.stack, settings, mailbox, 2);
+  }, 120_000);
+
   it('Key Vault unavailable: the run fails naming the vault, retryable, nothing removed', async () => {
     const mailbox = 'vault-down@company.test';
     const app = local.stack.registerApp();
