@@ -772,10 +772,35 @@ Issue 16, third part (2026-11-28): what the ledger costs.
   serializer, a URL and headers per sub-request), as it would a request of its own: 40-80 µs per
   row in a transaction of 100 creates measured alone against Azurite, more in the drain, whose
   garbage it adds to.
-- drainCpuRatio ≤ 1.5 can't be reached by cutting elsewhere: without the rows the drain is at about
-  1.5 already (1.47-1.67 over this part's runs of the experiment). What is left is a decision: fewer
-  rows per mail (a change to the delivery guarantees), a transaction path leaner than the SDK's,
-  or a goal that counts the ledger.
+- So drainCpuRatio ≤ 1.5 can't be met while the rows go through the SDK: they alone cost
+  ${((drainSmall.cpuMsPer1000.inboxq - drainNoRows.cpuMsPer1000.inboxq) / drainSmall.cpuMsPer1000.baseline).toFixed(2)} of the baseline's whole CPU per mail, on top of the queue send that is all the baseline does
+  and that every task needs too. Without them the drain was at 1.35-1.67 over this part's runs of
+  the experiment. What is left is a decision: fewer rows per mail (a change to the delivery
+  guarantees), a transaction path leaner than the SDK's, or a goal that counts the ledger.
+- **The stalls were Azurite's.** The first full run with that experiment (about 26,000 queue
+  messages in two minutes) froze Azurite for more than ten minutes at 100% CPU, until the server
+  closed the baseline's IMAP connection and the run failed. A CPU profile of Azurite during the
+  freeze: 98.5% in LokiJS, under the queue GC's \`deleteExtents\`. Azurite keeps each queue message
+  as an extent, and its GC (every minute for queues) deletes the unreferenced ones one by one,
+  each time rebuilding the index of every extent, without yielding: after n messages a sweep sorts
+  n entries n times, and Azurite answers nothing meanwhile (2 s after 2,000 messages sent and
+  cleared, 9.5 s after 4,000, 42 s after 8,000). Past about 10,000 such a freeze outlasts the
+  60-s socket timeout of inboxq's IMAP session while a batch waits on a table transaction: the
+  session is closed, the batch's next IMAP command (UID EXPUNGE: the bench deletes) fails, and the
+  run that continues finds Azurite still frozen. That is the likely cause of the broken connections
+  and the slow continued runs the issue reported; the reply round that crawled at 0.7 replies/s was
+  probably a sweep too. The local stack now starts Azurite
+  through localstack/azurite-main.ts, which deletes a sweep's extents in one batch
+  (localstack/azurite-gc.ts, tested against Azurite's own classes in test/e2e/azurite-gc.test.ts):
+  the longest answer during the sweep after 8,000 messages went from 42 s to 6 ms, after 16,000 it
+  is 46 ms. A full run now takes about 5 minutes, where those of the second part took 8.5 to 9:
+  they were probably waiting on sweeps too, which also blurs their ratios.
+- **A batch's Storage steps keep the IMAP session alive.** The NOOP that kept a quiet session alive
+  covered only the building and queueing of tasks; a claim, conversation or record transaction
+  that Storage answered slowly for longer than the socket timeout cost the session and failed the
+  run (nothing was lost: the next run resumed). The NOOPs now cover all of them
+  (test/e2e/faults.test.ts, a 65-s pause after the claim: the run finishes; without the change its
+  next IMAP command fails on the closed connection).
 `;
     writeFileSync(path.join(__dirname, '..', '..', 'docs', 'benchmarks.md'), md);
     log('bench: wrote docs/benchmarks.md');
