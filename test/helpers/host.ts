@@ -37,11 +37,11 @@ export class HostProcess {
     return new HostProcess(spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] }));
   }
 
-  /** Waits until the output matches, or fails with what the host printed. */
-  async waitFor(pattern: RegExp, timeoutMs = 30_000): Promise<RegExpMatchArray> {
+  /** Waits until the output (from character `from` on) matches, or fails with what the host printed. */
+  async waitFor(pattern: RegExp, timeoutMs = 30_000, from = 0): Promise<RegExpMatchArray> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const m = pattern.exec(this.output);
+      const m = pattern.exec(this.output.slice(from));
       if (m) return m;
       if (this.child.exitCode !== null || Date.now() > deadline)
         throw new Error(`host output never matched ${pattern}:\n${this.output.slice(-4000)}`);
@@ -57,6 +57,35 @@ export class HostProcess {
 
   kill(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+    return this.exited;
+  }
+
+  /**
+   * SIGKILL the moment the output matches (checked as each chunk arrives, where waitFor polls every
+   * 100 ms), then the exit: to land inside work that lasts only milliseconds after a line.
+   */
+  async killOn(pattern: RegExp, timeoutMs = 30_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    await new Promise<void>((resolve, reject) => {
+      const streams = [this.child.stdout!, this.child.stderr!];
+      const done = (err?: Error) => {
+        clearTimeout(timer);
+        for (const s of streams) s.off('data', check);
+        if (err) reject(err);
+        else resolve();
+      };
+      // Registered after the constructor's listeners: the output already holds the chunk.
+      const check = () => {
+        if (!pattern.test(this.output)) return;
+        this.child.kill('SIGKILL');
+        done();
+      };
+      const timer = setTimeout(
+        () => done(new Error(`host output never matched ${pattern}:\n${this.output.slice(-4000)}`)),
+        timeoutMs,
+      );
+      for (const s of streams) s.on('data', check);
+      check();
+    });
     return this.exited;
   }
 }
