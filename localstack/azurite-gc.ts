@@ -20,28 +20,34 @@
  * Azurite's own code.
  */
 
-/** What the fix uses of Azurite's MemoryExtentStore (azurite/dist/src/common/persistence). */
+/**
+ * What the fix looks for on Azurite's MemoryExtentStore (azurite/dist/src/common/persistence). Any
+ * of it may be missing from another Azurite version, so all of it is optional here.
+ */
 export interface MemoryExtentStoreShape {
-  categoryName: string;
-  chunks: { delete(category: string, id: string): boolean };
-  metadataStore: { EXTENTS_COLLECTION?: unknown; db?: { getCollection(name: string): ExtentsCollection | null } };
+  categoryName?: string;
+  chunks?: { delete?(category: string, id: string): boolean };
+  metadataStore?: { EXTENTS_COLLECTION?: unknown; db?: { getCollection?(name: string): ExtentsCollection | null } };
 }
 
 interface ExtentsCollection {
-  removeWhere(filter: (doc: { id?: unknown }) => boolean): void;
+  removeWhere?(filter: (doc: { id?: unknown }) => boolean): void;
 }
 
 export type DeleteExtents = (this: MemoryExtentStoreShape, extents: Iterable<string>) => Promise<number>;
 
-/** The store's Loki collection of extents, when the store is what the fix expects. */
-function extentsCollection(store: MemoryExtentStoreShape): ExtentsCollection | undefined {
-  const metadata = store.metadataStore as Partial<MemoryExtentStoreShape['metadataStore']> | undefined;
-  const name = metadata?.EXTENTS_COLLECTION;
-  if (typeof name !== 'string' || typeof metadata?.db?.getCollection !== 'function') return undefined;
-  if (typeof (store.chunks as Partial<MemoryExtentStoreShape['chunks']> | undefined)?.delete !== 'function')
-    return undefined;
-  const collection = metadata.db.getCollection(name);
-  return typeof collection?.removeWhere === 'function' ? collection : undefined;
+/** How to delete the store's extents in one batch, when the store is what the fix expects. */
+function batchDeleter(store: MemoryExtentStoreShape): ((ids: Set<string>) => void) | undefined {
+  const { chunks, categoryName, metadataStore } = store;
+  const name = metadataStore?.EXTENTS_COLLECTION;
+  if (typeof name !== 'string' || typeof categoryName !== 'string') return undefined;
+  if (!chunks?.delete || !metadataStore?.db?.getCollection) return undefined;
+  const collection = metadataStore.db.getCollection(name);
+  if (!collection?.removeWhere) return undefined;
+  return (ids) => {
+    for (const id of ids) chunks.delete!(categoryName, id);
+    if (ids.size > 0) collection.removeWhere!((doc) => typeof doc.id === 'string' && ids.has(doc.id));
+  };
 }
 
 /**
@@ -52,16 +58,15 @@ function extentsCollection(store: MemoryExtentStoreShape): ExtentsCollection | u
 export function batchExtentDeletes(proto: { deleteExtents: DeleteExtents }): void {
   const azurites = proto.deleteExtents;
   proto.deleteExtents = function (this: MemoryExtentStoreShape, extents: Iterable<string>): Promise<number> {
-    const collection = extentsCollection(this);
-    if (!collection) return azurites.call(this, extents);
+    const deleteAll = batchDeleter(this);
+    if (!deleteAll) return azurites.call(this, extents);
     const ids = new Set<string>();
     let count = 0;
     for (const id of extents) {
       ids.add(id);
       count++;
     }
-    for (const id of ids) this.chunks.delete(this.categoryName, id);
-    if (ids.size > 0) collection.removeWhere((doc) => typeof doc.id === 'string' && ids.has(doc.id));
+    deleteAll(ids);
     return Promise.resolve(count);
   };
 }

@@ -43,10 +43,14 @@ export class HostProcess {
     for (;;) {
       const m = pattern.exec(this.output.slice(from));
       if (m) return m;
-      if (this.child.exitCode !== null || Date.now() > deadline)
-        throw new Error(`host output never matched ${pattern}:\n${this.output.slice(-4000)}`);
+      if (this.child.exitCode !== null || Date.now() > deadline) throw this.unmatched(pattern);
       await new Promise((r) => setTimeout(r, 100));
     }
+  }
+
+  /** A wait for `pattern` that ended unmatched, with what the host printed. */
+  private unmatched(pattern: RegExp): Error {
+    return new Error(`host output never matched ${pattern}:\n${this.output.slice(-4000)}`);
   }
 
   /** SIGTERM, then the exit. */
@@ -79,10 +83,7 @@ export class HostProcess {
         this.child.kill('SIGKILL');
         done();
       };
-      const timer = setTimeout(
-        () => done(new Error(`host output never matched ${pattern}:\n${this.output.slice(-4000)}`)),
-        timeoutMs,
-      );
+      const timer = setTimeout(() => done(this.unmatched(pattern)), timeoutMs);
       for (const s of streams) s.on('data', check);
       check();
     });
