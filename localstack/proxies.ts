@@ -1,7 +1,8 @@
 /**
  * Fault injection between inboxq and the local servers, on loopback.
  *
- * TcpProxy: forwards bytes; `down()` refuses and cuts connections (Storage unavailable).
+ * TcpProxy: forwards bytes, counting what the clients send; `down()` refuses and cuts connections
+ * (Storage unavailable).
  * ImapFaultProxy: terminates TLS with the stack's certificate, forwards to Dovecot over TLS, and
  * reads the client's command lines so it can answer one the way Exchange does when it throttles
  * (`tag BAD Request is throttled. Suggested Backoff Time: N milliseconds`) or cut the connection
@@ -27,6 +28,8 @@ function pair(client: net.Socket, upstream: net.Socket, sockets: Set<net.Socket>
 
 export class TcpProxy {
   port = 0;
+  /** Bytes the clients sent through the proxy so far (requests, for an HTTP service). */
+  bytesFromClients = 0;
   private server: net.Server | undefined;
   private readonly sockets = new Set<net.Socket>();
   private isDown = false;
@@ -38,6 +41,7 @@ export class TcpProxy {
       if (this.isDown) return client.destroy();
       const upstream = net.connect(this.targetPort, '127.0.0.1');
       pair(client, upstream, this.sockets);
+      client.on('data', (chunk: Buffer) => (this.bytesFromClients += chunk.length));
       client.pipe(upstream).pipe(client);
     });
     await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));

@@ -19,6 +19,7 @@ import type { QueueServiceClient } from '@azure/storage-queue';
 import { connectionProblem, queueServiceFor } from './connections';
 import { type BindingInfo, CoreApi, provideCoreApi, type RegisteredFunction } from './core-api';
 import { invokeFunction, typedValue } from './invoke';
+import { InvocationMeter, type LoggedLine } from './meter';
 import { type QueueRun, QueueTrigger } from './queue-trigger';
 import {
   type AppSettings,
@@ -53,6 +54,8 @@ const QUEUE_NAME = /^[a-z0-9](?:[a-z0-9]|-(?!-)){1,61}[a-z0-9]$/;
 export class LocalHost {
   readonly api: CoreApi;
   readonly functions: RegisteredFunction[] = [];
+  /** Every invocation's start, end and outcome, and the levels it logged at (what the platform bills and counts by). */
+  readonly meter: InvocationMeter;
   #triggers = new Map<string, QueueTrigger | TimerTrigger>();
   #manual = false;
   #appHookData: Record<string, unknown> = {};
@@ -66,6 +69,7 @@ export class LocalHost {
   ) {
     this.api = new CoreApi((level, message) => log(level === 'error' ? 'error' : 'info', message));
     this.#restore = provideCoreApi(this.api);
+    this.meter = new InvocationMeter(settings['LOCALHOST_INVOCATION_LOG'] || undefined);
   }
 
   static async start(options: LocalHostOptions): Promise<LocalHost> {
@@ -196,7 +200,7 @@ export class LocalHost {
     }
   }
 
-  /** One invocation, logged as the host logs it, with its queue outputs sent. */
+  /** One invocation, logged as the host logs it, with its queue outputs sent, and metered. */
   private async invoke(
     fn: RegisteredFunction,
     request: Parameters<typeof invokeFunction>[2],
@@ -205,13 +209,34 @@ export class LocalHost {
     const name = fn.metadata.name;
     this.log('info', `Executing 'Functions.${name}'`);
     const started = Date.now();
-    const invoked = await invokeFunction(this.api, fn, request, this.#appHookData, (level, category, message) =>
-      this.log(
-        /error|critical/i.test(String(level)) ? 'error' : /warn/i.test(String(level)) ? 'warn' : 'info',
-        `${name}: ${message}`,
-      ),
-    );
-    const { response } = invoked;
+    const logs: LoggedLine[] = [];
+    let succeeded = false;
+    try {
+      const invoked = await invokeFunction(this.api, fn, request, this.#appHookData, (level, category, message) => {
+        logs.push({ category, level: String(level) });
+        this.log(
+          /error|critical/i.test(String(level)) ? 'error' : /warn/i.test(String(level)) ? 'warn' : 'info',
+          `${name}: ${message}`,
+        );
+      });
+      await this.sendOutputs(fn, invoked.response, serviceFor);
+      succeeded = true;
+      this.log('info', `Executed 'Functions.${name}' (Succeeded, Duration=${Date.now() - started}ms)`);
+      return invoked;
+    } finally {
+      const trigger = Object.values(fn.metadata.bindings).some((b) => /^timertrigger$/i.test(b.type))
+        ? 'timer'
+        : 'queue';
+      this.meter.add({ function: name, trigger, start: started, end: Date.now(), succeeded, logs });
+    }
+  }
+
+  /** The queue output bindings' data and the return value bound to a queue, sent as the host sends them. */
+  private async sendOutputs(
+    fn: RegisteredFunction,
+    response: Awaited<ReturnType<typeof invokeFunction>>['response'],
+    serviceFor: (connection: string) => QueueServiceClient,
+  ): Promise<void> {
     const outputs = [
       ...(response.outputData ?? []),
       ...(response.returnValue !== undefined && response.returnValue !== null && fn.metadata.bindings['$return']
@@ -234,8 +259,6 @@ export class LocalHost {
         );
       }
     }
-    this.log('info', `Executed 'Functions.${name}' (Succeeded, Duration=${Date.now() - started}ms)`);
-    return invoked;
   }
 
   /** One occurrence of a timer function now; its handler's value, or its failure thrown. */

@@ -58,6 +58,8 @@ export interface QueueOptions {
 export interface HostJson {
   queues: QueueOptions;
   functionTimeoutMs: number | undefined;
+  /** `logging.logLevel`: the least level sent to Application Insights per category (app-insights.ts). */
+  logLevel: Record<string, string>;
 }
 
 /** "00:00:30" (or "1.00:00:00") as milliseconds. */
@@ -108,6 +110,11 @@ export function readHostJson(appRoot: string, settings: AppSettings): HostJson {
     functionTimeoutMs: json['functionTimeout']
       ? parseTimeSpan(text(json['functionTimeout']), 'functionTimeout')
       : undefined,
+    logLevel: Object.fromEntries(
+      Object.entries(
+        ((json['logging'] as Record<string, unknown> | undefined)?.['logLevel'] ?? {}) as Record<string, unknown>,
+      ).map(([category, level]) => [category, text(level, 'Information')]),
+    ),
   };
 }
 

@@ -42,6 +42,21 @@ export type DrainStep =
 export interface DrainDeps extends MailboxContext {
   /** Called at each step boundary of each mail (crash and fault injection in tests). */
   onStep?: (step: DrainStep, info: { uid: number; taskId?: string }) => void | Promise<void>;
+  /** A share of a run, tighter than the mailbox's settings: what the schedule's tick drains itself (tick.ts). */
+  slice?: DrainSlice;
+  /**
+   * Log nothing at Information level for a run that found nothing to do: no mail, nothing expired,
+   * reconciled or deleted, or another run holding the mailbox (the schedule's tick: an idle tick
+   * sends no trace). Failures and every mail are logged all the same; the metrics count every run.
+   */
+  quiet?: boolean;
+}
+
+/** At most this much of the inbox, in mails and bytes (RFC822.SIZE), and no new batch after budgetMs. */
+export interface DrainSlice {
+  maxMessages: number;
+  maxBytes: number;
+  budgetMs: number;
 }
 
 export interface DrainSummary {
@@ -62,6 +77,8 @@ export interface DrainSummary {
   };
   /** Mails left in the inbox for the next run. */
   remaining: number;
+  /** With stoppedBecause `throttled`: until when (epoch ms) Exchange asked the mailbox's runs to stay away. */
+  backoffUntil?: number;
   outcomes: MailResult[];
   error: string | null;
 }
@@ -90,7 +107,8 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
   try {
     const open = () => MailboxSession.open({ config, tokens: deps.tokens, log });
     session = deps.imapSession?.enabled ? await deps.imapSession.checkout(open, log) : await open();
-    await drainInbox(deps, session, lease, summary, () => now() - started > config.drain.runBudgetMs);
+    const budgetMs = Math.min(config.drain.runBudgetMs, deps.slice?.budgetMs ?? Number.POSITIVE_INFINITY);
+    await drainInbox(deps, session, lease, summary, () => now() - started > budgetMs);
     if (config.drain.retentionDays > 0 && summary.stoppedBecause === 'empty') {
       summary.counts.expired = await expireOldMail(deps, now);
     }
@@ -105,6 +123,7 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
       lease.state.backoffUntil = now() + err.backoffMs!;
       lease.state.reconcile = true;
       summary.stoppedBecause = 'throttled';
+      summary.backoffUntil = lease.state.backoffUntil;
       summary.error = err.summary;
       log.warn(
         `Exchange throttled the mailbox; its runs wait until ${new Date(lease.state.backoffUntil).toISOString()}`,
@@ -187,6 +206,7 @@ async function acquireLease(deps: DrainDeps, summary: DrainSummary, now: () => n
   if (lease instanceof MailboxLease) return lease;
   if ('backoffUntil' in lease) {
     summary.stoppedBecause = 'throttled';
+    summary.backoffUntil = lease.backoffUntil;
     inboxqMetrics.run(config.mailbox, 'throttled-wait', now() - started);
     log.info('Exchange asked this mailbox to wait; this run does not connect', {
       mailbox: config.mailbox,
@@ -197,12 +217,13 @@ async function acquireLease(deps: DrainDeps, summary: DrainSummary, now: () => n
   }
   summary.stoppedBecause = 'leased-elsewhere';
   inboxqMetrics.run(config.mailbox, 'leased-elsewhere', now() - started);
-  log.info('Another drain run holds this mailbox; this run does nothing', {
-    mailbox: config.mailbox,
-    runId: summary.runId,
-    heldBy: lease.heldBy,
-    until: new Date(lease.until).toISOString(),
-  });
+  if (!deps.quiet)
+    log.info('Another drain run holds this mailbox; this run does nothing', {
+      mailbox: config.mailbox,
+      runId: summary.runId,
+      heldBy: lease.heldBy,
+      until: new Date(lease.until).toISOString(),
+    });
   return null;
 }
 
@@ -253,15 +274,19 @@ async function drainBatches(
 ): Promise<void> {
   const { config } = deps;
   const { suspects } = lease.state;
+  const limit = deps.slice
+    ? sliceLength(mails, deps.slice, config.drain.maxMessagesPerRun)
+    : config.drain.maxMessagesPerRun;
   const planAt = (index: number) =>
-    nextPlan(mails, index, Math.min(BATCH_SIZE, config.drain.maxMessagesPerRun - index), suspects, session.uidValidity);
+    nextPlan(mails, index, Math.min(BATCH_SIZE, limit - index), suspects, session.uidValidity);
   let index = 0;
   while (index < mails.length) {
-    if (index >= config.drain.maxMessagesPerRun) {
+    if (index >= limit) {
       summary.stoppedBecause = 'limit';
       break;
     }
-    if (overBudget()) {
+    // The first batch always starts: a run whose listing alone took the budget still drains some.
+    if (index > 0 && overBudget()) {
       summary.stoppedBecause = 'budget';
       break;
     }
@@ -274,7 +299,7 @@ async function drainBatches(
     } else {
       // The batch after it, when it is one and holds no suspect, has its sources fetched ahead.
       const after = index + plan.entries.length;
-      const following = after < mails.length && after < config.drain.maxMessagesPerRun ? planAt(after) : undefined;
+      const following = after < mails.length && after < limit ? planAt(after) : undefined;
       const ahead =
         following?.kind === 'batch' &&
         !following.entries.some((m) => suspects.has(suspectKey(session.uidValidity, m.uid)))
@@ -286,6 +311,20 @@ async function drainBatches(
     count(summary, results, suspects, session.uidValidity);
   }
   summary.remaining = mails.length - Math.min(index, mails.length) + summary.counts.held;
+}
+
+/**
+ * How many of the oldest mails a slice takes: at most `maxMessages` (and the run's own limit), and
+ * no more than `maxBytes` together; 0 when the oldest alone is larger (the drain function takes it).
+ */
+export function sliceLength(mails: MailboxEntry[], slice: DrainSlice, runLimit: number): number {
+  const max = Math.min(slice.maxMessages, runLimit, mails.length);
+  let bytes = 0;
+  for (let i = 0; i < max; i++) {
+    bytes += mails[i]!.size;
+    if (bytes > slice.maxBytes) return i;
+  }
+  return max;
 }
 
 /**
@@ -369,5 +408,14 @@ async function finishRun(deps: DrainDeps, summary: DrainSummary, failed: boolean
     stoppedBecause: summary.stoppedBecause,
   };
   if (failed) log.error(`Drain run failed: ${summary.error}`, props);
-  else log.info('Drain run finished', props);
+  else if (!deps.quiet || !idleRun(summary)) log.info('Drain run finished', props);
+}
+
+/**
+ * A run that did nothing: no mail handled, nothing expired, reconciled or deleted (an empty inbox,
+ * or a slice with nothing it could take: the mail left is the drain function's, and said there).
+ */
+function idleRun(summary: DrainSummary): boolean {
+  const { seen, expired, reconciled, deletedFromMailbox } = summary.counts;
+  return seen === 0 && expired === 0 && reconciled === 0 && deletedFromMailbox === 0;
 }

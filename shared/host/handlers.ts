@@ -4,24 +4,25 @@
  * library and decides what the host should do with a failure: a thrown error makes the host retry
  * the queue message and, after maxDequeueCount deliveries, move it to `<queue>-poison`.
  *
- *   schedule (timer)           -> schedule.ts: a drain request per mailbox
+ *   schedule (timer)           -> schedule.ts: a tick of every mailbox (look, drain a share, or request a drain)
  *   drain (drain-requests)     -> drain-request.ts: the mailbox drained, a failure reported, not thrown
  *   reply (replies)            -> reply-delivery.ts: sent exactly once, a failure thrown for a retry
  *   replyPoison (replies-poison) -> reply-delivery.ts: the task marked failed, the sender told
  */
 import type { InvocationContext, Timer } from '@azure/functions';
 
-import type { DrainRequest } from '../contract/messages';
+import type { TickOutcome } from '../drain/tick';
 import { type DrainOutcome, drainRequested } from './drain-request';
 import { deliverReply, replyPoisoned } from './reply-delivery';
 import { type DeploymentRuntime, processDeployment } from './runtime';
-import { requestDrains } from './schedule';
+import { tick } from './schedule';
 
+export type { TickOutcome } from '../drain/tick';
 export type { DrainOutcome } from './drain-request';
 
 export interface Handlers {
-  /** Timer: puts a drain request for every mailbox on the drain-requests queue. */
-  schedule(timer: Timer, context: InvocationContext): Promise<DrainRequest[]>;
+  /** Timer: a tick of every mailbox, each looked at, drained or left to the drain function. */
+  schedule(timer: Timer, context: InvocationContext): Promise<TickOutcome[]>;
   /** Queue (drain-requests): drains the mailbox a request names. */
   drain(message: unknown, context: InvocationContext): Promise<DrainOutcome>;
   /** Queue (replies): sends a reply or a batch's acknowledgements. */
@@ -36,7 +37,7 @@ export function createHandlers(
 ): Handlers {
   const maxDequeueCount = options.maxDequeueCount ?? 5;
   return {
-    schedule: (timer, context) => requestDrains(getDeployment, timer, context),
+    schedule: (timer, context) => tick(getDeployment, timer, context),
     drain: (message, context) => drainRequested(getDeployment, message, context),
     reply: (message, context) => deliverReply(getDeployment, maxDequeueCount, message, context),
     replyPoison: (message, context) => replyPoisoned(getDeployment, message, context),

@@ -1,6 +1,7 @@
 /**
  * What a warm Functions instance keeps between invocations: the validated config of every mailbox,
- * their token providers (MSAL's cache), and the Storage clients. Built once per set of settings.
+ * their token providers (MSAL's cache), the Storage clients, the IMAP session kept per mailbox and
+ * what the drain schedule remembers of it. Built once per set of settings.
  *
  * The app reads process.env in two places: here (every mailbox's settings, through
  * `loadDeployment`) and functions/startup.ts (APPLICATIONINSIGHTS_*, for telemetry). The Azure SDK
@@ -10,6 +11,7 @@ import { findMailbox, loadDeployment } from '../config/deployment';
 import type { Env } from '../config/types';
 import type { MailboxContext } from '../context';
 import { type ExchangeTokenProvider, tokenProviderFor } from '../credentials/token';
+import { MailboxWatch } from '../drain/watch';
 import { Ledger } from '../ledger/ledger';
 import { WarmSession } from '../mailbox/warm';
 import { createStorageClients } from '../storage/clients';
@@ -17,6 +19,9 @@ import { createStorageClients } from '../storage/clients';
 /** One mailbox as a warm instance keeps it: its MailboxContext but for the invocation's logger (`{ ...rt, log }`). */
 export interface Runtime extends Omit<MailboxContext, 'log' | 'now'> {
   tokens: ExchangeTokenProvider;
+  imapSession: WarmSession;
+  /** What the drain schedule remembers of the mailbox between ticks (shared/drain/watch.ts). */
+  watch: MailboxWatch;
 }
 
 /** Every mailbox of the deployment, found by key or address. */
@@ -59,6 +64,7 @@ export function deploymentFor(env: Env): DeploymentRuntime {
         storage,
         ledger: new Ledger(storage, config.mailbox),
         imapSession: new WarmSession(config.imap.keepWarmMs),
+        watch: new MailboxWatch(config.key),
       };
     });
     deployment = {

@@ -1,41 +1,32 @@
 /**
- * The drain schedule (a timer, one instance at a time): one drain request per mailbox on the
- * drain-requests queue, so each mailbox is drained by an invocation of its own and the host spreads
- * mailboxes over instances; a slow or broken mailbox never holds up another.
+ * The drain schedule (a timer; the host runs one invocation of it at a time across the app): one
+ * tick of every mailbox, all at once, in this one invocation (shared/drain/tick.ts). An idle tick
+ * is a NOOP per mailbox on the sessions this instance keeps, and nothing else; mail is drained
+ * here, a tick's share at a time, and what is more than that, or slow, or failing, is left to the
+ * drain function on `drain-requests`, so no mailbox holds up another's tick.
  */
 import type { InvocationContext, Timer } from '@azure/functions';
 
-import { DRAIN_REQUESTS_QUEUE, type DrainRequest } from '../contract/messages';
-import { sendQueueMessage } from '../storage/queues';
+import { tickMailbox, type TickOutcome } from '../drain/tick';
+import { toError } from '../errors';
 import { contextLogger, deploymentOrLog } from './invocation';
 import type { DeploymentRuntime } from './runtime';
 
-export async function requestDrains(
+export async function tick(
   getDeployment: () => DeploymentRuntime,
-  timer: Timer,
+  _timer: Timer,
   context: InvocationContext,
-): Promise<DrainRequest[]> {
+): Promise<TickOutcome[]> {
   const log = contextLogger(context);
   const d = deploymentOrLog(getDeployment, log, 'The drain schedule');
-  if (timer.isPastDue) log.warn('Drain schedule is past due; requesting drains now');
-  const requestedAt = new Date().toISOString();
-  const requests = d.mailboxes.map(({ config }): DrainRequest => ({
-    type: 'inboxq.drain-request',
-    version: 1,
-    key: config.key,
-    mailbox: config.mailbox,
-    requestedAt,
-  }));
-  // A request nobody took within its mailbox's lease period is stale: the next tick asks again.
-  const storage = d.mailboxes[0]!.storage;
-  await Promise.all(
-    d.mailboxes.map(({ config }, i) =>
-      sendQueueMessage(storage, DRAIN_REQUESTS_QUEUE, requests[i]!, {
-        mailbox: config.mailbox,
-        timeToLiveSeconds: config.drain.leaseMs / 1000,
-      }),
+  return Promise.all(
+    d.mailboxes.map((rt) =>
+      tickMailbox({ ...rt, log }).catch((err: unknown): TickOutcome => ({
+        key: rt.config.key,
+        mailbox: rt.config.mailbox,
+        action: 'drained',
+        error: toError(err),
+      })),
     ),
   );
-  log.info('Drain requested', { mailboxes: requests.length });
-  return requests;
 }

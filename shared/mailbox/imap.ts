@@ -88,6 +88,15 @@ export class MailboxSession {
     this.throttled = 0;
   }
 
+  /**
+   * How many mails the selected folder holds, as the server last said (EXISTS, from the SELECT or
+   * the check's NOOP): no command of its own.
+   */
+  get exists(): number {
+    const mailbox = this.client.mailbox;
+    return mailbox === false ? 0 : mailbox.exists;
+  }
+
   /** Opens a session and selects INBOX. */
   static async open(options: MailboxSessionOptions): Promise<MailboxSession> {
     const { config } = options;

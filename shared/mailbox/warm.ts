@@ -13,6 +13,7 @@
  * - A drain that failed closes its session rather than give it back; an idle one is closed after
  *   the keep-warm time.
  */
+import { ImapError } from '../errors';
 import type { Logger } from '../telemetry/log';
 import type { MailboxSession } from './imap';
 
@@ -23,8 +24,11 @@ const TOKEN_EXPIRES = 'its token expires soon';
 /** How long the check of an idle session may take before it counts as broken. */
 export const CHECK_TIMEOUT_MS = 5_000;
 
+/** A session checked this recently (a `look` just before the drain that follows) is used without another NOOP. */
+const FRESH_MS = 2_000;
+
 export class WarmSession {
-  private idle: { session: MailboxSession; timer: NodeJS.Timeout } | undefined;
+  private idle: { session: MailboxSession; timer: NodeJS.Timeout; checkedAt: number } | undefined;
   /** Sessions reused and opened, for tests and the benchmark. */
   readonly stats = { reused: 0, opened: 0, discarded: 0 };
 
@@ -43,7 +47,8 @@ export class WarmSession {
     this.idle = undefined;
     if (idle) {
       clearTimeout(idle.timer);
-      const why = await this.unusable(idle.session);
+      const fresh = this.now() - idle.checkedAt < FRESH_MS;
+      const why = fresh && idle.session.usable ? null : await this.unusable(idle.session);
       if (!why) {
         this.stats.reused++;
         return idle.session;
@@ -64,7 +69,7 @@ export class WarmSession {
    * Gives the session back after a drain: kept when it served well, closed otherwise. A session
    * still carrying a command is not kept: the next drain's check would wait behind it.
    */
-  async checkin(session: MailboxSession, healthy: boolean): Promise<void> {
+  async checkin(session: MailboxSession, healthy: boolean, checkedAt = 0): Promise<void> {
     if (!this.enabled || !healthy || !session.usable || !session.idle) {
       await session.close();
       return;
@@ -77,11 +82,51 @@ export class WarmSession {
       void session.close();
     }, this.keepWarmMs);
     timer.unref();
-    this.idle = { session, timer };
+    this.idle = { session, timer, checkedAt };
     if (previous) {
       clearTimeout(previous.timer);
       await previous.session.close();
     }
+  }
+
+  /**
+   * How many mails INBOX holds: the kept session checked (its NOOP takes in new mail), or a new one
+   * opened, all within `timeoutMs`. The session is given back as checked, so the drain that may
+   * follow uses it without another NOOP. Throws what the check or the login threw, or an
+   * ImapError (unreachable) past the timeout; a session that turns up after it is dropped.
+   */
+  async look(open: () => Promise<MailboxSession>, log: Logger, timeoutMs: number, mailbox: string): Promise<number> {
+    const checking = this.checkout(open, log);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new ImapError(`The IMAP server did not answer within ${timeoutMs / 1000} s`, 'unreachable', {
+              mailbox,
+              hint: 'nothing was read; the drain function takes the mailbox until the server answers again',
+              retryable: true,
+            }),
+          ),
+        timeoutMs,
+      );
+    });
+    let session: MailboxSession;
+    try {
+      session = await Promise.race([checking, timeout]);
+    } catch (err) {
+      // Whatever the check still opens is nobody's: dropped when it comes.
+      checking.then(
+        (late) => late.abandon(),
+        () => undefined,
+      );
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+    const count = session.exists;
+    await this.checkin(session, true, this.now());
+    return count;
   }
 
   /** Closes the idle session (the host stopping). */

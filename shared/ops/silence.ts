@@ -1,9 +1,12 @@
 /**
  * When is a mailbox silent? Two rules, one for each place that asks:
  *
- * - `inboxq status` (staleness): no run that drained (ok or partial) since three occurrences of the
- *   drain schedule have passed, each given the run's budget and a minute to finish. Read from the
- *   ledger's mailbox row (`lastSuccessAt`).
+ * - `inboxq status` (staleness), from the ledger's mailbox row (`lastSuccessAt`): with mail waiting in
+ *   INBOX, no run that drained (ok or partial) since three occurrences of the drain schedule have
+ *   passed, each given the run's budget and a minute to finish (every tick that sees mail runs one);
+ *   with INBOX empty, none since three of the periodic runs an idle mailbox gets
+ *   (shared/drain/watch.ts: every FULL_RUN_INTERVAL_MS, plus a minute of spread): an idle tick
+ *   records nothing.
  * - The silence alert (infra/app/silence.kql, evaluated by Azure Monitor): no `inboxq.heartbeat`
  *   of a mailbox in the last 15 minutes, including a mailbox that never sent one. `silentMailboxes`
  *   is the same rule over recorded heartbeats, so it can be tested here where KQL can't run; a test
@@ -11,6 +14,7 @@
  */
 import { CronExpressionParser } from 'cron-parser';
 
+import { FULL_RUN_INTERVAL_MS } from '../drain/watch';
 import { METRIC_NAMES } from '../telemetry/metrics';
 
 /** The window of the silence alert: a mailbox with no heartbeat for this long is silent. */
@@ -23,15 +27,20 @@ export interface Staleness {
   reason: string;
 }
 
+/** The longest an idle mailbox goes between two recorded runs (watch.ts: the interval and its spread). */
+export const IDLE_RUN_PERIOD_MS = FULL_RUN_INTERVAL_MS + 60_000;
+
 /**
  * Stale when `STALE_PERIODS` occurrences of `schedule` (NCRONTAB, six fields, UTC) lie between the
- * last run that drained and `now - graceMs` (a run started on the last occurrence may still be on).
+ * last run that drained and `now - graceMs` (a run started on the last occurrence may still be on);
+ * with no mail waiting, when `STALE_PERIODS` idle-run periods do, if that is later.
  */
 export function staleness(
   lastSuccessAt: string | undefined,
   schedule: string,
   now: number,
   graceMs: number,
+  mailWaiting = true,
 ): Staleness {
   if (!lastSuccessAt) return { stale: true, reason: 'no run has drained this mailbox yet' };
   const since = Date.parse(lastSuccessAt);
@@ -39,6 +48,15 @@ export function staleness(
   const due: Date[] = [];
   for (let i = 0; i < STALE_PERIODS; i++) due.push(interval.next().toDate());
   const third = due[STALE_PERIODS - 1]!.getTime();
+  const idle = since + STALE_PERIODS * IDLE_RUN_PERIOD_MS;
+  if (!mailWaiting && idle > third) {
+    if (idle + graceMs <= now)
+      return {
+        stale: true,
+        reason: `no run has drained this mailbox since ${lastSuccessAt}: an idle mailbox is run every ${IDLE_RUN_PERIOD_MS / 60_000} minutes at most, and ${STALE_PERIODS} of those were due since (the last at ${new Date(idle).toISOString()})`,
+      };
+    return { stale: false, reason: `last drained at ${lastSuccessAt}` };
+  }
   if (third + graceMs <= now)
     return {
       stale: true,

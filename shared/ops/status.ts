@@ -125,7 +125,14 @@ export async function mailboxStatus(
   const backoff = await readBackoff(storage, config.mailbox, options.now);
   const iso = (ms: number) => (ms > 0 ? new Date(ms).toISOString() : null);
   const stale = options.schedule
-    ? staleness(lastSuccess?.at, options.schedule, options.now, config.drain.runBudgetMs + 60_000)
+    ? staleness(
+        lastSuccess?.at,
+        options.schedule,
+        options.now,
+        config.drain.runBudgetMs + 60_000,
+        // Mail waiting (or not known): every tick should be running; an empty INBOX is run every few minutes.
+        'error' in inbox || inbox.mails > 0,
+      )
     : { stale: false as const, reason: 'not judged: INBOXQ_DRAIN_SCHEDULE is not set here (or give --schedule)' };
   const problems: string[] = [];
   if (stale.stale) problems.push(`stale: ${stale.reason}`);

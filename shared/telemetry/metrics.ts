@@ -9,8 +9,9 @@
  *   inboxq.token.requests  counter   outcome (issued | failed)
  *   inboxq.drain.runs      counter   mailbox, outcome (ok | partial | failed | leased-elsewhere)
  *   inboxq.drain.duration  histogram mailbox, outcome   (ms)
- *   inboxq.heartbeat       counter   mailbox, key: one per run that drained (ok or partial); its
- *                                    absence for 15 minutes is the silence alert (infra/app/silence.kql)
+ *   inboxq.heartbeat       counter   mailbox, key: one per run that drained (ok or partial) and per
+ *                                    tick that found the mailbox idle; its absence for 15 minutes is
+ *                                    the silence alert (infra/app/silence.kql)
  *   inboxq.drain.backlog   histogram mailbox, key: mail left in INBOX when a run ended
  *   inboxq.mail.lag        histogram mailbox: ms from a mail's arrival (INTERNALDATE) to its task
  *
@@ -54,15 +55,23 @@ export const inboxqMetrics = {
       outcome,
     });
   },
-  /** A run that drained (ok or partial): the mailbox is alive. */
+  /** A run that drained (ok or partial): the mailbox is alive, with this backlog left. */
   heartbeat(mailbox: string, key: string, backlog: number): void {
+    inboxqMetrics.alive(mailbox, key);
     const meter = metrics.getMeter(METER);
-    meter
-      .createCounter(METRIC_NAMES.heartbeat, { description: 'Drain runs that drained (ok or partial)' })
-      .add(1, { mailbox, key });
     meter
       .createHistogram(METRIC_NAMES.backlog, { description: 'Mail left in INBOX when a run ended' })
       .record(backlog, { mailbox, key });
+  },
+  /**
+   * The mailbox is being drained: a run drained it, or the schedule's tick found it idle. One series
+   * per mailbox, exported once a minute however many ticks counted in it.
+   */
+  alive(mailbox: string, key: string): void {
+    counter(METRIC_NAMES.heartbeat, 'Runs that drained the mailbox and ticks that found it idle').add(1, {
+      mailbox,
+      key,
+    });
   },
   lag(mailbox: string, ms: number): void {
     metrics

@@ -36,8 +36,12 @@ describe('app-only tokens', () => {
 
   it('warm invocations reuse the cached token; it is renewed once it nears expiry', async () => {
     const app = stack.registerApp();
-    const env = stack.settings('warm@company.test', app.settings);
-    for (let i = 0; i < 5; i++) await drainNow(stack, env);
+    // No session kept between ticks: each of the five logs in to IMAP, each with a token.
+    const env = stack.settings('warm@company.test', { ...app.settings, INBOXQ_IMAP_KEEP_WARM_SECONDS: '0' });
+    for (let i = 0; i < 5; i++) {
+      await stack.appendMail('warm@company.test', buildMail({ from: 'a@partner.test', to: 'warm@company.test' }));
+      await drainNow(stack, env);
+    }
     expect(exchangeTokensFor(app.clientId)).toBe(1);
 
     // A token with less than MSAL's 5-minute margin left is renewed before use.

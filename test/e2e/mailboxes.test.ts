@@ -1,7 +1,7 @@
 /**
  * Several mailboxes in one deployment, each with its own credential, sender policy, folders and
- * tasks queue, drained in one tick of the schedule through the drain-requests queue: a broken one
- * (its login refused) and a slow one (throttled) while the others are drained and answered.
+ * tasks queue, drained in one tick of the schedule: a broken one (its login refused, left to the
+ * drain function) and a slow one (throttled) while the others are drained and answered.
  */
 import { simpleParser } from 'mailparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,14 +11,13 @@ import { ImapFaultProxy } from '../../localstack/proxies';
 import { runtimeFor } from '../../localstack/runtime';
 import {
   decodeQueueMessage,
-  type DrainRequest,
   encodeQueueMessage,
   REPLIES_QUEUE,
   type TaskMessage,
   TASKS_QUEUE,
 } from '../../shared/contract/messages';
 import { type ImapError } from '../../shared/errors';
-import type { DrainOutcome } from '../../shared/host/handlers';
+import type { DrainOutcome, TickOutcome } from '../../shared/host/handlers';
 import { TaskWorker } from '../../shared/worker/worker';
 import { runQueueFunction, runTimerFunction } from '../helpers/app';
 import { buildMail } from '../helpers/mail';
@@ -101,24 +100,23 @@ describe('several mailboxes in one deployment', () => {
       buildMail({ from: 'alice@partner.test', to: 'slow@company.test', subject: 'Later' }),
     );
 
-    // One tick: the schedule asks for a drain of each mailbox; the queue trigger takes them as a batch, at once.
+    // One tick: every mailbox looked at at once, in the timer's one invocation. Mail is drained
+    // there; the refused one is left to the drain function, which says why.
     const logs: string[] = [];
-    const requests = (await runTimerFunction(stack, env, 'drainSchedule', logs)) as DrainRequest[];
-    expect(requests.map((r) => [r.key, r.mailbox])).toEqual([
-      ['sales', 'sales@company.test'],
-      ['support', 'support@company.test'],
-      ['broken', 'broken@company.test'],
-      ['slow', 'slow@company.test'],
-    ]);
     const started = Date.now();
-    const drained = await runQueueFunction(stack, env, 'drain', logs);
-    const outcomes = drained.results as DrainOutcome[];
-    const byKey = Object.fromEntries(outcomes.map((o) => [o.key, o]));
+    const ticks = (await runTimerFunction(stack, env, 'drainSchedule', logs)) as TickOutcome[];
+    expect(ticks.map((t) => [t.key, t.mailbox, t.action])).toEqual([
+      ['sales', 'sales@company.test', 'drained'],
+      ['support', 'support@company.test', 'drained'],
+      ['broken', 'broken@company.test', 'requested'],
+      ['slow', 'slow@company.test', 'drained'],
+    ]);
+    const byKey = Object.fromEntries(ticks.map((t) => [t.key, t]));
     // When each drain finished, from its own summary.
     const finished: Record<string, number> = Object.fromEntries(
-      outcomes
-        .filter((o) => o.summary)
-        .map((o) => [o.key, Date.parse(o.summary!.startedAt) + o.summary!.durationMs - started]),
+      ticks
+        .filter((t) => t.summary)
+        .map((t) => [t.key, Date.parse(t.summary!.startedAt) + t.summary!.durationMs - started]),
     );
 
     // Each drained by its own policy.
@@ -131,9 +129,15 @@ describe('several mailboxes in one deployment', () => {
     expect(finished['support']).toBeLessThan(finished['slow']!);
     expect(finished['slow']).toBeGreaterThanOrEqual(3000);
 
-    // The broken one failed alone, saying which mailbox and what to do, and kept its mail.
+    // The broken one: the tick could not look at it, said so once, and asked the drain function,
+    // whose run failed alone, saying which mailbox and what to do, and kept its mail.
+    expect(byKey['broken']!.request).toMatchObject({ key: 'broken', mailbox: 'broken@company.test' });
+    expect(logs.filter((l) => l.includes("can't look at the mailbox"))).toHaveLength(1);
+    const drained = await runQueueFunction(stack, env, 'drain', logs);
+    const outcomes = drained.results as DrainOutcome[];
+    expect(outcomes.map((o) => o.key)).toEqual(['broken']);
     // The error comes from the app as the host loaded it (compiled), so it is checked by its name and code.
-    const error = byKey['broken']!.error as ImapError;
+    const error = outcomes[0]!.error as ImapError;
     expect(error).toMatchObject({ name: 'ImapError', code: 'IMAP', failure: 'auth' });
     expect(error.message).toContain('broken@company.test');
     expect(error.message).toContain('What to do:');

@@ -156,7 +156,7 @@ describe('function registrations', () => {
     await import('../../functions/reply-poison.js');
     await import('../../functions/startup.js');
     expect(timer.mock.calls.map(([name, o]) => [name, o.schedule, o.useMonitor, o.runOnStartup])).toEqual([
-      ['drainSchedule', '%INBOXQ_DRAIN_SCHEDULE%', true, false],
+      ['drainSchedule', '%INBOXQ_DRAIN_SCHEDULE%', false, false],
     ]);
     expect(queue.mock.calls.map(([name, o]) => [name, o.queueName, o.connection])).toEqual([
       ['drain', 'drain-requests', 'AzureWebJobsStorage'],

@@ -8,22 +8,36 @@ import type { LocalStack } from '../../localstack';
 import { runtimeFor } from '../../localstack/runtime';
 import { decodeQueueMessage, REPLIES_QUEUE, type TaskMessage, TASKS_QUEUE } from '../../shared/contract/messages';
 import type { DrainSummary } from '../../shared/drain/drain';
-import { type DrainOutcome } from '../../shared/host/handlers';
+import type { DrainOutcome, TickOutcome } from '../../shared/host/handlers';
 import { runQueueFunction, runTimerFunction } from './app';
 
 /**
- * One tick of the drain schedule, as the host runs it: the timer function puts a drain request per
- * mailbox on the drain-requests queue, and the drain function takes each (a batch at the same time).
- * Each drain's outcome is what the function returned.
+ * One tick of the drain schedule, as the host runs it: the timer function looks at every mailbox,
+ * drains what a tick takes itself, and leaves the rest to the drain function (drain requests),
+ * which then takes each request (a batch at the same time). A drain's outcome per mailbox: the
+ * tick's run, or the drain function's; a mailbox the tick found idle has none.
  */
 export async function drainTick(
   stack: LocalStack,
   env: Record<string, string | undefined>,
   logs: string[] = [],
 ): Promise<DrainOutcome[]> {
-  await runTimerFunction(stack, env, 'drainSchedule', logs);
-  const run = await runQueueFunction(stack, env, 'drain', logs);
-  return run.results as DrainOutcome[];
+  const ticks = (await runTimerFunction(stack, env, 'drainSchedule', logs)) as TickOutcome[];
+  if (process.env['DEBUG_TICK'])
+    console.log(JSON.stringify(ticks.map((t) => ({ ...t, summary: undefined, error: String(t.error) }))));
+  const outcomes: DrainOutcome[] = ticks
+    .filter((t) => t.action === 'drained')
+    .map((t) => ({
+      key: t.key,
+      mailbox: t.mailbox,
+      ...(t.summary ? { summary: t.summary } : {}),
+      ...(t.error ? { error: t.error } : {}),
+    }));
+  if (ticks.some((t) => t.request)) {
+    const run = await runQueueFunction(stack, env, 'drain', logs);
+    outcomes.push(...(run.results as DrainOutcome[]));
+  }
+  return outcomes;
 }
 
 /** Runs the reply function over everything on the replies queue, as the host would. */
@@ -43,7 +57,7 @@ export async function drainNow(
   logs: string[] = [],
 ): Promise<DrainSummary> {
   const outcomes = await drainTick(stack, env, logs);
-  if (outcomes.length !== 1) throw new Error(`expected one drain, got ${outcomes.length}`);
+  if (outcomes.length !== 1) throw new Error(`expected one drain, got ${outcomes.length}: ${JSON.stringify(outcomes)}`);
   const [outcome] = outcomes;
   if (outcome!.error !== undefined) throw outcome!.error;
   if (!outcome!.summary) throw new Error(`the drain was skipped: ${outcome!.skipped}`);

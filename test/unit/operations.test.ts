@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 
 import { describe, expect, it } from 'vitest';
 
-import { SILENCE_WINDOW_MS, silentMailboxes, staleness } from '../../shared/ops/silence';
+import { IDLE_RUN_PERIOD_MS, SILENCE_WINDOW_MS, silentMailboxes, staleness } from '../../shared/ops/silence';
 import { classifyQuery, printable } from '../../shared/ops/trace';
 import { METRIC_NAMES } from '../../shared/telemetry/metrics';
 
@@ -47,6 +47,23 @@ describe('staleness (inboxq status)', () => {
       reason:
         'no run has drained this mailbox since 2026-11-27T10:00:10.000Z: 3 runs of the schedule "0 */2 * * * *" were due since (the last at 2026-11-27T10:06:00.000Z)',
     });
+  });
+
+  it('with INBOX empty, is three of the periodic runs an idle mailbox gets missed: an idle tick records nothing', () => {
+    const last = '2026-11-27T10:00:00.000Z';
+    const every5s = '*/5 * * * * *';
+    // An idle mailbox is run every 6 minutes at most (5, plus up to a minute of spread): 10:18 is the third.
+    expect(IDLE_RUN_PERIOD_MS).toBe(6 * 60_000);
+    expect(staleness(last, every5s, at('2026-11-27T10:23:59.000Z'), grace, false).stale).toBe(false);
+    expect(staleness(last, every5s, at('2026-11-27T10:24:00.000Z'), grace, false)).toEqual({
+      stale: true,
+      reason:
+        'no run has drained this mailbox since 2026-11-27T10:00:00.000Z: an idle mailbox is run every 6 minutes at most, and 3 of those were due since (the last at 2026-11-27T10:18:00.000Z)',
+    });
+    // Mail waiting: every tick should have run, so 15 s and the grace are enough.
+    expect(staleness(last, every5s, at('2026-11-27T10:06:15.000Z'), grace, true).stale).toBe(true);
+    // A schedule slower than the idle runs keeps its own rule.
+    expect(staleness(last, '0 0 * * * *', at('2026-11-27T12:30:00.000Z'), grace, false).stale).toBe(false);
   });
 
   it('follows an irregular schedule: weekdays at 09:00 are not stale over a weekend', () => {
