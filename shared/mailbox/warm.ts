@@ -41,13 +41,16 @@ export class WarmSession {
     return this.keepWarmMs > 0;
   }
 
-  /** The idle session if it passes its check, else a new one from `open`; the caller owns it until checkin. */
-  async checkout(open: () => Promise<MailboxSession>, log: Logger): Promise<MailboxSession> {
+  /**
+   * The idle session if it passes its check (skipped when a `look` checked it a moment ago, unless
+   * `trustRecentCheck` is false), else a new one from `open`; the caller owns it until checkin.
+   */
+  async checkout(open: () => Promise<MailboxSession>, log: Logger, trustRecentCheck = true): Promise<MailboxSession> {
     const idle = this.idle;
     this.idle = undefined;
     if (idle) {
       clearTimeout(idle.timer);
-      const fresh = this.now() - idle.checkedAt < FRESH_MS;
+      const fresh = trustRecentCheck && this.now() - idle.checkedAt < FRESH_MS;
       const why = fresh && idle.session.usable ? null : await this.unusable(idle.session);
       if (!why) {
         this.stats.reused++;
@@ -96,7 +99,8 @@ export class WarmSession {
    * ImapError (unreachable) past the timeout; a session that turns up after it is dropped.
    */
   async look(open: () => Promise<MailboxSession>, log: Logger, timeoutMs: number, mailbox: string): Promise<number> {
-    const checking = this.checkout(open, log);
+    // Always a NOOP: it is what tells of new mail.
+    const checking = this.checkout(open, log, false);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(

@@ -92,24 +92,3 @@ export function silentMailboxes(expected: string[], heartbeats: Heartbeat[], now
   );
   return expected.filter((key) => !alive.has(key));
 }
-
-/**
- * Heartbeats read back from log lines (`Drain run finished {…}`, as docs/operations.md lists them):
- * where the metrics are not exported, the same rule holds on the run lines. `key` is the mailbox
- * address there, as the lines carry no key.
- */
-export function heartbeatsFromLogLines(lines: { timestamp: number; message: string }[]): Heartbeat[] {
-  const out: Heartbeat[] = [];
-  for (const { timestamp, message } of lines) {
-    if (!message.startsWith('Drain run finished ')) continue;
-    const json = message.slice(message.indexOf('{'));
-    try {
-      const props = JSON.parse(json) as { mailbox?: string; outcome?: string };
-      if (props.mailbox && (props.outcome === 'ok' || props.outcome === 'partial'))
-        out.push({ name: METRIC_NAMES.heartbeat, key: props.mailbox, mailbox: props.mailbox, timestamp, value: 1 });
-    } catch {
-      // not a run line of inboxq's
-    }
-  }
-  return out;
-}

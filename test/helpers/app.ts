@@ -12,6 +12,7 @@ import path from 'node:path';
 
 import type { LocalStack } from '../../localstack';
 import { LocalHost } from '../../localstack/host/host';
+import type { InvocationRecord } from '../../localstack/host/meter';
 
 const ROOT = path.resolve(__dirname, '../..');
 
@@ -94,4 +95,9 @@ export async function runQueueFunction(
   const h = await appHost(stack);
   const run = await logged(logs, () => withSettings(env, () => h.runQueue(name)));
   return { ...run, logs };
+}
+
+/** What the file's host metered so far: every invocation's function, start, end, outcome and log levels. */
+export async function hostInvocations(stack: LocalStack): Promise<InvocationRecord[]> {
+  return (await appHost(stack)).meter.records;
 }
