@@ -105,6 +105,14 @@ param drainSchedule string = '*/5 * * * * *'
 @description('Days stored mail is kept; 0 keeps it')
 param mailRetentionDays int = 30
 
+@allowed([
+  512
+  2048
+  4096
+])
+@description('Memory of each Flex Consumption instance (MB), what every billed second is priced by: 512 holds every workload measured with room to spare (docs/operations.md, The instance size)')
+param instanceMemoryMB int = 512
+
 @description('Private networking: the app integrated in a virtual network, Storage and Key Vault reached through private endpoints only, mail out through a NAT gateway with one fixed IP')
 param vnetEnabled bool = false
 
@@ -238,6 +246,7 @@ module app 'app/function.bicep' = {
     deploymentContainer: deploymentContainer
     applicationInsightsConnectionString: monitoring.outputs.connectionString
     virtualNetworkSubnetId: vnetEnabled ? network!.outputs.appSubnetId : ''
+    instanceMemoryMB: instanceMemoryMB
     inboxqSettings: union(inboxqSettings, empty(mailboxKeys) ? { INBOXQ_MAILBOX: mailbox } : { INBOXQ_MAILBOXES: join(mailboxKeys, ',') }, extraSettings)
   }
 }

@@ -1,7 +1,9 @@
 /**
  * An SMTP submission server that behaves like Exchange Online's smtp.office365.com:587 for inboxq:
  * STARTTLS required, AUTH XOAUTH2 only, each token verified (signature, issuer, audience, expiry,
- * the SMTP.SendAsApp role), MAIL FROM must be the authenticated mailbox (554 5.2.252 SendAsDenied).
+ * the SMTP.SendAsApp role, or an RBAC for Applications assignment of the app to the mailbox: the
+ * route Microsoft's "SMTP Onboarding to App RBAC" describes, where the token carries no such role),
+ * MAIL FROM must be the authenticated mailbox (554 5.2.252 SendAsDenied).
  * Accepted mail is delivered into Dovecot over LMTP, to each recipient and, like Exchange's Sent
  * Items copy of SMTP AUTH submissions, to the sender's Sent folder.
  */
@@ -35,6 +37,11 @@ export class LocalSmtpServer {
   readonly authFailures: string[] = [];
   /** Mailboxes for which SMTP AUTH is disabled (535 5.7.139, as Set-CASMailbox would make it). */
   readonly smtpAuthDisabled = new Set<string>();
+  /**
+   * RBAC for Applications: app (client id) -> the mailboxes it may send as without the SMTP.SendAsApp
+   * role in its token (New-ManagementRoleAssignment -Role "Application SMTP.SendAsApp" with a scope).
+   */
+  readonly appRbac = new Map<string, Set<string>>();
   /**
    * Per sending mailbox, how its Sent copy is kept: 'none' (a server that keeps no copy) or a delay
    * in ms (a copy that comes late). Absent: at once, as Exchange Online does.
@@ -176,7 +183,9 @@ export class LocalSmtpServer {
       throw smtpError(535, '5.7.3 Authentication unsuccessful');
     }
     const roles = Array.isArray(claims['roles']) ? (claims['roles'] as string[]) : [];
-    if (!roles.includes('SMTP.SendAsApp')) throw smtpError(535, '5.7.3 Authentication unsuccessful');
+    const appid = typeof claims['appid'] === 'string' ? claims['appid'].toLowerCase() : '';
+    const byRbac = this.appRbac.get(appid)?.has(user) ?? false;
+    if (!roles.includes('SMTP.SendAsApp') && !byRbac) throw smtpError(535, '5.7.3 Authentication unsuccessful');
     return user;
   }
 

@@ -39,7 +39,7 @@ export interface Evaluation {
   file(relative: string): string;
 }
 
-export type Scenario = Record<string, string | boolean>;
+export type Scenario = Record<string, string | boolean | number>;
 
 export const DEPLOYMENT = {
   subscription: '11111111-1111-4111-8111-111111111111',
@@ -341,7 +341,44 @@ export const CHECKS: Check[] = [
       return problems;
     },
   },
+  {
+    defect: '10. every billed second priced at 2 GB: the instance size fixed, not a parameter',
+    run(e) {
+      const problems: string[] = [];
+      const memory = (snapshot: Snapshot) =>
+        (
+          (
+            props(of(snapshot, 'Microsoft.Web/sites')[0])['functionAppConfig'] as {
+              scaleAndConcurrency?: { instanceMemoryMB?: number };
+            }
+          )?.scaleAndConcurrency ?? {}
+        ).instanceMemoryMB;
+      const byDefault = memory(e.snapshot({}));
+      if (byDefault !== 512) problems.push(`the default instance has ${byDefault} MB, not 512`);
+      const larger = attempt(problems, () => memory(e.snapshot({ instanceMemoryMB: 2048 })));
+      if (larger !== undefined && larger !== 2048) problems.push(`instanceMemoryMB 2048 gives ${larger} MB`);
+      if (
+        !JSON.stringify(parameterMapping(e)['instanceMemoryMB']?.value ?? null).startsWith(
+          '"${INBOXQ_INSTANCE_MEMORY_MB',
+        )
+      )
+        problems.push('main.parameters.json does not fill instanceMemoryMB from INBOXQ_INSTANCE_MEMORY_MB');
+      if (!attemptRefused(() => e.snapshot({ instanceMemoryMB: 1024 })))
+        problems.push('instanceMemoryMB 1024 (no such Flex Consumption size) is accepted');
+      return problems;
+    },
+  },
 ];
+
+/** True when fn throws (a scenario the template refuses). */
+function attemptRefused(fn: () => unknown): boolean {
+  try {
+    fn();
+    return false;
+  } catch {
+    return true;
+  }
+}
 
 /** fn's result, or undefined with its error among the problems (a scenario the template can't take). */
 function attempt<T>(problems: string[], fn: () => T): T | undefined {
@@ -358,9 +395,7 @@ export function bicepparam(declared: string[], scenario: Scenario): string {
   const lines = ["using 'main.bicep'"];
   for (const [name, value] of Object.entries(scenario)) {
     if (!declared.includes(name)) throw new Error(`the template has no parameter ${name}`);
-    lines.push(
-      `param ${name} = ${typeof value === 'boolean' ? String(value) : `'${value.replace(/['\\]/g, '\\$&')}'`}`,
-    );
+    lines.push(`param ${name} = ${typeof value === 'string' ? `'${value.replace(/['\\]/g, '\\$&')}'` : String(value)}`);
   }
   return `${lines.join('\n')}\n`;
 }

@@ -22,7 +22,13 @@ param inboxqSettings object
 param virtualNetworkSubnetId string = ''
 
 param maximumInstanceCount int = 40
-param instanceMemoryMB int = 2048
+@allowed([
+  512
+  2048
+  4096
+])
+@description('Memory of each instance (MB); a billed second costs in proportion')
+param instanceMemoryMB int
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName

@@ -121,7 +121,13 @@ function readSettings(env: Env, overrideKey: string | null): { s: MailboxSetting
 function credentialOf(s: MailboxSettings, nameOf: NameOf, problems: string[]): ClientCredentialSource | undefined {
   let credential: ClientCredentialSource | undefined;
   if (s.INBOXQ_CLIENT_CREDENTIAL === 'managed-identity') {
-    credential = { kind: 'managed-identity', identityClientId: s.INBOXQ_MANAGED_IDENTITY_CLIENT_ID?.toLowerCase() };
+    // Only a user-assigned managed identity can be an app registration's federated credential
+    // (entra-docs, workload-identity-federation-config-app-trust-managed-identity.md).
+    if (s.INBOXQ_MANAGED_IDENTITY_CLIENT_ID === undefined)
+      problems.push(
+        `${nameOf('INBOXQ_MANAGED_IDENTITY_CLIENT_ID')} is required with INBOXQ_CLIENT_CREDENTIAL=managed-identity: the client id of the user-assigned managed identity that is the app registration's federated credential (a system-assigned identity can't be one; azd up sets it)`,
+      );
+    else credential = { kind: 'managed-identity', identityClientId: s.INBOXQ_MANAGED_IDENTITY_CLIENT_ID.toLowerCase() };
   } else if (s.INBOXQ_CLIENT_CREDENTIAL === 'certificate') {
     if (s.INBOXQ_KEYVAULT_URL === undefined)
       problems.push(`${nameOf('INBOXQ_KEYVAULT_URL')} is required: the client certificate is read from Key Vault`);

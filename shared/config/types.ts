@@ -18,8 +18,8 @@ export type ClientCredentialSource =
   | { kind: 'keyvault-secret'; vaultUrl: string; secretName: string }
   /** A certificate in Key Vault (PEM content type), read as its secret: certificate and private key. */
   | { kind: 'keyvault-certificate'; vaultUrl: string; certificateName: string }
-  /** Secretless: the Function App's managed identity, as a federated credential on the app registration. */
-  | { kind: 'managed-identity'; identityClientId: string | undefined };
+  /** Secretless: the Function App's user-assigned managed identity, as a federated credential on the app registration. */
+  | { kind: 'managed-identity'; identityClientId: string };
 
 export type StorageConnection =
   | { kind: 'connection-string'; connectionString: string }

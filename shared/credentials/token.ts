@@ -76,7 +76,7 @@ export function secretSourceName(config: TokenConfig): string {
     case 'keyvault-certificate':
       return `Key Vault certificate ${c.certificateName} (${c.vaultUrl})`;
     case 'managed-identity':
-      return `the managed identity${c.identityClientId ? ` ${c.identityClientId}` : ''} (federated credential)`;
+      return `the managed identity ${c.identityClientId} (federated credential)`;
   }
 }
 
@@ -236,7 +236,7 @@ export class ExchangeTokenProvider implements TokenSource {
       case 'managed-identity': {
         this.secretVersion = 'managed-identity';
         // Created once: its own token cache serves warm invocations.
-        const mi = new ManagedIdentityCredential(c.identityClientId ? { clientId: c.identityClientId } : {});
+        const mi = new ManagedIdentityCredential({ clientId: c.identityClientId });
         return {
           clientAssertion: async () => {
             try {
@@ -245,7 +245,7 @@ export class ExchangeTokenProvider implements TokenSource {
               return token;
             } catch (err) {
               throw new TokenError(
-                `The managed identity${c.identityClientId ? ` ${c.identityClientId}` : ''} gave no token for ${FEDERATION_SCOPE} (${(err as Error).name})`,
+                `The managed identity ${c.identityClientId} gave no token for ${FEDERATION_SCOPE} (${(err as Error).name})`,
                 undefined,
                 {
                   mailbox,
@@ -322,7 +322,7 @@ export function tokenProviderFor(config: TokenConfig): ExchangeTokenProvider {
         ? `secret:${cred.vaultUrl}/${cred.secretName}`
         : cred.kind === 'keyvault-certificate'
           ? `certificate:${cred.vaultUrl}/${cred.certificateName}`
-          : `managed-identity:${cred.identityClientId ?? 'system'}`;
+          : `managed-identity:${cred.identityClientId}`;
   const key = [c.authorityHost, c.tenantId, c.clientId, c.exchangeResource, source].join('|');
   let provider = providers.get(key);
   if (!provider) {

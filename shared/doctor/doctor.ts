@@ -42,7 +42,10 @@ export interface DoctorCheck {
   fix?: string;
 }
 
-export const REQUIRED_ROLES = ['IMAP.AccessAsApp', 'SMTP.SendAsApp'];
+const IMAP_ROLE = 'IMAP.AccessAsApp';
+const SMTP_ROLE = 'SMTP.SendAsApp';
+/** The app roles a token should carry; SMTP.SendAsApp may instead come from RBAC for Applications. */
+export const REQUIRED_ROLES = [IMAP_ROLE, SMTP_ROLE];
 const ROLES_FIX =
   'in the app registration: API permissions → Add a permission → APIs my organization uses → "Office 365 Exchange Online" → Application permissions → IMAP.AccessAsApp and SMTP.SendAsApp → Grant admin consent (not Microsoft Graph\'s IMAP/SMTP permissions, which are delegated)';
 
@@ -224,7 +227,7 @@ async function checkCredential(config: InboxqConfig, checks: DoctorCheck[]): Pro
         return true;
       }
       case 'managed-identity': {
-        const mi = new ManagedIdentityCredential(c.identityClientId ? { clientId: c.identityClientId } : {});
+        const mi = new ManagedIdentityCredential({ clientId: c.identityClientId });
         const token = await mi.getToken(FEDERATION_SCOPE);
         const claims = peekClaims(token.token);
         checks.push({
@@ -265,7 +268,15 @@ async function checkToken(
   });
   const roles = Array.isArray(claims['roles']) ? (claims['roles'] as string[]) : [];
   const missing = REQUIRED_ROLES.filter((r) => !roles.includes(r));
-  if (missing.length > 0) {
+  if (missing.length === 1 && missing[0] === SMTP_ROLE) {
+    // Microsoft's "SMTP Onboarding to App RBAC": sending granted by an RBAC for Applications role
+    // assignment, and the SMTP.SendAsApp API permission must then not be added. Step SMTP decides.
+    checks.push({
+      step: 'token roles',
+      status: 'pass',
+      detail: `role ${IMAP_ROLE}; no ${SMTP_ROLE}, which is right when the mailbox's sending is granted through RBAC for Applications (the SMTP step checks it)`,
+    });
+  } else if (missing.length > 0) {
     checks.push({
       step: 'token roles',
       status: 'fail',
@@ -350,7 +361,7 @@ async function checkImap(config: InboxqConfig, tokens: ExchangeTokenProvider, ch
     if (err instanceof ImapError && err.failure === 'auth') {
       fix =
         `in Exchange Online PowerShell (Connect-ExchangeOnline): first ${imapEnabled}; then New-ServicePrincipal -AppId ${config.identity.clientId} -ObjectId <object id of the *Enterprise application*, not of the app registration>; ` +
-        `Add-MailboxPermission -Identity ${config.mailbox} -User <that object id> -AccessRights FullAccess; permission changes take 15-30 minutes to apply`;
+        `Add-MailboxPermission -Identity ${config.mailbox} -User <that object id> -AccessRights FullAccess; a permission just given may take a few minutes to apply: run doctor again before changing anything else`;
     } else if (err instanceof ImapError && err.failure === 'not-connected') {
       fix = `first ${imapEnabled}; then Add-MailboxPermission -Identity ${config.mailbox} -User <object id of the Enterprise application> -AccessRights FullAccess`;
     }
@@ -375,7 +386,7 @@ async function checkSmtp(config: InboxqConfig, tokens: ExchangeTokenProvider, ch
       // the tenant and turning it on for the mailboxes that need it.
       fix = `Set-CASMailbox -Identity ${config.mailbox} -SmtpClientAuthenticationDisabled $false (the mailbox's setting is enough; leave it off for the rest of the tenant)`;
     } else if (err instanceof SmtpError && err.failure === 'auth') {
-      fix = `check SMTP.SendAsApp (step token roles) and the mailbox permission: Add-MailboxPermission -Identity ${config.mailbox} -User <object id of the Enterprise application> -AccessRights FullAccess`;
+      fix = `the app may send as the mailbox by one of two routes: the SMTP.SendAsApp API permission with admin consent (step token roles) and the mailbox permission, Add-MailboxPermission -Identity ${config.mailbox} -User <object id of the Enterprise application> -AccessRights FullAccess; or RBAC for Applications, New-ManagementRoleAssignment -App <service principal's ServiceId> -Role "Application SMTP.SendAsApp" -CustomResourceScope <a management scope holding ${config.mailbox}>, without the API permission`;
     }
     checks.push({ step: 'SMTP', status: 'fail', detail: detailOf(err), fix });
     return false;

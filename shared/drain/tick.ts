@@ -39,10 +39,18 @@ export const TICK_SLICE: DrainSlice = { maxMessages: 25, maxBytes: 16 * 1024 * 1
 export const LOOK_TIMEOUT_MS = 10_000;
 /** A run in the tick that takes longer than this (its server is slow, or throttles) demotes the mailbox. */
 export const SLOW_RUN_MS = 10_000;
+/**
+ * Mailboxes a tick drains at once (their looks are all at once): each holds up to a slice of mail
+ * in memory, and ten together took a 512-MB instance's worker to 354 MB where four stay well under
+ * (docs/benchmarks.md, peak memory).
+ */
+export const TICK_DRAINS_AT_ONCE = 4;
 
 export interface TickDeps extends MailboxContext {
   watch: MailboxWatch;
   imapSession: WarmSession;
+  /** Runs a mailbox's drain when the tick has room for it (TICK_DRAINS_AT_ONCE); at once when absent. */
+  drainSlot?: <T>(run: () => Promise<T>) => Promise<T>;
 }
 
 /**
@@ -95,7 +103,8 @@ export async function tickMailbox(deps: TickDeps): Promise<TickOutcome> {
 
   let summary: DrainSummary;
   try {
-    summary = await drainMailbox({ ...deps, slice: TICK_SLICE, quiet: true });
+    const run = () => drainMailbox({ ...deps, slice: TICK_SLICE, quiet: true });
+    summary = await (deps.drainSlot ? deps.drainSlot(run) : run());
   } catch (err) {
     // drainMailbox has logged the failure with its hint and recorded it in the ledger.
     watch.runFailed(now());

@@ -565,7 +565,7 @@ export function describeImapError(
     failure = 'auth';
     message = `IMAP login to ${server} was refused (AUTHENTICATE XOAUTH2 failed)`;
     hint =
-      'check that IMAP is enabled for the mailbox (Get-CASMailbox <mailbox> | Format-List ImapEnabled), that the service principal is registered in Exchange with the Enterprise application object id (New-ServicePrincipal -AppId <client id> -ObjectId <enterprise app object id>), that it has FullAccess on this mailbox (Add-MailboxPermission), and that the app has IMAP.AccessAsApp with admin consent; changes take up to 30 minutes. `inboxq doctor` checks each step';
+      'check that IMAP is enabled for the mailbox (Get-CASMailbox <mailbox> | Format-List ImapEnabled), that the service principal is registered in Exchange with the Enterprise application object id (New-ServicePrincipal -AppId <client id> -ObjectId <enterprise app object id>), that it has FullAccess on this mailbox (Add-MailboxPermission), and that the app has IMAP.AccessAsApp with admin consent; a change just made may take a few minutes to apply. `inboxq doctor` checks each step';
   } else if (/authenticated but not connected/i.test(text)) {
     failure = 'not-connected';
     message = `IMAP login to ${server} worked but the mailbox is not accessible ("User is authenticated but not connected")`;

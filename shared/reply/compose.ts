@@ -1,3 +1,5 @@
+import type { Readable } from 'node:stream';
+
 import type Mail from 'nodemailer/lib/mailer';
 
 import type { ReplyMessage } from '../contract/messages';
@@ -17,7 +19,8 @@ export function replySubject(subject: string): string {
 export interface ComposedAttachment {
   filename: string;
   contentType: string;
-  content: Buffer;
+  /** The bytes, or a stream of them read as the mail goes out (a large attachment costs no memory). */
+  content: Buffer | Readable;
 }
 
 /**

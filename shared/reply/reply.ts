@@ -241,8 +241,8 @@ async function sendReplyOnce(
         `Sending pace reached (${config.reply.maxPerMinute} a minute), or sending paused after Exchange throttled the mailbox`,
       );
     }
-    const attachments = await loadAttachments(deps, reply);
-    const mail = composeReply(task, reply, attachments);
+    const attachments = await attachmentsOf(deps, reply);
+    const mail = () => composeReply(task, reply, attachments());
     response = (await sendMail(config, deps.tokens, mail, log, new SmtpSlots(deps.storage, config.mailbox))).response;
   } catch (err) {
     if (err instanceof SmtpError && err.failure === 'busy') {
@@ -358,14 +358,22 @@ export async function handlePoisonedReply(
   return 'notice-sent';
 }
 
-async function loadAttachments(deps: ReplyDeps, reply: ReplyMessage): Promise<ComposedAttachment[]> {
-  if (reply.attachments.length === 0) return [];
+/**
+ * The reply's attachments: each blob checked to be there now (a missing one fails the reply before
+ * anything is sent), then read as the mail goes out, a fresh stream per attempt. Never held in
+ * memory: eight replies at once with a 20 MB attachment each would take more than a 512-MB
+ * instance has (docs/operations.md, The instance size).
+ */
+async function attachmentsOf(deps: ReplyDeps, reply: ReplyMessage): Promise<() => ComposedAttachment[]> {
+  if (reply.attachments.length === 0) return () => [];
   const blobs = new BlobStore(deps.storage, MAIL_CONTAINER, deps.config.mailbox);
-  const out: ComposedAttachment[] = [];
-  for (const a of reply.attachments) {
-    out.push({ filename: a.filename, contentType: a.contentType, content: await blobs.get(a.blob.name) });
-  }
-  return out;
+  for (const a of reply.attachments) await blobs.size(a.blob.name);
+  return () =>
+    reply.attachments.map((a) => ({
+      filename: a.filename,
+      contentType: a.contentType,
+      content: blobs.lazyStream(a.blob.name),
+    }));
 }
 
 async function foundInSentFolder(deps: ReplyDeps, messageId: string): Promise<boolean> {

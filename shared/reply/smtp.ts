@@ -186,15 +186,19 @@ async function withTransport<T>(
   }
 }
 
+/**
+ * Sends one mail. `message` may be a function that composes it: called for each attempt (a retry
+ * with a new token, or after a closed pool), so attachments given as streams are read afresh.
+ */
 export async function sendMail(
   config: SmtpConfig,
   tokens: TokenSource,
-  message: Mail.Options,
+  message: Mail.Options | (() => Mail.Options),
   log: Logger,
   budget?: ConnectionBudget,
 ): Promise<SmtpSendResult> {
   return withTransport(config, tokens, log, { budget }, async (transport) => {
-    const info = await transport.sendMail(message);
+    const info = await transport.sendMail(typeof message === 'function' ? message() : message);
     return { messageId: info.messageId, response: String(info.response ?? '').slice(0, 200) };
   });
 }

@@ -1,6 +1,6 @@
 /** Blob Storage for raw mail, large bodies and attachments. Names are deterministic, so a retried write overwrites the same blob. */
 import { createHash } from 'node:crypto';
-import { type Readable, Transform } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 
 import contentType from 'content-type';
 
@@ -53,6 +53,31 @@ export class BlobStore {
       throw storageError(`Can't write blob ${this.container}/${name}`, err, this.mailbox);
     }
     return { container: this.container, name, size, sha256: hash.digest('hex') };
+  }
+
+  /** The blob's size; throws a StorageError naming it when it is not there (or can't be read). */
+  async size(name: string): Promise<number> {
+    const container = await this.storage.container(this.container);
+    try {
+      return (await container.getBlockBlobClient(name).getProperties()).contentLength ?? 0;
+    } catch (err) {
+      throw storageError(`Can't read blob ${this.container}/${name}`, err, this.mailbox);
+    }
+  }
+
+  /**
+   * The blob as a byte stream that starts downloading only when it is first read, and stops (its
+   * download closed) when it is destroyed: a mail can carry it without holding it in memory.
+   */
+  lazyStream(name: string): Readable {
+    const open = () => this.getStream(name);
+    return Readable.from(
+      (async function* () {
+        // An early end of the consumer ends this loop, which destroys the download.
+        for await (const chunk of await open()) yield chunk as Buffer;
+      })(),
+      { objectMode: false },
+    );
   }
 
   /** A blob as a stream. */

@@ -133,6 +133,24 @@ describe('inboxq doctor', () => {
     expect(c['SMTP']!.status).toBe('fail');
   });
 
+  it("SMTP through RBAC for Applications: no SMTP.SendAsApp in the token is accepted, and step SMTP decides (Microsoft's SMTP onboarding to App RBAC)", async () => {
+    const mailbox = 'doctor-rbac@company.test';
+    const app = stack.registerApp(['IMAP.AccessAsApp']);
+    // Without the role assignment, Exchange refuses the SMTP login: the fix names both routes.
+    let c = byStep(await runDoctor(stack.settings(mailbox, app.settings), { skipSentCheck: true }));
+    expect(c['token roles']).toMatchObject({ status: 'pass' });
+    expect(c['token roles']!.detail).toContain('no SMTP.SendAsApp, which is right when the mailbox');
+    expect(c['SMTP']!.status).toBe('fail');
+    expect(c['SMTP']!.fix).toContain('New-ManagementRoleAssignment -App');
+    expect(c['SMTP']!.fix).toContain('-Role "Application SMTP.SendAsApp"');
+    expect(c['SMTP']!.fix).toContain('Add-MailboxPermission');
+    // With it (New-ManagementRoleAssignment … -CustomResourceScope …), every step passes.
+    stack.smtp.appRbac.set(app.clientId, new Set([mailbox]));
+    c = byStep(await runDoctor(stack.settings(mailbox, app.settings), { skipSentCheck: true }));
+    expect(failed(Object.values(c))).toEqual([]);
+    expect(c['SMTP']!.status).toBe('pass');
+  });
+
   it('the IMAP server refusing the app: step IMAP, with New-ServicePrincipal (Enterprise application) and Add-MailboxPermission', async () => {
     const app = stack.registerApp();
     stack.idp.imapRefusedApps.add(app.clientId);

@@ -6,63 +6,27 @@
  * alerts count custom metrics as deltas per export, per mailbox: checked on the envelopes.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import type { IncomingMessage } from 'node:http';
-import { createServer, type Server } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { getCACertificates, setDefaultCACertificates } from 'node:tls';
-import { gunzipSync } from 'node:zlib';
 
 import { metrics } from '@opentelemetry/api';
 import type { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { makeCertificates } from '../../localstack/certs';
+import { type Envelope, IngestionEndpoint, INSTRUMENTATION_KEY as IKEY } from '../../localstack/ingestion';
 import { inboxqMetrics, METRIC_NAMES } from '../../shared/telemetry/metrics';
 import { setupTelemetry } from '../../shared/telemetry/setup';
 
-interface Envelope {
-  name: string;
-  iKey: string;
-  tags: Record<string, string>;
-  data: {
-    baseType: string;
-    baseData: { metrics: { name: string; value: number; count?: number }[]; properties?: Record<string, string> };
-  };
-}
-
-const IKEY = '0d4b2a8c-3f1e-4c6b-9a7d-5e2f1b3c4d5e';
-let server: Server;
+const server = new IngestionEndpoint();
 let certDir: string;
-const received: Envelope[] = [];
-const paths: string[] = [];
-
-function body(req: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
-}
 
 beforeAll(async () => {
   certDir = mkdtempSync(path.join(tmpdir(), 'inboxq-ingestion-'));
   const certs = makeCertificates(certDir);
   setDefaultCACertificates([...getCACertificates('default'), certs.ca.toString()]);
-  server = createServer({ key: certs.key, cert: certs.cert }, (req, res) => {
-    void body(req).then((raw) => {
-      paths.push(req.url ?? '');
-      const text = (req.headers['content-encoding'] === 'gzip' ? gunzipSync(raw) : raw).toString('utf8');
-      const items = JSON.parse(text) as Envelope | Envelope[];
-      received.push(...(Array.isArray(items) ? items : [items]));
-      res.writeHead(200, { 'content-type': 'application/json' });
-      const count = Array.isArray(items) ? items.length : 1;
-      res.end(JSON.stringify({ itemsReceived: count, itemsAccepted: count, errors: [] }));
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await server.start(certs);
   // The SDK's own usage reports (statsbeat) would go to Microsoft's endpoints: not from a test.
   process.env['APPLICATION_INSIGHTS_NO_STATSBEAT'] = 'true';
   process.env['APPLICATIONINSIGHTS_SDKSTATS_DISABLED'] = 'true';
@@ -70,14 +34,14 @@ beforeAll(async () => {
 afterAll(async () => {
   await (metrics.getMeterProvider() as MeterProvider).shutdown?.();
   metrics.disable();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
+  await server.stop();
   rmSync(certDir, { recursive: true, force: true });
 });
 
 async function exported(): Promise<Envelope[]> {
-  received.length = 0;
+  server.received.length = 0;
   await (metrics.getMeterProvider() as MeterProvider).forceFlush();
-  return received.filter((e) => e.data.baseType === 'MetricData');
+  return server.received.map((r) => r.envelope).filter((e) => e.data.baseType === 'MetricData');
 }
 
 function valuesOf(envelopes: Envelope[], name: string): { value: number; properties: Record<string, string> }[] {
@@ -90,9 +54,8 @@ function valuesOf(envelopes: Envelope[], name: string): { value: number; propert
 
 describe('setupTelemetry', () => {
   it("sends the custom metrics to the connection string's ingestion endpoint, with their dimensions and the app's name", async () => {
-    const port = (server.address() as AddressInfo).port;
     const started = setupTelemetry({
-      APPLICATIONINSIGHTS_CONNECTION_STRING: `InstrumentationKey=${IKEY};IngestionEndpoint=https://127.0.0.1:${port}/`,
+      APPLICATIONINSIGHTS_CONNECTION_STRING: server.connectionString,
       WEBSITE_SITE_NAME: 'func-inboxq-test',
     });
     expect(started).toBe(true);
@@ -102,7 +65,7 @@ describe('setupTelemetry', () => {
     inboxqMetrics.heartbeat('sales@company.test', 'sales', 3);
 
     const first = await exported();
-    expect(paths.some((p) => p.startsWith('/v2.1/track'))).toBe(true);
+    expect(server.paths.some((p) => p.startsWith('/v2.1/track'))).toBe(true);
     expect(first.every((e) => e.iKey === IKEY)).toBe(true);
     expect(first[0]!.tags['ai.cloud.role']).toBe('func-inboxq-test');
     expect(valuesOf(first, METRIC_NAMES.reply)).toEqual([

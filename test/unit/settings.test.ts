@@ -305,10 +305,12 @@ describe('settings that each do one thing', () => {
     expect(() => loadConfig({ ...base, [name]: value })).toThrow(message);
   });
 
-  it("the managed-identity credential's identity is INBOXQ_MANAGED_IDENTITY_CLIENT_ID, never the SDK's AZURE_CLIENT_ID", () => {
+  it("the managed-identity credential's identity is INBOXQ_MANAGED_IDENTITY_CLIENT_ID, a user-assigned one, never the SDK's AZURE_CLIENT_ID", () => {
     const mi = { ...base, INBOXQ_CLIENT_CREDENTIAL: 'managed-identity' };
-    const sdkOnly = loadConfig({ ...mi, AZURE_CLIENT_ID: '11111111-1111-1111-1111-111111111111' });
-    expect(sdkOnly.identity.credential).toEqual({ kind: 'managed-identity', identityClientId: undefined });
+    // A system-assigned identity can't be a federated credential: the setting is required.
+    expect(() => loadConfig({ ...mi, AZURE_CLIENT_ID: '11111111-1111-1111-1111-111111111111' })).toThrow(
+      'INBOXQ_MANAGED_IDENTITY_CLIENT_ID is required with INBOXQ_CLIENT_CREDENTIAL=managed-identity: the client id of the user-assigned managed identity',
+    );
     const own = loadConfig({ ...mi, INBOXQ_MANAGED_IDENTITY_CLIENT_ID: '22222222-2222-2222-2222-22222222222A' });
     expect(own.identity.credential).toEqual({
       kind: 'managed-identity',
