@@ -8,7 +8,8 @@
  * as its exporter really posts them, to an ingestion endpoint on loopback.
  *
  *   idle        the default deployment (the schedule and memory of infra/), one mailbox or ten, no
- *               mail, for a window after the first ticks: US$ a month, records an hour
+ *               mail, for a window (past the first tick's run and metric export) that holds each
+ *               mailbox's periodic run: US$ a month, records an hour
  *   mail        mails arriving at random times, each acknowledged and answered by a worker: what
  *               they add to the idle bill, per 1,000 mails
  *
@@ -27,13 +28,20 @@ import { billOf, monthlyUsd } from '../localstack/host/flex-billing';
 import type { InvocationRecord } from '../localstack/host/meter';
 import { readHostJson } from '../localstack/host/settings';
 import { IngestionEndpoint } from '../localstack/ingestion';
+import { FULL_RUN_INTERVAL_MS } from '../shared/drain/watch';
 import { partitionKey, REPLIES_TABLE } from '../shared/ledger/rows';
+import { METRIC_EXPORT_INTERVAL_MS } from '../shared/telemetry/setup';
 import { TaskWorker } from '../shared/worker/worker';
 import { AppHost } from './bench-host';
 
 const ROOT = path.join(__dirname, '..', '..');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const HOUR_MS = 3600_000;
+/**
+ * The idle window: long enough to hold each mailbox's periodic run (every FULL_RUN_INTERVAL_MS plus
+ * up to a minute, watch.ts), which an idle hour has too.
+ */
+export const DEFAULT_IDLE_SECONDS = (FULL_RUN_INTERVAL_MS + 70_000) / 1000;
 
 /** The default deployment's schedule and instance size, as infra/ deploys them. */
 export function deployedDefaults(): { schedule: string; periodSeconds: number; instanceMemoryMB: number } {
@@ -52,6 +60,8 @@ export interface Telemetry {
   traces: number;
   /** The host's aggregated metrics plus the app's own metric records. */
   metrics: number;
+  /** The app's own metric records, by metric name. */
+  metricsByName?: Record<string, number>;
 }
 
 export interface IdleBill {
@@ -115,14 +125,16 @@ function telemetryPerHour(
   to: number,
 ): Telemetry {
   const host = telemetryOf(records, readHostJson(ROOT, {}).logLevel);
-  const appMetrics = ingestion.received.filter(
-    (r) => r.at >= from && r.at < to && r.envelope.data.baseType === 'MetricData',
-  ).length;
+  const app = ingestion.received.filter((r) => r.at >= from && r.at < to && r.envelope.data.baseType === 'MetricData');
+  const appMetrics = app.length;
+  const byName: Record<string, number> = {};
+  for (const r of app) for (const m of r.envelope.data.baseData.metrics) byName[m.name] = (byName[m.name] ?? 0) + 1;
   const perHour = (n: number) => Math.round((n * HOUR_MS) / (to - from));
   return {
     requests: perHour(host.requests),
     traces: perHour(host.traces),
     metrics: perHour(host.hostMetrics + appMetrics),
+    metricsByName: Object.fromEntries(Object.entries(byName).map(([name, n]) => [name, perHour(n)])),
   };
 }
 
@@ -138,7 +150,9 @@ export async function measureIdleBill(
   const defaults = deployedDefaults();
   const settings = appSettings(stack, options.mailboxes, defaults.schedule, randomUUID().slice(0, 8));
   return withHost(stack, ingestion, settings, async (host) => {
-    await sleep(3 * defaults.periodSeconds * 1000);
+    // Past the first tick's run and the first metric export (a minute after start), which carries
+    // that run's metrics: the window is the steady state.
+    await sleep(Math.max(3 * defaults.periodSeconds * 1000, METRIC_EXPORT_INTERVAL_MS + 5000));
     const from = Date.now();
     await sleep(options.seconds * 1000);
     const to = Date.now();
@@ -298,7 +312,7 @@ if (require.main === module) {
     const stack = await LocalStack.start();
     try {
       const result = await measureBill(stack, (l) => process.stderr.write(`${l}\n`), {
-        idleSeconds: Number(process.env['BENCH_IDLE_SECONDS'] ?? 120),
+        idleSeconds: Number(process.env['BENCH_IDLE_SECONDS'] ?? DEFAULT_IDLE_SECONDS),
         mails: Number(process.env['BENCH_BILL_MAILS'] ?? 20),
         mailSeconds: Number(process.env['BENCH_BILL_SECONDS'] ?? 90),
       });

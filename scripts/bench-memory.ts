@@ -9,6 +9,7 @@
  *   hostile corpus         the 46 mails of localstack/hostile-corpus.ts (a 60 MB attachment, 1,000
  *                          attachments, 6,000 MIME parts, 100,000 quoted lines, …) in one inbox
  *   ten mailboxes          ten mailboxes of 20 small mails and one of 8 MB each, ticked together
+ *   bursts                 eight mailboxes of 120 mails of 250 KB each: the drain function's runs
  *   replies, attachments   8 answers at once (host.json batchSize), each with a 20 MB attachment
  *                          (Exchange sends 35 MB at most, base64 included)
  *
@@ -210,6 +211,35 @@ export async function measureMemory(
         async () => {
           await untilEmpty(stack, many, 300_000);
           return '10 mailboxes of 20 small mails and one of 8 MB each';
+        },
+        log,
+      ),
+    );
+  }
+
+  if (wanted('bursts')) {
+    // Bursts the ticks leave to the drain function: its runs hold two batches of sources each.
+    const keys = Array.from({ length: 8 }, (_, i) => `b${i}`);
+    const bursting = keys.map((k) => `mem-burst-${k}-${run}@company.test`);
+    const body = `${'x'.repeat(998)}\r\n`.repeat(250);
+    for (const mailbox of bursting)
+      await stack.dropIntoMaildir(
+        mailbox,
+        Array.from({ length: 120 }, (_, i) => mail(mailbox, `burst ${i}`, body)),
+      );
+    scenarios.push(
+      await scenario(
+        'bursts in eight mailboxes',
+        base('', {
+          INBOXQ_MAILBOX: undefined,
+          INBOXQ_TASKS_QUEUE: undefined,
+          INBOXQ_ACKNOWLEDGE: 'false',
+          INBOXQ_MAILBOXES: keys.join(','),
+          ...Object.fromEntries(keys.map((k, i) => [`INBOXQ_${k.toUpperCase()}__MAILBOX`, bursting[i]])),
+        }),
+        async () => {
+          await untilEmpty(stack, bursting, 600_000);
+          return '8 mailboxes of 120 mails of 250 KB each (30 MB a mailbox), drained by the drain function';
         },
         log,
       ),

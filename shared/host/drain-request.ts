@@ -6,12 +6,23 @@
  * unreachable server, and the next tick of the schedule tries again anyway.
  */
 import type { InvocationContext } from '@azure/functions';
+import pLimit from 'p-limit';
 
 import { drainRequestSchema } from '../contract/messages';
 import { drainMailbox, type DrainSummary } from '../drain/drain';
 import { toError } from '../errors';
 import { contextLogger, deploymentOrLog } from './invocation';
 import type { DeploymentRuntime } from './runtime';
+
+/**
+ * Drains this instance runs at once, whatever host.json's batchSize hands it: each run holds up to
+ * two batches of mail (the one being stored and the next, fetched ahead) in memory, so eight at
+ * once could outgrow a 512-MB instance. The others wait their turn in their invocations (one
+ * instance's overlapping executions are billed once); the scale controller adds instances for a
+ * deep queue.
+ */
+export const DRAINS_AT_ONCE = 2;
+const drainsHere = pLimit(DRAINS_AT_ONCE);
 
 /** What became of one drain request. A failed drain is reported here, not thrown. */
 export interface DrainOutcome {
@@ -50,7 +61,7 @@ export async function drainRequested(
     return { key, mailbox, skipped: 'mailbox not served here' };
   }
   try {
-    return { key, mailbox, summary: await drainMailbox({ ...rt, log }) };
+    return { key, mailbox, summary: await drainsHere(() => drainMailbox({ ...rt, log })) };
   } catch (err) {
     // drainMailbox has logged the failure with its hint and recorded it in the ledger.
     return { key, mailbox, error: toError(err) };
