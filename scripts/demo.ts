@@ -4,7 +4,7 @@
  *   1. start the stack (identity provider, Key Vault, Dovecot, SMTP, Azurite) on 127.0.0.1
  *   2. seed the mailbox agent@contoso.test with a mail from an authorized sender and a forged one
  *   3. start the app on the local host (localstack/host, what `npm start` runs without Core Tools):
- *      its timer requests a drain every 2 seconds, and the drain function takes the request
+ *      its timer ticks every 2 seconds, looks at the mailbox and drains the two mails itself
  *   4. run the sample worker (examples/echo-worker.ts): it answers the task in Markdown
  *   5. the reply function, on its queue trigger, sends the acknowledgement and the answer over SMTP
  *   6. read them back from the sender's mailbox over IMAP
@@ -93,7 +93,7 @@ async function main(): Promise<void> {
     );
     console.log('   a forged mail claiming to be ceo@contoso.test (DMARC fail)');
 
-    step(3, 'Starting the app on the local host: the drain schedule (timer) requests a drain every 2 seconds');
+    step(3, 'Starting the app on the local host: the drain schedule (timer) looks at the mailbox every 2 seconds, and drains it');
     let executed = 0;
     // Only the demo's settings: a local.settings.json of yours in the repository is not read.
     host = await LocalHost.start({

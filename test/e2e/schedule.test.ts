@@ -15,6 +15,7 @@ import {
 } from '@opentelemetry/sdk-metrics';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { main } from '../../cli/inboxq';
 import { telemetryOf } from '../../localstack/host/app-insights';
 import { readHostJson } from '../../localstack/host/settings';
 import { TcpProxy } from '../../localstack/proxies';
@@ -24,6 +25,7 @@ import { tickMailbox } from '../../shared/drain/tick';
 import { FULL_RUN_INTERVAL_MS } from '../../shared/drain/watch';
 import type { DrainOutcome, TickOutcome } from '../../shared/host/handlers';
 import { SILENCE_WINDOW_MS, silentMailboxes } from '../../shared/ops/silence';
+import type { MailboxStatus } from '../../shared/ops/status';
 import { memoryLogger } from '../../shared/telemetry/log';
 import { METRIC_NAMES } from '../../shared/telemetry/metrics';
 import { hostInvocations, runQueueFunction, runTimerFunction } from '../helpers/app';
@@ -264,6 +266,28 @@ describe('a mailbox that is slow, broken or throttled', () => {
     // The drain function, on an instance of its own, drains it once the server answers.
     const run = await runQueueFunction(local.stack, env, 'drain');
     expect((run.results as DrainOutcome[]).map((o) => [o.key, o.summary?.counts.queued])).toEqual([['hung', 1]]);
+  });
+
+  it("a mailbox that can't be looked at for long sends no heartbeat (the silence alert fires for it), and inboxq status says it is stale and why", async () => {
+    const app = local.stack.registerApp();
+    local.stack.idp.imapRefusedApps.add(app.clientId);
+    const mailbox = 'unlooked@company.test';
+    const env = settingsFor(mailbox, app.settings);
+    await local.stack.appendMail(mailbox, buildMail({ from: SENDER, to: mailbox }));
+    const logs: string[] = [];
+    for (let i = 0; i < 3; i++) expect((await tick(env, logs)).map((o) => o.action)).toEqual(['requested']);
+    expect(await heartbeats(mailbox)).toBe(0);
+    expect(silentMailboxes([mailbox], [], Date.now())).toEqual([mailbox]);
+    expect(logs.filter((l) => l.includes("can't look at the mailbox"))).toHaveLength(1);
+    // The drain function's run fails, says what to do, and records it for status.
+    const run = await runQueueFunction(local.stack, env, 'drain');
+    expect((run.results as DrainOutcome[])[0]!.error?.message).toContain('What to do:');
+    const status = await main(['status', '--json'], env);
+    expect(status.code).toBe(1);
+    const problems = (JSON.parse(status.stdout) as MailboxStatus).problems;
+    expect(problems).toContain('stale: no run has drained this mailbox yet');
+    expect(problems.some((p) => p.startsWith("the mailbox can't be read: ImapError: IMAP login"))).toBe(true);
+    expect(await local.stack.readFolder(mailbox, 'INBOX')).toHaveLength(1);
   });
 
   it("a run Exchange throttles for minutes is waited out: the ticks make no IMAP connection and no request until it's over", async () => {
