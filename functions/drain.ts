@@ -5,9 +5,10 @@ import { createHandlers } from '../shared/host/handlers';
 
 const handlers = createHandlers();
 
-// Drains the mailbox a drain request names. Each request is its own invocation, so the host
-// spreads mailboxes over instances and one slow or broken mailbox never holds up another. A failed
-// drain is logged and recorded, not retried at once: the next tick of the schedule tries again.
+// Drains the mailbox a drain request names: what the schedule's tick leaves to it (more mail than a
+// tick drains, a mail larger than a tick's share, a mailbox whose look or run failed in the tick),
+// on instances of its own, with a run's full budget. A failed drain is logged and recorded, not
+// retried at once: the schedule asks again.
 app.storageQueue('drain', {
   queueName: DRAIN_REQUESTS_QUEUE,
   connection: 'AzureWebJobsStorage',

@@ -1,8 +1,9 @@
 /**
  * The mails the demo and `npm run stack -- --seed` put into the local mailbox: a plain or
- * multipart mail with an Authentication-Results header as Microsoft 365 writes it.
+ * multipart mail with an Authentication-Results header as Microsoft 365 writes it; and the large
+ * mail the benchmarks drain.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 
 /** What Exchange Online Protection writes for a fabrikam.test mail that passed DMARC. */
 export const FABRIKAM_PASS =
@@ -47,4 +48,39 @@ export function sampleMail(opts: {
     `--${b}--`,
     '',
   ].join('\r\n');
+}
+
+/**
+ * A mail from `from` (its domain passing DMARC) to `to`, most of it one attachment of
+ * `attachmentBytes` random bytes, base64 in lines of 76: what the benchmarks drain as large mail.
+ */
+export function largeMail(from: string, to: string, attachmentBytes: number, subject = 'large'): Buffer {
+  const domain = from.split('@')[1]!;
+  const attachment = randomBytes(attachmentBytes)
+    .toString('base64')
+    .replace(/(.{76})/g, '$1\r\n');
+  return Buffer.from(
+    [
+      `Authentication-Results: spf=pass smtp.mailfrom=${domain}; dmarc=pass action=none header.from=${domain}`,
+      `From: ${from}`,
+      `To: ${to}`,
+      `Subject: ${subject}`,
+      `Message-ID: <${randomUUID()}@${domain}>`,
+      'MIME-Version: 1.0',
+      'Content-Type: multipart/mixed; boundary="b"',
+      '',
+      '--b',
+      'Content-Type: text/plain',
+      '',
+      'see attached',
+      '--b',
+      'Content-Type: application/octet-stream; name="big.bin"',
+      'Content-Disposition: attachment; filename="big.bin"',
+      'Content-Transfer-Encoding: base64',
+      '',
+      attachment,
+      '--b--',
+      '',
+    ].join('\r\n'),
+  );
 }

@@ -26,6 +26,7 @@ import { TableClient } from '@azure/data-tables';
 
 import { exitOnSignals, LocalStack } from '../localstack';
 import { hostileCorpus } from '../localstack/hostile-corpus';
+import { largeMail } from '../localstack/sample-mail';
 import { partitionKey, REPLIES_TABLE } from '../shared/ledger/rows';
 import { TaskWorker } from '../shared/worker/worker';
 import { AppHost } from './bench-host';
@@ -61,34 +62,8 @@ function mail(to: string, subject: string, body: string): Buffer {
 }
 
 /** A mail of about `totalBytes`, most of it one base64 attachment. */
-function largeMail(to: string, totalBytes: number): Buffer {
-  const attachment = randomBytes(Math.floor((totalBytes * 3) / 4) - 4096)
-    .toString('base64')
-    .replace(/(.{76})/g, '$1\r\n');
-  return Buffer.from(
-    [
-      'Authentication-Results: spf=pass smtp.mailfrom=partner.test; dkim=pass header.d=partner.test;dmarc=pass action=none header.from=partner.test;compauth=pass reason=100',
-      `From: ${SENDER}`,
-      `To: ${to}`,
-      'Subject: the largest mail',
-      `Message-ID: <${randomUUID()}@partner.test>`,
-      'MIME-Version: 1.0',
-      'Content-Type: multipart/mixed; boundary="b"',
-      '',
-      '--b',
-      'Content-Type: text/plain',
-      '',
-      'See the attachment.',
-      '--b',
-      'Content-Type: application/octet-stream; name="large.bin"',
-      'Content-Disposition: attachment; filename="large.bin"',
-      'Content-Transfer-Encoding: base64',
-      '',
-      attachment,
-      '--b--',
-      '',
-    ].join('\r\n'),
-  );
+function mailOfSize(to: string, totalBytes: number): Buffer {
+  return largeMail(SENDER, to, Math.floor((totalBytes * 3) / 4) - 4096, 'the largest mail');
 }
 
 async function untilEmpty(stack: LocalStack, mailboxes: string[], timeoutMs: number): Promise<void> {
@@ -133,6 +108,15 @@ export async function measureMemory(
       INBOXQ_TASKS_QUEUE: `mem-${run}`,
       ...extra,
     });
+  /** Settings of a deployment of these mailboxes (keys and addresses), each with its own tasks queue. */
+  const several = (keys: string[], addresses: string[], extra: Record<string, string | undefined> = {}) =>
+    base('', {
+      INBOXQ_MAILBOX: undefined,
+      INBOXQ_TASKS_QUEUE: undefined,
+      INBOXQ_MAILBOXES: keys.join(','),
+      ...Object.fromEntries(keys.map((k, i) => [`INBOXQ_${k.toUpperCase()}__MAILBOX`, addresses[i]])),
+      ...extra,
+    });
   const scenarios: MemoryScenario[] = [];
   // BENCH_MEMORY_ONLY=replies (a word of a scenario's name): that one alone.
   const only = process.env['BENCH_MEMORY_ONLY'];
@@ -154,7 +138,7 @@ export async function measureMemory(
 
   if (wanted('largest mail')) {
     const largest = `mem-largest-${run}@company.test`;
-    const raw = largeMail(largest, 150 * MB);
+    const raw = mailOfSize(largest, 150 * MB);
     await stack.dropIntoMaildir(largest, raw);
     scenarios.push(
       await scenario(
@@ -196,18 +180,13 @@ export async function measureMemory(
     for (const mailbox of many) {
       await stack.dropIntoMaildir(mailbox, [
         ...Array.from({ length: 20 }, (_, i) => mail(mailbox, `small ${i}`, 'hello\r\n'.repeat(200))),
-        largeMail(mailbox, 8 * MB),
+        mailOfSize(mailbox, 8 * MB),
       ]);
     }
     scenarios.push(
       await scenario(
         'ten mailboxes',
-        base('', {
-          INBOXQ_MAILBOX: undefined,
-          INBOXQ_TASKS_QUEUE: undefined,
-          INBOXQ_MAILBOXES: keys.join(','),
-          ...Object.fromEntries(keys.map((k, i) => [`INBOXQ_${k.toUpperCase()}__MAILBOX`, many[i]])),
-        }),
+        several(keys, many),
         async () => {
           await untilEmpty(stack, many, 300_000);
           return '10 mailboxes of 20 small mails and one of 8 MB each';
@@ -230,13 +209,7 @@ export async function measureMemory(
     scenarios.push(
       await scenario(
         'bursts in eight mailboxes',
-        base('', {
-          INBOXQ_MAILBOX: undefined,
-          INBOXQ_TASKS_QUEUE: undefined,
-          INBOXQ_ACKNOWLEDGE: 'false',
-          INBOXQ_MAILBOXES: keys.join(','),
-          ...Object.fromEntries(keys.map((k, i) => [`INBOXQ_${k.toUpperCase()}__MAILBOX`, bursting[i]])),
-        }),
+        several(keys, bursting, { INBOXQ_ACKNOWLEDGE: 'false' }),
         async () => {
           await untilEmpty(stack, bursting, 600_000);
           return '8 mailboxes of 120 mails of 250 KB each (30 MB a mailbox), drained by the drain function';

@@ -93,7 +93,10 @@ async function main(): Promise<void> {
     );
     console.log('   a forged mail claiming to be ceo@contoso.test (DMARC fail)');
 
-    step(3, 'Starting the app on the local host: the drain schedule (timer) looks at the mailbox every 2 seconds, and drains it');
+    step(
+      3,
+      'Starting the app on the local host: the drain schedule (timer) looks at the mailbox every 2 seconds, and drains it',
+    );
     let executed = 0;
     // Only the demo's settings: a local.settings.json of yours in the repository is not read.
     host = await LocalHost.start({

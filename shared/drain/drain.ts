@@ -158,7 +158,8 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
   return summary;
 }
 
-function emptySummary(runId: string, mailbox: string, started: number): DrainSummary {
+/** A run's summary before it has done anything. */
+export function emptySummary(runId: string, mailbox: string, started: number): DrainSummary {
   return {
     runId,
     mailbox,

@@ -1,5 +1,6 @@
 /**
- * A drain request taken from the drain-requests queue: the mailbox it names is drained.
+ * A drain request taken from the drain-requests queue (the schedule's tick leaves a busy, slow or
+ * failing mailbox to it: shared/drain/tick.ts): the mailbox it names is drained.
  *
  * A failed drain is logged (with the mailbox and what to do), recorded in the ledger and counted
  * in the metrics, and not thrown: retrying at once would only repeat a refused login or an

@@ -5,14 +5,7 @@
  * and what is left to the drain function: a burst, a look that hangs, a mailbox Exchange throttles.
  * Storage is reached through byte-counting proxies, IMAP through the fault proxy.
  */
-import { metrics } from '@opentelemetry/api';
-import {
-  AggregationTemporality,
-  type DataPoint,
-  MeterProvider,
-  MetricReader,
-  type ResourceMetrics,
-} from '@opentelemetry/sdk-metrics';
+import type { DataPoint } from '@opentelemetry/sdk-metrics';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { main } from '../../cli/inboxq';
@@ -32,16 +25,10 @@ import { hostInvocations, runQueueFunction, runTimerFunction } from '../helpers/
 import { HostProcess } from '../helpers/host';
 import { useProxiedStack } from '../helpers/imap-proxy';
 import { buildMail } from '../helpers/mail';
+import { useMetricReader } from '../helpers/metrics';
 import { expectAllQueuedOnce, queue } from '../helpers/stack';
 
-class TestReader extends MetricReader {
-  protected override async onForceFlush(): Promise<void> {}
-  protected override async onShutdown(): Promise<void> {}
-}
-const reader = new TestReader({ aggregationTemporalitySelector: () => AggregationTemporality.CUMULATIVE });
-beforeAll(() => metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] })));
-afterAll(() => metrics.disable());
-
+const { points } = useMetricReader();
 const local = useProxiedStack();
 const storage: TcpProxy[] = [];
 let storageConnection = '';
@@ -84,11 +71,7 @@ async function tick(env: Record<string, string | undefined>, logs: string[] = []
 const ownLines = (logs: string[]) => logs.filter((l) => /^\w+: drainSchedule: /.test(l));
 
 async function heartbeats(mailbox: string): Promise<number> {
-  const { resourceMetrics } = (await reader.collect()) as { resourceMetrics: ResourceMetrics };
-  return resourceMetrics.scopeMetrics
-    .flatMap((s) => s.metrics)
-    .filter((m) => m.descriptor.name === METRIC_NAMES.heartbeat)
-    .flatMap((m) => m.dataPoints as DataPoint<number>[])
+  return ((await points(METRIC_NAMES.heartbeat)) as DataPoint<number>[])
     .filter((p) => p.attributes['mailbox'] === mailbox)
     .reduce((sum, p) => sum + p.value, 0);
 }

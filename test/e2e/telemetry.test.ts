@@ -3,14 +3,7 @@
  * the Functions host would read (captured, as the host can't run here).
  */
 import { app } from '@azure/functions';
-import { metrics } from '@opentelemetry/api';
-import {
-  AggregationTemporality,
-  type DataPoint,
-  MeterProvider,
-  MetricReader,
-  type ResourceMetrics,
-} from '@opentelemetry/sdk-metrics';
+import type { DataPoint } from '@opentelemetry/sdk-metrics';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { LocalStack } from '../../localstack';
@@ -22,30 +15,16 @@ import { memoryLogger } from '../../shared/telemetry/log';
 import { METRIC_NAMES } from '../../shared/telemetry/metrics';
 import { setupTelemetry } from '../../shared/telemetry/setup';
 import { buildMail, eopFail } from '../helpers/mail';
+import { useMetricReader } from '../helpers/metrics';
 
-class TestReader extends MetricReader {
-  protected override async onForceFlush(): Promise<void> {}
-  protected override async onShutdown(): Promise<void> {}
-}
-
-const reader = new TestReader({ aggregationTemporalitySelector: () => AggregationTemporality.CUMULATIVE });
+const { points } = useMetricReader();
 let stack: LocalStack;
 beforeAll(async () => {
-  metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
   stack = await LocalStack.start();
 });
 afterAll(async () => {
   await stack?.stop();
-  metrics.disable();
 });
-
-async function points(name: string): Promise<DataPoint<unknown>[]> {
-  const { resourceMetrics } = (await reader.collect()) as { resourceMetrics: ResourceMetrics };
-  return resourceMetrics.scopeMetrics
-    .flatMap((s) => s.metrics)
-    .filter((m) => m.descriptor.name === name)
-    .flatMap((m) => m.dataPoints as DataPoint<unknown>[]);
-}
 
 function sumBy(ps: DataPoint<unknown>[], attribute: string): Record<string, number> {
   const out: Record<string, number> = {};

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 
-import { type DrainSummary, sliceLength } from '../../shared/drain/drain';
+import { type DrainSummary, emptySummary, sliceLength } from '../../shared/drain/drain';
 import { TICK_SLICE } from '../../shared/drain/tick';
 import {
   FIRST_DEMOTION_MS,
@@ -19,31 +19,8 @@ const T0 = Date.parse('2026-12-07T10:00:00.000Z');
 const MIN = 60_000;
 
 function summary(over: Partial<DrainSummary> = {}, held = 0): DrainSummary {
-  return {
-    runId: 'r',
-    mailbox: 'agent@company.test',
-    startedAt: new Date(T0).toISOString(),
-    durationMs: 10,
-    stoppedBecause: 'empty',
-    counts: {
-      seen: 0,
-      queued: 0,
-      rejected: 0,
-      quarantined: 0,
-      duplicate: 0,
-      gone: 0,
-      held,
-      resumed: 0,
-      throttled: 0,
-      expired: 0,
-      reconciled: 0,
-      deletedFromMailbox: 0,
-    },
-    remaining: 0,
-    outcomes: [],
-    error: null,
-    ...over,
-  };
+  const empty = emptySummary('r', 'agent@company.test', T0);
+  return { ...empty, counts: { ...empty.counts, held }, ...over };
 }
 
 describe('the drain schedule, per mailbox between ticks', () => {
