@@ -109,6 +109,8 @@ async function answerableTask(deps: ReplyDeps, reply: ReplyMessage): Promise<Mes
       },
     );
   }
+  // Still being drained: the task is on its queue a moment before its row says so (sendReplyOnce defers).
+  if (task.state === 'claimed') return task;
   if ((task.state !== 'queued' && task.state !== 'failed') || !task.sender) {
     throw new InvalidMessageError(
       'The reply answers a mail that was not accepted',
@@ -142,6 +144,7 @@ async function sendReplyOnce(
   const ids = { mailbox: config.mailbox, taskId, replyId };
 
   const messageId = replyMessageId(config.mailbox, taskId, replyId);
+  if (task.state === 'claimed') return deferWhileDrained(deps, reply, task, messageId, now);
   const claim = await ledger.claimReply({
     mailbox: config.mailbox,
     taskId,
@@ -356,6 +359,47 @@ export async function handlePoisonedReply(
     deps,
   );
   return 'notice-sent';
+}
+
+/** A reply to a task whose drain has not recorded it yet waits this long between looks. */
+export const CLAIMED_DEFER_SECONDS = 15;
+
+/**
+ * A task is queued a moment before its ledger row says `queued` (the row is recorded right after the
+ * send), and a drain killed in between leaves the row `claimed` until a later run, past the run
+ * lease, resumes it. A fast worker's answer in that window is not a refusal: it goes back on the
+ * queue for CLAIMED_DEFER_SECONDS, as a new message (never poisoned by its deliveries), for as long
+ * as a drain may still record the mail: the lease and an hour more. Past that the row will not
+ * change, and the reply is refused as answering a mail that was never accepted.
+ */
+async function deferWhileDrained(
+  deps: ReplyDeps,
+  reply: ReplyMessage,
+  task: MessageRecord,
+  messageId: string,
+  now: () => number,
+): Promise<{ outcome: ReplyOutcome; taskId: string; replyId: string; messageId: string }> {
+  const { config, log } = deps;
+  const { taskId, replyId } = reply;
+  const claimedSince = Date.parse(task.claimedAt);
+  if (!(now() - claimedSince <= config.drain.leaseMs + 3600_000)) {
+    throw new InvalidMessageError(
+      'The reply answers a mail that was never accepted',
+      [`taskId: task ${taskId} was claimed at ${task.claimedAt} and no drain has recorded it since`],
+      { mailbox: config.mailbox },
+    );
+  }
+  const seconds = CLAIMED_DEFER_SECONDS + Math.floor(Math.random() * 5);
+  await sendQueueMessage(deps.storage, REPLIES_QUEUE, reply, {
+    mailbox: config.mailbox,
+    visibilityTimeoutSeconds: seconds,
+  });
+  log.info(`The reply's task is still being drained (its row says claimed); reply deferred by ${seconds} s`, {
+    mailbox: config.mailbox,
+    taskId,
+    replyId,
+  });
+  return { outcome: 'deferred', taskId, replyId, messageId };
 }
 
 /**

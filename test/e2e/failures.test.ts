@@ -9,8 +9,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalStack } from '../../localstack';
 import { readHostJson } from '../../localstack/host/settings';
 import { freePort } from '../../localstack/net';
+import { runtimeFor } from '../../localstack/runtime';
 import { encodeQueueMessage } from '../../shared/contract/messages';
+import { drainMailbox } from '../../shared/drain/drain';
 import { type ImapError, type TokenError } from '../../shared/errors';
+import { sendReply } from '../../shared/reply/reply';
+import { memoryLogger } from '../../shared/telemetry/log';
 import { runQueueFunction } from '../helpers/app';
 import { buildMail } from '../helpers/mail';
 import { drainNow, peekTasks, queue, REPLIES_QUEUE } from '../helpers/stack';
@@ -162,5 +166,78 @@ describe('queue messages', () => {
     expect(log).toContain('The reply message is not JSON');
     expect(log).toContain(`delivery ${maxDequeueCount} of ${maxDequeueCount}`);
     expect(log).toContain('moves it to the replies-poison queue');
+  });
+});
+
+describe('a fast worker', () => {
+  const reply = (taskId: string, mailbox: string) => ({
+    type: 'inboxq.reply',
+    version: 1,
+    taskId,
+    mailbox,
+    replyId: 'answer',
+    text: 'Done before you knew it.',
+  });
+
+  it("answering while the task's row still says claimed: the reply is deferred, not refused, and sent once the drain records the mail", async () => {
+    const mailbox = 'fast-worker@company.test';
+    const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', INBOXQ_ACKNOWLEDGE: 'false' });
+    await stack.appendMail(mailbox, buildMail({ from: 'a@partner.test', to: mailbox, subject: 'Quick one' }));
+    const rt = runtimeFor(env);
+    const log = memoryLogger();
+    await queue(stack, REPLIES_QUEUE).createIfNotExists();
+    const queued = (await queue(stack, REPLIES_QUEUE).getProperties()).approximateMessagesCount ?? 0;
+    let early: Awaited<ReturnType<typeof sendReply>> | undefined;
+    let taskId = '';
+    await drainMailbox({
+      ...rt,
+      log,
+      onStep: async (step, info) => {
+        // The task is on its queue; its row says claimed until the batch's record.
+        if (step !== 'queued' || early) return;
+        taskId = info.taskId!;
+        expect((await rt.ledger.getMessage(mailbox, taskId))?.state).toBe('claimed');
+        early = await sendReply(reply(taskId, mailbox), { ...rt, log });
+      },
+    });
+    expect(early?.outcome).toBe('deferred');
+    expect(log.lines.filter((l) => l.level !== 'info')).toEqual([]);
+    expect(log.lines.map((l) => l.line).join('\n')).toContain(
+      "The reply's task is still being drained (its row says claimed); reply deferred by",
+    );
+    // The deferred copy is on the replies queue, invisible for a while.
+    const replies = queue(stack, REPLIES_QUEUE);
+    expect((await replies.getProperties()).approximateMessagesCount).toBe(queued + 1);
+    // Once the drain has recorded the mail, the reply goes out, once.
+    expect((await sendReply(reply(taskId, mailbox), { ...rt, log })).outcome).toBe('sent');
+    expect((await sendReply(reply(taskId, mailbox), { ...rt, log })).outcome).toBe('already-sent');
+    expect(
+      await stack
+        .readFolder('a@partner.test', 'INBOX')
+        .then((m) => m.filter((x) => x.source.toString().includes('Quick one'))),
+    ).toHaveLength(1);
+  });
+
+  it('a reply to a task claimed long ago and never recorded since is refused, saying so', async () => {
+    const mailbox = 'fast-worker-stuck@company.test';
+    const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', INBOXQ_ACKNOWLEDGE: 'false' });
+    await stack.appendMail(mailbox, buildMail({ from: 'a@partner.test', to: mailbox }));
+    const rt = runtimeFor(env);
+    let taskId = '';
+    // A drain killed between the queue send and the record: the row stays claimed.
+    await drainMailbox({
+      ...rt,
+      log: memoryLogger(),
+      onStep: (step, info) => {
+        if (step !== 'queued') return;
+        taskId = info.taskId!;
+        throw new Error('killed');
+      },
+    }).catch(() => undefined);
+    expect((await rt.ledger.getMessage(mailbox, taskId))?.state).toBe('claimed');
+    const later = Date.now() + rt.config.drain.leaseMs + 3600_000 + 60_000;
+    await expect(sendReply(reply(taskId, mailbox), { ...rt, log: memoryLogger(), now: () => later })).rejects.toThrow(
+      /The reply answers a mail that was never accepted.*claimed at .* and no drain has recorded it since/,
+    );
   });
 });
