@@ -36,7 +36,7 @@ import { formatDoctorReport, runDoctorAll } from '../shared/doctor/doctor';
 import { describeError } from '../shared/errors';
 import { judgeMail } from '../shared/sender/judge';
 import { release, replay, status, trace } from './ops';
-import { type CliResult, MAILBOX_OPTIONS, settingsFromEnvironment, UsageError } from './settings';
+import { type CliResult, jsonLine, MAILBOX_OPTIONS, settingsFromEnvironment, UsageError } from './settings';
 
 export const policyFileSchema = z
   .object({
@@ -126,7 +126,7 @@ export function checkSender(args: string[], env: Env = process.env): CliResult {
     judged.kind === 'malformed'
       ? { verdict: 'reject' as const, sender: null, reasons: [`the mail is malformed: ${judged.reason}`] }
       : { verdict: judged.verdict.verdict, sender: judged.verdict.sender, reasons: judged.verdict.reasons };
-  return { code: out.verdict === 'accept' ? 0 : 1, stdout: `${JSON.stringify(out)}\n`, stderr: '' };
+  return { code: out.verdict === 'accept' ? 0 : 1, stdout: jsonLine(out), stderr: '' };
 }
 
 export async function doctor(args: string[], env: Env = process.env): Promise<CliResult> {
@@ -155,13 +155,26 @@ export async function doctor(args: string[], env: Env = process.env): Promise<Cl
     checks: r.checks,
   }));
   const stdout = values.json
-    ? `${JSON.stringify(json.length === 1 ? json[0] : json)}\n`
+    ? jsonLine(json.length === 1 ? json[0] : json)
     : reports.map((r) => formatDoctorReport(r.mailbox, r.checks)).join('\n');
   return { code: ok ? 0 : 1, stdout, stderr: '' };
 }
 
+const VERBS = ['check-sender', 'doctor', 'trace', 'status', 'release', 'replay'];
+
+/** One verb's usage: its lines of USAGE, and where settings come from. */
+export function verbUsage(verb: string): string {
+  const lines = USAGE.split('\n').filter((line) => line.startsWith(`  inboxq ${verb} `));
+  const policy = verb === 'check-sender' ? `\n\n${USAGE.slice(USAGE.indexOf('policy.json: '))}` : '';
+  return `usage:\n${lines.join('\n')}\n\nSettings come from the environment; --settings FILE adds the Values of a local.settings.json.${policy}`;
+}
+
 export async function main(argv: string[], env: Env = process.env): Promise<CliResult> {
   const [command, ...rest] = argv;
+  // `inboxq <verb> --help` (or -h), before anything after a `--` that ends the options.
+  const options = rest.includes('--') ? rest.slice(0, rest.indexOf('--')) : rest;
+  if (command && VERBS.includes(command) && options.some((a) => a === '--help' || a === '-h'))
+    return { code: 0, stdout: `${verbUsage(command)}\n`, stderr: '' };
   try {
     switch (command) {
       case 'check-sender':

@@ -20,7 +20,7 @@ import { formatStatus, type MailboxStatus, mailboxStatus } from '../shared/ops/s
 import { classifyQuery, formatTrace, printable, traceMail } from '../shared/ops/trace';
 import { createStorageClients } from '../shared/storage/clients';
 import { silentLogger } from '../shared/telemetry/log';
-import { type CliResult, MAILBOX_OPTIONS, settingsFromEnvironment, UsageError } from './settings';
+import { type CliResult, jsonLine, MAILBOX_OPTIONS, settingsFromEnvironment, UsageError } from './settings';
 
 interface Selected {
   config: InboxqConfig;
@@ -83,7 +83,7 @@ export async function trace(args: string[], env: Env): Promise<CliResult> {
     };
   });
   const result = await traceMail(sources, query, { max, deadline: Date.now() + timeoutS * 1000 });
-  const stdout = values.json ? `${JSON.stringify(result)}\n` : formatTrace(result);
+  const stdout = values.json ? jsonLine(result) : formatTrace(result);
   return { code: result.mails.length > 0 ? 0 : 1, stdout, stderr: '' };
 }
 
@@ -124,7 +124,7 @@ export async function status(args: string[], env: Env): Promise<CliResult> {
     );
   }
   const healthy = out.every((s) => s.problems.length === 0);
-  const stdout = values.json ? `${JSON.stringify(out.length === 1 ? out[0] : out)}\n` : formatStatus(out, now);
+  const stdout = values.json ? jsonLine(out.length === 1 ? out[0] : out) : formatStatus(out, now);
   return { code: healthy ? 0 : 1, stdout, stderr: '' };
 }
 
@@ -143,7 +143,7 @@ export async function release(args: string[], env: Env): Promise<CliResult> {
     positionals,
   );
   const stdout = values.json
-    ? `${JSON.stringify({ mailbox: config.mailbox, released: outcomes })}\n`
+    ? jsonLine({ mailbox: config.mailbox, released: outcomes })
     : outcomes
         .map((o) => `${o.released ? 'released' : 'not released'}  ${o.target}: ${o.detail}`)
         .join('\n')
@@ -170,7 +170,7 @@ export async function replay(args: string[], env: Env): Promise<CliResult> {
     configs.map((c) => c.mailbox),
     { dryRun: values['dry-run'] ?? false },
   );
-  return { code: 0, stdout: values.json ? `${JSON.stringify(result)}\n` : formatReplay(result), stderr: '' };
+  return { code: 0, stdout: values.json ? jsonLine(result) : formatReplay(result), stderr: '' };
 }
 
 function positiveInt(value: string | undefined, name: string): number {

@@ -22,6 +22,21 @@ export const MAILBOX_OPTIONS = {
   json: { type: 'boolean' },
 } as const;
 
+/**
+ * Characters a terminal acts on or reorders that JSON.stringify leaves raw: DEL, the C1 controls
+ * (U+009B is a one-byte CSI), bidi marks, embeddings, overrides and isolates, and the line and
+ * paragraph separators. (It escapes C0 itself.)
+ */
+const TERMINAL_UNSAFE = /[\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * A command's --json output, one line: what a sender wrote (a subject, an address) can't drive the
+ * operator's terminal, and parses back to the very same strings (\uXXXX escapes are JSON).
+ */
+export function jsonLine(value: unknown): string {
+  return `${JSON.stringify(value).replace(TERMINAL_UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}\n`;
+}
+
 /** The command line or the settings file it names is wrong: printed with the usage, exit 2. */
 export class UsageError extends InboxqError {
   override readonly code = 'USAGE';

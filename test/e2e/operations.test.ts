@@ -123,7 +123,7 @@ describe('inboxq trace', () => {
         to: mailbox,
         authResults: eopFail('partner.test'),
         messageId: '<forged-1@partner.test>',
-        subject: 'Wire \u001b[31mnow\u001b[0m',
+        subject: 'Wire \u001b[31mnow\u001b[0m \u009b1m\u202eevil',
       }),
     );
     const summary = await drainNow(stack, env);
@@ -143,6 +143,11 @@ describe('inboxq trace', () => {
     const text = await main(['trace', '<forged-1@partner.test>'], env);
     expect(text.stdout).toContain('Wire ?[31mnow?[0m');
     expect(text.stdout).not.toContain('\u001b');
+    // Nor do a C1 CSI and a bidi override through --json: escaped, and the same text once parsed.
+    const json = await main(['trace', '<forged-1@partner.test>', '--json'], env);
+    expect(json.stdout).not.toMatch(/[\u009b\u202e]/);
+    expect(json.stdout).toContain('\\u009b1m\\u202eevil');
+    expect((JSON.parse(json.stdout) as TraceResult).mails[0]!.subject).toContain('\u009b1m\u202eevil');
 
     const none = await main(['trace', '<never-sent@partner.test>'], env);
     expect(none.code).toBe(1);

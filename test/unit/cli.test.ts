@@ -1,11 +1,12 @@
-/** `inboxq check-sender`: the JSON it prints and its exit codes, on saved .eml files. */
+/** `inboxq`: check-sender's JSON and exit codes on saved .eml files, every verb's --help, and --json output safe for a terminal. */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { main, settingsFromEnvironment } from '../../cli/inboxq';
+import { main, settingsFromEnvironment, verbUsage } from '../../cli/inboxq';
+import { jsonLine } from '../../cli/settings';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'inboxq-cli-'));
 function file(name: string, content: string): string {
@@ -207,5 +208,37 @@ describe('settings files for check-sender and doctor', () => {
     expect(r.stderr).toContain(`settings file ${f} is not valid JSON: CommaExpected at line 4, column 5`);
     expect(r.stderr).not.toContain(secret);
     expect(r.stderr).not.toContain('INBOXQ_MAILBOX');
+  });
+});
+
+describe('every verb', () => {
+  it.each(['check-sender', 'doctor', 'trace', 'status', 'release', 'replay'])(
+    '%s --help and -h print its usage and exit 0, touching nothing',
+    async (verb) => {
+      for (const flag of ['--help', '-h']) {
+        // No settings at all: the usage comes before anything is read or reached.
+        const r = await main([verb, flag], {});
+        expect(r).toEqual({ code: 0, stdout: `${verbUsage(verb)}\n`, stderr: '' });
+        expect(r.stdout).toMatch(new RegExp(`^usage:\\n  inboxq ${verb} `));
+        expect(r.stdout).not.toMatch(new RegExp(`inboxq (?!${verb} )[a-z-]+ `));
+      }
+      // After `--`, -h is an argument, not a request for help.
+      expect((await main([verb, '--', '-h'], {})).code).not.toBe(0);
+    },
+  );
+});
+
+describe('--json output', () => {
+  it('escapes what a terminal would act on in what a sender wrote, C1 and bidi included, and parses back to the same text', () => {
+    const subject = 'Pay \u009b31m now \u202eevil\u202c \u2066x\u2069 \u0085 \u2028 \u001b[0m Grüße 你好';
+    const line = jsonLine({ subject });
+    expect(line.endsWith('\n')).toBe(true);
+    // eslint-disable-next-line no-control-regex -- no control, bidi or separator character may be left raw
+    expect(line.slice(0, -1)).not.toMatch(
+      /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/,
+    );
+    expect(line).toContain('\\u009b31m');
+    expect(line).toContain('\\u202eevil');
+    expect(JSON.parse(line)).toEqual({ subject });
   });
 });
