@@ -298,9 +298,12 @@ async function drainBatches(
       suspects.delete(suspectKey(session.uidValidity, plan.entry.uid));
       index += 1;
     } else {
-      // The batch after it, when it is one and holds no suspect, has its sources fetched ahead.
+      // The batch after it, when it is one and holds no suspect, has its sources fetched ahead;
+      // never while a suspect is drained alone: a failure then is the suspect's, or the fetch
+      // ahead's, and a genuine mail must not be blamed for the mail behind it.
       const after = index + plan.entries.length;
-      const following = after < mails.length && after < limit ? planAt(after) : undefined;
+      const alone = plan.entries.some((m) => suspects.has(suspectKey(session.uidValidity, m.uid)));
+      const following = !alone && after < mails.length && after < limit ? planAt(after) : undefined;
       const ahead =
         following?.kind === 'batch' &&
         !following.entries.some((m) => suspects.has(suspectKey(session.uidValidity, m.uid)))
@@ -329,8 +332,8 @@ export function sliceLength(mails: MailboxEntry[], slice: DrainSlice, runLimit: 
 }
 
 /**
- * A batch, with its UIDs noted on the lease while it runs (a run killed mid-batch makes them
- * suspects), and the copies it deferred in batches of their own.
+ * A batch, with its UIDs and those of the batch fetched ahead noted on the lease while it runs (a
+ * run killed mid-batch makes them suspects), and the copies it deferred in batches of their own.
  */
 async function drainEntries(
   deps: DrainDeps,
@@ -341,7 +344,9 @@ async function drainEntries(
   next: MailboxEntry[] | undefined,
 ): Promise<MailResult[]> {
   const { suspects } = lease.state;
-  const uids = entries.map((e) => e.uid);
+  // The batch fetched ahead is in flight too: a failure or a kill counts against it as well (its
+  // mails are then drained alone, and cleared when they drain).
+  const uids = [...entries, ...(next ?? [])].map((e) => e.uid);
   await lease.beginBatch(session.uidValidity, uids);
   const results: MailResult[] = [];
   try {

@@ -8,8 +8,11 @@
 import { describe, expect, it } from 'vitest';
 
 import { runtimeFor } from '../../localstack/runtime';
+import { largeMail } from '../../localstack/sample-mail';
 import { BATCH_SIZE, drainMailbox } from '../../shared/drain/drain';
+import { POISON_RUNS } from '../../shared/drain/suspects';
 import { ImapError } from '../../shared/errors';
+import { MailboxLease, suspectKey } from '../../shared/ledger/lease';
 import { memoryLogger } from '../../shared/telemetry/log';
 import { useProxiedStack } from '../helpers/imap-proxy';
 import { buildMail } from '../helpers/mail';
@@ -113,5 +116,48 @@ describe('sources fetched ahead', () => {
     expect(local.proxy.connections).toBe(connections);
     expect(warm.stats).toEqual({ opened: 1, reused: 1, discarded: 0 });
     await expectAllQueuedOnce(local.stack, settings, mailbox, MAILS);
+  });
+
+  it('a suspect drained alone has nothing fetched ahead: a cut on the FETCH of the mails behind it is not blamed on it', async () => {
+    const mailbox = 'prefetch-suspect@company.test';
+    const settings = settingsFor(mailbox);
+    await clearTasks(local.stack);
+    // The oldest mail is a genuine 5.6 MB mail (streamed, past SMALL_MAIL_BYTES), small ones behind it.
+    const small = Array.from({ length: 30 }, (_, i) =>
+      Buffer.from(buildMail({ from: 'p@partner.test', to: mailbox, subject: `behind ${i}` })),
+    );
+    await local.stack.dropIntoMaildir(mailbox, [largeMail('big@partner.test', mailbox, 4 * 1024 * 1024), ...small]);
+    const rt = runtimeFor(settings);
+    // It has two failed runs behind it: one more and it is set aside, unread.
+    const imap = await local.stack.imap(mailbox);
+    const { uidValidity } = await imap.mailboxOpen('INBOX');
+    const first = Math.min(...((await imap.search({ all: true }, { uid: true })) || []));
+    await imap.logout();
+    const lease = await MailboxLease.acquire(rt.storage, mailbox, 'test', 30_000);
+    if (!(lease instanceof MailboxLease)) throw new Error('the lease is held');
+    lease.state.suspects.set(suspectKey(BigInt(uidValidity), first), {
+      runs: POISON_RUNS - 1,
+      last: 'an earlier failure',
+    });
+    await lease.release();
+
+    // The first FETCH of whole small sources is cut. It used to be the batch behind, fetched ahead
+    // while the suspect was drained alone: the cut broke the suspect's own download, and the run's
+    // failure counted against it, which set it aside at the next run.
+    const before = local.proxy.injected.length;
+    local.proxy.dropOn(/BODY\.PEEK\[\] /);
+    const run = await drainMailbox({ ...rt, log: memoryLogger() }).catch((e: Error) => e);
+    expect(run).toBeInstanceOf(ImapError);
+    expect(local.proxy.injected.slice(before)).toEqual([expect.stringMatching(/^drop UID FETCH /)]);
+    expect((await rt.ledger.listMessages(mailbox)).find((r) => r.uid === first)).toMatchObject({
+      state: 'queued',
+      removed: true,
+    });
+
+    // The next run drains the rest; the genuine mail is one task, never set aside.
+    const summary = await drainMailbox({ ...rt, log: memoryLogger() });
+    expect(summary.counts.quarantined).toBe(0);
+    expect(await local.stack.readFolder(mailbox, 'inboxq-quarantine')).toHaveLength(0);
+    await expectAllQueuedOnce(local.stack, settings, mailbox, 31);
   });
 });
