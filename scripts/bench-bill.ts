@@ -28,7 +28,7 @@ import { billOf, monthlyUsd } from '../localstack/host/flex-billing';
 import type { InvocationRecord } from '../localstack/host/meter';
 import { readHostJson } from '../localstack/host/settings';
 import { IngestionEndpoint } from '../localstack/ingestion';
-import { FULL_RUN_INTERVAL_MS } from '../shared/drain/watch';
+import { IDLE_RUN_PERIOD_MS } from '../shared/drain/watch';
 import { partitionKey, REPLIES_TABLE } from '../shared/ledger/rows';
 import { METRIC_EXPORT_INTERVAL_MS } from '../shared/telemetry/setup';
 import { TaskWorker } from '../shared/worker/worker';
@@ -38,10 +38,10 @@ const ROOT = path.join(__dirname, '..', '..');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const HOUR_MS = 3600_000;
 /**
- * The idle window: long enough to hold each mailbox's periodic run (every FULL_RUN_INTERVAL_MS plus
- * up to a minute, watch.ts), which an idle hour has too.
+ * The idle window: long enough to hold each mailbox's periodic run (IDLE_RUN_PERIOD_MS apart at
+ * most, watch.ts), which an idle hour has too, and 10 s more.
  */
-export const DEFAULT_IDLE_SECONDS = (FULL_RUN_INTERVAL_MS + 70_000) / 1000;
+export const DEFAULT_IDLE_SECONDS = (IDLE_RUN_PERIOD_MS + 10_000) / 1000;
 
 /** The default deployment's schedule and instance size, as infra/ deploys them. */
 export function deployedDefaults(): { schedule: string; periodSeconds: number; instanceMemoryMB: number } {

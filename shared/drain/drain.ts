@@ -280,6 +280,8 @@ async function drainBatches(
     : config.drain.maxMessagesPerRun;
   const planAt = (index: number) =>
     nextPlan(mails, index, Math.min(BATCH_SIZE, limit - index), suspects, session.uidValidity);
+  const holdsSuspect = (entries: MailboxEntry[]) =>
+    entries.some((m) => suspects.has(suspectKey(session.uidValidity, m.uid)));
   let index = 0;
   while (index < mails.length) {
     if (index >= limit) {
@@ -302,13 +304,9 @@ async function drainBatches(
       // never while a suspect is drained alone: a failure then is the suspect's, or the fetch
       // ahead's, and a genuine mail must not be blamed for the mail behind it.
       const after = index + plan.entries.length;
-      const alone = plan.entries.some((m) => suspects.has(suspectKey(session.uidValidity, m.uid)));
-      const following = !alone && after < mails.length && after < limit ? planAt(after) : undefined;
-      const ahead =
-        following?.kind === 'batch' &&
-        !following.entries.some((m) => suspects.has(suspectKey(session.uidValidity, m.uid)))
-          ? following.entries
-          : undefined;
+      const following =
+        !holdsSuspect(plan.entries) && after < mails.length && after < limit ? planAt(after) : undefined;
+      const ahead = following?.kind === 'batch' && !holdsSuspect(following.entries) ? following.entries : undefined;
       results = await drainEntries(deps, session, lease, plan.entries, reader, ahead);
       index = after;
     }

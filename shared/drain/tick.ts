@@ -125,8 +125,9 @@ async function lookFailed(deps: TickDeps, err: unknown): Promise<TickOutcome> {
   const { config, log, watch } = deps;
   const now = deps.now ?? Date.now;
   if (err instanceof ImapError && err.failure === 'throttled' && (err.backoffMs ?? 0) > LONG_BACKOFF_MS) {
-    watch.throttled(now() + err.backoffMs!);
-    log.warn(`Exchange throttled the mailbox; its runs wait until ${new Date(now() + err.backoffMs!).toISOString()}`, {
+    const until = now() + err.backoffMs!;
+    watch.throttled(until);
+    log.warn(`Exchange throttled the mailbox; its runs wait until ${new Date(until).toISOString()}`, {
       mailbox: config.mailbox,
     });
     return { key: config.key, mailbox: config.mailbox, action: 'waiting', why: describeError(err) };

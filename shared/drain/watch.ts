@@ -8,14 +8,14 @@
  *   - the first tick of this instance: what the last run anywhere left in its lease row (suspects, a
  *     reconcile, a killed batch) is taken over, and the run is recorded for `inboxq status`;
  *   - the last run here left work: it failed, or held mail back;
- *   - every FULL_RUN_INTERVAL_MS (plus a few seconds per mailbox, so several don't all run in one
+ *   - every FULL_RUN_INTERVAL_MS (plus up to a minute, by mailbox, so several don't all run in one
  *     tick): Storage retention, the mailbox retention, a reconcile another instance asked for, and
  *     the run record `inboxq status` judges staleness by (shared/ops/silence.ts).
  *
- * A mailbox whose look or run failed here, or whose run took far longer than a tick's share, is *demoted*: for a while (doubling from a minute to
- * MAX_DEMOTION_MS) the schedule only asks the drain function for a run (another instance, at most
- * once every REQUEST_INTERVAL_MS) instead of working on it in the tick, so a slow or broken mailbox
- * never holds up the ticks of the others. Nothing here is stored: a new instance starts with a run.
+ * A mailbox whose look or run failed here, or whose run took far longer than a tick's share, is
+ * *demoted*: for a while (doubling from a minute to MAX_DEMOTION_MS) the schedule only asks the
+ * drain function for a run (another instance, at most once every REQUEST_INTERVAL_MS) instead of
+ * working on it in the tick, so a slow or broken mailbox never holds up the ticks of the others. Nothing here is stored: a new instance starts with a run.
  */
 import { createHash } from 'node:crypto';
 
@@ -25,6 +25,8 @@ import type { DrainSummary } from './drain';
 export const FULL_RUN_INTERVAL_MS = 5 * 60_000;
 /** Spread of those runs across mailboxes: up to this much later, by the mailbox's key. */
 const FULL_RUN_SPREAD_MS = 60_000;
+/** The longest an idle mailbox goes between two of those runs (and their records in the ledger). */
+export const IDLE_RUN_PERIOD_MS = FULL_RUN_INTERVAL_MS + FULL_RUN_SPREAD_MS;
 /** The first demotion after a failure; each failure in a row doubles it. */
 export const FIRST_DEMOTION_MS = 60_000;
 export const MAX_DEMOTION_MS = 15 * 60_000;

@@ -5,7 +5,7 @@
  *   INBOX, no run that drained (ok or partial) since three occurrences of the drain schedule have
  *   passed, each given the run's budget and a minute to finish (every tick that sees mail runs one);
  *   with INBOX empty, none since three of the periodic runs an idle mailbox gets
- *   (shared/drain/watch.ts: every FULL_RUN_INTERVAL_MS, plus a minute of spread): an idle tick
+ *   (shared/drain/watch.ts: IDLE_RUN_PERIOD_MS at most): an idle tick
  *   records nothing.
  * - The silence alert (infra/app/silence.kql, evaluated by Azure Monitor): no `inboxq.heartbeat`
  *   of a mailbox in the last 15 minutes, including a mailbox that never sent one. `silentMailboxes`
@@ -14,7 +14,7 @@
  */
 import { CronExpressionParser } from 'cron-parser';
 
-import { FULL_RUN_INTERVAL_MS } from '../drain/watch';
+import { IDLE_RUN_PERIOD_MS } from '../drain/watch';
 import { METRIC_NAMES } from '../telemetry/metrics';
 
 /** The window of the silence alert: a mailbox with no heartbeat for this long is silent. */
@@ -26,9 +26,6 @@ export interface Staleness {
   stale: boolean;
   reason: string;
 }
-
-/** The longest an idle mailbox goes between two recorded runs (watch.ts: the interval and its spread). */
-export const IDLE_RUN_PERIOD_MS = FULL_RUN_INTERVAL_MS + 60_000;
 
 /**
  * Stale when `STALE_PERIODS` occurrences of `schedule` (NCRONTAB, six fields, UTC) lie between the

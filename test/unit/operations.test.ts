@@ -6,7 +6,8 @@ import { readFileSync } from 'node:fs';
 
 import { describe, expect, it } from 'vitest';
 
-import { IDLE_RUN_PERIOD_MS, SILENCE_WINDOW_MS, silentMailboxes, staleness } from '../../shared/ops/silence';
+import { IDLE_RUN_PERIOD_MS } from '../../shared/drain/watch';
+import { SILENCE_WINDOW_MS, silentMailboxes, staleness } from '../../shared/ops/silence';
 import { classifyQuery, printable } from '../../shared/ops/trace';
 import { METRIC_NAMES } from '../../shared/telemetry/metrics';
 
