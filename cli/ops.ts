@@ -165,11 +165,7 @@ export async function replay(args: string[], env: Env): Promise<CliResult> {
   const configs = mailboxesOf(settingsFromEnvironment(env, values.settings), values.mailbox);
   // Every mailbox of a deployment shares one storage account (AzureWebJobsStorage).
   const storage = createStorageClients(configs[0]!.storage, configs[0]!.mailbox);
-  const result = await replayPoisonedReplies(
-    storage,
-    configs.map((c) => c.mailbox),
-    { dryRun: values['dry-run'] ?? false },
-  );
+  const result = await replayPoisonedReplies(storage, configs, { dryRun: values['dry-run'] ?? false });
   return { code: 0, stdout: values.json ? jsonLine(result) : formatReplay(result), stderr: '' };
 }
 

@@ -1,13 +1,15 @@
 /**
  * A sample worker: takes each task from a tasks queue, "does the work" (here: describes what it
- * received, in Markdown, with a CSV of the attachments it got), and answers on the `replies`
+ * received, in Markdown, with a CSV of the attachments it got), and answers on its replies
  * queue. inboxq's reply function sends the answer as a mail with a text and an HTML part,
  * threaded on the original and tagged with its conversation.
  *
- *   AzureWebJobsStorage=<connection string> node build/examples/echo-worker.js [--queue tasks] [--once]
+ *   AzureWebJobsStorage=<connection string> node build/examples/echo-worker.js [--mailbox <key>] [--once]
  *   npm run worker     (next to `npm run stack`: the connection comes from local.settings.json)
  *
- * --queue: `tasks` for a deployment of one mailbox, `tasks-<key>` for the mailbox <key> of several.
+ * --mailbox: none for a deployment of one mailbox (tasks, replies); the key of the mailbox it
+ * serves with several (tasks-<key>, replies-<key>, inboxq-mail-<key>). --queue: another tasks queue
+ * (the mailbox's INBOXQ_<KEY>__TASKS_QUEUE).
  * Replace `work` with your own processing; everything else stays. A worker in another language
  * does the same with its Storage SDK (docs/contract.md).
  */
@@ -15,7 +17,6 @@ import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 import type { ReplyMessageInput, TaskMessage } from '../shared/contract/messages';
-import { TASKS_QUEUE } from '../shared/contract/messages';
 import { TaskWorker } from '../shared/worker/worker';
 
 export interface Answer {
@@ -87,7 +88,9 @@ function fromSettingsFile(file: string): string | undefined {
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      queue: { type: 'string', default: TASKS_QUEUE },
+      // With several mailboxes, the key of the one this worker serves: tasks-<key>, replies-<key>.
+      mailbox: { type: 'string' },
+      queue: { type: 'string' },
       once: { type: 'boolean', default: false },
       settings: { type: 'string', default: 'local.settings.json' },
     },
@@ -97,7 +100,10 @@ async function main(): Promise<void> {
     console.error('Set AzureWebJobsStorage to the storage connection string (UseDevelopmentStorage=true for Azurite).');
     process.exit(2);
   }
-  const worker = TaskWorker.fromConnectionString(connection, { tasksQueue: values.queue });
+  const worker = TaskWorker.fromConnectionString(connection, {
+    ...(values.mailbox ? { mailboxKey: values.mailbox.toLowerCase() } : {}),
+    ...(values.queue ? { tasksQueue: values.queue } : {}),
+  });
   do {
     await runOnce(worker);
     if (!values.once) await new Promise((r) => setTimeout(r, 5000));

@@ -1,14 +1,23 @@
 import { app } from '@azure/functions';
 
-import { REPLIES_QUEUE } from '../shared/contract/messages';
+import { listedMailboxKeys } from '../shared/config/deployment';
+import { mailboxResources } from '../shared/contract/messages';
 import { createHandlers } from '../shared/host/handlers';
 
 const handlers = createHandlers();
 
-// A reply that failed maxDequeueCount times lands in `replies-poison`: its task is marked failed
-// and, with INBOXQ_FAILURE_NOTICE, the sender is told the answer could not be delivered.
+// A reply refused, or failed maxDequeueCount times, lands in its queue's poison queue: its task is
+// marked failed and, with INBOXQ_FAILURE_NOTICE, the sender is told the answer could not be
+// delivered. One poison queue per replies queue (functions/reply.ts).
 app.storageQueue('replyPoison', {
-  queueName: `${REPLIES_QUEUE}-poison`,
+  queueName: `${mailboxResources(null).repliesQueue}-poison`,
   connection: 'AzureWebJobsStorage',
   handler: (message, context) => handlers.replyPoison(message, context),
 });
+for (const key of listedMailboxKeys(process.env)) {
+  app.storageQueue(`replyPoison-${key}`, {
+    queueName: `${mailboxResources(key).repliesQueue}-poison`,
+    connection: 'AzureWebJobsStorage',
+    handler: (message, context) => handlers.replyPoison(message, context, key),
+  });
+}

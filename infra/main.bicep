@@ -72,6 +72,9 @@ param mailbox string = ''
 @description('Several mailboxes: their keys, separated by commas (e.g. sales,support); each needs INBOXQ_<KEY>__MAILBOX in appSettings')
 param mailboxes string = ''
 
+@description('A worker identity per mailbox, as key=principalId pairs separated by commas (e.g. sales=<object id>,support=<object id>; `default` with one mailbox): each gets roles on its mailbox\'s tasks and replies queues, container and worker table only (docs/mailboxes.md)')
+param workerPrincipals string = ''
+
 @description('More INBOXQ_* app settings, as NAME=value pairs separated by semicolons: the per-mailbox INBOXQ_<KEY>__* settings of several mailboxes. The azd hook builds it from the INBOXQ_<KEY>__* values of the azd environment (docs/deployment.md)')
 param appSettings string = ''
 
@@ -128,8 +131,35 @@ var tags = {
   'azd-env-name': environmentName
   application: 'inboxq'
 }
+var storageAccountName = 'st${resourceToken}'
 var mailContainer = 'inboxq-mail'
 var mailboxKeys = filter(map(split(mailboxes, ','), key => toLower(trim(key))), key => !empty(key))
+// What belongs to each mailbox (shared/contract/messages.ts, mailboxResources): with one mailbox,
+// today's names; with several, each its own queues, container and worker table, so a worker's roles
+// can be scoped to its mailbox.
+var mailboxResources = empty(mailboxKeys) ? [
+  {
+    key: 'default'
+    tasksQueue: 'tasks'
+    repliesQueue: 'replies'
+    container: mailContainer
+    doneTable: 'inboxqWorkerDone'
+  }
+] : map(mailboxKeys, key => {
+  key: key
+  tasksQueue: 'tasks-${key}'
+  repliesQueue: 'replies-${key}'
+  container: '${mailContainer}-${key}'
+  doneTable: 'inboxqWorkerDone${key}'
+})
+// workerPrincipals, `key=principalId,key=principalId`: the worker identity of each mailbox.
+var workerPrincipalList = map(
+  filter(split(workerPrincipals, ','), entry => contains(entry, '=') && !empty(trim(substring(entry, indexOf(entry, '=') + 1)))),
+  entry => {
+    key: toLower(trim(substring(entry, 0, indexOf(entry, '='))))
+    principalId: trim(substring(entry, indexOf(entry, '=') + 1))
+  }
+)
 // appSettings, `NAME=value;NAME=value`, as an object (a value may hold `=`, not `;`).
 var extraSettings = toObject(
   filter(split(appSettings, ';'), pair => contains(pair, '=') && !empty(trim(substring(pair, 0, indexOf(pair, '='))))),
@@ -184,28 +214,35 @@ module monitoring 'core/monitor/monitoring.bicep' = {
 module storage 'core/storage/storage.bicep' = {
   scope: rg
   params: {
-    name: 'st${resourceToken}'
+    name: storageAccountName
     location: location
     tags: tags
-    containers: [
+    // With several mailboxes, each has its own tasks and replies queues, container and worker table.
+    // The shared ones stay: `replies` is read while a deployment moves over (docs/mailboxes.md).
+    containers: union([
       mailContainer
       deploymentContainer
-    ]
-    // With several mailboxes, each has its own tasks queue (tasks-<key>).
-    queues: concat([
+    ], map(mailboxResources, m => m.container))
+    queues: union([
       'drain-requests'
       'tasks'
       'replies'
       'replies-poison'
-    ], map(mailboxKeys, key => 'tasks-${key}'))
-    tables: [
+    ], flatten(map(mailboxResources, m => [
+      m.tasksQueue
+      m.repliesQueue
+      '${m.repliesQueue}-poison'
+    ])))
+    tables: union([
       'inboxqMessages'
       'inboxqReplies'
       'inboxqMailboxes'
       'inboxqConversations'
       'inboxqWorkerDone'
-    ]
-    retentionContainer: mailContainer
+    ], map(mailboxResources, m => m.doneTable))
+    retentionContainers: union([
+      mailContainer
+    ], map(mailboxResources, m => m.container))
     retentionDays: mailRetentionDays
     privateOnly: vnetEnabled
   }
@@ -263,6 +300,27 @@ module rbac 'app/rbac.bicep' = {
     credentialModes: credentialModes
   }
 }
+
+// A mailbox's worker identity gets roles on that mailbox's queues, container and table only.
+module workerRoles 'app/worker-roles.bicep' = [
+  for worker in workerPrincipalList: if (contains(map(mailboxResources, m => m.key), worker.key)) {
+    scope: rg
+    name: 'worker-roles-${worker.key}'
+    // The account's name as a value known before deployment, so each assignment's scope (the
+    // queue, container or table) can be checked on the evaluated template (scripts/deploy-check.ts).
+    dependsOn: [
+      storage
+    ]
+    params: {
+      storageAccountName: storageAccountName
+      principalId: worker.principalId
+      tasksQueue: filter(mailboxResources, m => m.key == worker.key)[0].tasksQueue
+      repliesQueue: filter(mailboxResources, m => m.key == worker.key)[0].repliesQueue
+      container: filter(mailboxResources, m => m.key == worker.key)[0].container
+      doneTable: filter(mailboxResources, m => m.key == worker.key)[0].doneTable
+    }
+  }
+]
 
 module observability 'app/observability.bicep' = {
   scope: rg

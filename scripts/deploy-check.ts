@@ -368,7 +368,89 @@ export const CHECKS: Check[] = [
       return problems;
     },
   },
+  {
+    defect: "11. a mailbox's worker can read, answer or attach what belongs to another mailbox (roles on the account)",
+    run(e) {
+      const problems: string[] = [];
+      const [sales, support] = [WORKERS.sales, WORKERS.support];
+      const several = attempt(problems, () =>
+        e.snapshot({
+          mailboxes: 'sales,support',
+          appSettings: 'INBOXQ_SALES__MAILBOX=sales@contoso.com;INBOXQ_SUPPORT__MAILBOX=support@contoso.com',
+          workerPrincipals: `sales=${sales},support=${support},hr=${WORKERS.unknown}`,
+        }),
+      );
+      if (several) {
+        const resources = new Set(
+          several.resources.filter((r) => r.type.startsWith('Microsoft.Storage/')).map((r) => r.name.split('/').pop()),
+        );
+        for (const name of ['replies-sales', 'replies-sales-poison', 'inboxq-mail-sales', 'inboxqWorkerDonesales'])
+          if (!resources.has(name)) problems.push(`two mailboxes: the deployment creates no ${name}`);
+        const expected = (key: string) =>
+          [
+            `queues/tasks-${key} ${WORKER_ROLES.queueProcessor}`,
+            `queues/replies-${key} ${WORKER_ROLES.queueSender}`,
+            `containers/inboxq-mail-${key} ${WORKER_ROLES.blobContributor}`,
+            `tables/inboxqWorkerDone${key} ${WORKER_ROLES.tableContributor}`,
+          ].sort();
+        for (const [key, principal] of [
+          ['sales', sales],
+          ['support', support],
+        ] as const) {
+          const got = scopedRoles(several, principal);
+          if (JSON.stringify(got) !== JSON.stringify(expected(key)))
+            problems.push(`the ${key} worker gets [${got.join(', ')}], expected [${expected(key).join(', ')}]`);
+        }
+        if (scopedRoles(several, WORKERS.unknown).length > 0)
+          problems.push('a worker of a mailbox the deployment does not have (hr) gets roles');
+      }
+      const one = attempt(problems, () => e.snapshot({ workerPrincipals: `default=${sales}` }));
+      if (one) {
+        const got = scopedRoles(one, sales);
+        const want = [
+          `queues/tasks ${WORKER_ROLES.queueProcessor}`,
+          `queues/replies ${WORKER_ROLES.queueSender}`,
+          `containers/inboxq-mail ${WORKER_ROLES.blobContributor}`,
+          `tables/inboxqWorkerDone ${WORKER_ROLES.tableContributor}`,
+        ].sort();
+        if (JSON.stringify(got) !== JSON.stringify(want))
+          problems.push(`one mailbox: its worker gets [${got.join(', ')}], expected [${want.join(', ')}]`);
+      }
+      if (!JSON.stringify(parameterMapping(e)['workerPrincipals']?.value ?? null).includes('INBOXQ_WORKER_PRINCIPALS'))
+        problems.push('main.parameters.json does not fill workerPrincipals from INBOXQ_WORKER_PRINCIPALS');
+      return problems;
+    },
+  },
 ];
+
+/** Worker principals of the scenarios: ids nothing else in the template uses. */
+const WORKERS = {
+  sales: '66666666-6666-4666-8666-666666666666',
+  support: '77777777-7777-4777-8777-777777777777',
+  unknown: '88888888-8888-4888-8888-888888888888',
+};
+const WORKER_ROLES = {
+  queueProcessor: '8a0f0c08-91a1-4084-bc3d-661d67233fed',
+  queueSender: 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a',
+  blobContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe',
+  tableContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3',
+};
+
+/**
+ * A principal's role assignments as `<kind>/<name> <role>`, the scope read from the assignment's
+ * id: `.../queueServices/default/queues/tasks-sales/providers/Microsoft.Authorization/...` is
+ * `queues/tasks-sales`; an assignment on the whole account (or anything else) keeps its scope's id.
+ */
+function scopedRoles(snapshot: Snapshot, principalId: string): string[] {
+  return of(snapshot, 'Microsoft.Authorization/roleAssignments')
+    .filter((r) => String(props(r)['principalId']) === principalId)
+    .map((r) => {
+      const scope = String(r['id']).split('/providers/Microsoft.Authorization/')[0]!;
+      const m = /\/(queues|containers|tables)\/([^/]+)$/.exec(scope);
+      return `${m ? `${m[1]}/${m[2]}` : scope} ${String(props(r)['roleDefinitionId']).split('/').pop()}`;
+    })
+    .sort();
+}
 
 /** True when fn throws (a scenario the template refuses). */
 function attemptRefused(fn: () => unknown): boolean {

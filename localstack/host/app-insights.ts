@@ -12,7 +12,8 @@
  *                                           1,000 executions): count, successes, failures, success
  *                                           rate, minimum, maximum and average duration, at Information
  *
- * A category's level is the one of the longest `logLevel` key it starts with, else `default`.
+ * A category's level is the one of the longest `logLevel` key it starts with (a key's one `*`
+ * standing for any text), else `default`.
  * Adaptive sampling (maxTelemetryItemsPerSecond, 20 by default) is not modelled: it starts well above
  * the rates counted here. The app's own custom metrics go through its exporter, not the host, and
  * are counted where they arrive (the benchmark's ingestion endpoint).
@@ -34,7 +35,13 @@ export function isLogged(category: string, level: string, logLevel: Record<strin
   let longest = -1;
   for (const [key, value] of Object.entries(logLevel)) {
     if (key === 'default') continue;
-    const matches = category === key || category.startsWith(`${key}.`);
+    // One `*` in a rule stands for any text (Microsoft.Extensions.Logging's rule selector):
+    // `Function.*.User` is every function's own lines, whatever its name.
+    const star = key.indexOf('*');
+    const matches =
+      star >= 0
+        ? category.startsWith(key.slice(0, star)) && category.endsWith(key.slice(star + 1))
+        : category === key || category.startsWith(`${key}.`);
     if (matches && key.length > longest) {
       longest = key.length;
       rule = value;

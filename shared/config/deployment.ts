@@ -78,6 +78,19 @@ export function loadDeployment(env: Env): Deployment {
   return { mailboxes };
 }
 
+/**
+ * The mailbox keys INBOXQ_MAILBOXES lists, as far as they are keys (an empty list: a deployment of
+ * one mailbox). What the app registers a reply function per mailbox from, when it loads; the
+ * settings themselves are validated by loadDeployment, which reports what is wrong.
+ */
+export function listedMailboxKeys(env: Env): string[] {
+  const keys = (env['INBOXQ_MAILBOXES'] ?? '')
+    .split(/[,;\s]+/)
+    .map((k) => k.toLowerCase())
+    .filter((k) => MAILBOX_KEY.test(k));
+  return [...new Set(keys)];
+}
+
 /** The mailbox named by its key or its address, case aside. */
 export function findMailbox<T extends Pick<InboxqConfig, 'key' | 'mailbox'>>(
   mailboxes: readonly T[],

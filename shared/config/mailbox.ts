@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 
+import { mailboxResources } from '../contract/messages';
 import { ConfigError } from '../errors';
 import {
   ACKNOWLEDGEMENT_PLACEHOLDERS,
@@ -27,10 +28,13 @@ export function loadMailbox(env: Env, key: string, overrideKey: string | null): 
   checkTogether(s, nameOf, problems);
   if (problems.length > 0 || !credential || !storage) throw new ConfigError(problems, { mailbox: s.INBOXQ_MAILBOX });
 
+  const resources = mailboxResources(overrideKey);
   return {
     key,
     mailbox: s.INBOXQ_MAILBOX,
-    tasksQueue: s.INBOXQ_TASKS_QUEUE ?? (overrideKey === null ? 'tasks' : `tasks-${overrideKey}`),
+    tasksQueue: s.INBOXQ_TASKS_QUEUE ?? resources.tasksQueue,
+    repliesQueue: resources.repliesQueue,
+    mailContainer: resources.container,
     senderPolicy: {
       authorizedSenders: senders,
       trustedAuthservId: s.INBOXQ_TRUSTED_AUTHSERV_ID,

@@ -88,8 +88,8 @@ const queueName = (name: string) =>
     .refine((v) => /^[a-z0-9](?:[a-z0-9]|-(?!-)){1,61}[a-z0-9]$/.test(v), {
       message: `${name} must be a Storage queue name: 3-63 lower-case letters, digits and single dashes, starting and ending with a letter or digit`,
     })
-    .refine((v) => !RESERVED_QUEUES.has(v) && !v.endsWith('-poison'), {
-      message: `${name} must not be one of inboxq's own queues (replies, drain-requests, *-poison)`,
+    .refine((v) => !RESERVED_QUEUES.has(v) && !v.startsWith('replies-') && !v.endsWith('-poison'), {
+      message: `${name} must not be one of inboxq's own queues (replies, replies-*, drain-requests, *-poison)`,
     });
 
 /** An entry of INBOXQ_AUTHORIZED_SENDERS: `someone@example.com` or `*@example.com`. */

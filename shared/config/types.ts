@@ -38,6 +38,10 @@ export interface InboxqConfig {
   mailbox: string;
   /** The queue its tasks go to: `tasks`, or `tasks-<key>` when the deployment serves several mailboxes. */
   tasksQueue: string;
+  /** The queue its replies come from: `replies`, or `replies-<key>` with several mailboxes. */
+  repliesQueue: string;
+  /** The container of its stored mail and its replies' attachments: `inboxq-mail`, or `inboxq-mail-<key>` with several. */
+  mailContainer: string;
   senderPolicy: SenderPolicy;
   identity: {
     tenantId: string;

@@ -15,6 +15,46 @@ export const REPLIES_QUEUE = 'replies';
 export const DRAIN_REQUESTS_QUEUE = 'drain-requests';
 /** Where raw mail, bodies too big for a queue message, and attachments are stored. */
 export const MAIL_CONTAINER = 'inboxq-mail';
+/** Where a TypeScript worker (TaskWorker) records the task ids it has completed. */
+export const WORKER_DONE_TABLE = 'inboxqWorkerDone';
+
+/**
+ * What belongs to one mailbox, and so to its workers: where its tasks go, where its replies come
+ * from, where its mail and its replies' attachments are stored, where its worker records what it
+ * did. A deployment of one mailbox has today's names; with several, every name carries the
+ * mailbox's key, so Azure RBAC can scope a worker's roles to its own mailbox (docs/mailboxes.md).
+ */
+export interface MailboxResources {
+  tasksQueue: string;
+  repliesQueue: string;
+  container: string;
+  workerDoneTable: string;
+}
+
+/** The names of a mailbox's resources: `key` null for a deployment of one mailbox. */
+export function mailboxResources(key: string | null): MailboxResources {
+  if (key === null)
+    return {
+      tasksQueue: TASKS_QUEUE,
+      repliesQueue: REPLIES_QUEUE,
+      container: MAIL_CONTAINER,
+      workerDoneTable: WORKER_DONE_TABLE,
+    };
+  return {
+    tasksQueue: `${TASKS_QUEUE}-${key}`,
+    repliesQueue: `${REPLIES_QUEUE}-${key}`,
+    container: `${MAIL_CONTAINER}-${key}`,
+    workerDoneTable: `${WORKER_DONE_TABLE}${key}`,
+  };
+}
+
+/** Reply ids inboxq keeps for itself (the acknowledgement, the failure notice); a worker's reply may not use them. */
+export const RESERVED_REPLY_ID_PREFIX = 'inboxq-';
+
+/** Where a reply may attach blobs from: `replies/<taskId>/` (TaskWorker.putReplyAttachment writes there). */
+export function replyAttachmentPrefix(taskId: string): string {
+  return `replies/${taskId}/`;
+}
 
 /** Azure Storage queue messages are at most 64 KiB of (base64) text. */
 export const MAX_QUEUE_MESSAGE_CHARS = 64 * 1024;
@@ -100,8 +140,11 @@ export type TaskMessage = z.infer<typeof taskMessageSchema>;
 export const replyAttachmentSchema = z.object({
   filename: z.string().min(1).max(255),
   contentType: z.string().min(1).default('application/octet-stream'),
-  /** A blob in the inboxq-mail container, written by the worker. */
-  blob: z.object({ container: z.literal(MAIL_CONTAINER), name: z.string().min(1).max(1024) }),
+  /**
+   * A blob of the mailbox's container (`inboxq-mail`, or `inboxq-mail-<key>` with several mailboxes):
+   * one the worker wrote under `replies/<taskId>/`, or one of the task's own attachments.
+   */
+  blob: z.object({ container: z.string().min(3).max(63), name: z.string().min(1).max(1024) }),
 });
 
 export const replyMessageSchema = z
@@ -149,6 +192,19 @@ export const acknowledgementsSchema = z.object({
   taskIds: z.array(taskIdSchema).min(1).max(100),
 });
 export type AcknowledgementsMessage = z.infer<typeof acknowledgementsSchema>;
+
+/**
+ * inboxq's own message on a replies queue: tell the sender of this task that the answer to their
+ * mail could not be delivered (INBOXQ_FAILURE_NOTICE). What a failure notice deferred (paced,
+ * connections busy) goes back on the queue as; workers never write it.
+ */
+export const failureNoticeSchema = z.object({
+  type: z.literal('inboxq.failure-notice'),
+  version: z.literal(1),
+  mailbox: email,
+  taskId: taskIdSchema,
+});
+export type FailureNoticeMessage = z.infer<typeof failureNoticeSchema>;
 
 /** "Drain this mailbox now": what the schedule puts on the drain-requests queue for each mailbox. */
 export const drainRequestSchema = z.object({

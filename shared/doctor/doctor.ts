@@ -12,7 +12,7 @@ import { ManagedIdentityCredential } from '@azure/identity';
 
 import { findMailbox, loadDeployment, notConfiguredHere } from '../config/deployment';
 import type { Env, InboxqConfig } from '../config/types';
-import { DRAIN_REQUESTS_QUEUE, MAIL_CONTAINER, REPLIES_QUEUE } from '../contract/messages';
+import { DRAIN_REQUESTS_QUEUE } from '../contract/messages';
 import { CONVERSATIONS_TABLE } from '../conversation/conversations';
 import { parseClientCertificate } from '../credentials/certificate';
 import { readVaultSecret } from '../credentials/keyvault';
@@ -398,9 +398,9 @@ async function checkStorage(config: InboxqConfig, checks: DoctorCheck[]): Promis
     const { missing } = await findMissingResources(
       config.storage,
       {
-        queues: [DRAIN_REQUESTS_QUEUE, config.tasksQueue, REPLIES_QUEUE, `${REPLIES_QUEUE}-poison`],
+        queues: [DRAIN_REQUESTS_QUEUE, config.tasksQueue, config.repliesQueue, `${config.repliesQueue}-poison`],
         tables: [MESSAGES_TABLE, REPLIES_TABLE, MAILBOXES_TABLE, CONVERSATIONS_TABLE],
-        containers: [MAIL_CONTAINER],
+        containers: [config.mailContainer],
       },
       config.mailbox,
     );

@@ -225,6 +225,7 @@ class Batch {
       ok(
         await buildTask(this.deps.storage, {
           mailbox: this.mailbox,
+          container: this.deps.config.mailContainer,
           taskId: mail.taskId,
           record: mail.record,
           header: j!.parsed,
@@ -315,7 +316,7 @@ class Batch {
     const leaving = this.settled.filter((s) => s.destination !== 'stay' && !s.foreignRow);
     await requestAcknowledgements(
       this.deps.storage,
-      this.mailbox,
+      this.deps.config,
       leaving.map((s) => s.record),
     );
   }

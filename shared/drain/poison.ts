@@ -29,7 +29,7 @@ export async function setAsidePoison(
   const uidValidity = session.uidValidity.toString();
   const existing = await ledger.findByUid(mailbox, uidValidity, uid);
   if (existing && existing.state !== 'claimed') {
-    if (config.acknowledgement.enabled) await requestAcknowledgements(deps.storage, mailbox, [existing]);
+    if (config.acknowledgement.enabled) await requestAcknowledgements(deps.storage, config, [existing]);
     const destination = existing.state === 'quarantined' ? 'quarantine' : 'processed';
     if (destination === 'quarantine') await session.remove([uid], 'move', config.drain.quarantineFolder);
     else await session.remove([uid], config.drain.processedAction, config.drain.processedFolder);

@@ -1,12 +1,14 @@
 /**
  * `inboxq replay replies-poison`: sends poisoned replies again, once their cause is fixed.
  *
- * A poisoned reply is in one of two places: still on the replies-poison queue (when the
- * poisoned-reply function has not run), or kept by that function as a blob (shared/reply/parked.ts)
- * after it marked the task failed. Both go back on the replies queue; the reply function then sends
+ * A poisoned reply is in one of two places: still on a poison queue (its mailbox's
+ * `replies-<key>-poison`, or the shared replies-poison) when the poisoned-reply function has not
+ * run, or kept by that function as a blob (shared/reply/parked.ts) after it marked the task failed.
+ * Both go back on the mailbox's replies queue; the reply function then sends
  * each, and its ledger row keeps a reply that was sent after all from going out twice. Only the
  * ids of a reply are printed, never its text.
  */
+import type { InboxqConfig } from '../config/types';
 import { REPLIES_QUEUE, type ReplyMessage } from '../contract/messages';
 import { deleteParkedReply, listParkedReplies, type ParkedReply, readParkedReply } from '../reply/parked';
 import type { StorageClients } from '../storage/clients';
@@ -16,7 +18,9 @@ export interface ReplayedReply {
   mailbox: string;
   taskId: string;
   replyId: string;
-  from: 'replies-poison queue' | 'kept poisoned reply';
+  from: 'poison queue' | 'kept poisoned reply';
+  /** The queue it was (or would be) put back on. */
+  to: string;
 }
 
 export interface ReplayResult {
@@ -24,7 +28,6 @@ export interface ReplayResult {
   dryRun: boolean;
 }
 
-const POISON_QUEUE = `${REPLIES_QUEUE}-poison`;
 /** Messages taken off the poison queue per request (the service's most). */
 const BATCH = 32;
 
@@ -42,24 +45,28 @@ function idsOf(text: string): Pick<ReplyMessage, 'mailbox' | 'taskId' | 'replyId
 }
 
 /**
- * Replays the poisoned replies of `mailboxes` (lower-case addresses). A message on the poison
- * queue for another mailbox, or unreadable, stays where it is.
+ * Replays the poisoned replies of `mailboxes`. A message on a poison queue for another mailbox, or
+ * unreadable, stays where it is.
  */
 export async function replayPoisonedReplies(
   storage: StorageClients,
-  mailboxes: string[],
+  mailboxes: Pick<InboxqConfig, 'mailbox' | 'repliesQueue'>[],
   options: { dryRun: boolean },
 ): Promise<ReplayResult> {
   const replayed: ReplayedReply[] = [];
-  const queue = await storage.queue(POISON_QUEUE);
-  const target = await storage.queue(REPLIES_QUEUE);
-  if (options.dryRun) {
-    // Peeking shows the first 32 only; the count says how many there are.
-    for (const m of (await queue.peekMessages({ numberOfMessages: BATCH })).peekedMessageItems) {
-      const ids = idsOf(m.messageText);
-      if (ids && mailboxes.includes(ids.mailbox)) replayed.push({ ...ids, from: 'replies-poison queue' });
+  const served = new Map(mailboxes.map((m) => [m.mailbox, m.repliesQueue]));
+  const poisonQueues = [...new Set([...mailboxes.map((m) => m.repliesQueue), REPLIES_QUEUE])].map((q) => `${q}-poison`);
+  for (const poison of poisonQueues) {
+    const queue = await storage.queue(poison);
+    if (options.dryRun) {
+      // Peeking shows the first 32 only.
+      for (const m of (await queue.peekMessages({ numberOfMessages: BATCH })).peekedMessageItems) {
+        const ids = idsOf(m.messageText);
+        const to = ids && served.get(ids.mailbox);
+        if (ids && to) replayed.push({ ...ids, from: 'poison queue', to });
+      }
+      continue;
     }
-  } else {
     // Each message is invisible while being looked at; those of other mailboxes are made visible
     // again at the end, so the loop meets each message once.
     const others: { messageId: string; popReceipt: string }[] = [];
@@ -72,37 +79,46 @@ export async function replayPoisonedReplies(
         if (items.length === 0) break;
         for (const m of items) {
           const ids = idsOf(m.messageText);
-          if (!ids || !mailboxes.includes(ids.mailbox)) {
+          const to = ids && served.get(ids.mailbox);
+          if (!ids || !to) {
             others.push(m);
             continue;
           }
-          await target.sendMessage(m.messageText);
+          await (await storage.queue(to)).sendMessage(m.messageText);
           await queue.deleteMessage(m.messageId, m.popReceipt);
-          replayed.push({ ...ids, from: 'replies-poison queue' });
+          replayed.push({ ...ids, from: 'poison queue', to });
         }
       }
     } finally {
       for (const m of others) await queue.updateMessage(m.messageId, m.popReceipt, undefined, 0).catch(() => undefined);
     }
   }
-  for (const mailbox of mailboxes) {
+  for (const { mailbox, repliesQueue } of mailboxes) {
     for (const parked of await listParkedReplies(storage, mailbox)) {
-      if (!options.dryRun) await replayParked(storage, parked);
-      replayed.push({ mailbox, taskId: parked.taskId, replyId: parked.replyId, from: 'kept poisoned reply' });
+      if (!options.dryRun) await replayParked(storage, parked, repliesQueue);
+      replayed.push({
+        mailbox,
+        taskId: parked.taskId,
+        replyId: parked.replyId,
+        from: 'kept poisoned reply',
+        to: repliesQueue,
+      });
     }
   }
   return { replayed, dryRun: options.dryRun };
 }
 
-async function replayParked(storage: StorageClients, parked: ParkedReply): Promise<void> {
+async function replayParked(storage: StorageClients, parked: ParkedReply, queue: string): Promise<void> {
   const message = await readParkedReply(storage, parked);
-  await sendQueueMessage(storage, REPLIES_QUEUE, message, { mailbox: parked.mailbox });
+  await sendQueueMessage(storage, queue, message, { mailbox: parked.mailbox });
   await deleteParkedReply(storage, parked);
 }
 
 export function formatReplay(result: ReplayResult): string {
   const verb = result.dryRun ? 'would be replayed' : 'replayed';
   if (result.replayed.length === 0) return 'No poisoned replies to replay.\n';
-  const lines = result.replayed.map((r) => `  ${r.mailbox}  task ${r.taskId}  reply ${r.replyId}  (${r.from})`);
-  return `${result.replayed.length} poisoned repl${result.replayed.length === 1 ? 'y' : 'ies'} ${verb} to ${REPLIES_QUEUE}:\n${lines.join('\n')}\n`;
+  const lines = result.replayed.map(
+    (r) => `  ${r.mailbox}  task ${r.taskId}  reply ${r.replyId}  (${r.from}, to ${r.to})`,
+  );
+  return `${result.replayed.length} poisoned repl${result.replayed.length === 1 ? 'y' : 'ies'} ${verb}:\n${lines.join('\n')}\n`;
 }

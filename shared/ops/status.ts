@@ -78,9 +78,12 @@ function runView(state: Record<string, unknown>, prefix: 'lastRun' | 'lastSucces
   };
 }
 
-/** The queues a mailbox's status reports: its tasks queue, the shared replies and drain-requests queues, and their poison queues. */
-export function queuesOf(config: Pick<InboxqConfig, 'tasksQueue'>): string[] {
-  const base = [config.tasksQueue, REPLIES_QUEUE, DRAIN_REQUESTS_QUEUE];
+/**
+ * The queues a mailbox's status reports: its tasks and replies queues, the drain-requests queue,
+ * their poison queues; with several mailboxes, also the shared replies queue read while moving over.
+ */
+export function queuesOf(config: Pick<InboxqConfig, 'tasksQueue' | 'repliesQueue'>): string[] {
+  const base = [...new Set([config.tasksQueue, config.repliesQueue, REPLIES_QUEUE, DRAIN_REQUESTS_QUEUE])];
   return [...base, ...base.map((q) => `${q}-poison`)];
 }
 

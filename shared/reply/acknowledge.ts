@@ -87,7 +87,7 @@ export async function sendAcknowledgements(
       continue;
     }
     try {
-      const result = await sendReply(acknowledgementFor(config, record), deps);
+      const result = await sendReply(acknowledgementFor(config, record), deps, 'acknowledgement');
       if (result.outcome === 'sent' || result.outcome === 'found-in-sent-folder') sent++;
       else skipped++;
     } catch (err) {

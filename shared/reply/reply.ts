@@ -18,25 +18,30 @@
  * Pacing: Exchange Online accepts 30 messages a minute per mailbox. When the minute is full, the
  * reply is put back on the queue, invisible until the next minute, instead of failing.
  */
+import type { InboxqConfig } from '../config/types';
 import type { MailboxContext } from '../context';
 import {
+  type AcknowledgementsMessage,
   describeIssues,
-  MAIL_CONTAINER,
-  REPLIES_QUEUE,
+  type FailureNoticeMessage,
+  failureNoticeSchema,
+  replyAttachmentPrefix,
   type ReplyMessage,
   replyMessageSchema,
+  RESERVED_REPLY_ID_PREFIX,
 } from '../contract/messages';
 import {
   authFailureStage,
   describeError,
   ImapError,
+  InboxqError,
   InvalidMessageError,
   ReplyInProgressError,
   SmtpError,
   UnknownTaskError,
 } from '../errors';
 import { blockSending, takeSendingSlot } from '../ledger/pacing';
-import type { MessageRecord, ReplyRecord } from '../ledger/rows';
+import { type MessageRecord, partitionKey, type ReplyRecord } from '../ledger/rows';
 import { SmtpSlots } from '../ledger/smtp-slots';
 import { MailboxSession } from '../mailbox/imap';
 import { BlobStore } from '../storage/blobs';
@@ -66,6 +71,13 @@ export interface ReplyDeps extends MailboxContext {
 }
 
 export type ReplyOutcome = 'sent' | 'already-sent' | 'found-in-sent-folder' | 'deferred' | 'in-progress-elsewhere';
+
+/**
+ * Who asked for a reply: a worker (its reply message, as it wrote it), or inboxq itself (an
+ * acknowledgement, a failure notice), whose replies use the reserved `inboxq-` ids and go back on
+ * the queue, when deferred, as inboxq's own message, never as a reply a worker could have written.
+ */
+export type ReplyOrigin = 'worker' | 'acknowledgement' | 'failure-notice';
 
 export function parseReplyMessage(input: unknown, mailbox: string): ReplyMessage {
   let value = input;
@@ -126,22 +138,46 @@ async function answerableTask(deps: ReplyDeps, reply: ReplyMessage): Promise<Mes
 export async function sendReply(
   input: unknown,
   deps: ReplyDeps,
+  origin: ReplyOrigin = 'worker',
 ): Promise<{ outcome: ReplyOutcome; taskId: string; replyId: string; messageId: string }> {
-  const result = await sendReplyOnce(input, deps);
+  const result = await sendReplyOnce(input, deps, origin);
   inboxqMetrics.reply(deps.config.mailbox, result.outcome);
   return result;
+}
+
+/** What goes back on the replies queue for a deferred reply: the worker's reply, or inboxq's own message for its own. */
+function requeued(
+  reply: ReplyMessage,
+  origin: ReplyOrigin,
+): ReplyMessage | AcknowledgementsMessage | FailureNoticeMessage {
+  if (origin === 'acknowledgement')
+    return { type: 'inboxq.acknowledgements', version: 1, mailbox: reply.mailbox, taskIds: [reply.taskId] };
+  if (origin === 'failure-notice')
+    return { type: 'inboxq.failure-notice', version: 1, mailbox: reply.mailbox, taskId: reply.taskId };
+  return reply;
 }
 
 async function sendReplyOnce(
   input: unknown,
   deps: ReplyDeps,
+  origin: ReplyOrigin,
 ): Promise<{ outcome: ReplyOutcome; taskId: string; replyId: string; messageId: string }> {
   const { config, ledger, log } = deps;
   const now = deps.now ?? Date.now;
   const reply = parseReplyMessage(input, config.mailbox);
+  if (origin === 'worker' && reply.replyId.startsWith(RESERVED_REPLY_ID_PREFIX))
+    throw new InvalidMessageError(
+      "The reply uses a reply id of inboxq's own",
+      [
+        `replyId: ids starting with "${RESERVED_REPLY_ID_PREFIX}" are inboxq's acknowledgements and notices; a worker's reply needs another id`,
+      ],
+      { mailbox: config.mailbox },
+    );
   const task = await answerableTask(deps, reply);
   const { taskId, replyId } = reply;
   const ids = { mailbox: config.mailbox, taskId, replyId };
+  // Checked before anything is claimed or sent: a reply that may not attach what it names never goes out.
+  checkAttachments(config, reply);
 
   const messageId = replyMessageId(config.mailbox, taskId, replyId);
   if (task.state === 'claimed') return deferWhileDrained(deps, reply, task, messageId, now);
@@ -226,7 +262,7 @@ async function sendReplyOnce(
   await deps.onStep?.('claimed', { taskId, replyId });
 
   const defer = async (seconds: number, line: string, lastResponse?: string) => {
-    await sendQueueMessage(deps.storage, REPLIES_QUEUE, reply, {
+    await sendQueueMessage(deps.storage, config.repliesQueue, requeued(reply, origin), {
       mailbox: config.mailbox,
       visibilityTimeoutSeconds: seconds,
     });
@@ -308,6 +344,8 @@ export async function handlePoisonedReply(
   deps: ReplyDeps,
 ): Promise<'marked-failed' | 'notice-sent' | 'unreadable' | 'already-sent'> {
   const { config, ledger, log } = deps;
+  const refused = refusalOf(input);
+  const because = refused ? ` (refused: ${refused})` : '';
   let reply: ReplyMessage;
   let task: MessageRecord;
   try {
@@ -315,16 +353,23 @@ export async function handlePoisonedReply(
     task = await answerableTask(deps, reply);
   } catch (err) {
     if (err instanceof InvalidMessageError || err instanceof UnknownTaskError) {
-      log.error(`A poisoned reply can't be tied to a task and is dropped: ${err.message}`, { mailbox: config.mailbox });
+      log.error(`A poisoned reply can't be tied to a task of this mailbox and is dropped: ${err.message}${because}`, {
+        mailbox: config.mailbox,
+      });
       return 'unreadable';
     }
     throw err;
   }
   const ids = { mailbox: config.mailbox, taskId: reply.taskId, replyId: reply.replyId };
+  if (refused && reply.replyId.startsWith(RESERVED_REPLY_ID_PREFIX)) {
+    // A worker's reply under inboxq's own id: neither the task nor inboxq's own reply is touched.
+    log.error(`A reply under a reply id of inboxq's own was refused and is dropped${because}`, ids);
+    return 'unreadable';
+  }
   const record = await ledger.getReply(config.mailbox, reply.taskId, reply.replyId);
   if (record?.state === 'sent') return 'already-sent';
   // Kept first, so `inboxq replay replies-poison` can send it once the cause is fixed.
-  await parkPoisonedReply(deps.storage, reply, reply);
+  await parkPoisonedReply(deps.storage, reply, refused ? { ...reply, refused } : reply);
   if (record) await ledger.updateReply(record, { state: 'failed' });
   if (reply.replyId === ACKNOWLEDGEMENT_REPLY_ID) {
     // Only the acknowledgement was lost: the task itself goes on, and its answer may still arrive.
@@ -335,30 +380,61 @@ export async function handlePoisonedReply(
   if (task.state !== 'failed')
     await ledger.updateMessage(task, {
       state: 'failed',
-      reasons: [...task.reasons, `the reply ${reply.replyId} could not be delivered`],
+      reasons: [
+        ...task.reasons,
+        `the reply ${reply.replyId} could not be delivered${refused ? `: refused, ${refused}` : ''}`,
+      ],
     });
   inboxqMetrics.reply(config.mailbox, 'failed');
-  log.error('A reply could not be delivered after its retries; the task is marked failed', ids);
-  if (!config.reply.failureNotice || reply.replyId === FAILURE_NOTICE_REPLY_ID) return 'marked-failed';
-  await sendReply(
-    {
-      type: 'inboxq.reply',
-      version: 1,
-      taskId: reply.taskId,
-      mailbox: config.mailbox,
-      replyId: FAILURE_NOTICE_REPLY_ID,
-      text: [
-        'Hello,',
-        '',
-        `your message "${task.subject || '(no subject)'}" was received as task ${reply.taskId}, but the answer to it could not be delivered.`,
-        'Please send your request again, or contact the owner of this mailbox.',
-        '',
-        '(This notice was sent automatically.)',
-      ].join('\n'),
-    },
-    deps,
+  log.error(
+    refused
+      ? `A reply was refused; the task is marked failed${because}`
+      : 'A reply could not be delivered after its retries; the task is marked failed',
+    ids,
   );
+  if (!config.reply.failureNotice || reply.replyId === FAILURE_NOTICE_REPLY_ID) return 'marked-failed';
+  await sendReply(failureNoticeFor(config.mailbox, task), deps, 'failure-notice');
   return 'notice-sent';
+}
+
+/** The reason a reply was refused (what the reply function wrote beside it on the poison queue), if it was. */
+export function refusalOf(message: unknown): string | undefined {
+  const refused =
+    typeof message === 'object' && message !== null ? (message as { refused?: unknown }).refused : undefined;
+  return typeof refused === 'string' ? refused.slice(0, 2000) : undefined;
+}
+
+/** The notice that tells a sender the answer to their mail could not be delivered. */
+export function failureNoticeFor(mailbox: string, task: MessageRecord): ReplyMessage {
+  return {
+    type: 'inboxq.reply',
+    version: 1,
+    taskId: task.taskId,
+    mailbox,
+    replyId: FAILURE_NOTICE_REPLY_ID,
+    text: [
+      'Hello,',
+      '',
+      `your message "${task.subject || '(no subject)'}" was received as task ${task.taskId}, but the answer to it could not be delivered.`,
+      'Please send your request again, or contact the owner of this mailbox.',
+      '',
+      '(This notice was sent automatically.)',
+    ].join('\n'),
+    attachments: [],
+  };
+}
+
+/** A failure notice that was deferred (inboxq's own `inboxq.failure-notice` message): sent once, like any reply. */
+export async function sendDeferredFailureNotice(message: unknown, deps: ReplyDeps): Promise<ReplyOutcome> {
+  const parsed = failureNoticeSchema.safeParse(message);
+  if (!parsed.success)
+    throw new InboxqError('A failure-notice message is malformed', {
+      mailbox: deps.config.mailbox,
+      hint: 'only inboxq writes it; this is a bug',
+    });
+  const task = await deps.ledger.getMessage(deps.config.mailbox, parsed.data.taskId);
+  if (!task || task.state !== 'failed') return 'already-sent';
+  return (await sendReply(failureNoticeFor(deps.config.mailbox, task), deps, 'failure-notice')).outcome;
 }
 
 /** A reply to a task whose drain has not recorded it yet waits this long between looks. */
@@ -390,7 +466,7 @@ async function deferWhileDrained(
     );
   }
   const seconds = CLAIMED_DEFER_SECONDS + Math.floor(Math.random() * 5);
-  await sendQueueMessage(deps.storage, REPLIES_QUEUE, reply, {
+  await sendQueueMessage(deps.storage, config.repliesQueue, reply, {
     mailbox: config.mailbox,
     visibilityTimeoutSeconds: seconds,
   });
@@ -402,6 +478,44 @@ async function deferWhileDrained(
   return { outcome: 'deferred', taskId, replyId, messageId };
 }
 
+/** A segment of a blob name a reply may attach: not a dot segment, no separator, percent-encoding or control character. */
+function isPlainSegment(segment: string): boolean {
+  if (segment.length === 0 || segment.length > 255 || segment === '.' || segment === '..') return false;
+  for (const ch of segment) {
+    const code = ch.codePointAt(0)!;
+    if (code < 0x20 || code === 0x7f || ch === '\\' || ch === '%') return false;
+  }
+  return true;
+}
+
+/**
+ * Where a reply may attach blobs from: its mailbox's container, under `replies/<taskId>/` (what
+ * TaskWorker.putReplyAttachment writes) or under the task's own attachments. Anything else (another
+ * container, another mailbox's or another task's blobs, a name that climbs out with `..`, hides a
+ * separator in `%2F` or `\`) is refused before anything is sent: the reply goes to the poison queue
+ * with the reason.
+ */
+export function checkAttachments(config: Pick<InboxqConfig, 'mailbox' | 'mailContainer'>, reply: ReplyMessage): void {
+  const allowed = [replyAttachmentPrefix(reply.taskId), `${partitionKey(config.mailbox)}/${reply.taskId}/attachments/`];
+  const problems: string[] = [];
+  for (const [i, a] of reply.attachments.entries()) {
+    const { container, name } = a.blob;
+    const prefix = allowed.find((p) => name.startsWith(p));
+    const rest = prefix === undefined ? '' : name.slice(prefix.length);
+    if (container !== config.mailContainer)
+      problems.push(`attachments.${i}.blob: container ${container} is not this mailbox's (${config.mailContainer})`);
+    else if (prefix === undefined || !rest.split('/').every(isPlainSegment))
+      problems.push(
+        `attachments.${i}.blob: ${JSON.stringify(name)} is not under ${allowed[0]} (where the worker puts reply attachments) or the task's own attachments, as one plain name`,
+      );
+  }
+  if (problems.length > 0)
+    throw new InvalidMessageError('The reply attaches a blob it may not', problems, {
+      mailbox: config.mailbox,
+      hint: "a reply may attach only what TaskWorker.putReplyAttachment stored for its task (replies/<taskId>/<name> in the mailbox's container) or the task's own attachments",
+    });
+}
+
 /**
  * The reply's attachments: each blob checked to be there now (a missing one fails the reply before
  * anything is sent), then read as the mail goes out, a fresh stream per attempt. Never held in
@@ -410,7 +524,7 @@ async function deferWhileDrained(
  */
 async function attachmentsOf(deps: ReplyDeps, reply: ReplyMessage): Promise<() => ComposedAttachment[]> {
   if (reply.attachments.length === 0) return () => [];
-  const blobs = new BlobStore(deps.storage, MAIL_CONTAINER, deps.config.mailbox);
+  const blobs = new BlobStore(deps.storage, deps.config.mailContainer, deps.config.mailbox);
   for (const a of reply.attachments) await blobs.size(a.blob.name);
   return () =>
     reply.attachments.map((a) => ({

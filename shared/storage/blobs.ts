@@ -91,6 +91,18 @@ export class BlobStore {
     }
   }
 
+  /** True when at least one blob's name starts with the prefix (one listing of one name). */
+  async hasAny(prefix: string): Promise<boolean> {
+    const container = await this.storage.container(this.container);
+    try {
+      const page = await container.listBlobsFlat({ prefix }).byPage({ maxPageSize: 1 }).next();
+      return !page.done && page.value.segment.blobItems.length > 0;
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return false;
+      throw storageError(`Can't list blobs under ${this.container}/${prefix}`, err, this.mailbox);
+    }
+  }
+
   /** Deletes every blob under a prefix (retention clean-up); returns how many. */
   async deletePrefix(prefix: string): Promise<number> {
     const container = await this.storage.container(this.container);

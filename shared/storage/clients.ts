@@ -96,11 +96,14 @@ function serviceClients(connection: StorageConnection) {
 /**
  * Clients of one storage account. The app creates each table, queue and container on first use;
  * `readOnly` (the CLI's trace and status) creates nothing: a missing one reads as empty.
+ * `createIfAllowed` (a worker of one mailbox, whose identity has roles on its own queues, container
+ * and table only, which the deployment made): a create refused with 403 is not an error; the
+ * resource's own requests then say whether it may be used.
  */
 export function createStorageClients(
   connection: StorageConnection,
   mailbox?: string,
-  options: { readOnly?: boolean } = {},
+  options: { readOnly?: boolean; createIfAllowed?: boolean } = {},
 ): StorageClients {
   const ready = new Map<string, Promise<unknown>>();
   const { queueService, blobService, table: tableClient } = serviceClients(connection);
@@ -108,6 +111,15 @@ export function createStorageClients(
     connection.kind === 'connection-string'
       ? accountFromConnectionString(connection.connectionString)
       : new URL(connection.queueServiceUri).host;
+
+  const make = async (request: () => Promise<unknown>) => {
+    if (options.readOnly) return;
+    try {
+      await request();
+    } catch (err) {
+      if (!(options.createIfAllowed && (err as { statusCode?: number }).statusCode === 403)) throw err;
+    }
+  };
 
   function once<T>(key: string, create: () => Promise<T>): Promise<T> {
     let p = ready.get(key) as Promise<T> | undefined;
@@ -126,19 +138,19 @@ export function createStorageClients(
     table: (table) =>
       once(`table ${table}`, async () => {
         const client = tableClient(table);
-        if (!options.readOnly) await client.createTable();
+        await make(() => client.createTable());
         return client;
       }),
     queue: (queue) =>
       once(`queue ${queue}`, async () => {
         const client = queueService.getQueueClient(queue);
-        if (!options.readOnly) await client.createIfNotExists();
+        await make(() => client.createIfNotExists());
         return client;
       }),
     container: (container) =>
       once(`container ${container}`, async () => {
         const client = blobService.getContainerClient(container);
-        if (!options.readOnly) await client.createIfNotExists();
+        await make(() => client.createIfNotExists());
         return client;
       }),
   };

@@ -16,13 +16,13 @@ import {
   type BlobRef,
   decodeQueueMessage,
   describeIssues,
-  MAIL_CONTAINER,
-  REPLIES_QUEUE,
+  mailboxResources,
+  replyAttachmentPrefix,
   type ReplyMessageInput,
   replyMessageSchema,
+  RESERVED_REPLY_ID_PREFIX,
   type TaskMessage,
   taskMessageSchema,
-  TASKS_QUEUE,
 } from '../contract/messages';
 import { InvalidMessageError } from '../errors';
 import { partitionKey } from '../ledger/rows';
@@ -40,8 +40,6 @@ async function isDone(table: TableClient, pk: string, rk: string): Promise<boole
   }
 }
 
-export const WORKER_DONE_TABLE = 'inboxqWorkerDone';
-
 export interface ReceivedTask {
   task: TaskMessage;
   dequeueCount: number;
@@ -50,25 +48,42 @@ export interface ReceivedTask {
 }
 
 export interface TaskWorkerOptions {
-  /** The queue to take tasks from: `tasks` for a one-mailbox deployment, `tasks-<key>` (or the mailbox's INBOXQ_<KEY>__TASKS_QUEUE) with several. */
+  /**
+   * The key of the mailbox this worker serves in a deployment of several (INBOXQ_MAILBOXES): its
+   * tasks come from `tasks-<key>`, its replies go to `replies-<key>`, its reply attachments to
+   * `inboxq-mail-<key>`, and it records what it did in `inboxqWorkerDone<key>`, which are what
+   * the mailbox's worker identity is granted (docs/mailboxes.md). Unset: a deployment of one mailbox.
+   */
+  mailboxKey?: string;
+  /** Another tasks queue than the mailbox's own (the mailbox's INBOXQ_<KEY>__TASKS_QUEUE). */
   tasksQueue?: string;
 }
 
-/** Reply ids inboxq keeps for itself (the acknowledgement, the failure notice). */
-export const RESERVED_REPLY_ID_PREFIX = 'inboxq-';
+export { RESERVED_REPLY_ID_PREFIX };
 
 export class TaskWorker {
-  private readonly blobs: BlobStore;
   readonly tasksQueue: string;
+  readonly repliesQueue: string;
+  /** The container the worker's reply attachments go to: the mailbox's own. */
+  readonly container: string;
+  private readonly doneTable: string;
 
   constructor(
     private readonly storage: StorageClients,
     options: TaskWorkerOptions = {},
   ) {
-    this.blobs = new BlobStore(storage, MAIL_CONTAINER);
-    this.tasksQueue = options.tasksQueue ?? TASKS_QUEUE;
+    const own = mailboxResources(options.mailboxKey ?? null);
+    this.tasksQueue = options.tasksQueue ?? own.tasksQueue;
+    this.repliesQueue = own.repliesQueue;
+    this.container = own.container;
+    this.doneTable = own.workerDoneTable;
   }
 
+  /**
+   * A worker on a connection string (an account key: Azurite, or a test). In Azure, a worker of one
+   * mailbox signs in with its own identity instead, which may only use its mailbox's queues,
+   * container and table: `new TaskWorker(createStorageClients(identityConnection, undefined, { createIfAllowed: true }), { mailboxKey })`.
+   */
   static fromConnectionString(connectionString: string, options: TaskWorkerOptions = {}): TaskWorker {
     return new TaskWorker(createStorageClients({ kind: 'connection-string', connectionString }), options);
   }
@@ -86,7 +101,7 @@ export class TaskWorker {
     } = {},
   ): Promise<ReceivedTask[]> {
     const queue = await this.storage.queue(this.tasksQueue);
-    const done = await this.storage.table(WORKER_DONE_TABLE);
+    const done = await this.storage.table(this.doneTable);
     const { receivedMessageItems } = await queue.receiveMessages({
       numberOfMessages: options.max ?? 16,
       visibilityTimeout: options.visibilitySeconds ?? 300,
@@ -130,9 +145,9 @@ export class TaskWorker {
     return out;
   }
 
-  /** The bytes of a blob a task refers to (raw message, body, attachment). */
+  /** The bytes of a blob a task refers to (raw message, body, attachment), from the container the task names. */
   readBlob(ref: BlobRef): Promise<Buffer> {
-    return this.blobs.get(ref.name);
+    return new BlobStore(this.storage, ref.container).get(ref.name);
   }
 
   /** The whole message as received (RFC 5322), inline or from its blob. */
@@ -165,9 +180,9 @@ export class TaskWorker {
     content: Buffer,
     contentType = 'application/octet-stream',
   ) {
-    const name = `replies/${task.taskId}/${filename.replace(/[^\w.-]+/g, '_')}`;
-    await this.blobs.put(name, content, contentType);
-    return { filename, contentType, blob: { container: MAIL_CONTAINER as typeof MAIL_CONTAINER, name } };
+    const name = `${replyAttachmentPrefix(task.taskId)}${filename.replace(/[^\w.-]+/g, '_').replace(/^\.+/, '_')}`;
+    await new BlobStore(this.storage, this.container).put(name, content, contentType);
+    return { filename, contentType, blob: { container: this.container, name } };
   }
 
   /** Validates and queues a reply (`text`, or `markdown` for a mail with a rendered HTML part). */
@@ -180,6 +195,6 @@ export class TaskWorker {
         `replyId: ids starting with "${RESERVED_REPLY_ID_PREFIX}" are inboxq's own`,
       ]);
     }
-    await sendQueueMessage(this.storage, REPLIES_QUEUE, message.data);
+    await sendQueueMessage(this.storage, this.repliesQueue, message.data);
   }
 }

@@ -11,7 +11,7 @@ import { type ParsedMail, simpleParser } from 'mailparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalStack } from '../../localstack';
-import type { TaskMessage } from '../../shared/contract/messages';
+import { encodeQueueMessage, type TaskMessage } from '../../shared/contract/messages';
 import { conversationIdFor } from '../../shared/identity/ids';
 import { decodeThreadIndex, newThreadIndex, readThreadIndex } from '../../shared/mail/thread-index';
 import { TaskWorker } from '../../shared/worker/worker';
@@ -274,16 +274,7 @@ describe('acknowledgements', () => {
 
     // A drain that found the mail queued but not yet removed queues the acknowledgement again: still one mail.
     await queue(stack, REPLIES_QUEUE).sendMessage(
-      Buffer.from(
-        JSON.stringify({
-          type: 'inboxq.reply',
-          version: 1,
-          taskId: task.taskId,
-          mailbox,
-          replyId: 'inboxq-ack',
-          text: 'again',
-        }),
-      ).toString('base64'),
+      encodeQueueMessage({ type: 'inboxq.acknowledgements', version: 1, mailbox, taskIds: [task.taskId] }),
     );
     await sendReplies(env);
     expect(await inboxOf(sender)).toHaveLength(1);

@@ -19,12 +19,18 @@ import {
 import { type ImapError } from '../../shared/errors';
 import type { DrainOutcome, TickOutcome } from '../../shared/host/handlers';
 import { TaskWorker } from '../../shared/worker/worker';
-import { runQueueFunction, runTimerFunction } from '../helpers/app';
+import { hostStartSettings, runQueueFunction, runTimerFunction } from '../helpers/app';
 import { buildMail } from '../helpers/mail';
 import { queue, sendReplies } from '../helpers/stack';
 
 let stack: LocalStack;
 let slowProxy: ImapFaultProxy;
+// The app registers a reply function per mailbox from INBOXQ_MAILBOXES when it loads.
+hostStartSettings((s) => ({
+  ...s.settings(''),
+  INBOXQ_MAILBOX: undefined,
+  INBOXQ_MAILBOXES: 'sales,support,broken,slow',
+}));
 beforeAll(async () => {
   stack = await LocalStack.start();
   slowProxy = new ImapFaultProxy(stack.dovecot.imapPort, stack.certs);
@@ -167,25 +173,27 @@ describe('several mailboxes in one deployment', () => {
         .then(async (e) => (e ? (await queue(stack, TASKS_QUEUE).peekMessages()).peekedMessageItems.length : 0)),
     ).toBe(0);
 
-    // Workers of each mailbox answer on the shared replies queue; each answer leaves from its own mailbox.
+    // The worker of each mailbox answers on its mailbox's own replies queue; each answer leaves from its own mailbox.
     const salesTask = (await runtimeFor(env, 'sales').ledger.listMessages('sales@company.test')).find(
       (r) => r.state === 'queued',
     )!;
     const supportTask = (await runtimeFor(env, 'support').ledger.listMessages('support@company.test')).find(
       (r) => r.state === 'queued',
     )!;
-    await TaskWorker.fromConnectionString(stack.azurite.connectionString, { tasksQueue: 'tasks-sales' }).reply({
+    await TaskWorker.fromConnectionString(stack.azurite.connectionString, { mailboxKey: 'sales' }).reply({
       taskId: salesTask.taskId,
       mailbox: 'sales@company.test',
       text: '40 seats: 4,000 EUR.',
     });
-    await TaskWorker.fromConnectionString(stack.azurite.connectionString, { tasksQueue: 'tasks-support' }).reply({
+    await TaskWorker.fromConnectionString(stack.azurite.connectionString, { mailboxKey: 'support' }).reply({
       taskId: supportTask.taskId,
       mailbox: 'support@company.test',
       markdown: 'Please **restart** the printer.',
     });
+    for (const key of ['sales', 'support'])
+      expect((await queue(stack, `replies-${key}`).getProperties()).approximateMessagesCount, key).toBe(2);
     const sent = await sendReplies(stack, env);
-    // Two acknowledgements (sales, support) and two answers.
+    // Two acknowledgements (sales, support) and two answers, each from its mailbox's queue.
     expect(sent).toMatchObject({ succeeded: 4, failed: 0 });
     const alice = await Promise.all(
       (await stack.readFolder('alice@partner.test', 'INBOX')).map((m) => simpleParser(m.source)),
@@ -209,7 +217,7 @@ describe('several mailboxes in one deployment', () => {
     ).toBeGreaterThanOrEqual(1);
   });
 
-  it('a reply that names a mailbox the deployment does not serve is refused, naming the mailboxes it does', async () => {
+  it('a reply on the shared queue that names a mailbox the deployment does not serve is refused, naming the mailboxes it does', async () => {
     const env = stack.settings('', {
       INBOXQ_MAILBOX: undefined,
       INBOXQ_MAILBOXES: 'a,b',
@@ -225,8 +233,12 @@ describe('several mailboxes in one deployment', () => {
         text: 'x',
       }),
     );
-    const run = await sendReplies(stack, env);
-    expect(run).toMatchObject({ succeeded: 0, poisoned: 1 });
+    const run = await runQueueFunction(stack, env, 'reply');
+    expect(run).toMatchObject({ succeeded: 1, poisoned: 0 });
     expect(run.logs.join('\n')).toContain('mailbox: c@company.test is not one of a@company.test, b@company.test');
+    const [poisoned] = (await queue(stack, `${REPLIES_QUEUE}-poison`).peekMessages()).peekedMessageItems;
+    expect((decodeQueueMessage(poisoned!.messageText) as { refused: string }).refused).toContain(
+      'The reply names a mailbox this deployment does not serve',
+    );
   });
 });

@@ -274,12 +274,12 @@ describe('inboxq replay replies-poison', () => {
 
     const dry = await main(['replay', 'replies-poison', '--dry-run'], env);
     expect(dry.stdout).toBe(
-      `1 poisoned reply would be replayed to replies:\n  ${mailbox}  task ${task!.taskId}  reply answer-1  (kept poisoned reply)\n`,
+      `1 poisoned reply would be replayed:\n  ${mailbox}  task ${task!.taskId}  reply answer-1  (kept poisoned reply, to replies)\n`,
     );
     expect((await queue(stack, REPLIES_QUEUE).getProperties()).approximateMessagesCount).toBe(0);
     const replay = await main(['replay', 'replies-poison'], env);
     expect(replay.code).toBe(0);
-    expect(replay.stdout).toContain('1 poisoned reply replayed to replies');
+    expect(replay.stdout).toContain('1 poisoned reply replayed:');
     expect(await sendReplies(stack, env)).toMatchObject({ succeeded: 1, failed: 0 });
     const answerId = `<inboxq.${task!.taskId}.answer-1@company.test>`;
     const delivered = () => stack.smtp.accepted.filter((m) => m.messageId === answerId).length;
@@ -302,7 +302,7 @@ describe('inboxq replay replies-poison', () => {
         text: 'the answer',
       }),
     );
-    expect((await main(['replay', 'replies-poison'], env)).stdout).toContain('(replies-poison queue)');
+    expect((await main(['replay', 'replies-poison'], env)).stdout).toContain('(poison queue, to replies)');
     expect((await poison.getProperties()).approximateMessagesCount).toBe(0);
     await sendReplies(stack, env);
     expect(delivered()).toBe(1);

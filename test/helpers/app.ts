@@ -18,6 +18,17 @@ const ROOT = path.resolve(__dirname, '../..');
 
 let host: Promise<LocalHost> | undefined;
 let sink: string[] | undefined;
+let startSettings: ((stack: LocalStack) => Record<string, string | undefined>) | undefined;
+
+/**
+ * The settings the file's host starts with, instead of one mailbox's: what the app registers its
+ * functions from (a deployment of several mailboxes has a reply function per mailbox). Call it
+ * before the file's first run.
+ */
+export function hostStartSettings(settings: (stack: LocalStack) => Record<string, string | undefined>): void {
+  if (host) throw new Error('hostStartSettings must be called before the host starts');
+  startSettings = settings;
+}
 
 export interface FunctionRun {
   succeeded: number;
@@ -39,7 +50,7 @@ function appHost(stack: LocalStack): Promise<LocalHost> {
       triggers: 'manual',
       env: {
         ...process.env,
-        ...stack.settings('host@company.test'),
+        ...(startSettings ? startSettings(stack) : stack.settings('host@company.test')),
         // Tests step through the queues: a failed message is handled again at once.
         AzureFunctionsJobHost__extensions__queues__visibilityTimeout: '00:00:00',
       },
@@ -95,6 +106,11 @@ export async function runQueueFunction(
   const h = await appHost(stack);
   const run = await logged(logs, () => withSettings(env, () => h.runQueue(name)));
   return { ...run, logs };
+}
+
+/** The names of the functions the file's host registered. */
+export async function registeredFunctions(stack: LocalStack): Promise<string[]> {
+  return (await appHost(stack)).functions.map((f) => f.metadata.name);
 }
 
 /** What the file's host metered so far: every invocation's function, start, end, outcome and log levels. */

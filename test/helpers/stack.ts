@@ -9,7 +9,7 @@ import { runtimeFor } from '../../localstack/runtime';
 import { decodeQueueMessage, REPLIES_QUEUE, type TaskMessage, TASKS_QUEUE } from '../../shared/contract/messages';
 import type { DrainSummary } from '../../shared/drain/drain';
 import type { DrainOutcome, TickOutcome } from '../../shared/host/handlers';
-import { runQueueFunction, runTimerFunction } from './app';
+import { type FunctionRun, registeredFunctions, runQueueFunction, runTimerFunction } from './app';
 
 /**
  * One tick of the drain schedule, as the host runs it: the timer function looks at every mailbox,
@@ -40,14 +40,32 @@ export async function drainTick(
   return outcomes;
 }
 
-/** Runs the reply function over everything on the replies queue, as the host would. */
-export function sendReplies(stack: LocalStack, env: Record<string, string | undefined>, logs: string[] = []) {
-  return runQueueFunction(stack, env, 'reply', logs);
+/** Runs each of these queue functions over everything on its queue, in turn; their runs added up. */
+async function runEach(
+  stack: LocalStack,
+  env: Record<string, string | undefined>,
+  wanted: (name: string) => boolean,
+  logs: string[],
+): Promise<FunctionRun> {
+  const total: FunctionRun = { succeeded: 0, failed: 0, poisoned: 0, results: [], logs };
+  for (const name of (await registeredFunctions(stack)).filter(wanted)) {
+    const run = await runQueueFunction(stack, env, name, logs);
+    total.succeeded += run.succeeded;
+    total.failed += run.failed;
+    total.poisoned += run.poisoned;
+    total.results.push(...run.results);
+  }
+  return total;
 }
 
-/** Runs the poisoned-reply function over everything on the replies-poison queue. */
+/** Runs the reply functions (`reply`, and each mailbox's `reply-<key>`) over everything on their queues, as the host would. */
+export function sendReplies(stack: LocalStack, env: Record<string, string | undefined>, logs: string[] = []) {
+  return runEach(stack, env, (name) => name === 'reply' || name.startsWith('reply-'), logs);
+}
+
+/** Runs the poisoned-reply functions over everything on their poison queues. */
 export function handlePoisonedReplies(stack: LocalStack, env: Record<string, string | undefined>, logs: string[] = []) {
-  return runQueueFunction(stack, env, 'replyPoison', logs);
+  return runEach(stack, env, (name) => name === 'replyPoison' || name.startsWith('replyPoison-'), logs);
 }
 
 /** A tick of a one-mailbox deployment: its drain's summary, or the drain's error thrown. */

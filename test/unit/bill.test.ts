@@ -113,6 +113,10 @@ describe('Application Insights records under host.json', () => {
     expect(isLogged('Worker', 'Information', rules)).toBe(true);
     // A rule is a category or its prefix up to a dot, not any prefix.
     expect(isLogged('Functional', 'Information', { default: 'None', Function: 'Information' })).toBe(false);
+    // One `*` stands for any text: every function's own lines, not the host's lines about it.
+    const wild = { default: 'Information', Function: 'Warning', 'Function.*.User': 'Information' };
+    expect(isLogged('Function.reply-sales.User', 'Information', wild)).toBe(true);
+    expect(isLogged('Function.reply-sales', 'Information', wild)).toBe(false);
   });
 
   it('with the defaults, an idle tick every 5 s is a request and two traces each, and the aggregator', () => {
@@ -138,12 +142,14 @@ describe('Application Insights records under host.json', () => {
     expect(telemetryOf([failed], product)).toEqual({ requests: 0, traces: 2, hostMetrics: 0 });
   });
 
-  it("names every function the app registers, so each one's own lines stay at Information", () => {
+  it("names every function the app registers, so each one's own lines stay at Information (a mailbox's own reply functions too)", () => {
     const names = readdirSync('functions')
       .map((f) => readFileSync(`functions/${f}`, 'utf8'))
       .flatMap((src) => [...src.matchAll(/app\.(?:timer|storageQueue)\('(\w+)'/g)].map((m) => m[1]!));
     expect(names.sort()).toEqual(['drain', 'drainSchedule', 'reply', 'replyPoison']);
-    for (const name of names) expect(isLogged(`Function.${name}.User`, 'Information', product), name).toBe(true);
+    for (const name of [...names, 'reply-sales', 'replyPoison-sales'])
+      expect(isLogged(`Function.${name}.User`, 'Information', product), name).toBe(true);
+    expect(isLogged('Function.reply-sales', 'Information', product)).toBe(false);
     expect(isLogged('Host.Results', 'Information', product)).toBe(false);
   });
 });

@@ -8,11 +8,16 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 
 import { SETTING_NAMES } from '../../shared/config/schema';
-import { DRAIN_REQUESTS_QUEUE, MAIL_CONTAINER, REPLIES_QUEUE, TASKS_QUEUE } from '../../shared/contract/messages';
+import {
+  DRAIN_REQUESTS_QUEUE,
+  MAIL_CONTAINER,
+  REPLIES_QUEUE,
+  TASKS_QUEUE,
+  WORKER_DONE_TABLE,
+} from '../../shared/contract/messages';
 import { CONVERSATIONS_TABLE } from '../../shared/conversation/conversations';
 import { MAILBOXES_TABLE, MESSAGES_TABLE, REPLIES_TABLE } from '../../shared/ledger/rows';
 import { METRIC_NAMES } from '../../shared/telemetry/metrics';
-import { WORKER_DONE_TABLE } from '../../shared/worker/worker';
 
 const main = readFileSync('infra/main.bicep', 'utf8');
 const functionBicep = readFileSync('infra/app/function.bicep', 'utf8');

@@ -12,8 +12,8 @@ param queues string[] = []
 @description('Tables to create')
 param tables string[] = []
 
-@description('Blobs in this container are deleted this many days after their last change; 0 keeps them')
-param retentionContainer string = ''
+@description('Blobs in these containers are deleted retentionDays after their last change')
+param retentionContainers string[] = []
 param retentionDays int = 30
 
 @description('Days a deleted or overwritten blob (and a deleted container) can still be restored; 0 turns soft delete off')
@@ -95,14 +95,15 @@ resource storageTables 'Microsoft.Storage/storageAccounts/tableServices/tables@2
   }
 ]
 
-resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = if (!empty(retentionContainer) && retentionDays > 0) {
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = if (!empty(retentionContainers) && retentionDays > 0) {
   parent: storage
   name: 'default'
   properties: {
     policy: {
+      // One rule per container (a rule takes at most 10 prefixes); the first keeps its name.
       rules: [
-        {
-          name: 'mail-retention'
+        for (container, i) in retentionContainers: {
+          name: i == 0 ? 'mail-retention' : 'mail-retention-${container}'
           enabled: true
           type: 'Lifecycle'
           definition: {
@@ -111,7 +112,7 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
                 'blockBlob'
               ]
               prefixMatch: [
-                '${retentionContainer}/'
+                '${container}/'
               ]
             }
             actions: {

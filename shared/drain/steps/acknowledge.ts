@@ -1,10 +1,11 @@
 /**
  * Step 8, acknowledge: the first mails of new conversations are acknowledged with one message for
- * the batch on the replies queue; the reply function sends each acknowledgement once, as a reply of
+ * the batch on the mailbox's replies queue; the reply function sends each acknowledgement once, as a reply of
  * its own. Asked again for a mail that a resumed run finds queued but not yet removed (the reply
  * ledger keeps it from being sent twice).
  */
-import { type AcknowledgementsMessage, REPLIES_QUEUE } from '../../contract/messages';
+import type { InboxqConfig } from '../../config/types';
+import type { AcknowledgementsMessage } from '../../contract/messages';
 import { startedBy } from '../../identity/ids';
 import type { MessageRecord } from '../../ledger/rows';
 import type { StorageClients } from '../../storage/clients';
@@ -22,11 +23,12 @@ export function toAcknowledge(records: MessageRecord[]): string[] {
 
 export async function requestAcknowledgements(
   storage: StorageClients,
-  mailbox: string,
+  config: Pick<InboxqConfig, 'mailbox' | 'repliesQueue'>,
   records: MessageRecord[],
 ): Promise<void> {
   const taskIds = toAcknowledge(records);
   if (taskIds.length === 0) return;
+  const { mailbox } = config;
   const message: AcknowledgementsMessage = { type: 'inboxq.acknowledgements', version: 1, mailbox, taskIds };
-  await sendQueueMessage(storage, REPLIES_QUEUE, message, { mailbox });
+  await sendQueueMessage(storage, config.repliesQueue, message, { mailbox });
 }

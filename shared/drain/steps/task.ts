@@ -9,7 +9,6 @@ import type { Readable } from 'node:stream';
 import {
   type AttachmentRef,
   type BlobRef,
-  MAIL_CONTAINER,
   MAX_QUEUE_MESSAGE_CHARS,
   type TaskMessage,
   taskMessageSchema,
@@ -34,6 +33,8 @@ export type MailSource = { kind: 'buffer'; data: Buffer } | { kind: 'stream'; st
 
 export interface TaskInput {
   mailbox: string;
+  /** The mailbox's container (config.mailContainer). */
+  container: string;
   taskId: string;
   record: MessageRecord;
   header: ParsedHeader;
@@ -47,8 +48,8 @@ export interface TaskInput {
  * message, validated against the contract and within the size a queue message can carry.
  */
 export async function buildTask(storage: StorageClients, input: TaskInput): Promise<TaskMessage> {
-  const { mailbox, taskId, record, header, sender, conversation, source } = input;
-  const blobs = new BlobStore(storage, MAIL_CONTAINER, mailbox);
+  const { mailbox, container, taskId, record, header, sender, conversation, source } = input;
+  const blobs = new BlobStore(storage, container, mailbox);
   const prefix = `${partitionKey(mailbox)}/${taskId}`;
 
   let raw: BlobRef | null = null;
