@@ -12,6 +12,7 @@ import type { Env, InboxqConfig } from '../shared/config/types';
 import { ConversationStore } from '../shared/conversation/conversations';
 import { tokenProviderFor } from '../shared/credentials/token';
 import { describeError } from '../shared/errors';
+import { taskIdsFor } from '../shared/identity/task-key';
 import { Ledger } from '../shared/ledger/ledger';
 import { MailboxSession } from '../shared/mailbox/imap';
 import { releaseMails } from '../shared/ops/release';
@@ -74,14 +75,17 @@ export async function trace(args: string[], env: Env): Promise<CliResult> {
   const max = positiveInt(values.max, '--max');
   const timeoutS = positiveInt(values.timeout, '--timeout');
   const configs = mailboxesOf(settingsFromEnvironment(env, values.settings), values.mailbox);
-  const sources = configs.map((config) => {
-    const storage = createStorageClients(config.storage, config.mailbox, { readOnly: true });
-    return {
-      config,
-      ledger: new Ledger(storage, config.mailbox),
-      conversations: new ConversationStore(storage, config.mailbox),
-    };
-  });
+  const sources = await Promise.all(
+    configs.map(async (config) => {
+      const storage = createStorageClients(config.storage, config.mailbox, { readOnly: true });
+      return {
+        config,
+        ledger: new Ledger(storage, config.mailbox),
+        conversations: new ConversationStore(storage, config.mailbox),
+        taskIds: await taskIdsFor({ storage, config }, { create: false }),
+      };
+    }),
+  );
   const result = await traceMail(sources, query, { max, deadline: Date.now() + timeoutS * 1000 });
   const stdout = values.json ? jsonLine(result) : formatTrace(result);
   return { code: result.mails.length > 0 ? 0 : 1, stdout, stderr: '' };

@@ -239,6 +239,8 @@ module storage 'core/storage/storage.bicep' = {
       'inboxqMailboxes'
       'inboxqConversations'
       'inboxqWorkerDone'
+      // The task id key: the app's alone (no worker role on it).
+      'inboxqKeys'
     ], map(mailboxResources, m => m.doneTable))
     retentionContainers: union([
       mailContainer

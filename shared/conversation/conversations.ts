@@ -24,7 +24,7 @@
  */
 import type { TableClient, TableEntityResult, TransactionAction } from '@azure/data-tables';
 
-import { CONVERSATION_ID_CANDIDATES, conversationIdFor, subjectTags, taskIdOfMessageId } from '../identity/ids';
+import { CONVERSATION_ID_CANDIDATES, conversationIdFor, subjectTags } from '../identity/ids';
 import { partitionKey } from '../ledger/rows';
 import { MAX_MESSAGE_ID_CHARS } from '../mail/parse';
 import { boundedJsonList, clip } from '../storage/bounded';
@@ -232,10 +232,14 @@ export class ConversationBatch {
   /** Conversations this batch starts (written insert-if-absent). */
   private readonly created = new Set<Conversation>();
 
-  /** `conversationOfTask` reads a task's conversation id from its ledger row (null: no such task, or none yet). */
+  /**
+   * `conversationOfTask` reads a task's conversation id from its ledger row (null: no such task, or
+   * none yet); `taskIdsOf` names the tasks a Message-ID may belong to, the likeliest first (TaskIds).
+   */
   constructor(
     private readonly store: ConversationStore,
     private readonly conversationOfTask: (taskId: string) => Promise<string | null>,
+    private readonly taskIdsOf: (messageId: string) => string[],
   ) {}
 
   private async conversation(id: string): Promise<Conversation | null> {
@@ -245,9 +249,12 @@ export class ConversationBatch {
 
   /** The conversation of the mail a Message-ID names, if inboxq received or sent it. */
   private async conversationOfMessage(messageId: string): Promise<string | null> {
-    const taskId = taskIdOfMessageId(this.store.mailbox, messageId);
-    if (!this.tasks.has(taskId)) this.tasks.set(taskId, await this.conversationOfTask(taskId));
-    return this.tasks.get(taskId)!;
+    for (const taskId of this.taskIdsOf(messageId)) {
+      if (!this.tasks.has(taskId)) this.tasks.set(taskId, await this.conversationOfTask(taskId));
+      const found = this.tasks.get(taskId)!;
+      if (found) return found;
+    }
+    return null;
   }
 
   async decide(mail: MailForConversation): Promise<ConversationDecision> {

@@ -14,6 +14,7 @@
 import pLimit from 'p-limit';
 
 import type { TaskMessage } from '../contract/messages';
+import { type TaskIds, taskIdsFor } from '../identity/task-key';
 import type { MessageRecord } from '../ledger/rows';
 import type { MailboxEntry, MailboxSession } from '../mailbox/imap';
 import { inboxqMetrics } from '../telemetry/metrics';
@@ -30,7 +31,7 @@ import {
   type ReadMail,
 } from './mail';
 import { requestAcknowledgements } from './steps/acknowledge';
-import { claimBatch } from './steps/claim';
+import { adoptIdsOfBefore, claimBatch } from './steps/claim';
 import { decideConversations } from './steps/conversations';
 import { judgeOne } from './steps/judge';
 import { queuedPatch, queueTask } from './steps/queue';
@@ -78,7 +79,7 @@ export async function drainBatch(
   reader: SourceReader,
   next?: MailboxEntry[],
 ): Promise<{ results: MailResult[]; deferred: MailboxEntry[] }> {
-  const batch = new Batch(deps, session, reader);
+  const batch = new Batch(deps, session, reader, await taskIdsFor(deps));
   const read = await batch.read(entries);
   if (next) reader.prefetch(next);
   const { judged, deferred } = batch.judge(read);
@@ -86,7 +87,7 @@ export async function drainBatch(
   // doesn't cost it (imapflow ends a session that stays quiet for its socket timeout).
   await session.keepAlive(async () => {
     const toBuild = batch.plan(await batch.claim(judged));
-    await batch.buildAndQueue(await decideConversations(deps, deps.config.mailbox, toBuild));
+    await batch.buildAndQueue(await decideConversations(deps, batch.taskIds, toBuild));
     await batch.record();
     await batch.acknowledge();
   });
@@ -106,6 +107,7 @@ class Batch {
     private readonly deps: DrainDeps,
     private readonly session: MailboxSession,
     private readonly reader: SourceReader,
+    readonly taskIds: TaskIds,
   ) {
     this.mailbox = deps.config.mailbox;
   }
@@ -138,7 +140,7 @@ class Batch {
     const deferred: MailboxEntry[] = [];
     const seen = new Set<string>();
     for (const mail of read) {
-      const j = judgeOne(mail, this.mailbox, this.deps.config.senderPolicy);
+      const j = judgeOne(mail, this.taskIds, this.deps.config.senderPolicy);
       if (seen.has(j.taskId)) deferred.push(mail.entry);
       else {
         seen.add(j.taskId);
@@ -150,7 +152,14 @@ class Batch {
 
   /** 3. claim: every mail's row, insert-if-absent, in one transaction per 100. */
   async claim(judged: JudgedMail[]): Promise<ClaimedMail[]> {
-    const claims = partition(await claimBatch(this.deps.ledger, judged, this.mailbox, this.session.uidValidity));
+    const claims = partition(
+      await claimBatch(
+        this.deps.ledger,
+        await adoptIdsOfBefore(this.deps.ledger, this.taskIds, judged),
+        this.mailbox,
+        this.session.uidValidity,
+      ),
+    );
     for (const f of claims.failed) this.settleFailure(f);
     for (const mail of claims.going) await this.step('claimed', mail.entry.uid, mail.taskId);
     return claims.going;

@@ -2,7 +2,7 @@
  * The end of poison-mail detection (suspects.ts): a mail that was in the batch of POISON_RUNS
  * failed or killed runs in a row is not read again.
  */
-import { deriveTaskId } from '../identity/ids';
+import { taskIdsFor } from '../identity/task-key';
 import { isRefused } from '../ledger/ledger';
 import type { MailboxSession } from '../mailbox/imap';
 import type { MailResult } from './batch';
@@ -59,7 +59,7 @@ export async function setAsidePoison(
           judged: { kind: 'malformed', reason },
           accepted: false,
           identity,
-          taskId: deriveTaskId(mailbox, identity),
+          taskId: (await taskIdsFor(deps)).of(identity),
         },
         mailbox,
         session.uidValidity,

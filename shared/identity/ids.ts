@@ -3,7 +3,9 @@
  * claimed under, a conversation id and its subject tag, inboxq's own Message-IDs. Threading works
  * only while writing and reading these agree, so both directions live here.
  *
- *   task id          32 hex = sha256("inboxq-task\0" mailbox "\0" identity)
+ *   task id          32 hex = HMAC-SHA256(key, "inboxq-task\0" mailbox "\0" identity), under the
+ *                    deployment's key (task-key.ts), so no one without it can compute the task id
+ *                    of a mail; before the key existed, sha256 of the same text (rows of then)
  *   identity         `mid:<Message-ID>` for an accepted mail that has one, else `sha256:<header hash>`
  *                    (a rejected or set-aside mail never takes the Message-ID identity, so a forged
  *                    mail can't squat the task id of a genuine mail that arrives later)
@@ -12,11 +14,15 @@
  *   subject tag      `[#<conversation id>]`
  *   own Message-ID   `<inboxq.<task id>.<reply id>@<mailbox domain>>`
  */
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 
-/** Deterministic task id: the same mail (same Message-ID, or same header section without one) always gets the same id. */
-export function deriveTaskId(mailbox: string, identity: string): string {
-  return createHash('sha256').update(`inboxq-task\0${mailbox.toLowerCase()}\0${identity}`).digest('hex').slice(0, 32);
+/**
+ * Deterministic task id: the same mail (same Message-ID, or same header section without one)
+ * always gets the same id under the same key. `key` null: the id of before the key (task-key.ts).
+ */
+export function deriveTaskId(key: Buffer | null, mailbox: string, identity: string): string {
+  const text = `inboxq-task\0${mailbox.toLowerCase()}\0${identity}`;
+  return (key ? createHmac('sha256', key) : createHash('sha256')).update(text).digest('hex').slice(0, 32);
 }
 
 /**
@@ -25,11 +31,6 @@ export function deriveTaskId(mailbox: string, identity: string): string {
  */
 export function mailIdentity(accepted: boolean, messageId: string | null, headerSha256: string): string {
   return accepted && messageId ? `mid:${messageId}` : `sha256:${headerSha256}`;
-}
-
-/** The task id of a received mail named by its Message-ID (accepted mail is claimed under it). */
-export function taskIdOfReceived(mailbox: string, messageId: string): string {
-  return deriveTaskId(mailbox, `mid:${messageId.trim()}`);
 }
 
 /** Hex digits of a conversation id: 96 bits, beyond a birthday search for a chosen mailbox. */
@@ -86,12 +87,4 @@ export function replyMessageId(mailbox: string, taskId: string, replyId: string)
 export function taskIdOfOwnMessageId(messageId: string): string | null {
   const own = /^<inboxq\.([0-9a-f]{32})\.[A-Za-z0-9._-]{1,100}@[^>\s]{1,255}>$/.exec(messageId.trim());
   return own ? own[1]! : null;
-}
-
-/**
- * The task a Message-ID belongs to: one inboxq sent names it; one it received (and accepted)
- * derived it.
- */
-export function taskIdOfMessageId(mailbox: string, messageId: string): string {
-  return taskIdOfOwnMessageId(messageId) ?? taskIdOfReceived(mailbox, messageId);
 }

@@ -18,7 +18,8 @@
  */
 import type { InboxqConfig } from '../config/types';
 import { type ConversationStore } from '../conversation/conversations';
-import { taskIdOfOwnMessageId, taskIdOfReceived } from '../identity/ids';
+import { taskIdOfOwnMessageId } from '../identity/ids';
+import type { TaskIds } from '../identity/task-key';
 import type { Ledger } from '../ledger/ledger';
 import { DELETED_LOCATION, type MessageRecord, type ReplyRecord, UNKNOWN_LOCATION } from '../ledger/rows';
 import { normalizeMessageId } from '../mail/parse';
@@ -97,6 +98,7 @@ export interface TraceSource {
   config: Pick<InboxqConfig, 'mailbox' | 'tasksQueue' | 'drain'>;
   ledger: Ledger;
   conversations: ConversationStore;
+  taskIds: TaskIds;
 }
 
 export interface TraceLimits {
@@ -141,7 +143,7 @@ async function rowsFor(
       const own = taskIdOfOwnMessageId(query.value);
       if (own) return { rows: await byTask([own]), complete: true };
       const messageId = normalizeMessageId(query.value) ?? query.value;
-      const direct = await byTask([taskIdOfReceived(mailbox, messageId)]);
+      const direct = await byTask(source.taskIds.ofMessageId(messageId));
       const scanned = await ledger.findMessagesWhere(mailbox, 'messageId', messageId, limits);
       return { rows: unique([...direct, ...scanned.rows]).slice(0, limits.max), complete: scanned.complete };
     }

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../cli/inboxq';
 import { LocalStack } from '../../localstack';
 import { ImapFaultProxy } from '../../localstack/proxies';
-import { MAIL_CONTAINER } from '../../shared/contract/messages';
+import { mailboxResources } from '../../shared/contract/messages';
 import { CONVERSATIONS_TABLE } from '../../shared/conversation/conversations';
 import { type DoctorCheck, runDoctor } from '../../shared/doctor/doctor';
 import { MAILBOXES_TABLE, MESSAGES_TABLE, REPLIES_TABLE } from '../../shared/ledger/rows';
@@ -17,10 +17,11 @@ beforeAll(async () => {
   stack = await LocalStack.start();
   // What the deployment provisions.
   const storage = createStorageClients({ kind: 'connection-string', connectionString: stack.azurite.connectionString });
-  for (const q of ['drain-requests', 'tasks', 'tasks-ops', 'tasks-hr', 'replies', 'replies-poison'])
+  const own = [null, 'ops', 'hr'].map((key) => mailboxResources(key));
+  for (const q of ['drain-requests', ...own.flatMap((m) => [m.tasksQueue, m.repliesQueue, `${m.repliesQueue}-poison`])])
     await storage.queue(q);
   for (const t of [MESSAGES_TABLE, REPLIES_TABLE, MAILBOXES_TABLE, CONVERSATIONS_TABLE]) await storage.table(t);
-  await storage.container(MAIL_CONTAINER);
+  for (const m of own) await storage.container(m.container);
 });
 afterAll(async () => {
   await stack?.stop();

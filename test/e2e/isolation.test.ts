@@ -17,7 +17,8 @@ import { encodeQueueMessage, type TaskMessage } from '../../shared/contract/mess
 import { ConversationStore } from '../../shared/conversation/conversations';
 import { drainMailbox, type DrainSummary } from '../../shared/drain/drain';
 import { POISON_RUNS } from '../../shared/drain/suspects';
-import { conversationIdFor, deriveTaskId, replyMessageId } from '../../shared/identity/ids';
+import { conversationIdFor, replyMessageId } from '../../shared/identity/ids';
+import { taskIdsFor } from '../../shared/identity/task-key';
 import { memoryLogger } from '../../shared/telemetry/log';
 import { TaskWorker } from '../../shared/worker/worker';
 import { buildMail, eopFail, eopPass } from '../helpers/mail';
@@ -398,7 +399,7 @@ describe(`${cases.length} hostile mails, each between genuine mails of the same 
     if (c.name.startsWith('3.')) {
       const later = genuineTasks.find((t) => t.subject === 'later')!;
       expect(later.messageId).toBe(squatted);
-      expect(later.taskId).toBe(deriveTaskId(mailbox, `mid:${squatted}`));
+      expect(later.taskId).toBe((await taskIdsFor(rt)).of(`mid:${squatted}`));
     }
 
     const outcomes = [...first.outcomes, ...second.outcomes];
@@ -481,9 +482,9 @@ describe('conversation ids', () => {
   it("a new conversation whose id is taken by another sender's takes the next id, and never overwrites the other", async () => {
     const { mailbox, tasksQueue, env } = mailboxFor();
     const messageId = `<collide-${randomUUID()}@partner.test>`;
-    const taskId = deriveTaskId(mailbox, `mid:${messageId}`);
     // Another sender's conversation already holds the id this mail's conversation would get.
     const rt = runtimeFor(env);
+    const taskId = (await taskIdsFor(rt)).of(`mid:${messageId}`);
     const store = new ConversationStore(rt.storage, mailbox);
     const other = {
       id: conversationIdFor(taskId),

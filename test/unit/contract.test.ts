@@ -37,11 +37,13 @@ describe('the queue contract', () => {
 
 describe('identities', () => {
   it('derives the same task id for the same mailbox and Message-ID, and another for anything else', () => {
-    const a = deriveTaskId('Agent@X.com', 'mid:<1@x>');
+    const key = Buffer.alloc(32, 1);
+    const a = deriveTaskId(key, 'Agent@X.com', 'mid:<1@x>');
     expect(a).toMatch(/^[0-9a-f]{32}$/);
-    expect(deriveTaskId('agent@x.com', 'mid:<1@x>')).toBe(a);
-    expect(deriveTaskId('agent@x.com', 'mid:<2@x>')).not.toBe(a);
-    expect(deriveTaskId('other@x.com', 'mid:<1@x>')).not.toBe(a);
+    expect(deriveTaskId(key, 'agent@x.com', 'mid:<1@x>')).toBe(a);
+    expect(deriveTaskId(key, 'agent@x.com', 'mid:<2@x>')).not.toBe(a);
+    expect(deriveTaskId(key, 'other@x.com', 'mid:<1@x>')).not.toBe(a);
+    expect(deriveTaskId(Buffer.alloc(32, 2), 'agent@x.com', 'mid:<1@x>')).not.toBe(a);
   });
 
   it('escapes characters Table Storage keys refuse', () => {

@@ -21,10 +21,9 @@ import {
   mailIdentity,
   replyMessageId,
   startedBy,
-  taskIdOfMessageId,
   taskIdOfOwnMessageId,
-  taskIdOfReceived,
 } from '../../shared/identity/ids';
+import { TaskIds } from '../../shared/identity/task-key';
 import { LeaseLostError, suspectKey, type Suspects } from '../../shared/ledger/lease';
 import { Ledger } from '../../shared/ledger/ledger';
 import type { MessageRecord } from '../../shared/ledger/rows';
@@ -37,18 +36,37 @@ import { boundedJsonList, clip } from '../../shared/storage/bounded';
 import { eopPass } from '../helpers/mail';
 
 const MAILBOX = 'agent@company.test';
+const KEY = { secret: Buffer.alloc(32, 7), createdAt: '2026-12-01T00:00:00.000Z', rowsBefore: false };
+const IDS = new TaskIds(MAILBOX, KEY, 30);
 
 describe('identities', () => {
-  const taskId = deriveTaskId(MAILBOX, 'mid:<a@b>');
+  const taskId = IDS.of('mid:<a@b>');
 
   it('a received mail and a Message-ID inboxq wrote lead back to the same task', () => {
-    expect(taskIdOfReceived(MAILBOX, ' <a@b> ')).toBe(taskId);
-    expect(taskIdOfMessageId(MAILBOX, '<a@b>')).toBe(taskId);
+    expect(IDS.ofMessageId(' <a@b> ')).toEqual([taskId]);
     const own = replyMessageId(MAILBOX, taskId, 'r-1');
     expect(own).toBe(`<inboxq.${taskId}.r-1@company.test>`);
     expect(taskIdOfOwnMessageId(own)).toBe(taskId);
-    expect(taskIdOfMessageId(MAILBOX, own)).toBe(taskId);
+    expect(IDS.ofMessageId(own)).toEqual([taskId]);
     expect(taskIdOfOwnMessageId('<inboxq.nothex.r@x>')).toBeNull();
+  });
+
+  it('task ids are derived under the deployment key: without it no one computes them; before it, the ids of then', () => {
+    const other = new TaskIds(MAILBOX, { ...KEY, secret: Buffer.alloc(32, 8) }, 30);
+    expect(other.of('mid:<a@b>')).not.toBe(taskId);
+    expect(taskId).not.toBe(deriveTaskId(null, MAILBOX, 'mid:<a@b>'));
+    expect(taskId).toBe(deriveTaskId(KEY.secret, 'AGENT@company.test', 'mid:<a@b>'));
+    // A deployment with no rows of before never looks under the old ids.
+    expect(IDS.before('mid:<a@b>', Date.parse(KEY.createdAt))).toBeNull();
+    // One that had some looks for as long as they may be kept (the retention and a day).
+    const upgraded = new TaskIds(MAILBOX, { ...KEY, rowsBefore: true }, 30);
+    const legacy = deriveTaskId(null, MAILBOX, 'mid:<a@b>');
+    expect(upgraded.before('mid:<a@b>', Date.parse(KEY.createdAt) + 30 * 86_400_000)).toBe(legacy);
+    expect(upgraded.before('mid:<a@b>', Date.parse(KEY.createdAt) + 31 * 86_400_000 + 1)).toBeNull();
+    expect(upgraded.ofMessageId('<a@b>', Date.parse(KEY.createdAt))).toEqual([taskId, legacy]);
+    expect(new TaskIds(MAILBOX, { ...KEY, rowsBefore: true }, 0).before('mid:<a@b>', 8.64e15)).toBe(legacy);
+    // The CLI before any drain made a key: the ids of then.
+    expect(new TaskIds(MAILBOX, null, 30).of('mid:<a@b>')).toBe(legacy);
   });
 
   it('only an accepted mail with a Message-ID is claimed under it', () => {
@@ -63,7 +81,7 @@ describe('identities', () => {
     expect(new Set(chain).size).toBe(CONVERSATION_ID_CANDIDATES);
     expect(chain[0]).toBe(taskId.slice(0, 24));
     expect(chain.every((id) => startedBy(id, taskId))).toBe(true);
-    expect(startedBy(conversationIdFor(deriveTaskId(MAILBOX, 'mid:<other@b>')), taskId)).toBe(false);
+    expect(startedBy(conversationIdFor(IDS.of('mid:<other@b>')), taskId)).toBe(false);
   });
 
   it('a Message-ID longer than a header line is no Message-ID', () => {
@@ -107,7 +125,7 @@ describe('bounded row values', () => {
         headerSha256: 'h',
         source: undefined,
       },
-      MAILBOX,
+      IDS,
       policy,
     );
     const record: MessageRecord = {
@@ -145,7 +163,7 @@ describe('the verdict reads the header section only', () => {
         headerSha256: 'h',
         source: whole,
       },
-      MAILBOX,
+      IDS,
       policy,
     );
     expect(judged.accepted).toBe(true);
@@ -159,7 +177,7 @@ describe('the verdict reads the header section only', () => {
     const header = Buffer.from(`From: a@partner.test\r\nX: ${'y'.repeat(MAX_HEADER_BYTES)}\r\n\r\n`);
     const judged = judgeOne(
       { entry: { uid: 1, size: header.length, internalDate: undefined }, header, headerSha256: 'h', source: header },
-      MAILBOX,
+      IDS,
       policy,
     );
     expect(judged.judged).toMatchObject({ kind: 'malformed' });
@@ -268,8 +286,8 @@ describe('poison-mail planning', () => {
 describe('acknowledgements', () => {
   const row = (taskId: string, patch: Partial<MessageRecord>): MessageRecord =>
     ({ taskId, state: 'queued', removed: false, conversationId: conversationIdFor(taskId), ...patch }) as MessageRecord;
-  const a = deriveTaskId(MAILBOX, 'mid:<a>');
-  const b = deriveTaskId(MAILBOX, 'mid:<b>');
+  const a = IDS.of('mid:<a>');
+  const b = IDS.of('mid:<b>');
 
   it('go to the first mail of each new conversation, once, including one that took the next id of its chain', () => {
     expect(
@@ -277,9 +295,9 @@ describe('acknowledgements', () => {
         row(a, {}),
         row(a, {}),
         row(b, { conversationId: conversationIdFor(b, 1) }),
-        row(deriveTaskId(MAILBOX, 'mid:<c>'), { conversationId: conversationIdFor(a) }),
-        row(deriveTaskId(MAILBOX, 'mid:<d>'), { state: 'rejected' }),
-        row(deriveTaskId(MAILBOX, 'mid:<e>'), { removed: true }),
+        row(IDS.of('mid:<c>'), { conversationId: conversationIdFor(a) }),
+        row(IDS.of('mid:<d>'), { state: 'rejected' }),
+        row(IDS.of('mid:<e>'), { removed: true }),
       ]),
     ).toEqual([a, b]);
   });

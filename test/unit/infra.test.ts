@@ -11,11 +11,13 @@ import { SETTING_NAMES } from '../../shared/config/schema';
 import {
   DRAIN_REQUESTS_QUEUE,
   MAIL_CONTAINER,
+  mailboxResources,
   REPLIES_QUEUE,
   TASKS_QUEUE,
   WORKER_DONE_TABLE,
 } from '../../shared/contract/messages';
 import { CONVERSATIONS_TABLE } from '../../shared/conversation/conversations';
+import { KEYS_TABLE } from '../../shared/identity/task-key';
 import { MAILBOXES_TABLE, MESSAGES_TABLE, REPLIES_TABLE } from '../../shared/ledger/rows';
 import { METRIC_NAMES } from '../../shared/telemetry/metrics';
 
@@ -74,10 +76,19 @@ describe('infra', () => {
       MAILBOXES_TABLE,
       CONVERSATIONS_TABLE,
       WORKER_DONE_TABLE,
+      KEYS_TABLE,
     ]) {
       expect(main).toContain(`'${name}'`);
     }
-    expect(main).toContain("map(mailboxKeys, key => 'tasks-${key}')");
+    // With several mailboxes, each one's own resources, named as the code names them.
+    const own = mailboxResources('KEY');
+    expect(main).toContain(`tasksQueue: '${own.tasksQueue.replace('KEY', '${key}')}'`);
+    expect(main).toContain(`repliesQueue: '${own.repliesQueue.replace('KEY', '${key}')}'`);
+    expect(main).toContain(
+      `container: '${own.container.replace(MAIL_CONTAINER, '${mailContainer}').replace('KEY', '${key}')}'`,
+    );
+    expect(main).toContain(`doneTable: '${own.workerDoneTable.replace('KEY', '${key}')}'`);
+    expect(main).toContain("'${m.repliesQueue}-poison'");
     expect(main).toContain(`var mailContainer = '${MAIL_CONTAINER}'`);
     expect(functionBicep).toContain("AzureWebJobsStorage__credential: 'managedidentity'");
     expect(readFileSync('infra/core/storage/storage.bicep', 'utf8')).toContain('allowSharedKeyAccess: false');

@@ -6,6 +6,7 @@
  * refuses one all the same, that mail is claimed with a row that keeps only its identifiers and is
  * set aside. Only a Storage failure as a whole ends the run.
  */
+import type { TaskIds } from '../../identity/task-key';
 import { isRefused, type Ledger } from '../../ledger/ledger';
 import type { MessageRecord } from '../../ledger/rows';
 import { type ClaimedMail, type JudgedMail, ok, type PerMail } from '../mail';
@@ -33,6 +34,24 @@ export function claimRecord(mail: JudgedMail, mailbox: string, uidValidity: bigi
     claimedAt: nowIso,
     updatedAt: nowIso,
   };
+}
+
+/**
+ * A mail claimed before the deployment had its task id key keeps the task id it had then: its row
+ * (same identity) found under the id of before, while such rows may still be there (task-key.ts).
+ * One point read per mail, at the same time, only in that window.
+ */
+export async function adoptIdsOfBefore(ledger: Ledger, taskIds: TaskIds, mails: JudgedMail[]): Promise<JudgedMail[]> {
+  const now = Date.now();
+  if (mails.every((m) => taskIds.before(m.identity, now) === null)) return mails;
+  return Promise.all(
+    mails.map(async (mail) => {
+      const before = taskIds.before(mail.identity, now);
+      if (!before) return mail;
+      const row = await ledger.getMessage(taskIds.mailbox, before);
+      return row && row.identity === mail.identity ? { ...mail, taskId: before } : mail;
+    }),
+  );
 }
 
 export async function claimBatch(

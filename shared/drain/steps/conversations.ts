@@ -4,6 +4,7 @@
  * conversation is written insert-if-absent (shared/conversation/conversations.ts).
  */
 import { ConversationBatch, ConversationStore } from '../../conversation/conversations';
+import type { TaskIds } from '../../identity/task-key';
 import type { Ledger } from '../../ledger/ledger';
 import type { StorageClients } from '../../storage/clients';
 import type { Logger } from '../../telemetry/log';
@@ -11,14 +12,16 @@ import type { ClaimedMail, ConversedMail } from '../mail';
 
 export async function decideConversations(
   deps: { storage: StorageClients; ledger: Ledger; log: Logger },
-  mailbox: string,
+  taskIds: TaskIds,
   mails: ClaimedMail[],
 ): Promise<ConversedMail[]> {
   if (mails.length === 0) return [];
   const { ledger, log } = deps;
+  const mailbox = taskIds.mailbox;
   const batch = new ConversationBatch(
     new ConversationStore(deps.storage, mailbox),
     async (taskId) => (await ledger.getMessage(mailbox, taskId))?.conversationId ?? null,
+    (messageId) => taskIds.ofMessageId(messageId),
   );
   const out: ConversedMail[] = [];
   for (const mail of mails) {

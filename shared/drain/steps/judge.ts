@@ -4,14 +4,15 @@
  * for an accepted mail, so a rejected one can never take a genuine mail's task id.
  */
 import type { SenderPolicy } from '../../config/types';
-import { deriveTaskId, mailIdentity } from '../../identity/ids';
+import { mailIdentity } from '../../identity/ids';
+import type { TaskIds } from '../../identity/task-key';
 import { judgeMail } from '../../sender/judge';
 import type { JudgedMail, ReadMail } from '../mail';
 
 /** A header section larger than this is not judged: the mail is set aside as malformed. */
 export const MAX_HEADER_BYTES = 1024 * 1024;
 
-export function judgeOne(mail: ReadMail, mailbox: string, policy: SenderPolicy): JudgedMail {
+export function judgeOne(mail: ReadMail, taskIds: TaskIds, policy: SenderPolicy): JudgedMail {
   const judged =
     mail.header.length > MAX_HEADER_BYTES
       ? ({
@@ -21,5 +22,5 @@ export function judgeOne(mail: ReadMail, mailbox: string, policy: SenderPolicy):
       : judgeMail(mail.header, policy, mail.entry.size);
   const accepted = judged.kind === 'mail' && judged.verdict.verdict === 'accept';
   const identity = mailIdentity(accepted, judged.kind === 'mail' ? judged.parsed.messageId : null, mail.headerSha256);
-  return { ...mail, judged, accepted, identity, taskId: deriveTaskId(mailbox, identity) };
+  return { ...mail, judged, accepted, identity, taskId: taskIds.of(identity) };
 }

@@ -1,0 +1,300 @@
+/**
+ * The round-trip benchmark (`BENCH_ONLY=rtt npm run bench`, and part of `npm run bench`): inboxq as
+ * production sees its peers, tens of milliseconds away. A delay proxy (localstack/delay-proxy.ts)
+ * sits in front of Dovecot, each Azurite service and the SMTP server, and adds a round trip to
+ * every exchange: 20 ms to Exchange and 4 ms to Storage (same region), then 80 ms and 10 ms (a
+ * mailbox in another geography).
+ *
+ *   drain    inboxq's drain of N small mails, against a pipelined client: one IMAP FETCH of every
+ *            source, 16 queue sends in flight, then delete (the least a drain can cost in round trips)
+ *   replies  inboxq's reply function over N replies on its queue, against a pooled nodemailer client
+ *            with the connections inboxq may use (Exchange allows 3 per mailbox), all sent at once
+ *
+ * Both sides use warm connections (inboxq its kept IMAP session, the client one opened before it is
+ * timed). Ratios are per pair, alternating which side goes first; the median is reported, with the
+ * round trips inboxq started, counted at the proxies.
+ */
+import { QueueClient } from '@azure/storage-queue';
+import { ImapFlow } from 'imapflow';
+import nodemailer from 'nodemailer';
+import pLimit from 'p-limit';
+
+import { EXCHANGE_ROLES, type LocalStack } from '../localstack';
+import { DelayProxy } from '../localstack/delay-proxy';
+import { EXCHANGE_AUDIENCE } from '../localstack/idp';
+import { runQueueTrigger } from '../localstack/queue-runner';
+import { runtimeFor } from '../localstack/runtime';
+import { encodeQueueMessage, REPLIES_QUEUE, TASKS_QUEUE } from '../shared/contract/messages';
+import { drainMailbox } from '../shared/drain/drain';
+import { createHandlers } from '../shared/host/handlers';
+import { deploymentFor } from '../shared/host/runtime';
+import { composeReply } from '../shared/reply/compose';
+import { silentLogger } from '../shared/telemetry/log';
+
+export interface RttProfile {
+  name: string;
+  imapMs: number;
+  storageMs: number;
+}
+
+export const RTT_PROFILES: RttProfile[] = [
+  { name: '20', imapMs: 20, storageMs: 4 },
+  { name: '80', imapMs: 80, storageMs: 10 },
+];
+
+export interface RttSide {
+  rate: number;
+}
+
+export interface RttProfileResult {
+  profile: RttProfile;
+  drain: { inboxq: number; pipelined: number; ratio: number; imapRoundTrips: number; storageRoundTrips: number };
+  replies: {
+    inboxq: number;
+    pooled: number;
+    ratio: number;
+    smtpRoundTripsPerReply: number;
+    storageRoundTripsPerReply: number;
+  };
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+function mail(i: number, mailbox: string): Buffer {
+  return Buffer.from(
+    [
+      'Authentication-Results: spf=pass smtp.mailfrom=partner.test; dkim=pass header.d=partner.test;dmarc=pass action=none header.from=partner.test;compauth=pass reason=100',
+      `From: sender${i % 20}@partner.test`,
+      `To: ${mailbox}`,
+      `Subject: rtt ${i}`,
+      `Message-ID: <rtt-${i}-${Date.now()}-${Math.random().toString(36).slice(2)}@partner.test>`,
+      'Content-Type: text/plain; charset=utf-8',
+      '',
+      `mail ${i}`,
+      '',
+    ].join('\r\n'),
+  );
+}
+
+export async function measureRtt(
+  stack: LocalStack,
+  log: (line: string) => void,
+  options: { mails: number; replies: number; rounds: number },
+): Promise<RttProfileResult[]> {
+  const imap = new DelayProxy(stack.dovecot.imapPort, 0);
+  const smtp = new DelayProxy(stack.smtp.port, 0);
+  const blob = new DelayProxy(stack.azurite.blobPort, 0);
+  const queue = new DelayProxy(stack.azurite.queuePort, 0);
+  const table = new DelayProxy(stack.azurite.tablePort, 0);
+  const storageProxies = [blob, queue, table];
+  for (const p of [imap, smtp, ...storageProxies]) await p.start();
+  try {
+    const connection = stack.azurite.connectionString
+      .replace(`:${stack.azurite.blobPort}/`, `:${blob.port}/`)
+      .replace(`:${stack.azurite.queuePort}/`, `:${queue.port}/`)
+      .replace(`:${stack.azurite.tablePort}/`, `:${table.port}/`);
+    const mailbox = 'bench-rtt@company.test';
+    const bare = 'bench-rtt-bare@company.test';
+    const settings = stack.settings(mailbox, {
+      AzureWebJobsStorage: connection,
+      INBOXQ_IMAP_PORT: String(imap.port),
+      INBOXQ_SMTP_PORT: String(smtp.port),
+      INBOXQ_AUTHORIZED_SENDERS: '*@partner.test',
+      INBOXQ_MAX_MESSAGES_PER_RUN: String(options.mails * 4),
+      INBOXQ_RUN_BUDGET_SECONDS: '3600',
+      INBOXQ_MAIL_RETENTION_DAYS: '0',
+      INBOXQ_PROCESSED_ACTION: 'delete',
+      INBOXQ_SMTP_MAX_PER_MINUTE: '0',
+    });
+    const rt = runtimeFor(settings);
+    const handlers = createHandlers(() => deploymentFor(settings));
+    const token = await stack.idp.mint({ roles: EXCHANGE_ROLES }, { audience: EXCHANGE_AUDIENCE });
+    const tasks = new QueueClient(connection, TASKS_QUEUE);
+    const replies = new QueueClient(connection, REPLIES_QUEUE);
+    const repliesDirect = new QueueClient(stack.azurite.connectionString, REPLIES_QUEUE);
+    await tasks.createIfNotExists();
+    await replies.createIfNotExists();
+
+    const setRoundTrips = (p: RttProfile) => {
+      imap.setRoundTrip(p.imapMs);
+      smtp.setRoundTrip(p.imapMs);
+      for (const s of storageProxies) s.setRoundTrip(p.storageMs);
+    };
+    const storageRoundTrips = () => storageProxies.reduce((n, p) => n + p.roundTrips, 0);
+    const resetCounts = () => {
+      for (const p of [imap, smtp, ...storageProxies]) p.resetCounts();
+    };
+
+    // Warm: the session, tables, queue and container, the token, through the proxies.
+    setRoundTrips({ name: 'warm', imapMs: 0, storageMs: 0 });
+    await stack.dropIntoMaildir(mailbox, [mail(0, mailbox)]);
+    await drainMailbox({ ...rt, log: silentLogger });
+    const client = new ImapFlow({
+      host: '127.0.0.1',
+      port: imap.port,
+      secure: true,
+      tls: { ca: stack.certs.ca },
+      auth: { user: bare, accessToken: token },
+      logger: false,
+    });
+    client.on('error', () => {});
+    await client.connect();
+    const transport = nodemailer.createTransport({
+      pool: true,
+      maxConnections: 3,
+      maxMessages: Infinity,
+      host: '127.0.0.1',
+      port: smtp.port,
+      secure: false,
+      requireTLS: true,
+      tls: { ca: stack.certs.ca },
+      auth: { type: 'OAuth2', user: mailbox, accessToken: token },
+    });
+
+    const results: RttProfileResult[] = [];
+    try {
+      for (const profile of RTT_PROFILES) {
+        setRoundTrips(profile);
+        // Tasks to answer: drained once, outside the measurement.
+        const answerable: string[] = [];
+        const drainRatios: number[] = [];
+        const drainRates = { inboxq: [] as number[], pipelined: [] as number[] };
+        const trips = { imap: [] as number[], storage: [] as number[] };
+        for (let round = -1; round < options.rounds; round++) {
+          const sides = round % 2 === 0 ? (['pipelined', 'inboxq'] as const) : (['inboxq', 'pipelined'] as const);
+          const rate: Record<string, number> = {};
+          for (const side of sides) {
+            const target = side === 'inboxq' ? mailbox : bare;
+            await stack.dropIntoMaildir(
+              target,
+              Array.from({ length: options.mails }, (_, i) => mail(i, target)),
+            );
+            await tasks.clearMessages();
+            resetCounts();
+            const started = performance.now();
+            if (side === 'inboxq') {
+              let drained = 0;
+              for (let run = 0; run < 5 && drained < options.mails; run++) {
+                const summary = await drainMailbox({ ...rt, log: silentLogger });
+                drained += summary.counts.queued;
+                for (const o of summary.outcomes) if (o.outcome === 'queued' && o.taskId) answerable.push(o.taskId);
+                if (summary.stoppedBecause === 'empty') break;
+              }
+              if (drained !== options.mails) throw new Error(`inboxq drained ${drained} of ${options.mails}`);
+            } else {
+              await client.mailboxOpen('INBOX');
+              const limit = pLimit(16);
+              const sends: Promise<unknown>[] = [];
+              for await (const m of client.fetch('1:*', { uid: true, source: true }))
+                sends.push(limit(() => tasks.sendMessage(encodeQueueMessage({ uid: m.uid, size: m.source?.length ?? 0 }))));
+              await Promise.all(sends);
+              if (sends.length !== options.mails) throw new Error(`the client drained ${sends.length} of ${options.mails}`);
+              await client.messageDelete('1:*');
+            }
+            rate[side] = options.mails / ((performance.now() - started) / 1000);
+            if (side === 'inboxq' && round >= 0) {
+              trips.imap.push(imap.roundTrips);
+              trips.storage.push(storageRoundTrips());
+            }
+          }
+          if (round < 0) continue;
+          drainRates.inboxq.push(rate['inboxq']!);
+          drainRates.pipelined.push(rate['pipelined']!);
+          drainRatios.push(rate['inboxq']! / rate['pipelined']!);
+          log(
+            `  rtt ${profile.imapMs}/${profile.storageMs} ms drain ${round + 1}: inboxq ${rate['inboxq']!.toFixed(1)}/s, pipelined ${rate['pipelined']!.toFixed(1)}/s, ratio ${(rate['inboxq']! / rate['pipelined']!).toFixed(2)}; round trips IMAP ${trips.imap.at(-1)}, Storage ${trips.storage.at(-1)}`,
+          );
+        }
+
+        const replyRatios: number[] = [];
+        const replyRates = { inboxq: [] as number[], pooled: [] as number[] };
+        const replyTrips = { smtp: [] as number[], storage: [] as number[] };
+        const rows = await Promise.all(answerable.map((id) => rt.ledger.getMessage(mailbox, id)));
+        for (let round = 0; round < options.rounds; round++) {
+          const ids = answerable.slice(round * options.replies, (round + 1) * options.replies);
+          if (ids.length < options.replies) throw new Error('not enough drained tasks to answer');
+          const sides = round % 2 === 0 ? (['pooled', 'inboxq'] as const) : (['inboxq', 'pooled'] as const);
+          const rate: Record<string, number> = {};
+          for (const side of sides) {
+            if (side === 'inboxq') {
+              await repliesDirect.clearMessages();
+              for (const taskId of ids)
+                await repliesDirect.sendMessage(
+                  encodeQueueMessage({ type: 'inboxq.reply', version: 1, taskId, mailbox, text: `Answer to ${taskId}` }),
+                );
+              resetCounts();
+              const started = performance.now();
+              const run = await runQueueTrigger({
+                queue: replies,
+                poisonQueue: new QueueClient(connection, `${REPLIES_QUEUE}-poison`),
+                functionName: 'reply',
+                handler: (m, c) => handlers.reply(m, c),
+              });
+              if (run.succeeded !== ids.length) throw new Error(`inboxq sent ${run.succeeded} of ${ids.length} replies`);
+              rate[side] = ids.length / ((performance.now() - started) / 1000);
+              replyTrips.smtp.push(smtp.roundTrips / ids.length);
+              replyTrips.storage.push(storageRoundTrips() / ids.length);
+            } else {
+              const mine = rows.filter((r) => r && ids.includes(r.taskId));
+              const started = performance.now();
+              await Promise.all(
+                mine.map((row) =>
+                  transport.sendMail(
+                    composeReply(
+                      row!,
+                      {
+                        type: 'inboxq.reply',
+                        version: 1,
+                        taskId: row!.taskId,
+                        mailbox,
+                        replyId: `pooled-${round}`,
+                        text: `Answer to ${row!.taskId}`,
+                        attachments: [],
+                      },
+                      [],
+                    ),
+                  ),
+                ),
+              );
+              rate[side] = mine.length / ((performance.now() - started) / 1000);
+            }
+          }
+          replyRates.inboxq.push(rate['inboxq']!);
+          replyRates.pooled.push(rate['pooled']!);
+          replyRatios.push(rate['inboxq']! / rate['pooled']!);
+          log(
+            `  rtt ${profile.imapMs}/${profile.storageMs} ms replies ${round + 1}: inboxq ${rate['inboxq']!.toFixed(1)}/s, pooled ${rate['pooled']!.toFixed(1)}/s, ratio ${(rate['inboxq']! / rate['pooled']!).toFixed(2)}; per reply SMTP ${replyTrips.smtp.at(-1)!.toFixed(1)}, Storage ${replyTrips.storage.at(-1)!.toFixed(1)} round trips`,
+          );
+        }
+        results.push({
+          profile,
+          drain: {
+            inboxq: median(drainRates.inboxq),
+            pipelined: median(drainRates.pipelined),
+            ratio: median(drainRatios),
+            imapRoundTrips: median(trips.imap),
+            storageRoundTrips: median(trips.storage),
+          },
+          replies: {
+            inboxq: median(replyRates.inboxq),
+            pooled: median(replyRates.pooled),
+            ratio: median(replyRatios),
+            smtpRoundTripsPerReply: median(replyTrips.smtp),
+            storageRoundTripsPerReply: median(replyTrips.storage),
+          },
+        });
+      }
+    } finally {
+      transport.close();
+      await client.logout().catch(() => undefined);
+      await rt.imapSession.close();
+    }
+    return results;
+  } finally {
+    for (const p of [imap, smtp, ...storageProxies]) await p.stop();
+  }
+}
