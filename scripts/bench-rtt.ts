@@ -190,9 +190,12 @@ export async function measureRtt(
               const limit = pLimit(16);
               const sends: Promise<unknown>[] = [];
               for await (const m of client.fetch('1:*', { uid: true, source: true }))
-                sends.push(limit(() => tasks.sendMessage(encodeQueueMessage({ uid: m.uid, size: m.source?.length ?? 0 }))));
+                sends.push(
+                  limit(() => tasks.sendMessage(encodeQueueMessage({ uid: m.uid, size: m.source?.length ?? 0 }))),
+                );
               await Promise.all(sends);
-              if (sends.length !== options.mails) throw new Error(`the client drained ${sends.length} of ${options.mails}`);
+              if (sends.length !== options.mails)
+                throw new Error(`the client drained ${sends.length} of ${options.mails}`);
               await client.messageDelete('1:*');
             }
             rate[side] = options.mails / ((performance.now() - started) / 1000);
@@ -224,7 +227,13 @@ export async function measureRtt(
               await repliesDirect.clearMessages();
               for (const taskId of ids)
                 await repliesDirect.sendMessage(
-                  encodeQueueMessage({ type: 'inboxq.reply', version: 1, taskId, mailbox, text: `Answer to ${taskId}` }),
+                  encodeQueueMessage({
+                    type: 'inboxq.reply',
+                    version: 1,
+                    taskId,
+                    mailbox,
+                    text: `Answer to ${taskId}`,
+                  }),
                 );
               resetCounts();
               const started = performance.now();
@@ -234,7 +243,8 @@ export async function measureRtt(
                 functionName: 'reply',
                 handler: (m, c) => handlers.reply(m, c),
               });
-              if (run.succeeded !== ids.length) throw new Error(`inboxq sent ${run.succeeded} of ${ids.length} replies`);
+              if (run.succeeded !== ids.length)
+                throw new Error(`inboxq sent ${run.succeeded} of ${ids.length} replies`);
               rate[side] = ids.length / ((performance.now() - started) / 1000);
               replyTrips.smtp.push(smtp.roundTrips / ids.length);
               replyTrips.storage.push(storageRoundTrips() / ids.length);

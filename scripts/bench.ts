@@ -39,6 +39,7 @@ import { silentLogger } from '../shared/telemetry/log';
 import { DEFAULT_IDLE_SECONDS, measureBill } from './bench-bill';
 import { measureLatency } from './bench-latency';
 import { measureMemory } from './bench-memory';
+import { measureRtt } from './bench-rtt';
 
 const RUNS = Number(process.env['BENCH_RUNS'] ?? 5);
 const SMALL_MAILS = Number(process.env['BENCH_SMALL_MAILS'] ?? 1000);
@@ -55,6 +56,12 @@ const IDLE_SECONDS = Number(process.env['BENCH_IDLE_SECONDS'] ?? DEFAULT_IDLE_SE
 const BILL_MAILS = Number(process.env['BENCH_BILL_MAILS'] ?? 20);
 const BILL_SECONDS = Number(process.env['BENCH_BILL_SECONDS'] ?? 90);
 const billOptions = { idleSeconds: IDLE_SECONDS, mails: BILL_MAILS, mailSeconds: BILL_SECONDS };
+/** The round-trip benchmark: mails per drain, replies per round, rounds per round-trip profile. */
+const rttOptions = {
+  mails: Number(process.env['BENCH_RTT_MAILS'] ?? 100),
+  replies: Number(process.env['BENCH_RTT_REPLIES'] ?? 60),
+  rounds: Number(process.env['BENCH_RTT_ROUNDS'] ?? 3),
+};
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -510,6 +517,7 @@ async function main(): Promise<void> {
         latency: () => latency(stack),
         bill: () => measureBill(stack, log, billOptions),
         'peak-memory': () => measureMemory(stack, log),
+        rtt: () => measureRtt(stack, log, rttOptions),
       };
       if (!parts[only]) throw new Error(`BENCH_ONLY must be one of ${Object.keys(parts).join(', ')}`);
       process.stdout.write(`${JSON.stringify(await parts[only]())}\n`);

@@ -18,7 +18,6 @@ import { type TaskIds, taskIdsFor } from '../identity/task-key';
 import type { MessageRecord } from '../ledger/rows';
 import type { MailboxEntry, MailboxSession } from '../mailbox/imap';
 import { inboxqMetrics } from '../telemetry/metrics';
-import type { DrainDeps, DrainStep } from './drain';
 import {
   type ClaimedMail,
   type ConversedMail,
@@ -39,17 +38,12 @@ import { readBatch, SMALL_MAIL_BYTES, type SourceReader } from './steps/read';
 import { recordBatch } from './steps/record';
 import { removeBatch } from './steps/remove';
 import { buildTask } from './steps/task';
+import type { DrainDeps, DrainStep, MailResult } from './types';
 
 /** Storage writes in flight at once within a batch. */
 const STORAGE_CONCURRENCY = 16;
 
-export interface MailResult {
-  uid: number;
-  taskId: string | null;
-  outcome: MailOutcome;
-  reasons: string[];
-  resumed: boolean;
-}
+export type { MailResult } from './types';
 
 /** What the batch will do with a mail once its steps are over. */
 interface Settlement {

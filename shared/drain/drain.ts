@@ -17,12 +17,11 @@
  */
 import { randomUUID } from 'node:crypto';
 
-import type { MailboxContext } from '../context';
 import { authFailureStage, describeError, ImapError } from '../errors';
 import { LeaseLostError, MailboxLease, suspectKey, type Suspects } from '../ledger/lease';
 import { LONG_BACKOFF_MS, type MailboxEntry, MailboxSession } from '../mailbox/imap';
 import { inboxqMetrics } from '../telemetry/metrics';
-import { drainBatch, type MailResult } from './batch';
+import { drainBatch } from './batch';
 import type { MailOutcome } from './mail';
 import { expireMailboxMail, mailboxRetentionDue } from './mailbox-retention';
 import { setAsidePoison } from './poison';
@@ -30,34 +29,12 @@ import { reconcileLedger } from './reconcile';
 import { expireOldMail } from './retention';
 import { SourceReader } from './steps/read';
 import { countsAgainstMails, forgetGone, nextPlan, suspect } from './suspects';
+import type { DrainDeps, DrainSlice, MailResult } from './types';
 
 export type { MailOutcome } from './mail';
 export { SMALL_MAIL_BYTES } from './steps/read';
 export { INLINE_RAW_LIMIT, INLINE_TEXT_LIMIT } from './steps/task';
-
-/** Step boundaries, named so tests can stop a run at each one. `moved`: the mails left INBOX, their rows don't say so yet. */
-export type DrainStep =
-  'leased' | 'fetched' | 'claimed' | 'blobs-written' | 'queued' | 'recorded' | 'moved' | 'removed';
-
-export interface DrainDeps extends MailboxContext {
-  /** Called at each step boundary of each mail (crash and fault injection in tests). */
-  onStep?: (step: DrainStep, info: { uid: number; taskId?: string }) => void | Promise<void>;
-  /** A share of a run, tighter than the mailbox's settings: what the schedule's tick drains itself (tick.ts). */
-  slice?: DrainSlice;
-  /**
-   * Log nothing at Information level for a run that found nothing to do: no mail, nothing expired,
-   * reconciled or deleted, or another run holding the mailbox (the schedule's tick: an idle tick
-   * sends no trace). Failures and every mail are logged all the same; the metrics count every run.
-   */
-  quiet?: boolean;
-}
-
-/** At most this much of the inbox, in mails and bytes (RFC822.SIZE), and no new batch after budgetMs. */
-export interface DrainSlice {
-  maxMessages: number;
-  maxBytes: number;
-  budgetMs: number;
-}
+export type { DrainDeps, DrainSlice, DrainStep, MailResult } from './types';
 
 export interface DrainSummary {
   runId: string;

@@ -10,7 +10,7 @@
  */
 import { ImapError } from '../errors';
 import type { MailboxSession } from '../mailbox/imap';
-import type { DrainDeps } from './drain';
+import type { DrainDeps } from './types';
 
 /** Mails deleted per folder per run at most. */
 export const MAILBOX_RETENTION_BATCH = 500;

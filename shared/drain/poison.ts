@@ -5,11 +5,10 @@
 import { taskIdsFor } from '../identity/task-key';
 import { isRefused } from '../ledger/ledger';
 import type { MailboxSession } from '../mailbox/imap';
-import type { MailResult } from './batch';
-import type { DrainDeps } from './drain';
 import { requestAcknowledgements } from './steps/acknowledge';
 import { claimRecord } from './steps/claim';
 import { locationOf } from './steps/remove';
+import type { DrainDeps, MailResult } from './types';
 
 /**
  * A mail that was in the batch of POISON_RUNS failed runs in a row. If its row says everything but

@@ -2,7 +2,7 @@
 import { MAIL_CONTAINER } from '../contract/messages';
 import { partitionKey } from '../ledger/rows';
 import { BlobStore } from '../storage/blobs';
-import type { DrainDeps } from './drain';
+import type { DrainDeps } from './types';
 
 /** Retention clean-up handles at most this many expired mails per run. */
 const RETENTION_BATCH = 100;
