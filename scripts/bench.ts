@@ -7,7 +7,8 @@
  * Writes docs/benchmarks.md and prints, as its last line, one JSON object:
  *   {"drainRatio", "emptyRunRatio", "tokenEndpointCalls", "replyRatio", "largeMailRssFactor",
  *    "largeDrainRatio", "drainCpuRatio", "replyCpuRatio", "arrivalToTaskP50Ms", "arrivalToTaskP95Ms", "replyDeliveredP50Ms",
- *    "idleUsdPerMonth", "idleUsdPerMonth10Mailboxes", "usdPer1000Mails", "idleTelemetryRecordsPerHour", "peakRssMb"}
+ *    "idleUsdPerMonth", "idleUsdPerMonth10Mailboxes", "usdPer1000Mails", "idleTelemetryRecordsPerHour", "peakRssMb",
+ *    "rttDrainRatio20", "rttReplyRatio20", "rttDrainRatio80", "rttReplyRatio80"}
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -39,7 +40,7 @@ import { silentLogger } from '../shared/telemetry/log';
 import { DEFAULT_IDLE_SECONDS, measureBill } from './bench-bill';
 import { measureLatency } from './bench-latency';
 import { measureMemory } from './bench-memory';
-import { measureRtt } from './bench-rtt';
+import { measureRtt, rttKeys, rttSection } from './bench-rtt';
 
 const RUNS = Number(process.env['BENCH_RUNS'] ?? 5);
 const SMALL_MAILS = Number(process.env['BENCH_SMALL_MAILS'] ?? 1000);
@@ -543,6 +544,8 @@ async function main(): Promise<void> {
     const bill = await measureBill(stack, log, billOptions);
     log('bench: peak memory of the app, scenario by scenario');
     const memory = await measureMemory(stack, log);
+    log('bench: round trips, through a delay proxy');
+    const rtt = await measureRtt(stack, log, rttOptions);
     const idleRecords = (t: { requests: number; traces: number; metrics: number }) => t.requests + t.traces + t.metrics;
 
     const result = {
@@ -563,6 +566,7 @@ async function main(): Promise<void> {
       usdPer1000Mails: Number(bill.mail.usdPer1000Mails.toFixed(4)),
       idleTelemetryRecordsPerHour: idleRecords(bill.one.telemetryPerHour),
       peakRssMb: memory.peakRssMb,
+      ...rttKeys(rtt),
     };
     const goal = (ok: boolean) => (ok ? 'met' : '**missed**');
     const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
@@ -609,6 +613,7 @@ polling the tasks queue every 50 ms and answering each task at once; arrival is 
 delivered is the reply row's sentAt (the local SMTP server answers once the mail is in the
 recipient's mailbox). No baseline: these are absolute figures, against the goals.
 
+${rttSection(rtt, rttOptions)}
 ## The bill: what the app makes the platform bill
 
 scripts/bench-bill.ts runs the app on the local host as a process of its own, with the product's

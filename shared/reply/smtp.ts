@@ -83,6 +83,17 @@ function closePool(pool: Pool): void {
   void pool.budget?.release();
 }
 
+/** Closes every pool of this process and gives its connection slots back (an instance shutting down, a benchmark). */
+export async function closeSmtpPools(): Promise<void> {
+  const all = [...pools.values()];
+  for (const pool of all) {
+    if (pools.get(pool.key) === pool) pools.delete(pool.key);
+    clearTimeout(pool.idle);
+    pool.transport.close();
+  }
+  await Promise.all(all.map((pool) => pool.budget?.release()));
+}
+
 /** Pools being opened (their slots taken), so concurrent sends of one instance share one. */
 const opening = new Map<string, Promise<Pool>>();
 
