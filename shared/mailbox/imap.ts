@@ -137,17 +137,17 @@ export class MailboxSession {
     }
   }
 
-  /** The mails in the selected folder, oldest first: UID, size and arrival (SEARCH, then one small FETCH). */
+  /**
+   * The mails in the selected folder, oldest first: UID, size and arrival, in one round trip
+   * (FETCH 1:* (UID RFC822.SIZE INTERNALDATE)); none at all when the server's last EXISTS said the
+   * folder is empty (the SELECT, or the NOOP that checked the session: mail that arrived since is
+   * the next run's).
+   */
   async listMails(): Promise<MailboxEntry[]> {
-    const uids = await this.listUids();
-    if (uids.length === 0) return [];
+    if (this.exists === 0) return [];
     const found = new Map<number, MailboxEntry>();
-    await this.run('UID FETCH (RFC822.SIZE INTERNALDATE)', async () => {
-      for await (const msg of this.client.fetch(
-        uids.join(','),
-        { uid: true, size: true, internalDate: true },
-        { uid: true },
-      )) {
+    await this.run('FETCH 1:* (UID RFC822.SIZE INTERNALDATE)', async () => {
+      for await (const msg of this.client.fetch('1:*', { uid: true, size: true, internalDate: true })) {
         found.set(msg.uid, {
           uid: msg.uid,
           size: msg.size ?? 0,
@@ -155,7 +155,7 @@ export class MailboxSession {
         });
       }
     });
-    return uids.filter((uid) => found.has(uid)).map((uid) => found.get(uid)!);
+    return [...found.values()].sort((a, b) => a.uid - b.uid);
   }
 
   /** UIDs in the selected folder, oldest first. */

@@ -86,7 +86,7 @@ describe('a warm IMAP session', () => {
   it('a drain that failed closes its session; the next logs in again and drains the mail', async () => {
     const { warm, drain, mail } = setup('warm-fail@company.test');
     await mail('Kept');
-    local.proxy.dropOn(/UID SEARCH/);
+    local.proxy.dropOn(/FETCH 1:\*/);
     await expect(drain()).rejects.toThrow();
     const before = local.proxy.connections;
     const summary = await drain();
