@@ -91,7 +91,7 @@ export async function closeSmtpPools(): Promise<void> {
     clearTimeout(pool.idle);
     pool.transport.close();
   }
-  await Promise.all(all.map((pool) => pool.budget?.release()));
+  await Promise.all(all.map((pool) => pool.budget?.release() ?? Promise.resolve()));
 }
 
 /** Pools being opened (their slots taken), so concurrent sends of one instance share one. */
