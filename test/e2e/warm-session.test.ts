@@ -41,6 +41,22 @@ describe('a warm IMAP session', () => {
     expect(warm.stats).toEqual({ opened: 1, reused: 2, discarded: 0 });
   });
 
+  it('on an empty INBOX, a run sends nothing past its NOOP: the EXISTS the NOOP took in says there is nothing to list', async () => {
+    const { drain, mail } = setup('warm-empty@company.test');
+    await mail('One');
+    expect((await drain()).counts.queued).toBe(1);
+    const before = local.proxy.commands.length;
+    expect((await drain()).counts.seen).toBe(0);
+    expect(local.proxy.commands.slice(before)).toEqual(['NOOP']);
+    // Mail that arrived is seen by the NOOP, then listed in one command and fetched.
+    await mail('Two');
+    const next = local.proxy.commands.length;
+    expect((await drain()).counts.queued).toBe(1);
+    const [check, listing] = local.proxy.commands.slice(next, next + 2);
+    expect(check).toBe('NOOP');
+    expect(listing).toMatch(/^FETCH \(UID INTERNALDATE RFC822\.SIZE/);
+  });
+
   it('cut by the server between ticks: the next tick logs in again and drains, nothing lost', async () => {
     const { warm, drain, mail, log } = setup('warm-cut@company.test');
     await mail('Before the cut');
