@@ -81,6 +81,7 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
 
   let session: MailboxSession | undefined;
   let failure: { error: unknown } | undefined;
+  let released: Promise<void> | undefined;
   try {
     const open = () => MailboxSession.open({ config, tokens: deps.tokens, log });
     session = deps.imapSession?.enabled ? await deps.imapSession.checkout(open, log) : await open();
@@ -127,10 +128,11 @@ export async function drainMailbox(deps: DrainDeps): Promise<DrainSummary> {
     if (session && deps.imapSession?.enabled)
       await deps.imapSession.checkin(session, failure === undefined && summary.stoppedBecause !== 'throttled');
     else await session?.close();
-    await lease.release();
+    // Never throws (a lease it can't release expires); the run record is written meanwhile.
+    released = lease.release();
   }
   summary.durationMs = now() - started;
-  await finishRun(deps, summary, failure !== undefined, now);
+  await Promise.all([released, finishRun(deps, summary, failure !== undefined, now)]);
   if (failure && !(failure.error instanceof LeaseLostError)) throw failure.error;
   return summary;
 }
