@@ -1,7 +1,7 @@
 /**
  * The mails the demo and `npm run stack -- --seed` put into the local mailbox: a plain or
- * multipart mail with an Authentication-Results header as Microsoft 365 writes it; and the large
- * mail the benchmarks drain.
+ * multipart mail with an Authentication-Results header as Microsoft 365 writes it; and the mails
+ * the benchmarks drain (small ones, and a large one).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 
@@ -48,6 +48,26 @@ export function sampleMail(opts: {
     `--${b}--`,
     '',
   ].join('\r\n');
+}
+
+/**
+ * The benchmarks' mail number `i` to `mailbox`: from one of 20 partner.test senders passing DMARC,
+ * text/plain, its body `bodyBytes` of text in lines of 77 (or one short line).
+ */
+export function benchMail(i: number, mailbox: string, bodyBytes = 0): Buffer {
+  const body = bodyBytes > 0 ? `${'x'.repeat(75)}\r\n`.repeat(Math.ceil(bodyBytes / 77)) : `mail ${i}\r\n`;
+  return Buffer.from(
+    [
+      'Authentication-Results: spf=pass smtp.mailfrom=partner.test; dkim=pass header.d=partner.test;dmarc=pass action=none header.from=partner.test;compauth=pass reason=100',
+      `From: sender${i % 20}@partner.test`,
+      `To: ${mailbox}`,
+      `Subject: bench ${i}`,
+      `Message-ID: <${randomUUID()}@partner.test>`,
+      'Content-Type: text/plain; charset=utf-8',
+      '',
+      body,
+    ].join('\r\n'),
+  );
 }
 
 /**

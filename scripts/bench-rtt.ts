@@ -24,6 +24,7 @@ import { DelayProxy } from '../localstack/delay-proxy';
 import { EXCHANGE_AUDIENCE } from '../localstack/idp';
 import { runQueueTrigger } from '../localstack/queue-runner';
 import { runtimeFor } from '../localstack/runtime';
+import { benchMail } from '../localstack/sample-mail';
 import { encodeQueueMessage, REPLIES_QUEUE, TASKS_QUEUE } from '../shared/contract/messages';
 import { drainMailbox } from '../shared/drain/drain';
 import { createHandlers } from '../shared/host/handlers';
@@ -64,22 +65,6 @@ const median = (xs: number[]) => {
   const m = Math.floor(s.length / 2);
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
-
-function mail(i: number, mailbox: string): Buffer {
-  return Buffer.from(
-    [
-      'Authentication-Results: spf=pass smtp.mailfrom=partner.test; dkim=pass header.d=partner.test;dmarc=pass action=none header.from=partner.test;compauth=pass reason=100',
-      `From: sender${i % 20}@partner.test`,
-      `To: ${mailbox}`,
-      `Subject: rtt ${i}`,
-      `Message-ID: <rtt-${i}-${Date.now()}-${Math.random().toString(36).slice(2)}@partner.test>`,
-      'Content-Type: text/plain; charset=utf-8',
-      '',
-      `mail ${i}`,
-      '',
-    ].join('\r\n'),
-  );
-}
 
 export async function measureRtt(
   stack: LocalStack,
@@ -132,7 +117,7 @@ export async function measureRtt(
 
     // Warm: the session, tables, queue and container, the token, through the proxies.
     setRoundTrips({ name: 'warm', imapMs: 0, storageMs: 0 });
-    await stack.dropIntoMaildir(mailbox, [mail(0, mailbox)]);
+    await stack.dropIntoMaildir(mailbox, [benchMail(0, mailbox)]);
     await drainMailbox({ ...rt, log: silentLogger });
     const client = new ImapFlow({
       host: '127.0.0.1',
@@ -175,7 +160,7 @@ export async function measureRtt(
             const target = side === 'inboxq' ? mailbox : bare;
             await stack.dropIntoMaildir(
               target,
-              Array.from({ length: options.mails }, (_, i) => mail(i, target)),
+              Array.from({ length: options.mails }, (_, i) => benchMail(i, target)),
             );
             await tasks.clearMessages();
             resetCounts();

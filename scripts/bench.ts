@@ -27,7 +27,7 @@ import { EXCHANGE_ROLES, exitOnSignals, LocalStack } from '../localstack';
 import { EXCHANGE_AUDIENCE } from '../localstack/idp';
 import { runQueueTrigger } from '../localstack/queue-runner';
 import { runtimeFor } from '../localstack/runtime';
-import { largeMail } from '../localstack/sample-mail';
+import { benchMail, largeMail } from '../localstack/sample-mail';
 import { encodeQueueMessage, MAIL_CONTAINER, REPLIES_QUEUE, TASKS_QUEUE } from '../shared/contract/messages';
 import { CONVERSATIONS_TABLE } from '../shared/conversation/conversations';
 import { drainMailbox } from '../shared/drain/drain';
@@ -72,25 +72,9 @@ const median = (xs: number[]) => {
 };
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
-function mail(i: number, mailbox: string, bodyBytes: number): Buffer {
-  const body = bodyBytes > 0 ? `${'x'.repeat(75)}\r\n`.repeat(Math.ceil(bodyBytes / 77)) : `mail ${i}\r\n`;
-  return Buffer.from(
-    [
-      'Authentication-Results: spf=pass smtp.mailfrom=partner.test; dkim=pass header.d=partner.test;dmarc=pass action=none header.from=partner.test;compauth=pass reason=100',
-      `From: sender${i % 20}@partner.test`,
-      `To: ${mailbox}`,
-      `Subject: bench ${i}`,
-      `Message-ID: <${randomUUID()}@partner.test>`,
-      'Content-Type: text/plain; charset=utf-8',
-      '',
-      body,
-    ].join('\r\n'),
-  );
-}
-
 async function seed(stack: LocalStack, mailbox: string, count: number, bodyBytes: number): Promise<void> {
   const batch: Buffer[] = [];
-  for (let i = 0; i < count; i++) batch.push(mail(i, mailbox, bodyBytes));
+  for (let i = 0; i < count; i++) batch.push(benchMail(i, mailbox, bodyBytes));
   await stack.dropIntoMaildir(mailbox, batch);
 }
 

@@ -11,6 +11,11 @@ import type { Deployment, Env, InboxqConfig } from './types';
 const MAILBOX_KEY = /^[a-z][a-z0-9]{0,23}$/;
 const OVERRIDE = /^INBOXQ_([A-Z0-9]+)__([A-Z0-9_]+)$/;
 
+/** The entries of INBOXQ_MAILBOXES as written (commas, semicolons or white space between them). */
+function listedEntries(env: Env): string[] {
+  return (env['INBOXQ_MAILBOXES'] ?? '').split(/[,;\s]+/).filter(Boolean);
+}
+
 /**
  * Validates the settings of every mailbox the deployment serves and returns their configs, or
  * throws one ConfigError listing every problem, each naming the mailbox and the app setting.
@@ -34,7 +39,7 @@ export function loadDeployment(env: Env): Deployment {
     );
   }
   const keys: string[] = [];
-  for (const part of listed.split(/[,;\s]+/).filter(Boolean)) {
+  for (const part of listedEntries(env)) {
     const key = part.toLowerCase();
     if (!MAILBOX_KEY.test(key))
       problems.push(`INBOXQ_MAILBOXES: "${part}" is not a mailbox key (a letter, then up to 23 letters or digits)`);
@@ -84,8 +89,7 @@ export function loadDeployment(env: Env): Deployment {
  * settings themselves are validated by loadDeployment, which reports what is wrong.
  */
 export function listedMailboxKeys(env: Env): string[] {
-  const keys = (env['INBOXQ_MAILBOXES'] ?? '')
-    .split(/[,;\s]+/)
+  const keys = listedEntries(env)
     .map((k) => k.toLowerCase())
     .filter((k) => MAILBOX_KEY.test(k));
   return [...new Set(keys)];

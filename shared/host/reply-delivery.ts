@@ -16,7 +16,7 @@
  */
 import type { InvocationContext } from '@azure/functions';
 
-import { REPLIES_QUEUE } from '../contract/messages';
+import { mailboxResources, REPLIES_QUEUE } from '../contract/messages';
 import { describeError, InboxqError, InvalidMessageError, UnknownTaskError } from '../errors';
 import { handlePoisonedAcknowledgements, isAcknowledgementsMessage, sendAcknowledgements } from '../reply/acknowledge';
 import { handlePoisonedReply, parseReplyMessage, sendDeferredFailureNotice, sendReply } from '../reply/reply';
@@ -41,11 +41,10 @@ export async function deliverReply(
 ): Promise<void> {
   const log = contextLogger(context);
   const { dequeueCount, queueMessageId } = queueDelivery(context);
-  let queue = route === null ? REPLIES_QUEUE : `${REPLIES_QUEUE}-${route}`;
+  const queue = mailboxResources(route).repliesQueue;
   let rt: Runtime | undefined;
   try {
     const d = deploymentOrLog(getDeployment, log, 'The reply');
-    queue = repliesQueueOf(d, route);
     rt = replyRuntime(d, message, route);
     if (route === null && d.mailboxes.length > 1)
       log.warn(
@@ -122,10 +121,6 @@ function anyStorage(getDeployment: () => DeploymentRuntime): StorageClients | un
   }
 }
 
-function repliesQueueOf(d: DeploymentRuntime, route: RepliesRoute): string {
-  return route === null ? REPLIES_QUEUE : (d.find(route)?.config.repliesQueue ?? `${REPLIES_QUEUE}-${route}`);
-}
-
 /**
  * The mailbox a reply is answered for. On a mailbox's own queue, that mailbox, and a reply naming
  * another is refused; on the shared queue, the mailbox the reply names.
@@ -137,7 +132,7 @@ function replyRuntime(d: DeploymentRuntime, message: unknown, route: RepliesRout
     const own = d.mailboxes.find((m) => m.config.key === route);
     if (!own)
       throw new InvalidMessageError(
-        `The replies queue ${REPLIES_QUEUE}-${route} belongs to no mailbox of this deployment`,
+        `The replies queue ${mailboxResources(route).repliesQueue} belongs to no mailbox of this deployment`,
         [`mailbox key ${route} is not one of ${d.mailboxes.map((m) => m.config.key).join(', ')}`],
       );
     if (typeof named === 'string' && named.trim().toLowerCase() !== own.config.mailbox)

@@ -102,6 +102,17 @@ export function partitionKey(mailbox: string): string {
 }
 
 /**
+ * Where a task's stored mail lives in its mailbox's container, keyed like its ledger row:
+ * `<partition>/<taskId>/` (its source, large text parts, and its attachments under ATTACHMENTS_FOLDER).
+ */
+export function mailBlobPrefix(mailbox: string, taskId: string): string {
+  return `${partitionKey(mailbox)}/${taskId}/`;
+}
+
+/** The folder of a task's attachments under its mailBlobPrefix. */
+export const ATTACHMENTS_FOLDER = 'attachments/';
+
+/**
  * Bounds of what a row keeps of a mail (characters; a string property holds 32K, an entity 1 MiB):
  * every value a sender writes is cut to them, so no mail can make its row unwritable.
  */

@@ -41,7 +41,7 @@ import {
   UnknownTaskError,
 } from '../errors';
 import { blockSending, takeSendingSlot } from '../ledger/pacing';
-import { type MessageRecord, partitionKey, type ReplyRecord } from '../ledger/rows';
+import { ATTACHMENTS_FOLDER, mailBlobPrefix, type MessageRecord, type ReplyRecord } from '../ledger/rows';
 import { SmtpSlots } from '../ledger/smtp-slots';
 import { MailboxSession } from '../mailbox/imap';
 import { BlobStore } from '../storage/blobs';
@@ -496,7 +496,10 @@ function isPlainSegment(segment: string): boolean {
  * with the reason.
  */
 export function checkAttachments(config: Pick<InboxqConfig, 'mailbox' | 'mailContainer'>, reply: ReplyMessage): void {
-  const allowed = [replyAttachmentPrefix(reply.taskId), `${partitionKey(config.mailbox)}/${reply.taskId}/attachments/`];
+  const allowed = [
+    replyAttachmentPrefix(reply.taskId),
+    `${mailBlobPrefix(config.mailbox, reply.taskId)}${ATTACHMENTS_FOLDER}`,
+  ];
   const problems: string[] = [];
   for (const [i, a] of reply.attachments.entries()) {
     const { container, name } = a.blob;

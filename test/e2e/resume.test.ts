@@ -14,7 +14,7 @@ import { memoryLogger } from '../../shared/telemetry/log';
 import { TaskWorker } from '../../shared/worker/worker';
 import { runQueueFunction } from '../helpers/app';
 import { buildMail } from '../helpers/mail';
-import { clearTasks, peekTasks, queue, REPLIES_QUEUE } from '../helpers/stack';
+import { clearTasks, interruptAt, Interrupted, peekTasksOf, queue, REPLIES_QUEUE } from '../helpers/stack';
 
 let stack: LocalStack;
 beforeAll(async () => {
@@ -24,14 +24,6 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-class Interrupted extends Error {}
-
-function interruptAt(step: DrainStep) {
-  return (s: DrainStep) => {
-    if (s === step) throw new Interrupted(`interrupted at ${s}`);
-  };
-}
-
 async function drain(mailbox: string, onStep?: (s: DrainStep) => void) {
   const rt = runtimeFor(
     stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', INBOXQ_ACKNOWLEDGE: 'false' }),
@@ -39,8 +31,8 @@ async function drain(mailbox: string, onStep?: (s: DrainStep) => void) {
   return drainMailbox({ ...rt, log: memoryLogger(), ...(onStep ? { onStep } : {}) });
 }
 
-async function tasksOf(mailbox: string) {
-  return (await peekTasks(stack)).filter((t) => t.mailbox === mailbox);
+function tasksOf(mailbox: string) {
+  return peekTasksOf(stack, mailbox);
 }
 
 describe('an interrupted drain resumes', () => {

@@ -8,14 +8,14 @@ import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalStack } from '../../localstack';
-import { drainMailbox, type DrainStep } from '../../shared/drain/drain';
+import { drainMailbox } from '../../shared/drain/drain';
 import { deploymentFor } from '../../shared/host/runtime';
 import { deriveTaskId } from '../../shared/identity/ids';
 import { KEYS_TABLE } from '../../shared/identity/task-key';
 import { partitionKey } from '../../shared/ledger/rows';
 import { memoryLogger } from '../../shared/telemetry/log';
 import { buildMail } from '../helpers/mail';
-import { clearTasks, peekTasks, table } from '../helpers/stack';
+import { clearTasks, interruptAt, Interrupted, peekTasksOf, table } from '../helpers/stack';
 
 let stack: LocalStack;
 beforeAll(async () => {
@@ -37,13 +37,8 @@ function freshInstance(mailbox: string) {
   return deploymentFor(settings(mailbox, { INBOXQ_DRAIN_SCHEDULE: `*/${++instances} * * * * *` })).mailboxes[0]!;
 }
 
-class Interrupted extends Error {}
-const interruptAt = (step: DrainStep) => (s: DrainStep) => {
-  if (s === step) throw new Interrupted(`interrupted at ${s}`);
-};
-
-async function tasksOf(mailbox: string) {
-  return (await peekTasks(stack)).filter((t) => t.mailbox === mailbox);
+function tasksOf(mailbox: string) {
+  return peekTasksOf(stack, mailbox);
 }
 
 describe('task ids', () => {

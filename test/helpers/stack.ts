@@ -7,7 +7,7 @@ import { expect } from 'vitest';
 import type { LocalStack } from '../../localstack';
 import { runtimeFor } from '../../localstack/runtime';
 import { decodeQueueMessage, REPLIES_QUEUE, type TaskMessage, TASKS_QUEUE } from '../../shared/contract/messages';
-import type { DrainSummary } from '../../shared/drain/drain';
+import type { DrainStep, DrainSummary } from '../../shared/drain/drain';
 import type { DrainOutcome, TickOutcome } from '../../shared/host/handlers';
 import { type FunctionRun, registeredFunctions, runQueueFunction, runTimerFunction } from './app';
 
@@ -84,6 +84,21 @@ export async function drainNow(
 
 export function queue(stack: LocalStack, name: string): QueueClient {
   return new QueueClient(stack.azurite.connectionString, name);
+}
+
+/** Thrown at a drain's step boundary by `interruptAt`: the run stops there, as a crash would. */
+export class Interrupted extends Error {}
+
+/** A drain's onStep hook that stops the run at `step`. */
+export function interruptAt(step: DrainStep): (s: DrainStep) => void {
+  return (s) => {
+    if (s === step) throw new Interrupted(`interrupted at ${s}`);
+  };
+}
+
+/** The tasks of one mailbox on the tasks queue, peeked (left there). */
+export async function peekTasksOf(stack: LocalStack, mailbox: string): Promise<TaskMessage[]> {
+  return (await peekTasks(stack)).filter((t) => t.mailbox === mailbox);
 }
 
 export async function peekTasks(stack: LocalStack): Promise<TaskMessage[]> {

@@ -15,7 +15,7 @@ import {
 } from '../../contract/messages';
 import type { ConversationDecision } from '../../conversation/conversations';
 import { InboxqError } from '../../errors';
-import { type MessageRecord, partitionKey } from '../../ledger/rows';
+import { ATTACHMENTS_FOLDER, mailBlobPrefix, type MessageRecord } from '../../ledger/rows';
 import { parseBody, type ParsedHeader, parseStream } from '../../mail/parse';
 import { splitQuoted } from '../../mail/quoted';
 import { BlobStore, safeContentType, sanitizeFilename } from '../../storage/blobs';
@@ -50,7 +50,7 @@ export interface TaskInput {
 export async function buildTask(storage: StorageClients, input: TaskInput): Promise<TaskMessage> {
   const { mailbox, container, taskId, record, header, sender, conversation, source } = input;
   const blobs = new BlobStore(storage, container, mailbox);
-  const prefix = `${partitionKey(mailbox)}/${taskId}`;
+  const prefix = mailBlobPrefix(mailbox, taskId);
 
   let raw: BlobRef | null = null;
   let rawInline: string | null = null;
@@ -62,7 +62,7 @@ export async function buildTask(storage: StorageClients, input: TaskInput): Prom
   ): Promise<AttachmentRef> => {
     const filename = sanitizeFilename(name, `attachment-${index + 1}`);
     const type = safeContentType(contentType);
-    const blobName = `${prefix}/attachments/${String(index + 1).padStart(4, '0')}-${filename}`;
+    const blobName = `${prefix}${ATTACHMENTS_FOLDER}${String(index + 1).padStart(4, '0')}-${filename}`;
     const blob = Buffer.isBuffer(content)
       ? await blobs.put(blobName, content, type)
       : await blobs.putStream(blobName, content, type);
@@ -73,13 +73,13 @@ export async function buildTask(storage: StorageClients, input: TaskInput): Prom
     // Small: parsed from memory (after the verdict, so only an accepted sender's body is parsed).
     const parsed = await parseBody(source.data);
     if (source.data.length <= INLINE_RAW_LIMIT) rawInline = source.data.toString('base64');
-    else raw = await blobs.put(`${prefix}/message.eml`, source.data, 'message/rfc822');
+    else raw = await blobs.put(`${prefix}message.eml`, source.data, 'message/rfc822');
     const attachments: AttachmentRef[] = [];
     for (const [i, a] of parsed.attachments.entries())
       attachments.push(await storeAttachment(i, a.filename, a.contentType, a.content));
     body = { text: parsed.text, textBytes: parsed.textBytes, html: parsed.html, attachments };
   } else {
-    raw = await blobs.putStream(`${prefix}/message.eml`, source.stream, 'message/rfc822');
+    raw = await blobs.putStream(`${prefix}message.eml`, source.stream, 'message/rfc822');
     body = await parseStream(await blobs.getStream(raw.name), (a) =>
       storeAttachment(a.index, a.filename, a.contentType, a.content),
     );
@@ -90,7 +90,7 @@ export async function buildTask(storage: StorageClients, input: TaskInput): Prom
   // history are told apart for workers that want only what the sender just wrote.
   const inlineOrBlob = async (name: string, text: string, bytes?: Buffer): Promise<[string | null, BlobRef | null]> =>
     (bytes?.length ?? Buffer.byteLength(text, 'utf8')) > INLINE_TEXT_LIMIT
-      ? [null, await blobs.put(`${prefix}/${name}`, bytes ?? text, 'text/plain; charset=utf-8')]
+      ? [null, await blobs.put(`${prefix}${name}`, bytes ?? text, 'text/plain; charset=utf-8')]
       : [text, null];
   const split = splitQuoted(body.text);
   const [text, textBlob] = await inlineOrBlob('body.txt', body.text, body.textBytes);
@@ -99,7 +99,7 @@ export async function buildTask(storage: StorageClients, input: TaskInput): Prom
     split.newText === body.text && textBlob ? [null, textBlob] : await inlineOrBlob('body-new.txt', split.newText);
   const [quotedText, quotedTextBlob] = await inlineOrBlob('body-quoted.txt', split.quotedText);
   const htmlBlob: BlobRef | null = body.html
-    ? await blobs.put(`${prefix}/body.html`, body.html, 'text/html; charset=utf-8')
+    ? await blobs.put(`${prefix}body.html`, body.html, 'text/html; charset=utf-8')
     : null;
 
   const task: TaskMessage = {
@@ -147,7 +147,7 @@ async function fitQueueMessage(task: TaskMessage, blobs: BlobStore, prefix: stri
   const limit = MAX_QUEUE_MESSAGE_CHARS - 1024;
   let size = encodedSize(task);
   if (task.rawInline !== null && size > limit && source.kind === 'buffer') {
-    task.raw = await blobs.put(`${prefix}/message.eml`, source.data, 'message/rfc822');
+    task.raw = await blobs.put(`${prefix}message.eml`, source.data, 'message/rfc822');
     task.rawInline = null;
     size = encodedSize(task);
   }
@@ -159,7 +159,7 @@ async function fitQueueMessage(task: TaskMessage, blobs: BlobStore, prefix: stri
   ] as const) {
     const inline = task.body[field];
     if (size <= limit || inline === null || inline === '') continue;
-    task.body[blobField] = await blobs.put(`${prefix}/${name}`, inline, 'text/plain; charset=utf-8');
+    task.body[blobField] = await blobs.put(`${prefix}${name}`, inline, 'text/plain; charset=utf-8');
     task.body[field] = null;
     size = encodedSize(task);
   }
@@ -167,7 +167,7 @@ async function fitQueueMessage(task: TaskMessage, blobs: BlobStore, prefix: stri
   // 64 KiB: the list moves to a blob, and the rest is trimmed to fit.
   if (size > limit) {
     task.attachmentsBlob = await blobs.put(
-      `${prefix}/attachments.json`,
+      `${prefix}attachments.json`,
       JSON.stringify(task.attachments),
       'application/json',
     );
