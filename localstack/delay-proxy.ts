@@ -3,11 +3,18 @@
  * of milliseconds away costs, for the round-trip benchmark (scripts/bench-rtt.ts). Bytes pass
  * through untouched (TLS included), in order; there is no bandwidth limit.
  *
+ * It runs in a process of its own (`DelayProxy.spawn`): the network's delay must not wait on the
+ * measured process's event loop. In the same process, a proxy's timers fire only when the client's
+ * synchronous work is over, so its CPU time and the round trips add up where, over a real network,
+ * they overlap; the side doing more CPU work would pay the round trips twice.
+ *
  * It also counts the round trips clients start: a chunk from the client after the server last
  * spoke on that connection (or the first) starts one. Commands pipelined in one burst count once;
  * requests in flight on several connections at once count once each.
  */
+import { type ChildProcess, fork } from 'node:child_process';
 import net from 'node:net';
+import path from 'node:path';
 
 interface Pending {
   chunk: Buffer;
@@ -127,3 +134,92 @@ export class DelayProxy {
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
 }
+
+/** What the parent asks the proxy's process, and what it answers. */
+type Ask =
+  | { op: 'start'; targetPort: number; roundTripMs: number }
+  | { op: 'set'; roundTripMs: number }
+  | { op: 'counts'; reset: boolean }
+  | { op: 'stop' };
+type Request = Ask & { id: number };
+interface Answer {
+  id: number;
+  port?: number;
+  roundTrips?: number;
+  connections?: number;
+}
+
+/** A DelayProxy in a child process (this file, compiled), driven over IPC. */
+export class DelayProxyProcess {
+  port = 0;
+  private child: ChildProcess | undefined;
+  private nextId = 1;
+  private readonly waiting = new Map<number, (a: Answer) => void>();
+
+  constructor(
+    private readonly targetPort: number,
+    private readonly roundTripMs: number,
+  ) {}
+
+  async start(): Promise<void> {
+    this.child = fork(path.join(__dirname, 'delay-proxy.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.child.on('message', (a: Answer) => {
+      this.waiting.get(a.id)?.(a);
+      this.waiting.delete(a.id);
+    });
+    const a = await this.ask({ op: 'start', targetPort: this.targetPort, roundTripMs: this.roundTripMs });
+    this.port = a.port!;
+  }
+
+  async setRoundTrip(ms: number): Promise<void> {
+    await this.ask({ op: 'set', roundTripMs: ms });
+  }
+
+  /** Round trips started and connections opened since the last reset (`reset`: start counting again). */
+  async counts(reset = false): Promise<{ roundTrips: number; connections: number }> {
+    const a = await this.ask({ op: 'counts', reset });
+    return { roundTrips: a.roundTrips!, connections: a.connections! };
+  }
+
+  async stop(): Promise<void> {
+    if (!this.child) return;
+    const exited = new Promise((resolve) => this.child!.once('exit', resolve));
+    await this.ask({ op: 'stop' }).catch(() => undefined);
+    await exited;
+    this.child = undefined;
+  }
+
+  private ask(request: Ask): Promise<Answer> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, resolve);
+      this.child!.send({ ...request, id }, (err) => err && reject(err));
+    });
+  }
+}
+
+/** The child's side: one proxy, as the parent says. */
+function serve(): void {
+  let proxy: DelayProxy | undefined;
+  process.on('message', (r: Request) => {
+    const answer = (a: Omit<Answer, 'id'> = {}) => process.send!({ ...a, id: r.id });
+    void (async () => {
+      if (r.op === 'start') {
+        proxy = new DelayProxy(r.targetPort, r.roundTripMs);
+        await proxy.start();
+        answer({ port: proxy.port });
+      } else if (r.op === 'set') {
+        proxy!.setRoundTrip(r.roundTripMs);
+        answer();
+      } else if (r.op === 'counts') {
+        answer({ roundTrips: proxy!.roundTrips, connections: proxy!.connections });
+        if (r.reset) proxy!.resetCounts();
+      } else {
+        await proxy?.stop();
+        process.send!({ id: r.id }, () => process.exit(0));
+      }
+    })();
+  });
+}
+
+if (require.main === module) serve();

@@ -20,7 +20,7 @@ import nodemailer from 'nodemailer';
 import pLimit from 'p-limit';
 
 import { EXCHANGE_ROLES, type LocalStack } from '../localstack';
-import { DelayProxy } from '../localstack/delay-proxy';
+import { DelayProxyProcess } from '../localstack/delay-proxy';
 import { EXCHANGE_AUDIENCE } from '../localstack/idp';
 import { runQueueTrigger } from '../localstack/queue-runner';
 import { runtimeFor } from '../localstack/runtime';
@@ -71,13 +71,14 @@ export async function measureRtt(
   log: (line: string) => void,
   options: { mails: number; replies: number; rounds: number },
 ): Promise<RttProfileResult[]> {
-  const imap = new DelayProxy(stack.dovecot.imapPort, 0);
-  const smtp = new DelayProxy(stack.smtp.port, 0);
-  const blob = new DelayProxy(stack.azurite.blobPort, 0);
-  const queue = new DelayProxy(stack.azurite.queuePort, 0);
-  const table = new DelayProxy(stack.azurite.tablePort, 0);
+  // Each proxy in a process of its own: the network's delay doesn't wait on this one's event loop.
+  const imap = new DelayProxyProcess(stack.dovecot.imapPort, 0);
+  const smtp = new DelayProxyProcess(stack.smtp.port, 0);
+  const blob = new DelayProxyProcess(stack.azurite.blobPort, 0);
+  const queue = new DelayProxyProcess(stack.azurite.queuePort, 0);
+  const table = new DelayProxyProcess(stack.azurite.tablePort, 0);
   const storageProxies = [blob, queue, table];
-  for (const p of [imap, smtp, ...storageProxies]) await p.start();
+  await Promise.all([imap, smtp, ...storageProxies].map((p) => p.start()));
   try {
     const connection = stack.azurite.connectionString
       .replace(`:${stack.azurite.blobPort}/`, `:${blob.port}/`)
@@ -105,18 +106,18 @@ export async function measureRtt(
     await tasks.createIfNotExists();
     await replies.createIfNotExists();
 
-    const setRoundTrips = (p: RttProfile) => {
-      imap.setRoundTrip(p.imapMs);
-      smtp.setRoundTrip(p.imapMs);
-      for (const s of storageProxies) s.setRoundTrip(p.storageMs);
-    };
-    const storageRoundTrips = () => storageProxies.reduce((n, p) => n + p.roundTrips, 0);
-    const resetCounts = () => {
-      for (const p of [imap, smtp, ...storageProxies]) p.resetCounts();
-    };
+    const setRoundTrips = (p: RttProfile) =>
+      Promise.all([
+        imap.setRoundTrip(p.imapMs),
+        smtp.setRoundTrip(p.imapMs),
+        ...storageProxies.map((s) => s.setRoundTrip(p.storageMs)),
+      ]);
+    const storageRoundTrips = async () =>
+      (await Promise.all(storageProxies.map((p) => p.counts()))).reduce((n, c) => n + c.roundTrips, 0);
+    const resetCounts = () => Promise.all([imap, smtp, ...storageProxies].map((p) => p.counts(true)));
 
     // Warm: the session, tables, queue and container, the token, through the proxies.
-    setRoundTrips({ name: 'warm', imapMs: 0, storageMs: 0 });
+    await setRoundTrips({ name: 'warm', imapMs: 0, storageMs: 0 });
     await stack.dropIntoMaildir(mailbox, [benchMail(0, mailbox)]);
     await drainMailbox({ ...rt, log: silentLogger });
     const client = new ImapFlow({
@@ -147,7 +148,7 @@ export async function measureRtt(
     const results: RttProfileResult[] = [];
     try {
       for (const profile of RTT_PROFILES) {
-        setRoundTrips(profile);
+        await setRoundTrips(profile);
         // Tasks to answer: drained once, outside the measurement.
         const answerable: string[] = [];
         const drainRatios: number[] = [];
@@ -163,12 +164,22 @@ export async function measureRtt(
               Array.from({ length: options.mails }, (_, i) => benchMail(i, target)),
             );
             await tasks.clearMessages();
-            resetCounts();
+            await resetCounts();
             const started = performance.now();
+            const cpu = process.cpuUsage();
+            // BENCH_RTT_STEPS=1: when each step was first and last reached, in ms from the start.
+            const steps = new Map<string, [number, number]>();
+            const onStep = process.env['BENCH_RTT_STEPS']
+              ? (step: string) => {
+                  const t = performance.now() - started;
+                  const seen = steps.get(step);
+                  steps.set(step, seen ? [seen[0], t] : [t, t]);
+                }
+              : undefined;
             if (side === 'inboxq') {
               let drained = 0;
               for (let run = 0; run < 5 && drained < options.mails; run++) {
-                const summary = await drainMailbox({ ...rt, log: silentLogger });
+                const summary = await drainMailbox({ ...rt, log: silentLogger, ...(onStep ? { onStep } : {}) });
                 drained += summary.counts.queued;
                 for (const o of summary.outcomes) if (o.outcome === 'queued' && o.taskId) answerable.push(o.taskId);
                 if (summary.stoppedBecause === 'empty') break;
@@ -188,9 +199,18 @@ export async function measureRtt(
               await client.messageDelete('1:*');
             }
             rate[side] = options.mails / ((performance.now() - started) / 1000);
+            if (onStep) {
+              const used = process.cpuUsage(cpu);
+              const timeline = [...steps].map(
+                ([step, [first, last]]) => `${step} ${first.toFixed(0)}-${last.toFixed(0)}`,
+              );
+              log(
+                `    ${side}: ${(performance.now() - started).toFixed(0)} ms, CPU ${((used.user + used.system) / 1000).toFixed(0)} ms${timeline.length ? `; ${timeline.join(', ')}` : ''}`,
+              );
+            }
             if (side === 'inboxq' && round >= 0) {
-              trips.imap.push(imap.roundTrips);
-              trips.storage.push(storageRoundTrips());
+              trips.imap.push((await imap.counts()).roundTrips);
+              trips.storage.push(await storageRoundTrips());
             }
           }
           if (round < 0) continue;
@@ -226,7 +246,7 @@ export async function measureRtt(
                     text: `Answer to ${taskId}`,
                   }),
                 );
-              resetCounts();
+              await resetCounts();
               const started = performance.now();
               const run = await runQueueTrigger({
                 queue: replies,
@@ -239,14 +259,15 @@ export async function measureRtt(
                   `inboxq handled ${run.succeeded} messages for ${ids.length} replies (${run.failed} failed): ${run.logs.slice(0, 5).join(' | ')}`,
                 );
               rate[side] = ids.length / ((performance.now() - started) / 1000);
-              replyTrips.smtp.push(smtp.roundTrips / ids.length);
-              replyConnections.push(smtp.connections);
-              replyTrips.storage.push(storageRoundTrips() / ids.length);
+              const smtpCounts = await smtp.counts();
+              replyTrips.smtp.push(smtpCounts.roundTrips / ids.length);
+              replyConnections.push(smtpCounts.connections);
+              replyTrips.storage.push((await storageRoundTrips()) / ids.length);
             } else {
               const mine = rows.filter((r) => r && ids.includes(r.taskId));
               // inboxq's own pool (kept 10 s after its last reply) closed first: its connections count too.
               await closeSmtpPools();
-              resetCounts();
+              await resetCounts();
               const transport = pooledClient();
               const started = performance.now();
               await Promise.all(
@@ -269,7 +290,7 @@ export async function measureRtt(
                 ),
               );
               rate[side] = mine.length / ((performance.now() - started) / 1000);
-              pooledConnections.push(smtp.connections);
+              pooledConnections.push((await smtp.counts()).connections);
               transport.close();
             }
           }
@@ -304,7 +325,7 @@ export async function measureRtt(
     }
     return results;
   } finally {
-    for (const p of [imap, smtp, ...storageProxies]) await p.stop();
+    await Promise.all([imap, smtp, ...storageProxies].map((p) => p.stop()));
   }
 }
 
