@@ -29,7 +29,19 @@ export interface MailboxEntry {
   uid: number;
   size: number;
   internalDate: Date | undefined;
+  /** The whole source, when the listing brought it along (a mail shorter than LISTED_SOURCE_BYTES in a folder of a few). */
+  source?: Buffer;
 }
+
+/**
+ * The listing of a folder of at most LISTED_SOURCES_UP_TO mails asks for each one's first
+ * LISTED_SOURCE_BYTES too: a mail shorter than that comes whole with it, and needs no FETCH of its
+ * own (one IMAP round trip fewer per run in the usual case, a few small mails). At most 6.4 MB.
+ * A mail as long or longer is fetched as before (its size as the server reports it is not trusted
+ * for this: Exchange's RFC822.SIZE is not always the length of what it sends).
+ */
+export const LISTED_SOURCE_BYTES = 64 * 1024;
+export const LISTED_SOURCES_UP_TO = 100;
 
 /** A throttling back-off longer than this ends the run, and is waited out by the runs that follow. */
 export const LONG_BACKOFF_MS = 30_000;
@@ -139,19 +151,30 @@ export class MailboxSession {
 
   /**
    * The mails in the selected folder, oldest first: UID, size and arrival, in one round trip
-   * (FETCH 1:* (UID RFC822.SIZE INTERNALDATE)); none at all when the server's last EXISTS said the
-   * folder is empty (the SELECT, or the NOOP that checked the session: mail that arrived since is
-   * the next run's).
+   * (FETCH 1:* (UID RFC822.SIZE INTERNALDATE)), with the sources of short mails when there are few
+   * (LISTED_SOURCE_BYTES); none at all when the server's last EXISTS said the folder is empty (the
+   * SELECT, or the NOOP that checked the session: mail that arrived since is the next run's).
    */
   async listMails(): Promise<MailboxEntry[]> {
-    if (this.exists === 0) return [];
+    const exists = this.exists;
+    if (exists === 0) return [];
+    const withSources = exists <= LISTED_SOURCES_UP_TO;
     const found = new Map<number, MailboxEntry>();
-    await this.run('FETCH 1:* (UID RFC822.SIZE INTERNALDATE)', async () => {
-      for await (const msg of this.client.fetch('1:*', { uid: true, size: true, internalDate: true })) {
+    const what = `FETCH 1:* (UID RFC822.SIZE INTERNALDATE${withSources ? ` BODY.PEEK[]<0.${LISTED_SOURCE_BYTES}>` : ''})`;
+    await this.run(what, async () => {
+      const query = {
+        uid: true,
+        size: true,
+        internalDate: true,
+        ...(withSources ? { source: { maxLength: LISTED_SOURCE_BYTES } } : {}),
+      };
+      for await (const msg of this.client.fetch('1:*', query)) {
+        const whole = msg.source && msg.source.length < LISTED_SOURCE_BYTES ? msg.source : undefined;
         found.set(msg.uid, {
           uid: msg.uid,
           size: msg.size ?? 0,
           internalDate: msg.internalDate ? new Date(msg.internalDate) : undefined,
+          ...(whole ? { source: whole } : {}),
         });
       }
     });

@@ -182,7 +182,8 @@ describe('an IMAP back-off of minutes', () => {
     for (let i = 0; i < 3; i++)
       await local.stack.appendMail(mailbox, buildMail({ from: `b${i}@partner.test`, to: mailbox }));
     const rt = runtimeFor(settings);
-    local.proxy.throttle(/UID FETCH/, 300_000, 1);
+    // The listing (a few small mails: it brings their sources too) is the run's first FETCH.
+    local.proxy.throttle(/FETCH/, 300_000, 1);
     const log = memoryLogger();
     const first = await drainMailbox({ ...rt, log });
     expect(first.stoppedBecause).toBe('throttled');

@@ -13,6 +13,7 @@ import { BATCH_SIZE, drainMailbox } from '../../shared/drain/drain';
 import { POISON_RUNS } from '../../shared/drain/suspects';
 import { ImapError } from '../../shared/errors';
 import { MailboxLease, suspectKey } from '../../shared/ledger/lease';
+import { LISTED_SOURCE_BYTES } from '../../shared/mailbox/imap';
 import { memoryLogger } from '../../shared/telemetry/log';
 import { useProxiedStack } from '../helpers/imap-proxy';
 import { buildMail } from '../helpers/mail';
@@ -122,9 +123,10 @@ describe('sources fetched ahead', () => {
     const mailbox = 'prefetch-suspect@company.test';
     const settings = settingsFor(mailbox);
     await clearTasks(local.stack);
-    // The oldest mail is a genuine 5.6 MB mail (streamed, past SMALL_MAIL_BYTES), small ones behind it.
+    // The oldest mail is a genuine 5.6 MB mail (streamed, past SMALL_MAIL_BYTES), small ones behind it,
+    // each past what the listing brings along (LISTED_SOURCE_BYTES): their sources need a FETCH.
     const small = Array.from({ length: 30 }, (_, i) =>
-      Buffer.from(buildMail({ from: 'p@partner.test', to: mailbox, subject: `behind ${i}` })),
+      largeMail('p@partner.test', mailbox, LISTED_SOURCE_BYTES, `behind ${i}`),
     );
     await local.stack.dropIntoMaildir(mailbox, [largeMail('big@partner.test', mailbox, 4 * 1024 * 1024), ...small]);
     const rt = runtimeFor(settings);

@@ -24,7 +24,7 @@ export class SourceReader {
 
   /** Starts fetching these mails' small sources, for the batch that will ask for exactly them. */
   prefetch(entries: MailboxEntry[]): void {
-    const uids = smallUids(entries);
+    const uids = smallUids(entries.filter((e) => !e.source));
     if (this.ahead || uids.length === 0) return;
     // Kept as a value, never a rejected promise nobody awaits: a failure is the batch's to throw.
     this.ahead = {
@@ -33,15 +33,30 @@ export class SourceReader {
     };
   }
 
-  /** The small sources of these mails: the prefetched ones when they were these, else fetched now. */
+  /**
+   * The small sources of these mails: those the listing brought (taken off their entries), then
+   * the prefetched ones when they were the rest, else the rest fetched now.
+   */
   async sources(entries: MailboxEntry[]): Promise<Map<number, Buffer>> {
-    const uids = smallUids(entries);
+    const listed = new Map<number, Buffer>();
+    for (const entry of entries) {
+      if (!entry.source) continue;
+      listed.set(entry.uid, entry.source);
+      delete entry.source;
+    }
+    const uids = smallUids(entries.filter((e) => !listed.has(e.uid)));
+    if (uids.length === 0) return listed;
     const ahead = this.ahead;
-    if (!ahead || ahead.key !== uids.join(',')) return this.session.fetchSources(uids);
-    this.ahead = undefined;
-    const result = await ahead.result;
-    if (result instanceof Map) return result;
-    throw result.error;
+    let fetched: Map<number, Buffer>;
+    if (!ahead || ahead.key !== uids.join(',')) fetched = await this.session.fetchSources(uids);
+    else {
+      this.ahead = undefined;
+      const result = await ahead.result;
+      if (!(result instanceof Map)) throw result.error;
+      fetched = result;
+    }
+    for (const [uid, source] of listed) fetched.set(uid, source);
+    return fetched;
   }
 
   /** Waits for a prefetch still under way and drops it: the session carries no command after. */
