@@ -6,6 +6,11 @@
  * one row per slot in inboxqMailboxes (partition `smtp`, row `<mailbox>.<n>`), held for `ttlMs`
  * and renewed while it sends, given back when its connections close. A slot of an instance that
  * died is free again when its time is up.
+ *
+ * An instance alone may hold every slot; past its fair share (SMTP_FAIR_SHARE) it holds a slot only
+ * while no other instance wants one. An instance that finds no free slot says so (row
+ * `<mailbox>.wanted`, for WANT_MS), and an instance holding more than its share gives the surplus
+ * back when it sees that (shared/reply/smtp.ts asks twice a second while it sends).
  */
 import { randomUUID } from 'node:crypto';
 
@@ -16,6 +21,10 @@ import { MAILBOXES_TABLE, partitionKey } from './rows';
 
 /** Exchange Online: concurrent SMTP AUTH connections per mailbox. */
 export const SMTP_CONNECTIONS_PER_MAILBOX = 3;
+/** Slots an instance holds whatever others want: two instances can always share the mailbox's 3. */
+export const SMTP_FAIR_SHARE = 2;
+/** How long an instance's word that it found no free slot counts. */
+const WANT_MS = 30_000;
 const PARTITION = 'smtp';
 /** This process, as the holder of its slots. */
 const INSTANCE = randomUUID();
@@ -56,8 +65,12 @@ export class SmtpSlots {
     return this.held.length;
   }
 
-  /** Takes free slots until this instance holds `want` (or none is free); returns how many it holds. */
-  async acquire(want: number): Promise<number> {
+  /**
+   * Takes free slots until this instance holds `want` (or none is free); past `fairShare`, only
+   * while no other instance said it wants one. Returns how many it holds; when none, it says it
+   * wants one (the holders of a surplus give it back).
+   */
+  async acquire(want: number, fairShare = want): Promise<number> {
     const table = await this.table();
     const holder = this.options.holder ?? INSTANCE;
     const until = this.now() + this.ttlMs;
@@ -65,6 +78,7 @@ export class SmtpSlots {
     try {
       for (let slot = 0; slot < slots && this.held.length < want; slot++) {
         if (this.held.some((h) => h.slot === slot)) continue;
+        if (this.held.length >= fairShare && (await this.othersWantUnchecked(table, holder))) break;
         const entity = { partitionKey: PARTITION, rowKey: this.rowKey(slot), holder, expiresAt: until };
         let row: { holder?: string; expiresAt?: number; etag?: string } | undefined;
         try {
@@ -86,11 +100,45 @@ export class SmtpSlots {
           if (code !== 'EntityAlreadyExists' && code !== 'UpdateConditionNotSatisfied') throw err;
         }
       }
+      if (this.held.length === 0) {
+        const wanted = { partitionKey: PARTITION, rowKey: this.wantKey(), holder, at: this.now() };
+        await table.upsertEntity(wanted, 'Replace');
+      }
     } catch (err) {
       throw storageError('Taking an SMTP connection slot failed', err, this.mailbox);
     }
     if (this.held.length > 0) this.heldUntil = until;
     return this.held.length;
+  }
+
+  /** Whether another instance found no free slot within WANT_MS (one read). */
+  async othersWant(): Promise<boolean> {
+    try {
+      return await this.othersWantUnchecked(await this.table(), this.options.holder ?? INSTANCE);
+    } catch (err) {
+      throw storageError('Reading whether another instance waits for an SMTP connection failed', err, this.mailbox);
+    }
+  }
+
+  /** Gives back the slots held past the first `keep` (best effort, as release). */
+  async releaseBeyond(keep: number): Promise<void> {
+    const surplus = this.held.slice(keep);
+    this.held = this.held.slice(0, keep);
+    await this.giveBack(surplus);
+  }
+
+  private wantKey(): string {
+    return `${partitionKey(this.mailbox)}.wanted`;
+  }
+
+  private async othersWantUnchecked(table: TableClient, holder: string): Promise<boolean> {
+    try {
+      const row = await table.getEntity<{ holder: string; at: number }>(PARTITION, this.wantKey());
+      return row.holder !== holder && Number(row.at ?? 0) > this.now() - WANT_MS;
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return false;
+      throw err;
+    }
   }
 
   private renewing: Promise<number> | undefined;
@@ -130,6 +178,10 @@ export class SmtpSlots {
   async release(): Promise<void> {
     const held = this.held;
     this.held = [];
+    await this.giveBack(held);
+  }
+
+  private async giveBack(held: Held[]): Promise<void> {
     if (held.length === 0) return;
     const table = await this.table().catch(() => undefined);
     for (const h of held) {

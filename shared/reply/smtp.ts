@@ -4,7 +4,8 @@
  *
  * nodemailer can't renew client-credentials tokens itself, so each send gets a token from the
  * TokenSource (cached by MSAL); a 535 with a cached token is retried once with a fresh one. A warm
- * instance keeps a small pool of authenticated connections per mailbox.
+ * instance keeps a small pool of authenticated connections per mailbox: as many as the mailbox's
+ * slots allow (shared/ledger/smtp-slots.ts), all 3 while no other instance wants one.
  */
 import nodemailer from 'nodemailer';
 import type Mail from 'nodemailer/lib/mailer';
@@ -12,7 +13,7 @@ import type Mail from 'nodemailer/lib/mailer';
 import type { InboxqConfig } from '../config/types';
 import type { AccessToken, TokenSource } from '../credentials/token';
 import { SmtpError, type SmtpFailure } from '../errors';
-import { SMTP_CONNECTIONS_PER_MAILBOX } from '../ledger/smtp-slots';
+import { SMTP_CONNECTIONS_PER_MAILBOX, SMTP_FAIR_SHARE } from '../ledger/smtp-slots';
 import type { Logger } from '../telemetry/log';
 
 export interface SmtpSendResult {
@@ -39,10 +40,14 @@ function createTransport(config: SmtpConfig, token: AccessToken, connections: nu
   });
 }
 
-/** Connections a warm instance opens at most per mailbox, when the mailbox's slots allow (ConnectionBudget). */
-const POOL_CONNECTIONS = 2;
+/** Connections a pool opens without slots to count them (verify, no budget). */
+const POOL_CONNECTIONS = SMTP_FAIR_SHARE;
 /** A pool with nothing to send for this long closes, and gives its connection slots back. */
 const POOL_IDLE_MS = 10_000;
+/** A surplus connection with nothing to send for this long is given back (an instance waiting for one defers 2 s at least). */
+const SURPLUS_IDLE_MS = 1_000;
+/** How often a pool holding more than its fair share asks whether another instance waits for a slot (a read; a waiting instance defers 2 s at least). */
+const WANT_CHECK_MS = 500;
 
 type Transport = ReturnType<typeof createTransport>;
 
@@ -51,21 +56,66 @@ type Transport = ReturnType<typeof createTransport>;
  * a pool opens only as many connections as it holds slots for.
  */
 export interface ConnectionBudget {
-  /** Takes up to `want` slots; how many are held (0: every slot is in use elsewhere). */
-  acquire(want: number): Promise<number>;
+  /** Takes up to `want` slots, past `fairShare` only while no other instance wants one; how many are held (0: every slot is in use elsewhere). */
+  acquire(want: number, fairShare?: number): Promise<number>;
   /** Keeps the slots held; how many are still held. */
   renew(): Promise<number>;
+  /** Whether another instance waits for a slot. */
+  othersWant(): Promise<boolean>;
+  /** Gives back the slots held past the first `keep`. */
+  releaseBeyond(keep: number): Promise<void>;
   release(): Promise<void>;
+}
+
+/** A nodemailer pool of some connections, and the sends under way on it. */
+interface Lane {
+  transport: Transport;
+  connections: number;
+  busy: number;
 }
 
 interface Pool {
   key: string;
   token: string;
-  transport: Transport;
+  /** The fair share of connections (or fewer, when the slots allowed fewer). */
+  lane: Lane;
+  /** A connection past the fair share, while no other instance wants it and it has work; `retiring` once not. */
+  surplus?: Lane & { retiring: boolean; idle?: NodeJS.Timeout };
   budget: ConnectionBudget | undefined;
-  /** Sends under way on it. */
-  busy: number;
+  wantCheckedAt: number;
   idle?: NodeJS.Timeout;
+}
+
+const busyOf = (pool: Pool) => pool.lane.busy + (pool.surplus?.busy ?? 0);
+
+/** The lane a send goes on: the one with fewer sends per connection, never a retiring surplus. */
+function laneFor(pool: Pool): Lane {
+  const s = pool.surplus;
+  if (!s || s.retiring) return pool.lane;
+  return s.busy * pool.lane.connections < pool.lane.busy ? s : pool.lane;
+}
+
+/** The surplus connection, once its send is done (or now): closed and its slot given back. */
+function retireSurplus(pool: Pool): void {
+  const s = pool.surplus;
+  if (!s) return;
+  s.retiring = true;
+  clearTimeout(s.idle);
+  if (s.busy > 0) return;
+  pool.surplus = undefined;
+  s.transport.close();
+  void pool.budget?.releaseBeyond(pool.lane.connections).catch(() => undefined);
+}
+
+/** While a pool holds a surplus: every WANT_CHECK_MS, whether another instance waits for it (never awaited by a send). */
+function checkSurplus(pool: Pool): void {
+  if (!pool.surplus || pool.surplus.retiring || !pool.budget) return;
+  if (Date.now() - pool.wantCheckedAt < WANT_CHECK_MS) return;
+  pool.wantCheckedAt = Date.now();
+  pool.budget.othersWant().then(
+    (wanted) => wanted && retireSurplus(pool),
+    () => undefined,
+  );
 }
 
 /**
@@ -76,21 +126,24 @@ interface Pool {
  */
 const pools = new Map<string, Pool>();
 
-function closePool(pool: Pool): void {
+function closeTransports(pool: Pool): void {
   if (pools.get(pool.key) === pool) pools.delete(pool.key);
   clearTimeout(pool.idle);
-  pool.transport.close();
+  clearTimeout(pool.surplus?.idle);
+  pool.lane.transport.close();
+  pool.surplus?.transport.close();
+  pool.surplus = undefined;
+}
+
+function closePool(pool: Pool): void {
+  closeTransports(pool);
   void pool.budget?.release();
 }
 
 /** Closes every pool of this process and gives its connection slots back (an instance shutting down, a benchmark). */
 export async function closeSmtpPools(): Promise<void> {
   const all = [...pools.values()];
-  for (const pool of all) {
-    if (pools.get(pool.key) === pool) pools.delete(pool.key);
-    clearTimeout(pool.idle);
-    pool.transport.close();
-  }
+  for (const pool of all) closeTransports(pool);
   await Promise.all(all.map((pool) => pool.budget?.release() ?? Promise.resolve()));
 }
 
@@ -114,17 +167,20 @@ async function pooledTransport(
   if (opening.has(key)) return pooledTransport(config, token, budget);
   const open = (async (): Promise<Pool> => {
     if (current) closePool(current);
-    const connections = budget ? await budget.acquire(POOL_CONNECTIONS) : POOL_CONNECTIONS;
+    const connections = budget ? await budget.acquire(SMTP_CONNECTIONS_PER_MAILBOX, SMTP_FAIR_SHARE) : POOL_CONNECTIONS;
     if (connections === 0) throw connectionsInUse(config);
+    const share = Math.min(connections, SMTP_FAIR_SHARE);
+    const lane = (n: number): Lane => ({ transport: createTransport(config, token, n), connections: n, busy: 0 });
     const pool: Pool = {
       key,
       token: token.token,
-      transport: createTransport(config, token, connections),
+      lane: lane(share),
+      ...(connections > share ? { surplus: { ...lane(connections - share), retiring: false } } : {}),
       budget,
-      busy: 0,
+      wantCheckedAt: Date.now(),
     };
     // An idle pooled connection the server drops reports an error with no send waiting: forget the pool.
-    pool.transport.on('error', () => closePool(pool));
+    for (const l of [pool.lane, pool.surplus]) l?.transport.on('error', () => closePool(pool));
     pools.set(key, pool);
     return pool;
   })();
@@ -170,10 +226,12 @@ async function withTransport<T>(
   let token = await tokens.getToken();
   for (let attempt = 1; ; attempt++) {
     const pool = pooled ? await pooledTransport(config, token, pooled.budget) : undefined;
-    const transport = pool ? pool.transport : createTransport(config, token, undefined);
-    if (pool) {
-      pool.busy++;
+    const lane = pool ? laneFor(pool) : undefined;
+    const transport = lane ? lane.transport : createTransport(config, token, undefined);
+    if (pool && lane) {
+      lane.busy++;
       clearTimeout(pool.idle);
+      if (lane === pool.surplus) clearTimeout(pool.surplus.idle);
     }
     try {
       return await use(transport);
@@ -188,10 +246,22 @@ async function withTransport<T>(
       if (described.poolClosed && attempt < 3) continue;
       throw described;
     } finally {
-      if (!pool) transport.close();
-      else if (--pool.busy === 0 && pools.get(pool.key) === pool) {
-        pool.idle = setTimeout(() => closePool(pool), POOL_IDLE_MS);
-        pool.idle.unref();
+      if (!pool || !lane) transport.close();
+      else {
+        lane.busy--;
+        const surplus = pool.surplus;
+        if (lane === surplus && (surplus.retiring || surplus.busy === 0)) {
+          if (surplus.retiring) retireSurplus(pool);
+          else {
+            surplus.idle = setTimeout(() => retireSurplus(pool), SURPLUS_IDLE_MS);
+            surplus.idle.unref();
+          }
+        }
+        checkSurplus(pool);
+        if (busyOf(pool) === 0 && pools.get(pool.key) === pool) {
+          pool.idle = setTimeout(() => closePool(pool), POOL_IDLE_MS);
+          pool.idle.unref();
+        }
       }
     }
   }
