@@ -278,7 +278,8 @@ describe('a mailbox that is slow, broken or throttled', () => {
     const env = settingsFor(mailbox);
     await tick(env);
     await local.stack.appendMail(mailbox, buildMail({ from: SENDER, to: mailbox }));
-    local.proxy.throttle(/UID FETCH/, 300_000);
+    // The listing: it brings the small mail's source too.
+    local.proxy.throttle(/FETCH 1:\*/, 300_000);
     const [throttled] = await tick(env);
     expect(throttled).toMatchObject({ action: 'drained', summary: { stoppedBecause: 'throttled' } });
     const commands = local.proxy.commands.length;
