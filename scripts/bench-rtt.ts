@@ -94,7 +94,8 @@ export async function measureRtt(
       INBOXQ_MAX_MESSAGES_PER_RUN: String(options.mails * 4),
       INBOXQ_RUN_BUDGET_SECONDS: '3600',
       INBOXQ_MAIL_RETENTION_DAYS: '0',
-      INBOXQ_PROCESSED_ACTION: 'delete',
+      // Like the client, inboxq deletes (BENCH_RTT_PROCESSED_ACTION=move: its default, one IMAP command instead of two).
+      INBOXQ_PROCESSED_ACTION: process.env['BENCH_RTT_PROCESSED_ACTION'] ?? 'delete',
       INBOXQ_SMTP_MAX_PER_MINUTE: '0',
     });
     const rt = runtimeFor(settings);
@@ -354,11 +355,12 @@ export function rttSection(
   });
   return `## Round trips: peers tens of milliseconds away
 
-scripts/bench-rtt.ts (\`BENCH_ONLY=rtt npm run bench\`) puts a delay proxy (localstack/delay-proxy.ts)
-in front of Dovecot, the SMTP server and each Azurite service, adding a round trip to every exchange:
+scripts/bench-rtt.ts (\`BENCH_ONLY=rtt npm run bench\`) puts a delay proxy (localstack/delay-proxy.ts,
+each in a process of its own) in front of Dovecot, the SMTP server and each Azurite service, adding a round trip to every exchange:
 20 ms to Exchange and 4 ms to Storage (same region), then 80 ms and 10 ms (a mailbox in another
 geography). Baselines: **drain**, a pipelined client: one IMAP FETCH of every source, 16 queue sends
-in flight, then delete, on a connection opened before it is timed (inboxq uses its kept session);
+in flight, then delete, on a connection opened before it is timed (inboxq uses its kept session,
+and deletes too: its default, a MOVE to inboxq-processed, is one IMAP command fewer);
 **replies**, nodemailer pooled with 3 connections (what Exchange allows a mailbox), every reply
 given at once; inboxq's replies go through the reply function as the queue runner calls it (batches
 of 8, host.json) with the pace off. Median of ${options.rounds} rounds per profile, after a warm-up round;
