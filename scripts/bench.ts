@@ -1086,7 +1086,7 @@ Issue 27 (2026-12-07): round trips, and the drain's CPU counted fairly.
   - *The measurement*: each delay proxy now runs in a process of its own. In the measured process
     a proxy's timers fired only once the client's synchronous work was done, so CPU time and round
     trips added up where a network lets them overlap, against the side doing more CPU work. The
-    figures moved little (drain 0.50 / 0.63 after, replies 0.67 / 0.69). \`BENCH_RTT_STEPS=1\`
+    figures moved little (drain 0.50 / 0.65 after, replies 0.67 / 0.69). \`BENCH_RTT_STEPS=1\`
     prints each drain's wall time, CPU time and step timeline.
   - *The listing brings small mails*: in a folder of at most 100 mails the listing asks for each
     mail's first 64 KB too, and a mail shorter than that needs no FETCH of its own (at most 6.4 MB;
@@ -1094,7 +1094,7 @@ Issue 27 (2026-12-07): round trips, and the drain's CPU counted fairly.
   - *Replies on all 3 connections*: an instance alone now sends on all 3 of the mailbox's SMTP
     connections; past 2 it holds a slot only while no other instance has said it found none free,
     and gives the third back within half a second of being asked (tested with two instances and
-    on the slots themselves). Replies went from 0.71 / 0.70 to **0.82 / 0.97**; the loopback reply
+    on the slots themselves). Replies went from 0.67 / 0.69 to **0.82 / 0.97**; the loopback reply
     ratio 0.957 and replyCpuRatio 1.499 (\`BENCH_ONLY=replies\`), at its goal's edge.
   - *The drain with inboxq's default action* (\`BENCH_RTT_PROCESSED_ACTION=move\`: one UID MOVE
     where the client's delete is STORE and EXPUNGE): 0.55 (20/4 ms) and **0.85** (80/10 ms). The
