@@ -17,7 +17,7 @@ import { LISTED_SOURCE_BYTES } from '../../shared/mailbox/imap';
 import { memoryLogger } from '../../shared/telemetry/log';
 import { useProxiedStack } from '../helpers/imap-proxy';
 import { buildMail } from '../helpers/mail';
-import { clearTasks, expectAllQueuedOnce } from '../helpers/stack';
+import { clearTasks, expectAllQueuedOnce, takeAllTasks } from '../helpers/stack';
 
 const SENDERS = '*@partner.test';
 /** Three batches: two full ones and a short one. */
@@ -45,6 +45,35 @@ function settingsFor(mailbox: string) {
 const sourceFetch = /^UID FETCH .*BODY\.PEEK\[\]/;
 
 describe('sources fetched ahead', () => {
+  it('a run of a few mails: the listing brings the short ones whole, and only a longer one is fetched by itself', async () => {
+    const mailbox = 'prefetch-listed@company.test';
+    const settings = settingsFor(mailbox);
+    await clearTasks(local.stack);
+    const short = Array.from({ length: 3 }, (_, i) =>
+      Buffer.from(buildMail({ from: 'p@partner.test', to: mailbox, subject: `short ${i}`, body: `short ${i}` })),
+    );
+    await local.stack.dropIntoMaildir(mailbox, [
+      ...short,
+      largeMail('p@partner.test', mailbox, LISTED_SOURCE_BYTES, 'past what the listing brings'),
+    ]);
+    const from = local.proxy.commands.length;
+    const summary = await drainMailbox({ ...runtimeFor(settings), log: memoryLogger() });
+    expect(summary.counts.queued).toBe(4);
+    const fetches = local.proxy.commands.slice(from).filter((c) => c.includes('FETCH'));
+    expect(fetches).toHaveLength(2);
+    expect(fetches[0]).toMatch(new RegExp(`^FETCH \\(.*BODY\\.PEEK\\[\\]<0\\.${LISTED_SOURCE_BYTES}>`));
+    expect(fetches[1]).toMatch(sourceFetch);
+    // Each mail whole: the short ones' text, and the long one's attachment at its full size.
+    const tasks = (await takeAllTasks(local.stack)).filter((t) => t.mailbox === mailbox);
+    expect(tasks).toHaveLength(4);
+    expect(tasks.map((t) => t.body.text?.trim()).filter((t) => t?.startsWith('short'))).toEqual(
+      expect.arrayContaining(['short 0', 'short 1', 'short 2']),
+    );
+    const long = tasks.find((t) => t.subject === 'past what the listing brings');
+    expect(long?.attachments.map((a) => a.size)).toEqual([LISTED_SOURCE_BYTES]);
+    expect(await local.stack.readFolder(mailbox, 'INBOX')).toHaveLength(0);
+  });
+
   it("the next batch's FETCH goes out before the current batch is moved, and every mail is queued once", async () => {
     const mailbox = 'prefetch-order@company.test';
     const settings = settingsFor(mailbox);
