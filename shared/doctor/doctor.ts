@@ -385,6 +385,9 @@ async function checkSmtp(config: InboxqConfig, tokens: ExchangeTokenProvider, ch
       // The mailbox's setting overrides the tenant's: Microsoft recommends leaving SMTP AUTH off for
       // the tenant and turning it on for the mailboxes that need it.
       fix = `Set-CASMailbox -Identity ${config.mailbox} -SmtpClientAuthenticationDisabled $false (the mailbox's setting is enough; leave it off for the rest of the tenant)`;
+    } else if (err instanceof SmtpError && err.failure === 'busy') {
+      // Not a setup fault: inboxq sending a burst takes all 3 (and gives the third back a second after).
+      fix = `every one of the mailbox's 3 SMTP connections is in use (inboxq sending a burst of replies uses all 3; another client sending as ${config.mailbox} holds some too): run inboxq doctor again once the replies queue is drained`;
     } else if (err instanceof SmtpError && err.failure === 'auth') {
       fix = `the app may send as the mailbox by one of two routes: the SMTP.SendAsApp API permission with admin consent (step token roles) and the mailbox permission, Add-MailboxPermission -Identity ${config.mailbox} -User <object id of the Enterprise application> -AccessRights FullAccess; or RBAC for Applications, New-ManagementRoleAssignment -App <service principal's ServiceId> -Role "Application SMTP.SendAsApp" -CustomResourceScope <a management scope holding ${config.mailbox}>, without the API permission`;
     }

@@ -178,6 +178,23 @@ describe('inboxq doctor', () => {
     expect(smtp.detail + smtp.fix).not.toContain('Set-TransportConfig');
   });
 
+  it('every SMTP connection of the mailbox in use (432 4.3.2): step SMTP says so and to run again, no setup advice', async () => {
+    const mailbox = 'doctor-busy@company.test';
+    const holders = await Promise.all([1, 2, 3].map(() => stack.smtpConnection(mailbox)));
+    stack.smtp.limitAnsweredAt = 'auth';
+    try {
+      const smtp = byStep(await runDoctor(stack.settings(mailbox), { skipSentCheck: true }))['SMTP']!;
+      expect(smtp.status).toBe('fail');
+      expect(smtp.detail).toContain('432');
+      expect(smtp.fix).toContain("every one of the mailbox's 3 SMTP connections is in use");
+      expect(smtp.fix).toContain('run inboxq doctor again');
+      expect(smtp.fix).not.toMatch(/Add-MailboxPermission|SendAsApp|Set-CASMailbox/);
+    } finally {
+      stack.smtp.limitAnsweredAt = 'data';
+      await Promise.all(holders.map((h) => h.close()));
+    }
+  });
+
   it('IMAP disabled for the mailbox ("authenticated but not connected"): step IMAP names Set-CASMailbox -ImapEnabled before the permission', async () => {
     const mailbox = 'doctor-imapoff@company.test';
     const proxy = new ImapFaultProxy(stack.dovecot.imapPort, stack.certs);
