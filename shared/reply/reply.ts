@@ -40,7 +40,7 @@ import {
   SmtpError,
   UnknownTaskError,
 } from '../errors';
-import { blockSending, takeSendingSlot } from '../ledger/pacing';
+import { blockSending, readPaceAhead, takeSendingSlot } from '../ledger/pacing';
 import { ATTACHMENTS_FOLDER, mailBlobPrefix, type MessageRecord, type ReplyRecord } from '../ledger/rows';
 import { SmtpSlots } from '../ledger/smtp-slots';
 import { MailboxSession } from '../mailbox/imap';
@@ -173,6 +173,8 @@ async function sendReplyOnce(
       ],
       { mailbox: config.mailbox },
     );
+  // The pace row is read while the task row is read and the reply claimed: one round trip fewer in turn.
+  const pace = readPaceAhead(deps.storage, config.mailbox);
   const task = await answerableTask(deps, reply);
   const { taskId, replyId } = reply;
   const ids = { mailbox: config.mailbox, taskId, replyId };
@@ -272,7 +274,7 @@ async function sendReplyOnce(
   };
   let response: string;
   try {
-    const wait = await takeSendingSlot(deps.storage, config.mailbox, config.reply.maxPerMinute, now);
+    const wait = await takeSendingSlot(deps.storage, config.mailbox, config.reply.maxPerMinute, now, pace);
     if (wait > 0) {
       const seconds = Math.ceil(wait / 1000) + Math.floor(Math.random() * 5);
       return await defer(
