@@ -1103,6 +1103,10 @@ Issue 27 (2026-12-07): round trips, and the drain's CPU counted fairly.
     above: 0.740 / 0.916, its three rounds at 20/4 ms 0.74, 0.63 and 0.85, and replyCpuRatio 1.315.
     At 20/4 ms the reply goal is met in one run and missed in the next on this machine; at
     80/10 ms it is met in both.
+  - *After the full run*: the reply reads the mailbox's pace row while it reads the task row and
+    claims the reply, not after (one Storage round trip fewer in turn per reply). Two runs of
+    \`BENCH_ONLY=rtt\`: replies **0.92 / 0.95** and **0.85 / 0.94** (a round whose pool is warm
+    0.99-1.02, one that opens its 3 connections 0.83-0.92). Not in the table above.
   - *The drain with inboxq's default action* (\`BENCH_RTT_PROCESSED_ACTION=move\`: one UID MOVE
     where the client's delete is STORE and EXPUNGE): 0.55 (20/4 ms) and **0.85** (80/10 ms). The
     table keeps the like-for-like delete.
