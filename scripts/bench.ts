@@ -1106,7 +1106,10 @@ Issue 27 (2026-12-07): round trips, and the drain's CPU counted fairly.
   - *After the full run*: the reply reads the mailbox's pace row while it reads the task row and
     claims the reply, not after (one Storage round trip fewer in turn per reply). Two runs of
     \`BENCH_ONLY=rtt\`: replies **0.92 / 0.95** and **0.85 / 0.94** (a round whose pool is warm
-    0.99-1.02, one that opens its 3 connections 0.83-0.92). Not in the table above.
+    0.99-1.02, one that opens its 3 connections 0.83-0.92). Then the connection slots are taken
+    with one read of the mailbox's slot rows and the writes together (two round trips, where each
+    slot was a read and a write in turn): **0.96 / 0.97**, the rounds that open connections 0.90-0.97.
+    Not in the table above.
   - *The drain with inboxq's default action* (\`BENCH_RTT_PROCESSED_ACTION=move\`: one UID MOVE
     where the client's delete is STORE and EXPUNGE): 0.55 (20/4 ms) and **0.85** (80/10 ms). The
     table keeps the like-for-like delete.

@@ -14,7 +14,7 @@
  */
 import { randomUUID } from 'node:crypto';
 
-import type { TableClient } from '@azure/data-tables';
+import { odata, type TableClient } from '@azure/data-tables';
 
 import { type StorageClients, storageError, tableErrorCode } from '../storage/clients';
 import { MAILBOXES_TABLE, partitionKey } from './rows';
@@ -32,6 +32,15 @@ const INSTANCE = randomUUID();
 interface Held {
   slot: number;
   etag: string;
+}
+
+/** A slot row (holder, expiresAt) or the word row of an instance that found none (holder, at). */
+interface SlotRow {
+  rowKey: string;
+  holder?: string;
+  expiresAt?: number;
+  at?: number;
+  etag?: string;
 }
 
 export class SmtpSlots {
@@ -76,30 +85,39 @@ export class SmtpSlots {
     const until = this.now() + this.ttlMs;
     const slots = this.options.slots ?? SMTP_CONNECTIONS_PER_MAILBOX;
     try {
-      for (let slot = 0; slot < slots && this.held.length < want; slot++) {
+      // One read of the mailbox's rows (its slots, and the word of an instance that found none),
+      // then the free slots taken together, each on the etag read: one another instance took
+      // meanwhile is skipped. Two round trips, whatever the number of slots.
+      const prefix = partitionKey(this.mailbox);
+      const rows = new Map<string, SlotRow>();
+      const filter = odata`PartitionKey eq ${PARTITION} and RowKey ge ${`${prefix}.`} and RowKey lt ${`${prefix}/`}`;
+      for await (const row of table.listEntities<SlotRow>({ queryOptions: { filter } })) rows.set(row.rowKey, row);
+      const limit = this.wantedByOthers(rows.get(this.wantKey()), holder)
+        ? Math.min(want, Math.max(fairShare, this.held.length))
+        : want;
+      const free: { slot: number; row: SlotRow | undefined }[] = [];
+      for (let slot = 0; slot < slots && this.held.length + free.length < limit; slot++) {
         if (this.held.some((h) => h.slot === slot)) continue;
-        if (this.held.length >= fairShare && (await this.othersWantUnchecked(table, holder))) break;
-        const entity = { partitionKey: PARTITION, rowKey: this.rowKey(slot), holder, expiresAt: until };
-        let row: { holder?: string; expiresAt?: number; etag?: string } | undefined;
-        try {
-          row = await table.getEntity<{ holder: string; expiresAt: number }>(PARTITION, this.rowKey(slot));
-        } catch (err) {
-          if ((err as { statusCode?: number }).statusCode !== 404) throw err;
-        }
-        try {
-          if (!row) {
-            const res = await table.createEntity(entity);
-            this.held.push({ slot, etag: res.etag ?? '*' });
-          } else if (row.holder === holder || Number(row.expiresAt ?? 0) <= this.now()) {
-            const res = await table.updateEntity(entity, 'Replace', { etag: row.etag ?? '*' });
-            this.held.push({ slot, etag: res.etag ?? '*' });
-          }
-        } catch (err) {
-          // Another instance took it first.
-          const code = tableErrorCode(err);
-          if (code !== 'EntityAlreadyExists' && code !== 'UpdateConditionNotSatisfied') throw err;
-        }
+        const row = rows.get(this.rowKey(slot));
+        if (!row || row.holder === holder || Number(row.expiresAt ?? 0) <= this.now()) free.push({ slot, row });
       }
+      const taken = await Promise.all(
+        free.map(async ({ slot, row }): Promise<Held | undefined> => {
+          const entity = { partitionKey: PARTITION, rowKey: this.rowKey(slot), holder, expiresAt: until };
+          try {
+            const res = row
+              ? await table.updateEntity(entity, 'Replace', { etag: row.etag ?? '*' })
+              : await table.createEntity(entity);
+            return { slot, etag: res.etag ?? '*' };
+          } catch (err) {
+            // Another instance took it first.
+            const code = tableErrorCode(err);
+            if (code !== 'EntityAlreadyExists' && code !== 'UpdateConditionNotSatisfied') throw err;
+            return undefined;
+          }
+        }),
+      );
+      for (const h of taken) if (h) this.held.push(h);
       if (this.held.length === 0) {
         const wanted = { partitionKey: PARTITION, rowKey: this.wantKey(), holder, at: this.now() };
         await table.upsertEntity(wanted, 'Replace');
@@ -133,12 +151,16 @@ export class SmtpSlots {
 
   private async othersWantUnchecked(table: TableClient, holder: string): Promise<boolean> {
     try {
-      const row = await table.getEntity<{ holder: string; at: number }>(PARTITION, this.wantKey());
-      return row.holder !== holder && Number(row.at ?? 0) > this.now() - WANT_MS;
+      return this.wantedByOthers(await table.getEntity<SlotRow>(PARTITION, this.wantKey()), holder);
     } catch (err) {
       if ((err as { statusCode?: number }).statusCode === 404) return false;
       throw err;
     }
+  }
+
+  /** Whether the word row says another instance found no free slot within WANT_MS. */
+  private wantedByOthers(row: SlotRow | undefined, holder: string): boolean {
+    return row !== undefined && row.holder !== holder && Number(row.at ?? 0) > this.now() - WANT_MS;
   }
 
   private renewing: Promise<number> | undefined;

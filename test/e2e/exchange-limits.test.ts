@@ -174,6 +174,12 @@ describe('one instance, or several, on the 3 connections', () => {
     const later = slots('a');
     expect(await later.acquire(3, 2)).toBe(3);
     await later.release();
+    // Three instances taking slots at once, each from one read of the rows: never more than 3 held.
+    const racing = ['x', 'y', 'z'].map(slots);
+    const held = await Promise.all(racing.map((r) => r.acquire(3, 2)));
+    expect(held.reduce((n, h) => n + h, 0)).toBeLessThanOrEqual(3);
+    expect(held.some((h) => h > 0)).toBe(true);
+    await Promise.all(racing.map((r) => r.release()));
   });
 });
 
