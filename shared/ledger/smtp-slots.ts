@@ -131,11 +131,14 @@ export class SmtpSlots {
 
   /** Whether another instance found no free slot within WANT_MS (one read). */
   async othersWant(): Promise<boolean> {
+    let row: SlotRow | undefined;
     try {
-      return await this.othersWantUnchecked(await this.table(), this.options.holder ?? INSTANCE);
+      row = await (await this.table()).getEntity<SlotRow>(PARTITION, this.wantKey());
     } catch (err) {
-      throw storageError('Reading whether another instance waits for an SMTP connection failed', err, this.mailbox);
+      if ((err as { statusCode?: number }).statusCode !== 404)
+        throw storageError('Reading whether another instance waits for an SMTP connection failed', err, this.mailbox);
     }
+    return this.wantedByOthers(row, this.options.holder ?? INSTANCE);
   }
 
   /** Gives back the slots held past the first `keep` (best effort, as release). */
@@ -147,15 +150,6 @@ export class SmtpSlots {
 
   private wantKey(): string {
     return `${partitionKey(this.mailbox)}.wanted`;
-  }
-
-  private async othersWantUnchecked(table: TableClient, holder: string): Promise<boolean> {
-    try {
-      return this.wantedByOthers(await table.getEntity<SlotRow>(PARTITION, this.wantKey()), holder);
-    } catch (err) {
-      if ((err as { statusCode?: number }).statusCode === 404) return false;
-      throw err;
-    }
   }
 
   /** Whether the word row says another instance found no free slot within WANT_MS. */
