@@ -111,7 +111,8 @@ export async function runQueueTrigger(options: {
     for (const item of items) {
       const work = handle(item);
       inFlight.add(work);
-      void work.finally(() => inFlight.delete(work));
+      // A failure is seen by the race or the Promise.all below; this chain only keeps the set current.
+      work.finally(() => inFlight.delete(work)).catch(() => undefined);
     }
   }
   await Promise.all(inFlight);
