@@ -6,7 +6,9 @@
  * mailbox in another geography).
  *
  *   drain    inboxq's drain of N small mails, against a pipelined client: one IMAP FETCH of every
- *            source, 16 queue sends in flight, then delete (the least a drain can cost in round trips)
+ *            source, 16 queue sends in flight, then delete (the least a drain can cost in round trips);
+ *            and, reported without a goal, against the same client writing the ledger rows inboxq's
+ *            guarantees rest on, in the same transactions (bench-rows.ts): what is left is inboxq's own
  *   replies  inboxq's reply function over N replies on its queue, against a pooled nodemailer client
  *            with the connections inboxq may use (Exchange allows 3 per mailbox), all sent at once
  *
@@ -14,6 +16,7 @@
  * timed). Ratios are per pair, alternating which side goes first; the median is reported, with the
  * round trips inboxq started, counted at the proxies.
  */
+import { TableClient } from '@azure/data-tables';
 import { QueueClient } from '@azure/storage-queue';
 import { ImapFlow } from 'imapflow';
 import nodemailer from 'nodemailer';
@@ -32,6 +35,7 @@ import { deploymentFor } from '../shared/host/runtime';
 import { composeReply } from '../shared/reply/compose';
 import { closeSmtpPools } from '../shared/reply/smtp';
 import { silentLogger } from '../shared/telemetry/log';
+import { bareDrainWithRows, type LedgerTables } from './bench-rows';
 
 export interface RttProfile {
   name: string;
@@ -50,7 +54,17 @@ export interface RttSide {
 
 export interface RttProfileResult {
   profile: RttProfile;
-  drain: { inboxq: number; pipelined: number; ratio: number; imapRoundTrips: number; storageRoundTrips: number };
+  drain: {
+    inboxq: number;
+    pipelined: number;
+    ratio: number;
+    /** The pipelined client writing the same ledger rows, and inboxq's ratio to it (no goal). */
+    rows: number;
+    rowsRatio: number;
+    imapRoundTrips: number;
+    storageRoundTrips: number;
+    rowsStorageRoundTrips: number;
+  };
   replies: {
     inboxq: number;
     pooled: number;
@@ -86,6 +100,7 @@ export async function measureRtt(
       .replace(`:${stack.azurite.tablePort}/`, `:${table.port}/`);
     const mailbox = 'bench-rtt@company.test';
     const bare = 'bench-rtt-bare@company.test';
+    const withRows = 'bench-rtt-rows@company.test';
     const settings = stack.settings(mailbox, {
       AzureWebJobsStorage: connection,
       INBOXQ_IMAP_PORT: String(imap.port),
@@ -106,6 +121,13 @@ export async function measureRtt(
     const repliesDirect = new QueueClient(stack.azurite.connectionString, REPLIES_QUEUE);
     await tasks.createIfNotExists();
     await replies.createIfNotExists();
+    const rowTables: LedgerTables = {
+      messages: TableClient.fromConnectionString(connection, 'benchRttRowsMessages', { allowInsecureConnection: true }),
+      conversations: TableClient.fromConnectionString(connection, 'benchRttRowsConversations', {
+        allowInsecureConnection: true,
+      }),
+    };
+    for (const t of [rowTables.messages, rowTables.conversations]) await t.createTable();
 
     const setRoundTrips = (p: RttProfile) =>
       Promise.all([
@@ -121,16 +143,21 @@ export async function measureRtt(
     await setRoundTrips({ name: 'warm', imapMs: 0, storageMs: 0 });
     await stack.dropIntoMaildir(mailbox, [benchMail(0, mailbox)]);
     await drainMailbox({ ...rt, log: silentLogger });
-    const client = new ImapFlow({
-      host: '127.0.0.1',
-      port: imap.port,
-      secure: true,
-      tls: { ca: stack.certs.ca },
-      auth: { user: bare, accessToken: token },
-      logger: false,
-    });
-    client.on('error', () => {});
-    await client.connect();
+    const connectImap = async (user: string) => {
+      const c = new ImapFlow({
+        host: '127.0.0.1',
+        port: imap.port,
+        secure: true,
+        tls: { ca: stack.certs.ca },
+        auth: { user, accessToken: token },
+        logger: false,
+      });
+      c.on('error', () => {});
+      await c.connect();
+      return c;
+    };
+    const client = await connectImap(bare);
+    const rowsClient = await connectImap(withRows);
     // The pooled client connects for each round and closes after it: Exchange counts both sides'
     // connections against the mailbox's 3, so one left open would refuse inboxq's (432).
     const pooledClient = () =>
@@ -153,13 +180,16 @@ export async function measureRtt(
         // Tasks to answer: drained once, outside the measurement.
         const answerable: string[] = [];
         const drainRatios: number[] = [];
-        const drainRates = { inboxq: [] as number[], pipelined: [] as number[] };
-        const trips = { imap: [] as number[], storage: [] as number[] };
+        const rowsRatios: number[] = [];
+        const drainRates = { inboxq: [] as number[], pipelined: [] as number[], rows: [] as number[] };
+        const trips = { imap: [] as number[], storage: [] as number[], rowsStorage: [] as number[] };
         for (let round = -1; round < options.rounds; round++) {
-          const sides = round % 2 === 0 ? (['pipelined', 'inboxq'] as const) : (['inboxq', 'pipelined'] as const);
+          // The same-rows client between the two, so each of the others goes first in turn.
+          const sides =
+            round % 2 === 0 ? (['pipelined', 'rows', 'inboxq'] as const) : (['inboxq', 'rows', 'pipelined'] as const);
           const rate: Record<string, number> = {};
           for (const side of sides) {
-            const target = side === 'inboxq' ? mailbox : bare;
+            const target = side === 'inboxq' ? mailbox : side === 'rows' ? withRows : bare;
             await stack.dropIntoMaildir(
               target,
               Array.from({ length: options.mails }, (_, i) => benchMail(i, target)),
@@ -186,6 +216,10 @@ export async function measureRtt(
                 if (summary.stoppedBecause === 'empty') break;
               }
               if (drained !== options.mails) throw new Error(`inboxq drained ${drained} of ${options.mails}`);
+            } else if (side === 'rows') {
+              await rowsClient.mailboxOpen('INBOX');
+              const n = await bareDrainWithRows(rowsClient, withRows, tasks, rowTables, 16);
+              if (n !== options.mails) throw new Error(`the same-rows client drained ${n} of ${options.mails}`);
             } else {
               await client.mailboxOpen('INBOX');
               const limit = pLimit(16);
@@ -213,13 +247,16 @@ export async function measureRtt(
               trips.imap.push((await imap.counts()).roundTrips);
               trips.storage.push(await storageRoundTrips());
             }
+            if (side === 'rows' && round >= 0) trips.rowsStorage.push(await storageRoundTrips());
           }
           if (round < 0) continue;
           drainRates.inboxq.push(rate['inboxq']!);
           drainRates.pipelined.push(rate['pipelined']!);
           drainRatios.push(rate['inboxq']! / rate['pipelined']!);
+          drainRates.rows.push(rate['rows']!);
+          rowsRatios.push(rate['inboxq']! / rate['rows']!);
           log(
-            `  rtt ${profile.imapMs}/${profile.storageMs} ms drain ${round + 1}: inboxq ${rate['inboxq']!.toFixed(1)}/s, pipelined ${rate['pipelined']!.toFixed(1)}/s, ratio ${(rate['inboxq']! / rate['pipelined']!).toFixed(2)}; round trips IMAP ${trips.imap.at(-1)}, Storage ${trips.storage.at(-1)}`,
+            `  rtt ${profile.imapMs}/${profile.storageMs} ms drain ${round + 1}: inboxq ${rate['inboxq']!.toFixed(1)}/s, pipelined ${rate['pipelined']!.toFixed(1)}/s, ratio ${(rate['inboxq']! / rate['pipelined']!).toFixed(2)}; with the same rows ${rate['rows']!.toFixed(1)}/s, ratio ${(rate['inboxq']! / rate['rows']!).toFixed(2)}; round trips IMAP ${trips.imap.at(-1)}, Storage ${trips.storage.at(-1)} (same rows: Storage ${trips.rowsStorage.at(-1)})`,
           );
         }
 
@@ -308,8 +345,11 @@ export async function measureRtt(
             inboxq: median(drainRates.inboxq),
             pipelined: median(drainRates.pipelined),
             ratio: median(drainRatios),
+            rows: median(drainRates.rows),
+            rowsRatio: median(rowsRatios),
             imapRoundTrips: median(trips.imap),
             storageRoundTrips: median(trips.storage),
+            rowsStorageRoundTrips: median(trips.rowsStorage),
           },
           replies: {
             inboxq: median(replyRates.inboxq),
@@ -322,6 +362,7 @@ export async function measureRtt(
       }
     } finally {
       await client.logout().catch(() => undefined);
+      await rowsClient.logout().catch(() => undefined);
       await rt.imapSession.close();
     }
     return results;
@@ -335,6 +376,7 @@ export function rttKeys(results: RttProfileResult[]): Record<string, number> {
   const out: Record<string, number> = {};
   for (const r of results) {
     out[`rttDrainRatio${r.profile.name}`] = Number(r.drain.ratio.toFixed(3));
+    out[`rttDrainRowsRatio${r.profile.name}`] = Number(r.drain.rowsRatio.toFixed(3));
     out[`rttReplyRatio${r.profile.name}`] = Number(r.replies.ratio.toFixed(3));
   }
   return out;
@@ -350,6 +392,7 @@ export function rttSection(
     const p = `${r.profile.imapMs} / ${r.profile.storageMs} ms`;
     return [
       `| drain, ${options.mails} small mails, ${p} (mails/s) | ${r.drain.inboxq.toFixed(1)} | ${r.drain.pipelined.toFixed(1)} | **${r.drain.ratio.toFixed(3)}** (\`rttDrainRatio${r.profile.name}\`) | ≥ 0.8 | ${goal(r.drain.ratio >= 0.8)} | IMAP ${r.drain.imapRoundTrips}, Storage ${r.drain.storageRoundTrips} per ${options.mails} mails |`,
+      `| drain, the same, against the pipelined client writing the same ledger rows (mails/s) | ${r.drain.inboxq.toFixed(1)} | ${r.drain.rows.toFixed(1)} | ${r.drain.rowsRatio.toFixed(3)} (\`rttDrainRowsRatio${r.profile.name}\`) | none | | Storage ${r.drain.rowsStorageRoundTrips} (the client's) per ${options.mails} mails |`,
       `| replies, ${options.replies} at once, ${p} (replies/s) | ${r.replies.inboxq.toFixed(1)} | ${r.replies.pooled.toFixed(1)} | **${r.replies.ratio.toFixed(3)}** (\`rttReplyRatio${r.profile.name}\`) | ≥ 0.8 | ${goal(r.replies.ratio >= 0.8)} | SMTP ${r.replies.smtpRoundTripsPerReply.toFixed(1)}, Storage ${r.replies.storageRoundTripsPerReply.toFixed(1)} per reply |`,
     ];
   });
@@ -362,7 +405,10 @@ geography). Baselines: **drain**, a pipelined client: one IMAP FETCH of every so
 in flight, then delete, on a connection opened before it is timed (inboxq uses its kept session,
 and deletes too: its default, a MOVE to inboxq-processed, is one IMAP command fewer);
 **replies**, nodemailer pooled with 3 connections (what Exchange allows a mailbox), every reply
-given at once; inboxq's replies go through the reply function as the queue runner calls it (batches
+given at once. **The drain against the same rows** (no goal): the pipelined client also writing
+the rows inboxq's guarantees rest on, in the same transactions (scripts/bench-rows.ts: the claims,
+the conversations, the records after the sends, the removal marks after the delete; not the lease
+or the run record), so what is left between the two is inboxq's own. inboxq's replies go through the reply function as the queue runner calls it (batches
 of 8, host.json) with the pace off. Median of ${options.rounds} rounds per profile, after a warm-up round;
 round trips are those inboxq started, counted at the proxies (a burst of pipelined commands is one).
 

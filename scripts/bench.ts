@@ -42,6 +42,7 @@ import { silentLogger } from '../shared/telemetry/log';
 import { DEFAULT_IDLE_SECONDS, measureBill } from './bench-bill';
 import { measureLatency } from './bench-latency';
 import { measureMemory } from './bench-memory';
+import { bareDrainWithRows, type LedgerTables } from './bench-rows';
 import { measureRtt, rttKeys, rttSection } from './bench-rtt';
 
 const RUNS = Number(process.env['BENCH_RUNS'] ?? 5);
@@ -93,6 +94,20 @@ async function bareImap(stack: LocalStack, mailbox: string, token: string): Prom
   return client;
 }
 
+async function withBareImap<T>(
+  stack: LocalStack,
+  mailbox: string,
+  token: string,
+  work: (client: ImapFlow) => Promise<T>,
+): Promise<T> {
+  const client = await bareImap(stack, mailbox, token);
+  try {
+    return await work(client);
+  } finally {
+    await client.logout();
+  }
+}
+
 /**
  * The least a drain can do: fetch every source, one queue send per mail, delete. With `blobs`
  * (large mails, which no queue message holds), each source is stored as a blob first, as inboxq
@@ -116,130 +131,6 @@ async function bareDrain(
     n++;
   }
   await client.messageDelete('1:*');
-  await client.logout();
-  return n;
-}
-
-/**
- * The tables the same-rows baseline writes to: tables of its own, so that inboxq's tables grow by
- * inboxq's rows only (Azurite's inserts slow down as a table grows), and the baseline's by as many.
- */
-interface LedgerTables {
-  messages: TableClient;
-  conversations: TableClient;
-}
-
-/**
- * The bare client plus the durable rows inboxq writes, through the same SDK and in the same
- * transactions per batch of 100: each mail claimed (insert), its conversation started (insert), then
- * recorded as queued (replace, on the claim's etag) after the queue sends, and marked removed
- * (merge) after the delete. The fair baseline for the drain's CPU (issue 27): what the ledger's
- * guarantee costs in the SDK is in both sides; what inboxq adds on top (parsing, the sender policy,
- * threads, the task message) is the difference. The row values are the same kind and length.
- */
-async function bareDrainWithRows(
-  stack: LocalStack,
-  mailbox: string,
-  token: string,
-  queue: QueueClient,
-  tables: LedgerTables,
-): Promise<number> {
-  const client = await bareImap(stack, mailbox, token);
-  const { uidValidity } = await client.mailboxOpen('INBOX');
-  const pk = encodeURIComponent(mailbox);
-  const now = () => new Date().toISOString();
-  let n = 0;
-  let batch: { uid: number; taskId: string; messageId: string; subject: string; from: string; etag?: string }[] = [];
-  const removedLater: { uid: number; taskId: string }[] = [];
-  const flush = async () => {
-    if (batch.length === 0) return;
-    const entity = (m: (typeof batch)[number], state: string, extra: Record<string, unknown> = {}) => ({
-      partitionKey: pk,
-      rowKey: m.taskId,
-      mailbox,
-      state,
-      removed: false,
-      identity: `mid:${m.messageId}`,
-      messageId: m.messageId,
-      headerSha256: m.taskId + m.taskId,
-      uid: m.uid,
-      uidValidity: String(uidValidity),
-      sender: '',
-      subject: m.subject,
-      inReplyTo: '',
-      references: '[]',
-      conversationId: '',
-      reasons: '[]',
-      receivedAt: now(),
-      claimedAt: now(),
-      updatedAt: now(),
-      ...extra,
-    });
-    const claimed = await tables.messages.submitTransaction(batch.map((m) => ['create', entity(m, 'claimed')]));
-    for (const m of batch) m.etag = claimed.getResponseForEntity(m.taskId)?.etag;
-    await tables.conversations.submitTransaction(
-      batch.map((m) => [
-        'create',
-        {
-          partitionKey: pk,
-          rowKey: `c.${m.taskId.slice(0, 24)}`,
-          conversationId: m.taskId.slice(0, 24),
-          participants: JSON.stringify([m.from]),
-          subject: m.subject,
-          createdAt: now(),
-          updatedAt: now(),
-          taskIds: JSON.stringify([m.taskId]),
-        },
-      ]),
-    );
-    for (const m of batch) await queue.sendMessage(encodeQueueMessage({ uid: m.uid, taskId: m.taskId }));
-    await tables.messages.submitTransaction(
-      batch.map((m) => [
-        'update',
-        entity(m, 'queued', {
-          sender: m.from,
-          conversationId: m.taskId.slice(0, 24),
-          reasons: JSON.stringify([
-            `DMARC pass for partner.test in the first Authentication-Results header (no authserv-id)`,
-            `${m.from} is an authorized sender`,
-          ]),
-          queuedAt: now(),
-        }),
-        'Replace',
-        { etag: m.etag ?? '*' },
-      ]),
-    );
-    removedLater.push(...batch.map(({ uid, taskId }) => ({ uid, taskId })));
-    n += batch.length;
-    batch = [];
-  };
-  for await (const m of client.fetch('1:*', { uid: true, source: true, envelope: true })) {
-    batch.push({
-      uid: m.uid,
-      taskId: randomUUID().replace(/-/g, ''),
-      messageId: m.envelope?.messageId ?? '',
-      subject: m.envelope?.subject ?? '',
-      from: m.envelope?.from?.[0]?.address ?? '',
-    });
-    if (batch.length === 100) await flush();
-  }
-  await flush();
-  await client.messageDelete('1:*');
-  for (let i = 0; i < removedLater.length; i += 100)
-    await tables.messages.submitTransaction(
-      removedLater.slice(i, i + 100).map((m) => [
-        'update',
-        {
-          partitionKey: pk,
-          rowKey: m.taskId,
-          removed: true,
-          uid: m.uid,
-          updatedAt: now(),
-          location: 'inboxq-processed',
-        },
-        'Merge',
-      ]),
-    );
   await client.logout();
   return n;
 }
@@ -361,7 +252,7 @@ async function measureDrain(
         side === 'inboxq'
           ? await drainAll(stack, rt, count, failures)
           : side === 'rows'
-            ? await bareDrainWithRows(stack, mailbox, token, queue, tables)
+            ? await withBareImap(stack, mailbox, token, (client) => bareDrainWithRows(client, mailbox, queue, tables))
             : await bareDrain(stack, mailbox, token, queue, blobs);
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const used = process.cpuUsage(cpuBefore);
