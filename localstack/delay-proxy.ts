@@ -154,7 +154,7 @@ export class DelayProxyProcess {
   port = 0;
   private child: ChildProcess | undefined;
   private nextId = 1;
-  private readonly waiting = new Map<number, (a: Answer) => void>();
+  private readonly waiting = new Map<number, { resolve: (a: Answer) => void; reject: (e: Error) => void }>();
 
   constructor(
     private readonly targetPort: number,
@@ -164,8 +164,16 @@ export class DelayProxyProcess {
   async start(): Promise<void> {
     this.child = fork(path.join(__dirname, 'delay-proxy.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.child.on('message', (a: Answer) => {
-      this.waiting.get(a.id)?.(a);
+      this.waiting.get(a.id)?.resolve(a);
       this.waiting.delete(a.id);
+    });
+    // A proxy that died answers nothing more: whoever waits on it is told, not left waiting.
+    this.child.once('exit', (code, signal) => {
+      const error = new Error(
+        `the delay proxy in front of port ${this.targetPort} exited (${signal ?? `code ${code}`}); its output above says why`,
+      );
+      for (const { reject } of this.waiting.values()) reject(error);
+      this.waiting.clear();
     });
     const a = await this.ask({ op: 'start', targetPort: this.targetPort, roundTripMs: this.roundTripMs });
     this.port = a.port!;
@@ -183,7 +191,11 @@ export class DelayProxyProcess {
 
   async stop(): Promise<void> {
     if (!this.child) return;
-    const exited = new Promise((resolve) => this.child!.once('exit', resolve));
+    const child = this.child;
+    const exited =
+      child.exitCode !== null || child.signalCode !== null
+        ? Promise.resolve()
+        : new Promise((resolve) => child.once('exit', resolve));
     await this.ask({ op: 'stop' }).catch(() => undefined);
     await exited;
     this.child = undefined;
@@ -191,9 +203,12 @@ export class DelayProxyProcess {
 
   private ask(request: Ask): Promise<Answer> {
     const id = this.nextId++;
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null)
+      return Promise.reject(new Error(`the delay proxy in front of port ${this.targetPort} is not running`));
     return new Promise((resolve, reject) => {
-      this.waiting.set(id, resolve);
-      this.child!.send({ ...request, id }, (err) => err && reject(err));
+      this.waiting.set(id, { resolve, reject });
+      child.send({ ...request, id }, (err) => err && reject(err));
     });
   }
 }
