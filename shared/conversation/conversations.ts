@@ -23,6 +23,7 @@
  * the next id of a fixed chain (shared/identity/ids.ts) and never overwrites the other row.
  */
 import type { TableClient, TableEntityResult, TransactionAction } from '@azure/data-tables';
+import pLimit from 'p-limit';
 
 import { CONVERSATION_ID_CANDIDATES, conversationIdFor, subjectTags } from '../identity/ids';
 import { partitionKey } from '../ledger/rows';
@@ -41,6 +42,8 @@ export const MAX_PREVIOUS_TASK_IDS = 50;
 const MAX_REFERENCES_LOOKED_UP = 20;
 /** Subject tags looked up per mail, the first ones (a hostile subject may carry thousands). */
 const MAX_TAGS_LOOKED_UP = 5;
+/** Rows a batch's prefetch reads at once. */
+const PREFETCH_CONCURRENCY = 16;
 
 export interface Conversation {
   id: string;
@@ -201,6 +204,20 @@ function isConflict(err: unknown): boolean {
   return code === 'EntityAlreadyExists' || code === 'UpdateConditionNotSatisfied' || status === 409 || status === 412;
 }
 
+/**
+ * The Message-IDs a mail's thread headers name, in the order they are looked up: the message it
+ * answers, then its references, the most recent first; never its own, nor one too long to be one.
+ */
+function candidatesOf(mail: MailForConversation): { id: string; by: ContinuedBy }[] {
+  const candidates: { id: string; by: ContinuedBy }[] = [];
+  if (mail.inReplyTo) candidates.push({ id: mail.inReplyTo, by: 'in-reply-to' });
+  for (const id of [...mail.references].reverse().slice(0, MAX_REFERENCES_LOOKED_UP))
+    candidates.push({ id, by: 'references' });
+  return candidates.filter(
+    (c) => c.id.length <= MAX_MESSAGE_ID_CHARS && !(mail.messageId && c.id.trim() === mail.messageId.trim()),
+  );
+}
+
 function nextCandidate(taskId: string, current: string): string | null {
   for (let n = 0; n < CONVERSATION_ID_CANDIDATES - 1; n++)
     if (conversationIdFor(taskId, n) === current) return conversationIdFor(taskId, n + 1);
@@ -257,18 +274,56 @@ export class ConversationBatch {
     return null;
   }
 
+  /**
+   * Reads at once (a few at a time) what the batch's decisions look up first, so that they don't
+   * wait on Storage one after another: the ledger rows of each mail's most recent reference, then
+   * the conversations those rows name, each mail's first subject tag and, for a resumed mail, the
+   * first id of its own chain. `decide` finds them in hand and reads anything further (an older
+   * reference, another tag) as before. A batch of follow-ups paid two reads in turn per mail.
+   */
+  async prefetch(mails: MailForConversation[]): Promise<void> {
+    const limit = pLimit(PREFETCH_CONCURRENCY);
+    const readAll = async (reads: (() => Promise<void>)[]) => {
+      const settled = await Promise.allSettled(reads.map((read) => limit(read)));
+      const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
+    };
+    const taskIds = new Set<string>();
+    for (const mail of mails) {
+      const first = candidatesOf(mail)[0];
+      if (first) for (const taskId of this.taskIdsOf(first.id)) if (!this.tasks.has(taskId)) taskIds.add(taskId);
+    }
+    await readAll(
+      [...taskIds].map((taskId) => async () => {
+        this.tasks.set(taskId, await this.conversationOfTask(taskId));
+      }),
+    );
+    const conversationIds = new Set<string>();
+    for (const mail of mails) {
+      const first = candidatesOf(mail)[0];
+      const named = first ? this.taskIdsOf(first.id).map((t) => this.tasks.get(t) ?? null) : [];
+      for (const id of named) if (id) conversationIds.add(id);
+      if (!named.some(Boolean)) {
+        const tag = subjectTags(mail.subject)[0];
+        if (tag) conversationIds.add(tag);
+      }
+      if (!mail.firstAttempt) conversationIds.add(conversationIdFor(mail.taskId));
+    }
+    await readAll(
+      [...conversationIds]
+        .filter((id) => !this.conversations.has(id))
+        .map((id) => async () => {
+          this.conversations.set(id, (await this.store.get(id)) ?? null);
+        }),
+    );
+  }
+
   async decide(mail: MailForConversation): Promise<ConversationDecision> {
     let found: { conversation: Conversation; by: ContinuedBy } | undefined;
     let refused: string | null = null;
 
     // 1. The thread's headers: the message it answers, then its references, the most recent first.
-    const candidates: { id: string; by: ContinuedBy }[] = [];
-    if (mail.inReplyTo) candidates.push({ id: mail.inReplyTo, by: 'in-reply-to' });
-    for (const id of [...mail.references].reverse().slice(0, MAX_REFERENCES_LOOKED_UP))
-      candidates.push({ id, by: 'references' });
-    for (const candidate of candidates) {
-      if (candidate.id.length > MAX_MESSAGE_ID_CHARS) continue;
-      if (mail.messageId && candidate.id.trim() === mail.messageId.trim()) continue;
+    for (const candidate of candidatesOf(mail)) {
       const conversationId = await this.conversationOfMessage(candidate.id);
       if (!conversationId) continue;
       const conversation = await this.conversation(conversationId);

@@ -11,8 +11,15 @@ import { type ParsedMail, simpleParser } from 'mailparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalStack } from '../../localstack';
+import { runtimeFor } from '../../localstack/runtime';
 import { encodeQueueMessage, type TaskMessage } from '../../shared/contract/messages';
+import {
+  ConversationBatch,
+  ConversationStore,
+  type MailForConversation,
+} from '../../shared/conversation/conversations';
 import { conversationIdFor } from '../../shared/identity/ids';
+import { taskIdsFor } from '../../shared/identity/task-key';
 import { decodeThreadIndex, newThreadIndex, readThreadIndex } from '../../shared/mail/thread-index';
 import { TaskWorker } from '../../shared/worker/worker';
 import { runQueueFunction } from '../helpers/app';
@@ -245,6 +252,132 @@ describe('conversations', () => {
       `c.${alice.conversation.id}`,
     );
     expect(JSON.parse(conversation.taskIds)).toEqual([alice.taskId]);
+  });
+});
+
+describe('a batch of follow-ups', () => {
+  it('reads the rows its decisions need together, then decides each mail as before, in order', async () => {
+    const mailbox = 'followups@company.test';
+    const env = stack.settings(mailbox, { INBOXQ_AUTHORIZED_SENDERS: '*@partner.test', INBOXQ_ACKNOWLEDGE: 'false' });
+    const senderOf = (i: number) => `s${i % 4}@partner.test`;
+    // Twelve first mails, from four senders: twelve conversations.
+    for (let i = 0; i < 12; i++)
+      await stack.appendMail(
+        mailbox,
+        buildMail({ from: senderOf(i), to: mailbox, subject: `Question ${i}`, messageId: `<first-${i}@partner.test>` }),
+      );
+    await clearTasks(stack);
+    expect((await drainNow(stack, env)).counts.queued).toBe(12);
+    const firsts = new Map((await takeAllTasks(stack)).map((t) => [t.messageId, t]));
+    expect(firsts.size).toBe(12);
+
+    // Their follow-ups: each answers its first mail; one more from another sender answers the first
+    // thread (not a participant: refused); one more carries only the subject tag of the second.
+    const followUps = Array.from({ length: 12 }, (_, i) =>
+      buildMail({
+        from: senderOf(i),
+        to: mailbox,
+        subject: `Re: Question ${i}`,
+        inReplyTo: `<first-${i}@partner.test>`,
+      }),
+    );
+    const second = firsts.get('<first-1@partner.test>')!;
+    followUps.push(
+      buildMail({
+        from: 'stranger@partner.test',
+        to: mailbox,
+        subject: 'Re: Question 0',
+        inReplyTo: '<first-0@partner.test>',
+      }),
+      buildMail({ from: senderOf(1), to: mailbox, subject: `Also [#${second.conversation.id}]` }),
+    );
+
+    // 1. The decisions of that batch, against the mailbox's rows in Storage, every read counted.
+    const rt = runtimeFor(env);
+    const taskIds = await taskIdsFor(rt);
+    let reads = 0;
+    let inFlight = 0;
+    let peak = 0;
+    const counted = async <T>(read: () => Promise<T>): Promise<T> => {
+      reads++;
+      peak = Math.max(peak, ++inFlight);
+      try {
+        return await read();
+      } finally {
+        inFlight--;
+      }
+    };
+    class CountedStore extends ConversationStore {
+      override get(id: string) {
+        return counted(() => super.get(id));
+      }
+    }
+    const batch = new ConversationBatch(
+      new CountedStore(rt.storage, mailbox),
+      (taskId) => counted(async () => (await rt.ledger.getMessage(mailbox, taskId))?.conversationId ?? null),
+      (messageId) => taskIds.ofMessageId(messageId),
+    );
+    const questions: MailForConversation[] = followUps.map((source, n) => {
+      const from = /^From: (.*)$/m.exec(source)![1]!;
+      const subject = /^Subject: (.*)$/m.exec(source)![1]!;
+      const inReplyTo = /^In-Reply-To: (.*)$/m.exec(source)?.[1] ?? null;
+      return {
+        taskId: `followup-${n}`,
+        sender: from,
+        subject,
+        messageId: `<followup-${n}@partner.test>`,
+        inReplyTo,
+        references: inReplyTo ? [inReplyTo] : [],
+        receivedAt: new Date().toISOString(),
+        firstAttempt: true,
+      };
+    });
+    await batch.prefetch(questions);
+    // The 12 first mails' task rows (the stranger's follow-up names the first one again), then the
+    // 12 conversations they name (the tagged mail's tag is one of them): 24 reads, several at a time.
+    expect(reads).toBe(24);
+    expect(peak).toBeGreaterThan(1);
+    expect(peak).toBeLessThanOrEqual(16);
+    const decisions = [];
+    for (const q of questions) decisions.push(await batch.decide(q));
+    // Everything the decisions needed was in hand.
+    expect(reads).toBe(24);
+    for (let i = 0; i < 12; i++) {
+      const first = firsts.get(`<first-${i}@partner.test>`)!;
+      expect(decisions[i]).toMatchObject({
+        isNew: false,
+        continuedBy: 'in-reply-to',
+        previousTaskIds: [first.taskId],
+        refusedConversationId: null,
+      });
+      expect(decisions[i]!.conversation.id).toBe(first.conversation.id);
+    }
+    const first0 = firsts.get('<first-0@partner.test>')!;
+    expect(decisions[12]).toMatchObject({
+      isNew: true,
+      continuedBy: null,
+      refusedConversationId: first0.conversation.id,
+    });
+    expect(decisions[13]!.conversation.id).toBe(second.conversation.id);
+    expect(decisions[13]).toMatchObject({ isNew: false, continuedBy: 'subject-tag' });
+    // (Not committed: the drain below decides the same batch for real.)
+
+    // 2. The same mails through the drain: the same decisions.
+    for (const source of followUps) await stack.appendMail(mailbox, source);
+    await clearTasks(stack);
+    expect((await drainNow(stack, env)).counts.queued).toBe(14);
+    const tasks = await takeAllTasks(stack);
+    const byReply = new Map(tasks.map((t) => [t.inReplyTo ?? t.subject, t]));
+    for (let i = 0; i < 12; i++) {
+      const first = firsts.get(`<first-${i}@partner.test>`)!;
+      const task = tasks.find((t) => t.inReplyTo === `<first-${i}@partner.test>` && t.from.address === senderOf(i))!;
+      expect(task.conversation).toMatchObject({ id: first.conversation.id, isNew: false, continuedBy: 'in-reply-to' });
+    }
+    const stranger = tasks.find((t) => t.from.address === 'stranger@partner.test')!;
+    expect(stranger.conversation).toMatchObject({ isNew: true, continuedBy: null });
+    expect(stranger.conversation.id).not.toBe(first0.conversation.id);
+    const tagged = byReply.get(`Also [#${second.conversation.id}]`)!;
+    expect(tagged.conversation).toMatchObject({ id: second.conversation.id, isNew: false, continuedBy: 'subject-tag' });
   });
 });
 

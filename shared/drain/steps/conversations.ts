@@ -1,9 +1,10 @@
 /**
  * Step 4, conversations: each accepted mail's conversation, decided in order (a mail may continue
- * one started earlier in the batch) and recorded before any of their tasks is queued. A new
+ * one started earlier in the batch) and recorded before any of their tasks is queued. The rows the
+ * decisions look up first are read together beforehand. A new
  * conversation is written insert-if-absent (shared/conversation/conversations.ts).
  */
-import { ConversationBatch, ConversationStore } from '../../conversation/conversations';
+import { ConversationBatch, ConversationStore, type MailForConversation } from '../../conversation/conversations';
 import type { TaskIds } from '../../identity/task-key';
 import type { Ledger } from '../../ledger/ledger';
 import type { StorageClients } from '../../storage/clients';
@@ -23,11 +24,10 @@ export async function decideConversations(
     async (taskId) => (await ledger.getMessage(mailbox, taskId))?.conversationId ?? null,
     (messageId) => taskIds.ofMessageId(messageId),
   );
-  const out: ConversedMail[] = [];
-  for (const mail of mails) {
-    if (mail.judged.kind !== 'mail') continue;
+  const asked = mails.flatMap((mail) => {
+    if (mail.judged.kind !== 'mail') return [];
     const parsed = mail.judged.parsed;
-    const conversation = await batch.decide({
+    const question: MailForConversation = {
       taskId: mail.taskId,
       sender: (mail.judged.verdict.sender ?? '').toLowerCase(),
       subject: parsed.subject,
@@ -36,7 +36,14 @@ export async function decideConversations(
       references: parsed.references,
       receivedAt: mail.record.receivedAt,
       firstAttempt: !mail.resumed,
-    });
+    };
+    return [{ mail, question }];
+  });
+  // The rows the decisions look up first, read together; then each mail in order.
+  await batch.prefetch(asked.map((a) => a.question));
+  const out: ConversedMail[] = [];
+  for (const { mail, question } of asked) {
+    const conversation = await batch.decide(question);
     if (conversation.refusedConversationId) {
       log.warn('Mail points at a conversation of other participants; it starts a new one', {
         mailbox,
