@@ -52,17 +52,19 @@ export function sampleMail(opts: {
 
 /**
  * The benchmarks' mail number `i` to `mailbox`: from one of 20 partner.test senders passing DMARC,
- * text/plain, its body `bodyBytes` of text in lines of 77 (or one short line).
+ * text/plain, its body `bodyBytes` of text in lines of 77 (or one short line); with `inReplyTo`, a
+ * follow-up answering that Message-ID (send it from the same sender, `i` modulo 20, to continue its conversation).
  */
-export function benchMail(i: number, mailbox: string, bodyBytes = 0): Buffer {
+export function benchMail(i: number, mailbox: string, bodyBytes = 0, inReplyTo?: string): Buffer {
   const body = bodyBytes > 0 ? `${'x'.repeat(75)}\r\n`.repeat(Math.ceil(bodyBytes / 77)) : `mail ${i}\r\n`;
   return Buffer.from(
     [
       'Authentication-Results: spf=pass smtp.mailfrom=partner.test; dkim=pass header.d=partner.test;dmarc=pass action=none header.from=partner.test;compauth=pass reason=100',
       `From: sender${i % 20}@partner.test`,
       `To: ${mailbox}`,
-      `Subject: bench ${i}`,
+      `Subject: ${inReplyTo ? 'Re: ' : ''}bench ${i}`,
       `Message-ID: <${randomUUID()}@partner.test>`,
+      ...(inReplyTo ? [`In-Reply-To: ${inReplyTo}`, `References: ${inReplyTo}`] : []),
       'Content-Type: text/plain; charset=utf-8',
       '',
       body,

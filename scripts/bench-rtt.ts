@@ -8,7 +8,9 @@
  *   drain    inboxq's drain of N small mails, against a pipelined client: one IMAP FETCH of every
  *            source, 16 queue sends in flight, then delete (the least a drain can cost in round trips);
  *            and, reported without a goal, against the same client writing the ledger rows inboxq's
- *            guarantees rest on, in the same transactions (bench-rows.ts): what is left is inboxq's own
+ *            guarantees rest on, in the same transactions (bench-rows.ts): what is left is inboxq's own;
+ *            and inboxq draining N follow-ups of the mails it just drained (each continues its
+ *            conversation: its lookups are what a mailbox of conversations adds), against the same client
  *   replies  inboxq's reply function over N replies on its queue, against a pooled nodemailer client
  *            with the connections inboxq may use (Exchange allows 3 per mailbox), all sent at once
  *
@@ -64,6 +66,10 @@ export interface RttProfileResult {
     imapRoundTrips: number;
     storageRoundTrips: number;
     rowsStorageRoundTrips: number;
+    /** inboxq draining follow-ups of the mails it drained, and its ratio to the pipelined client (no goal). */
+    followUps: number;
+    followUpsRatio: number;
+    followUpsStorageRoundTrips: number;
   };
   replies: {
     inboxq: number;
@@ -181,19 +187,37 @@ export async function measureRtt(
         const answerable: string[] = [];
         const drainRatios: number[] = [];
         const rowsRatios: number[] = [];
-        const drainRates = { inboxq: [] as number[], pipelined: [] as number[], rows: [] as number[] };
-        const trips = { imap: [] as number[], storage: [] as number[], rowsStorage: [] as number[] };
+        const followUpRatios: number[] = [];
+        const drainRates = {
+          inboxq: [] as number[],
+          pipelined: [] as number[],
+          rows: [] as number[],
+          followUps: [] as number[],
+        };
+        const trips = {
+          imap: [] as number[],
+          storage: [] as number[],
+          rowsStorage: [] as number[],
+          followUpsStorage: [] as number[],
+        };
         for (let round = -1; round < options.rounds; round++) {
-          // The same-rows client between the two, so each of the others goes first in turn.
+          // The same-rows client between the two, so each of the others goes first in turn; the
+          // follow-ups right after the mails they answer.
           const sides =
-            round % 2 === 0 ? (['pipelined', 'rows', 'inboxq'] as const) : (['inboxq', 'rows', 'pipelined'] as const);
+            round % 2 === 0
+              ? (['pipelined', 'rows', 'inboxq', 'follow-ups'] as const)
+              : (['inboxq', 'follow-ups', 'rows', 'pipelined'] as const);
           const rate: Record<string, number> = {};
+          /** The Message-IDs of the mails inboxq drained last, which its follow-ups answer. */
+          let answered: string[] = [];
           for (const side of sides) {
-            const target = side === 'inboxq' ? mailbox : side === 'rows' ? withRows : bare;
-            await stack.dropIntoMaildir(
-              target,
-              Array.from({ length: options.mails }, (_, i) => benchMail(i, target)),
+            const target = side === 'inboxq' || side === 'follow-ups' ? mailbox : side === 'rows' ? withRows : bare;
+            const mails = Array.from({ length: options.mails }, (_, i) =>
+              benchMail(i, target, 0, side === 'follow-ups' ? answered[i] : undefined),
             );
+            if (side === 'inboxq')
+              answered = mails.map((m) => /^Message-ID: (.*)$/m.exec(m.toString('latin1'))![1]!.trim());
+            await stack.dropIntoMaildir(target, mails);
             await tasks.clearMessages();
             await resetCounts();
             const started = performance.now();
@@ -207,7 +231,7 @@ export async function measureRtt(
                   steps.set(step, seen ? [seen[0], t] : [t, t]);
                 }
               : undefined;
-            if (side === 'inboxq') {
+            if (side === 'inboxq' || side === 'follow-ups') {
               let drained = 0;
               for (let run = 0; run < 5 && drained < options.mails; run++) {
                 const summary = await drainMailbox({ ...rt, log: silentLogger, ...(onStep ? { onStep } : {}) });
@@ -215,7 +239,7 @@ export async function measureRtt(
                 for (const o of summary.outcomes) if (o.outcome === 'queued' && o.taskId) answerable.push(o.taskId);
                 if (summary.stoppedBecause === 'empty') break;
               }
-              if (drained !== options.mails) throw new Error(`inboxq drained ${drained} of ${options.mails}`);
+              if (drained !== options.mails) throw new Error(`inboxq drained ${drained} of ${options.mails} (${side})`);
             } else if (side === 'rows') {
               await rowsClient.mailboxOpen('INBOX');
               const n = await bareDrainWithRows(rowsClient, withRows, tasks, rowTables, 16);
@@ -248,6 +272,7 @@ export async function measureRtt(
               trips.storage.push(await storageRoundTrips());
             }
             if (side === 'rows' && round >= 0) trips.rowsStorage.push(await storageRoundTrips());
+            if (side === 'follow-ups' && round >= 0) trips.followUpsStorage.push(await storageRoundTrips());
           }
           if (round < 0) continue;
           drainRates.inboxq.push(rate['inboxq']!);
@@ -255,8 +280,10 @@ export async function measureRtt(
           drainRatios.push(rate['inboxq']! / rate['pipelined']!);
           drainRates.rows.push(rate['rows']!);
           rowsRatios.push(rate['inboxq']! / rate['rows']!);
+          drainRates.followUps.push(rate['follow-ups']!);
+          followUpRatios.push(rate['follow-ups']! / rate['pipelined']!);
           log(
-            `  rtt ${profile.imapMs}/${profile.storageMs} ms drain ${round + 1}: inboxq ${rate['inboxq']!.toFixed(1)}/s, pipelined ${rate['pipelined']!.toFixed(1)}/s, ratio ${(rate['inboxq']! / rate['pipelined']!).toFixed(2)}; with the same rows ${rate['rows']!.toFixed(1)}/s, ratio ${(rate['inboxq']! / rate['rows']!).toFixed(2)}; round trips IMAP ${trips.imap.at(-1)}, Storage ${trips.storage.at(-1)} (same rows: Storage ${trips.rowsStorage.at(-1)})`,
+            `  rtt ${profile.imapMs}/${profile.storageMs} ms drain ${round + 1}: inboxq ${rate['inboxq']!.toFixed(1)}/s, pipelined ${rate['pipelined']!.toFixed(1)}/s, ratio ${(rate['inboxq']! / rate['pipelined']!).toFixed(2)}; with the same rows ${rate['rows']!.toFixed(1)}/s, ratio ${(rate['inboxq']! / rate['rows']!).toFixed(2)}; follow-ups ${rate['follow-ups']!.toFixed(1)}/s, ratio ${(rate['follow-ups']! / rate['pipelined']!).toFixed(2)}; round trips IMAP ${trips.imap.at(-1)}, Storage ${trips.storage.at(-1)} (same rows: Storage ${trips.rowsStorage.at(-1)}, follow-ups: Storage ${trips.followUpsStorage.at(-1)})`,
           );
         }
 
@@ -350,6 +377,9 @@ export async function measureRtt(
             imapRoundTrips: median(trips.imap),
             storageRoundTrips: median(trips.storage),
             rowsStorageRoundTrips: median(trips.rowsStorage),
+            followUps: median(drainRates.followUps),
+            followUpsRatio: median(followUpRatios),
+            followUpsStorageRoundTrips: median(trips.followUpsStorage),
           },
           replies: {
             inboxq: median(replyRates.inboxq),
@@ -377,6 +407,7 @@ export function rttKeys(results: RttProfileResult[]): Record<string, number> {
   for (const r of results) {
     out[`rttDrainRatio${r.profile.name}`] = Number(r.drain.ratio.toFixed(3));
     out[`rttDrainRowsRatio${r.profile.name}`] = Number(r.drain.rowsRatio.toFixed(3));
+    out[`rttFollowUpDrainRatio${r.profile.name}`] = Number(r.drain.followUpsRatio.toFixed(3));
     out[`rttReplyRatio${r.profile.name}`] = Number(r.replies.ratio.toFixed(3));
   }
   return out;
@@ -393,6 +424,7 @@ export function rttSection(
     return [
       `| drain, ${options.mails} small mails, ${p} (mails/s) | ${r.drain.inboxq.toFixed(1)} | ${r.drain.pipelined.toFixed(1)} | **${r.drain.ratio.toFixed(3)}** (\`rttDrainRatio${r.profile.name}\`) | ≥ 0.8 | ${goal(r.drain.ratio >= 0.8)} | IMAP ${r.drain.imapRoundTrips}, Storage ${r.drain.storageRoundTrips} per ${options.mails} mails |`,
       `| drain, the same, against the pipelined client writing the same ledger rows (mails/s) | ${r.drain.inboxq.toFixed(1)} | ${r.drain.rows.toFixed(1)} | ${r.drain.rowsRatio.toFixed(3)} (\`rttDrainRowsRatio${r.profile.name}\`) | none | | Storage ${r.drain.rowsStorageRoundTrips} (the client's) per ${options.mails} mails |`,
+      `| drain, ${options.mails} follow-ups of the mails inboxq drained (each continues its conversation), against the pipelined client (mails/s) | ${r.drain.followUps.toFixed(1)} | ${r.drain.pipelined.toFixed(1)} | ${r.drain.followUpsRatio.toFixed(3)} (\`rttFollowUpDrainRatio${r.profile.name}\`) | none | | Storage ${r.drain.followUpsStorageRoundTrips} per ${options.mails} mails |`,
       `| replies, ${options.replies} at once, ${p} (replies/s) | ${r.replies.inboxq.toFixed(1)} | ${r.replies.pooled.toFixed(1)} | **${r.replies.ratio.toFixed(3)}** (\`rttReplyRatio${r.profile.name}\`) | ≥ 0.8 | ${goal(r.replies.ratio >= 0.8)} | SMTP ${r.replies.smtpRoundTripsPerReply.toFixed(1)}, Storage ${r.replies.storageRoundTripsPerReply.toFixed(1)} per reply |`,
     ];
   });
@@ -408,7 +440,10 @@ and deletes too: its default, a MOVE to inboxq-processed, is one IMAP command fe
 given at once. **The drain against the same rows** (no goal): the pipelined client also writing
 the rows inboxq's guarantees rest on, in the same transactions (scripts/bench-rows.ts: the claims,
 the conversations, the records after the sends, the removal marks after the delete; not the lease
-or the run record), so what is left between the two is inboxq's own. inboxq's replies go through the reply function as the queue runner calls it (batches
+or the run record), so what is left between the two is inboxq's own. **Follow-ups** (no goal): inboxq
+draining as many mails, each answering (In-Reply-To, from its sender) one it drained just before,
+so each continues a conversation: what a mailbox whose senders answer adds (the lookup of each
+mail's thread). inboxq's replies go through the reply function as the queue runner calls it (batches
 of 8, host.json) with the pace off. Median of ${options.rounds} rounds per profile, after a warm-up round;
 round trips are those inboxq started, counted at the proxies (a burst of pipelined commands is one).
 
