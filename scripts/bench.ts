@@ -1037,6 +1037,15 @@ Issue 27 (2026-12-07): round trips, and the drain's CPU counted fairly.
     record). Slower: 400-456 ms per 100 mails at 20/4 ms against 366-440, 721-762 at 80/10 ms
     against 655-735 (4 rounds each, step timelines). The sends are CPU-bound, so a transaction in
     flight beside them doesn't shorten them, and 12 transactions cost more than 4.
+  - *Follow-ups*: the bench now also drains 100 follow-ups of the mails inboxq just drained (each
+    answers one, from its sender, so each continues a conversation), against the same pipelined
+    client (\`rttFollowUpDrainRatio20\`, \`rttFollowUpDrainRatio80\`, no goal). With the code before
+    this session they measured **0.10-0.12** (20/4 ms) and **0.14-0.15** (80/10 ms): each mail's
+    thread lookup was two table reads awaited in turn (the referenced mail's task row, then its
+    conversation), 200 of them per 100 mails, 1.65 s of a 2.1-s batch at 20/4 ms. The batch now
+    reads them together, 16 at a time, before deciding its mails in order
+    (shared/conversation/conversations.ts, \`prefetch\`): **0.39 / 0.53-0.57** (\`BENCH_ONLY=rtt\`, 3
+    rounds). What is left is the SDK's CPU for 200 point reads; fresh mails need none.
   - *The full run above* (this session's code; the reply changes of the second session are in it):
     drain 0.531 / 0.635 of the bare pipelined client, **0.922 / 0.924** of the same-rows one (its
     rounds 0.93, 0.74, 0.92 and 0.97, 0.92, 0.86); replies **0.846 / 0.942**, met at both. On
