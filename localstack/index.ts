@@ -246,12 +246,15 @@ export class LocalStack {
     return this.idp.mint({ roles: EXCHANGE_ROLES, appid: 'inboxq-local-stack' }, { audience: EXCHANGE_AUDIENCE });
   }
 
-  /** An IMAP session on any mailbox, with a token minted by the identity provider (test-side access). */
-  async imap(mailbox: string): Promise<ImapFlow> {
-    const accessToken = await this.exchangeToken();
+  /**
+   * An IMAP session on any mailbox, with a token minted by the identity provider (test-side access),
+   * or the caller's; on Dovecot's port, or another that leads to it (a delay proxy's).
+   */
+  async imap(mailbox: string, options: { accessToken?: string; port?: number } = {}): Promise<ImapFlow> {
+    const accessToken = options.accessToken ?? (await this.exchangeToken());
     const client = new ImapFlow({
       host: '127.0.0.1',
-      port: this.dovecot.imapPort,
+      port: options.port ?? this.dovecot.imapPort,
       secure: true,
       tls: { ca: this.certs.ca },
       auth: { user: mailbox, accessToken },

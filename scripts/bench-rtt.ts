@@ -20,7 +20,6 @@
  */
 import { TableClient } from '@azure/data-tables';
 import { QueueClient } from '@azure/storage-queue';
-import { ImapFlow } from 'imapflow';
 import nodemailer from 'nodemailer';
 import pLimit from 'p-limit';
 
@@ -149,21 +148,8 @@ export async function measureRtt(
     await setRoundTrips({ name: 'warm', imapMs: 0, storageMs: 0 });
     await stack.dropIntoMaildir(mailbox, [benchMail(0, mailbox)]);
     await drainMailbox({ ...rt, log: silentLogger });
-    const connectImap = async (user: string) => {
-      const c = new ImapFlow({
-        host: '127.0.0.1',
-        port: imap.port,
-        secure: true,
-        tls: { ca: stack.certs.ca },
-        auth: { user, accessToken: token },
-        logger: false,
-      });
-      c.on('error', () => {});
-      await c.connect();
-      return c;
-    };
-    const client = await connectImap(bare);
-    const rowsClient = await connectImap(withRows);
+    const client = await stack.imap(bare, { accessToken: token, port: imap.port });
+    const rowsClient = await stack.imap(withRows, { accessToken: token, port: imap.port });
     // The pooled client connects for each round and closes after it: Exchange counts both sides'
     // connections against the mailbox's 3, so one left open would refuse inboxq's (432).
     const pooledClient = () =>

@@ -20,7 +20,7 @@ import { TableClient } from '@azure/data-tables';
 import { InvocationContext, type Timer } from '@azure/functions';
 import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
 import { QueueClient } from '@azure/storage-queue';
-import { ImapFlow } from 'imapflow';
+import type { ImapFlow } from 'imapflow';
 import nodemailer from 'nodemailer';
 
 import { EXCHANGE_ROLES, exitOnSignals, LocalStack } from '../localstack';
@@ -80,19 +80,9 @@ async function seed(stack: LocalStack, mailbox: string, count: number, bodyBytes
   await stack.dropIntoMaildir(mailbox, batch);
 }
 
-async function bareImap(stack: LocalStack, mailbox: string, token: string): Promise<ImapFlow> {
-  const client = new ImapFlow({
-    host: '127.0.0.1',
-    port: stack.dovecot.imapPort,
-    secure: true,
-    tls: { ca: stack.certs.ca },
-    auth: { user: mailbox, accessToken: token },
-    logger: false,
-  });
-  client.on('error', () => {});
-  await client.connect();
-  return client;
-}
+/** The baselines' IMAP session, on the token they minted before they are timed. */
+const bareImap = (stack: LocalStack, mailbox: string, token: string): Promise<ImapFlow> =>
+  stack.imap(mailbox, { accessToken: token });
 
 async function withBareImap<T>(
   stack: LocalStack,
