@@ -177,6 +177,16 @@ export class ReplyInProgressError extends InboxqError {
 }
 
 /** Short description of any thrown value, safe to log: class name and message, no stack. */
+/**
+ * Waits for every piece of work to finish, then throws the first failure: nothing started is
+ * still under way when the caller goes on (or ends its run).
+ */
+export async function settleAll(work: Promise<unknown>[]): Promise<void> {
+  const settled = await Promise.allSettled(work);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
 export function describeError(err: unknown): string {
   if (err instanceof Error) return `${err.name}: ${err.message}`;
   return String(err);

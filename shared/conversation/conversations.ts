@@ -25,6 +25,7 @@
 import type { TableClient, TableEntityResult, TransactionAction } from '@azure/data-tables';
 import pLimit from 'p-limit';
 
+import { settleAll } from '../errors';
 import { CONVERSATION_ID_CANDIDATES, conversationIdFor, subjectTags } from '../identity/ids';
 import { partitionKey } from '../ledger/rows';
 import { MAX_MESSAGE_ID_CHARS } from '../mail/parse';
@@ -283,25 +284,21 @@ export class ConversationBatch {
    */
   async prefetch(mails: MailForConversation[]): Promise<void> {
     const limit = pLimit(PREFETCH_CONCURRENCY);
-    const readAll = async (reads: (() => Promise<void>)[]) => {
-      const settled = await Promise.allSettled(reads.map((read) => limit(read)));
-      const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-      if (failed) throw failed.reason;
-    };
-    const taskIds = new Set<string>();
-    for (const mail of mails) {
+    const readAll = (reads: (() => Promise<void>)[]) => settleAll(reads.map((read) => limit(read)));
+    // The tasks each mail's most recent reference may be.
+    const referenced = mails.map((mail) => {
       const first = candidatesOf(mail)[0];
-      if (first) for (const taskId of this.taskIdsOf(first.id)) if (!this.tasks.has(taskId)) taskIds.add(taskId);
-    }
+      return first ? this.taskIdsOf(first.id) : [];
+    });
+    const taskIds = new Set(referenced.flat().filter((taskId) => !this.tasks.has(taskId)));
     await readAll(
       [...taskIds].map((taskId) => async () => {
         this.tasks.set(taskId, await this.conversationOfTask(taskId));
       }),
     );
     const conversationIds = new Set<string>();
-    for (const mail of mails) {
-      const first = candidatesOf(mail)[0];
-      const named = first ? this.taskIdsOf(first.id).map((t) => this.tasks.get(t) ?? null) : [];
+    for (const [n, mail] of mails.entries()) {
+      const named = referenced[n]!.map((t) => this.tasks.get(t) ?? null);
       for (const id of named) if (id) conversationIds.add(id);
       if (!named.some(Boolean)) {
         const tag = subjectTags(mail.subject)[0];

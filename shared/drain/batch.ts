@@ -14,6 +14,7 @@
 import pLimit from 'p-limit';
 
 import type { TaskMessage } from '../contract/messages';
+import { settleAll } from '../errors';
 import { type TaskIds, taskIdsFor } from '../identity/task-key';
 import type { MessageRecord } from '../ledger/rows';
 import type { MailboxEntry, MailboxSession } from '../mailbox/imap';
@@ -218,6 +219,7 @@ class Batch {
   async buildAndQueue(conversed: ConversedMail[]): Promise<void> {
     const limit = pLimit(STORAGE_CONCURRENCY);
     const streamed = (m: ConversedMail) => !m.source && m.entry.size > SMALL_MAIL_BYTES;
+    // A run never ends while writes of its mails are still under way.
     await settleAll(conversed.filter((m) => !streamed(m)).map((m) => limit(() => this.buildOne(m))));
     for (const mail of conversed.filter(streamed)) await this.buildOne(mail);
   }
@@ -400,14 +402,4 @@ export function released<T extends ClaimedMail>(mail: T): T {
   const why = record.state === 'rejected' ? 'rejected' : 'set aside';
   const note = `it was moved back to INBOX after being ${why}, and drained again (it had been ${why} because ${record.reasons[0] ?? 'of an unknown reason'})`;
   return { ...mail, record: { ...record, state: 'claimed', removed: false, reasons: [note] } };
-}
-
-/**
- * Waits for every mail's work to finish, then throws the first failure: a run never ends while
- * writes of its mails are still under way.
- */
-async function settleAll(work: Promise<unknown>[]): Promise<void> {
-  const settled = await Promise.allSettled(work);
-  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed) throw failed.reason;
 }
