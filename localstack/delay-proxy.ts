@@ -149,6 +149,9 @@ interface Answer {
   connections?: number;
 }
 
+/** Whether a child process has exited (by itself or by a signal). */
+const hasExited = (child: ChildProcess) => child.exitCode !== null || child.signalCode !== null;
+
 /** A DelayProxy in a child process (this file, compiled), driven over IPC. */
 export class DelayProxyProcess {
   port = 0;
@@ -190,12 +193,9 @@ export class DelayProxyProcess {
   }
 
   async stop(): Promise<void> {
-    if (!this.child) return;
     const child = this.child;
-    const exited =
-      child.exitCode !== null || child.signalCode !== null
-        ? Promise.resolve()
-        : new Promise((resolve) => child.once('exit', resolve));
+    if (!child) return;
+    const exited = hasExited(child) ? Promise.resolve() : new Promise((resolve) => child.once('exit', resolve));
     await this.ask({ op: 'stop' }).catch(() => undefined);
     await exited;
     this.child = undefined;
@@ -204,7 +204,7 @@ export class DelayProxyProcess {
   private ask(request: Ask): Promise<Answer> {
     const id = this.nextId++;
     const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null)
+    if (!child || hasExited(child))
       return Promise.reject(new Error(`the delay proxy in front of port ${this.targetPort} is not running`));
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
