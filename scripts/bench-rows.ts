@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 
-import type { TableClient } from '@azure/data-tables';
+import { TableClient } from '@azure/data-tables';
 import type { QueueClient } from '@azure/storage-queue';
 import type { ImapFlow } from 'imapflow';
 import pLimit from 'p-limit';
@@ -18,6 +18,18 @@ import { encodeQueueMessage } from '../shared/contract/messages';
 export interface LedgerTables {
   messages: TableClient;
   conversations: TableClient;
+}
+
+/** The same-rows baseline's two tables, `<prefix>Messages` and `<prefix>Conversations`, on the Storage the connection string names. */
+export function ledgerTables(connectionString: string, prefix: string): LedgerTables {
+  const table = (name: string) =>
+    TableClient.fromConnectionString(connectionString, name, { allowInsecureConnection: true });
+  return { messages: table(`${prefix}Messages`), conversations: table(`${prefix}Conversations`) };
+}
+
+/** Creates them. */
+export async function createLedgerTables(tables: LedgerTables): Promise<void> {
+  for (const t of [tables.messages, tables.conversations]) await t.createTable();
 }
 
 /**

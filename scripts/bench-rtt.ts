@@ -18,7 +18,6 @@
  * timed). Ratios are per pair, alternating which side goes first; the median is reported, with the
  * round trips inboxq started, counted at the proxies.
  */
-import { TableClient } from '@azure/data-tables';
 import { QueueClient } from '@azure/storage-queue';
 import nodemailer from 'nodemailer';
 import pLimit from 'p-limit';
@@ -36,7 +35,7 @@ import { deploymentFor } from '../shared/host/runtime';
 import { composeReply } from '../shared/reply/compose';
 import { closeSmtpPools } from '../shared/reply/smtp';
 import { silentLogger } from '../shared/telemetry/log';
-import { bareDrainWithRows, type LedgerTables } from './bench-rows';
+import { bareDrainWithRows, createLedgerTables, ledgerTables } from './bench-rows';
 
 export interface RttProfile {
   name: string;
@@ -126,13 +125,8 @@ export async function measureRtt(
     const repliesDirect = new QueueClient(stack.azurite.connectionString, REPLIES_QUEUE);
     await tasks.createIfNotExists();
     await replies.createIfNotExists();
-    const rowTables: LedgerTables = {
-      messages: TableClient.fromConnectionString(connection, 'benchRttRowsMessages', { allowInsecureConnection: true }),
-      conversations: TableClient.fromConnectionString(connection, 'benchRttRowsConversations', {
-        allowInsecureConnection: true,
-      }),
-    };
-    for (const t of [rowTables.messages, rowTables.conversations]) await t.createTable();
+    const rowTables = ledgerTables(connection, 'benchRttRows');
+    await createLedgerTables(rowTables);
 
     const setRoundTrips = (p: RttProfile) =>
       Promise.all([

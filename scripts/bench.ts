@@ -16,7 +16,6 @@ import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { TableClient } from '@azure/data-tables';
 import { InvocationContext, type Timer } from '@azure/functions';
 import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
 import { QueueClient } from '@azure/storage-queue';
@@ -42,7 +41,7 @@ import { silentLogger } from '../shared/telemetry/log';
 import { DEFAULT_IDLE_SECONDS, measureBill } from './bench-bill';
 import { measureLatency } from './bench-latency';
 import { measureMemory } from './bench-memory';
-import { bareDrainWithRows, type LedgerTables } from './bench-rows';
+import { bareDrainWithRows, createLedgerTables, ledgerTables } from './bench-rows';
 import { measureRtt, rttKeys, rttSection } from './bench-rtt';
 
 const RUNS = Number(process.env['BENCH_RUNS'] ?? 5);
@@ -206,15 +205,8 @@ async function measureDrain(
   const cpuRatios: number[] = [];
   const cpuRatiosRows: number[] = [];
   const cpuPerMailRows: number[] = [];
-  const tables: LedgerTables = {
-    messages: TableClient.fromConnectionString(stack.azurite.connectionString, 'benchRowsMessages', {
-      allowInsecureConnection: true,
-    }),
-    conversations: TableClient.fromConnectionString(stack.azurite.connectionString, 'benchRowsConversations', {
-      allowInsecureConnection: true,
-    }),
-  };
-  if (withRows) for (const t of [tables.messages, tables.conversations]) await t.createTable();
+  const tables = ledgerTables(stack.azurite.connectionString, 'benchRows');
+  if (withRows) await createLedgerTables(tables);
   // Run -1 is a warm-up pair (JIT, Azurite's and Dovecot's caches), measured but not counted.
   for (let run = -1; run < RUNS; run++) {
     const pair = run % 2 === 0 ? (['baseline', 'inboxq'] as const) : (['inboxq', 'baseline'] as const);
